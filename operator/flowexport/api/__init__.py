@@ -1,0 +1,1 @@
+"""The FlowExport API: models, CRD generation and spec validation."""

@@ -1,0 +1,369 @@
+"""The FlowExport API (flowexport.io/v1alpha1): the one schema for spec, status and the CRD.
+
+Field descriptions become the CRD's descriptions (`kubectl explain`); constraints become its
+OpenAPI validation. What the schema cannot express is checked by the model validators here,
+and the operator reports those failures as `Ready=False` naming the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from flowexport.core.logformat import LogFormat, LogFormatError
+
+GROUP = "flowexport.io"
+VERSION = "v1alpha1"
+KIND = "FlowExport"
+PLURAL = "flowexports"
+SINGULAR = "flowexport"
+SHORT_NAMES = ["fe"]
+
+CONDITION_TYPES = ("Ready", "SubscriptionReady", "PCEReachable", "Ingesting")
+
+#: Retention values CloudWatch Logs accepts (PutRetentionPolicy).
+RETENTION_DAYS = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
+
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+_CIDR = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)/[0-9]{1,3}$"
+_LOG_FORMAT = r"^\$\{[a-z0-9-]+\}( \$\{[a-z0-9-]+\})*$"
+_RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+class ApiModel(BaseModel):
+    """Base for API objects: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class SecretRef(ApiModel):
+    """A Secret in the FlowExport's own namespace."""
+
+    name: str = Field(
+        description="Name of the Secret, in the same namespace as the FlowExport.",
+        min_length=1,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+    )
+
+
+def _check_log_format(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            LogFormat.parse(value)
+        except LogFormatError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"not a valid CIDR: {value!r}") from None
+    return value
+
+
+Cidr = Annotated[str, Field(pattern=_CIDR, max_length=64), AfterValidator(_check_cidr)]
+
+
+class AwsSpec(ApiModel):
+    """Where the flow logs come from and how the operator reaches AWS."""
+
+    region: str = Field(
+        description="AWS region of the VPC and the log group, e.g. us-east-1.",
+        pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+    )
+    vpc_id: str = Field(
+        description="The VPC whose flow logs are exported, e.g. vpc-0123456789abcdef0.",
+        pattern=r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$",
+    )
+    log_group_name: str = Field(
+        description="CloudWatch Logs log group the VPC flow log delivers to.",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[.\-_/#A-Za-z0-9]+$",
+    )
+    manage_log_group: bool = Field(
+        default=True,
+        description=(
+            "Create the log group (tagged as owned by this FlowExport) and set its retention. "
+            "When false the log group must already exist."
+        ),
+    )
+    log_group_retention_days: Literal[RETENTION_DAYS] = Field(  # type: ignore[valid-type]
+        default=7,
+        description="Retention of a managed log group, in days (a CloudWatch Logs value).",
+    )
+    deliver_logs_role_arn: str = Field(
+        description=(
+            "IAM role the VPC Flow Logs service assumes to write to the log group "
+            "(trusts vpc-flow-logs.amazonaws.com)."
+        ),
+        pattern=_IAM_ROLE_ARN,
+    )
+    traffic_type: Literal["ACCEPT", "REJECT", "ALL"] = Field(
+        default="ALL", description="Which traffic the flow log captures."
+    )
+    max_aggregation_interval: Literal[60, 600] = Field(
+        default=60,
+        description="Seconds over which a flow is aggregated into one record (60 or 600).",
+    )
+    log_format: Annotated[str | None, AfterValidator(_check_log_format)] = Field(
+        default=None,
+        description=(
+            "Custom flow-log format ('${version} ${srcaddr} ...'). Default: a format carrying "
+            "every field the pipeline uses. Changing it replaces a flow log the operator owns."
+        ),
+        pattern=_LOG_FORMAT,
+        max_length=4096,
+    )
+    role_arn: str | None = Field(
+        default=None,
+        description="IAM role the operator assumes for its AWS calls (optional).",
+        pattern=_IAM_ROLE_ARN,
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description=(
+            "Secret with static keys aws_access_key_id, aws_secret_access_key and optional "
+            "aws_session_token. Default: the pod's identity chain (IRSA, instance profile)."
+        ),
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="Override the AWS endpoint (VPC endpoints, local emulators).",
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
+    )
+
+
+class PceSpec(ApiModel):
+    """The Illumio PCE that receives the flows."""
+
+    url: str = Field(
+        description=(
+            "PCE base URL, e.g. https://pce.example.com:8443 (without /api/v2). Plain http is "
+            "accepted only for loopback hosts such as a local simulator."
+        ),
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        max_length=2048,
+    )
+    org_id: int = Field(description="PCE organisation id.", ge=1)
+    credentials_secret_ref: SecretRef = Field(
+        description=(
+            "Secret of type kubernetes.io/basic-auth: key username holds the API key's auth "
+            "username (api_...), key password its secret."
+        ),
+    )
+    ca_bundle_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret whose key ca.crt holds PEM CA certificates trusted for the PCE.",
+    )
+    insecure_skip_tls_verify: bool = Field(
+        default=False,
+        alias="insecureSkipTLSVerify",
+        description="Do not verify the PCE's TLS certificate. For testing only; logged loudly.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_safe(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if "/api/v" in parts.path:
+            raise ValueError("give the PCE base URL without the /api/v2 path")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise ValueError("plain http is only allowed for loopback hosts; use https")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_choice(self) -> PceSpec:
+        if self.insecure_skip_tls_verify and self.ca_bundle_secret_ref is not None:
+            raise ValueError("caBundleSecretRef and insecureSkipTLSVerify exclude each other")
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_start_from(value: str) -> str:
+    if value not in ("now", "earliest"):
+        try:
+            parsed = datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError:
+            raise ValueError(f"not now, earliest or an RFC 3339 time: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError("an RFC 3339 time needs a zone offset (Z or +hh:mm)")
+    return value
+
+
+class IngestionSpec(ApiModel):
+    """What the ingestion worker reads, keeps and uploads."""
+
+    actions: list[Literal["ACCEPT", "REJECT"]] = Field(
+        default_factory=lambda: ["ACCEPT"],
+        description="Record actions to upload: ACCEPT, REJECT or both.",
+        min_length=1,
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    include_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="When set, keep only flows whose client or server is in one of these CIDRs.",
+        max_length=1000,
+    )
+    exclude_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Drop flows whose client or server is in one of these CIDRs.",
+        max_length=1000,
+    )
+    aggregation_window_seconds: int = Field(
+        default=300,
+        ge=5,
+        le=3600,
+        description="Duplicate flows within this window are uploaded once.",
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, le=1000, description="Flows per PCE upload request (at most 1000)."
+    )
+    poll_interval_seconds: int = Field(
+        default=30, ge=1, le=3600, description="Seconds between reads of the log group."
+    )
+    lookback_seconds: int = Field(
+        default=1200,
+        ge=0,
+        le=86400,
+        description=(
+            "How far back each read re-scans for late events (flow logs arrive minutes late); "
+            "events already read are not uploaded twice."
+        ),
+    )
+    start_from: Annotated[str, AfterValidator(_check_start_from)] = Field(
+        default="now",
+        description="Where a new FlowExport starts reading: now, earliest, or an RFC 3339 time.",
+        pattern=_START_FROM,
+    )
+
+
+class FlowExportSpec(ApiModel):
+    """Desired state: export one VPC's flow logs to one PCE."""
+
+    aws: AwsSpec = Field(description="AWS side: VPC, log group, flow log and credentials.")
+    pce: PceSpec = Field(description="Illumio PCE target: URL, org and API key Secret.")
+    ingestion: IngestionSpec = Field(
+        default_factory=IngestionSpec,
+        description="Reading, filtering, aggregation and upload settings.",
+        # An empty default lets the API server fill in every nested default.
+        json_schema_extra={"default": {}},
+    )
+    deletion_policy: Literal["Delete", "Retain"] = Field(
+        default="Delete",
+        description=(
+            "On deletion of the FlowExport: Delete removes the flow log and log group the "
+            "operator created; Retain leaves them. Resources it adopted are never deleted."
+        ),
+    )
+    suspend: bool = Field(
+        default=False, description="Stop ingesting (the subscription is kept) while true."
+    )
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str = Field(
+        description="Ready, SubscriptionReady, PCEReachable or Ingesting.",
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        description="CamelCase reason a program can act on.",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+    )
+    message: str = Field(default="", description="Human-readable detail.", max_length=32768)
+    last_transition_time: datetime = Field(
+        description="When the status last changed.",
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation this condition was set for."
+    )
+
+
+class Counts(ApiModel):
+    """Totals since the FlowExport was created."""
+
+    records_read: int = Field(default=0, ge=0, description="Flow-log records read.")
+    records_skipped: dict[str, int] = Field(
+        default_factory=dict,
+        description="Records not uploaded, by reason (nodata, action_filtered, bad_ip, ...).",
+    )
+    flows_uploaded: int = Field(default=0, ge=0, description="Flows the PCE accepted.")
+    flows_failed: int = Field(default=0, ge=0, description="Flows the PCE rejected.")
+    batches_uploaded: int = Field(default=0, ge=0, description="Upload requests accepted.")
+
+
+class FlowExportStatus(ApiModel):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, SubscriptionReady, PCEReachable and Ingesting.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    flow_log_id: str | None = Field(default=None, description="The VPC flow log delivering.")
+    log_group_arn: str | None = Field(default=None, description="ARN of the log group read.")
+    counts: Counts = Field(default_factory=Counts, description="Ingestion totals.")
+    last_upload_time: datetime | None = Field(
+        default=None, description="When the PCE last accepted a batch."
+    )
+    lag_seconds: int | None = Field(
+        default=None, description="Age of the newest record uploaded, at upload time."
+    )
+    cursor: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Reader position, saved only after the PCE accepted everything before it; a "
+            "restarted worker resumes from here."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class FlowExport(ApiModel):
+    """A FlowExport resource as stored by the API server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["flowexport.io/v1alpha1"] = Field(default=f"{GROUP}/{VERSION}")
+    kind: Literal["FlowExport"] = Field(default=KIND)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FlowExportSpec
+    status: FlowExportStatus | None = None

@@ -1,0 +1,103 @@
+"""Parse one flow-log line into typed values, driven by the field table. Never raises."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from flowexport.core.fields import FIELDS_BY_NAME, NULL, Kind
+from flowexport.core.logformat import LogFormat
+from flowexport.core.reasons import SkipReason
+
+Value = str | int | None
+Record = dict[str, Value]
+
+ACTIONS = frozenset({"ACCEPT", "REJECT"})
+LOG_STATUSES = frozenset({"OK", "NODATA", "SKIPDATA"})
+
+# Upper bounds for integer fields; anything else is a non-negative 64-bit counter.
+_INT_MAX = {"srcport": 65535, "dstport": 65535, "protocol": 255, "tcp-flags": 511}
+COUNTER_MAX = 2**63 - 1
+_ENUMS = {"action": ACTIONS, "log-status": LOG_STATUSES}
+
+
+def parse_ip(text: str) -> str | None:
+    """The canonical (compressed) text of an IPv4/IPv6 address, or None if it is not one."""
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return None
+
+
+def parse_int(text: str, name: str) -> int | None:
+    """The value of an integer field, or None if it is not a number within the field's range."""
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    if 0 <= value <= _INT_MAX.get(name, COUNTER_MAX):
+        return value
+    return None
+
+
+def parse_values(names: Sequence[str], texts: Sequence[str]) -> Record | SkipReason:
+    """Convert the texts of the named fields: `-` to None, ints, canonical IPs, enums checked.
+
+    A NODATA/SKIPDATA `log-status` wins over everything else, since such records carry `-` in
+    the flow fields by design.
+    """
+    record: Record = {}
+    for name, text in zip(names, texts, strict=True):
+        if text == NULL:
+            record[name] = None
+            continue
+        kind = FIELDS_BY_NAME[name].kind
+        if kind is Kind.INT:
+            number = parse_int(text, name)
+            if number is None:
+                return _status_or(names, texts, SkipReason.BAD_INT)
+            record[name] = number
+        elif kind is Kind.IP:
+            address = parse_ip(text)
+            if address is None:
+                return _status_or(names, texts, SkipReason.BAD_IP)
+            record[name] = address
+        else:
+            allowed = _ENUMS.get(name)
+            if allowed is not None and text not in allowed:
+                return _status_or(names, texts, SkipReason.BAD_VALUE)
+            record[name] = text
+    status = record.get("log-status")
+    if status == "NODATA":
+        return SkipReason.NODATA
+    if status == "SKIPDATA":
+        return SkipReason.SKIPDATA
+    return record
+
+
+def _status_or(names: Sequence[str], texts: Sequence[str], reason: SkipReason) -> SkipReason:
+    """NODATA/SKIPDATA if the line says so, else the malformation found."""
+    for name, text in zip(names, texts, strict=True):
+        if name == "log-status":
+            if text == "NODATA":
+                return SkipReason.NODATA
+            if text == "SKIPDATA":
+                return SkipReason.SKIPDATA
+    return reason
+
+
+def is_header(tokens: Sequence[str]) -> bool:
+    """True for a header line of field names, as in flow logs delivered to S3."""
+    return bool(tokens) and all(t in FIELDS_BY_NAME for t in tokens)
+
+
+def parse_line(line: str, fmt: LogFormat) -> Record | SkipReason:
+    """Parse one flow-log line in `fmt` into typed values, or the reason it is skipped."""
+    tokens = line.split()
+    if not tokens:
+        return SkipReason.EMPTY
+    if is_header(tokens):
+        return SkipReason.HEADER
+    if len(tokens) != len(fmt.fields):
+        return SkipReason.FIELD_COUNT
+    return parse_values(fmt.fields, tokens)
