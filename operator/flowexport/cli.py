@@ -10,6 +10,7 @@ from itertools import islice
 from typing import IO
 
 from flowexport import __version__
+from flowexport.api.crd import render_crd_yaml
 from flowexport.core.aggregate import Aggregator
 from flowexport.core.encode import encode_csv
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, LogFormat, LogFormatError
@@ -133,8 +134,6 @@ def run_parse(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def run_crd(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     """`flowexport crd`: print the CRD."""
-    from flowexport.api.crd import render_crd_yaml
-
     out.write(render_crd_yaml())
     return EXIT_OK
 

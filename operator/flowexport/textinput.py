@@ -7,7 +7,7 @@ import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any, cast
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -21,10 +21,11 @@ def open_lines(path: str) -> Iterator[IO[str]]:
     """
     raw: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     try:
-        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+        # peek() needs a BufferedReader; a replaced stdin may be a plain binary stream.
+        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(Any, raw))
         binary: IO[bytes] = buffered
         if buffered.peek(2)[:2] == _GZIP_MAGIC:
-            binary = gzip.GzipFile(fileobj=buffered, mode="rb")
+            binary = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
         yield io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None)
     finally:
         if path != "-":

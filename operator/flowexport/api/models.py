@@ -36,7 +36,10 @@ _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])
 _IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
 _CIDR = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)/[0-9]{1,3}$"
 _LOG_FORMAT = r"^\$\{[a-z0-9-]+\}( \$\{[a-z0-9-]+\})*$"
-_RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 _START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -223,7 +226,7 @@ class IngestionSpec(ApiModel):
     """What the ingestion worker reads, keeps and uploads."""
 
     actions: list[Literal["ACCEPT", "REJECT"]] = Field(
-        default_factory=lambda: ["ACCEPT"],
+        default_factory=lambda: ["ACCEPT"],  # type: ignore[arg-type]
         description="Record actions to upload: ACCEPT, REJECT or both.",
         min_length=1,
         max_length=2,
@@ -362,8 +365,8 @@ class FlowExport(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    api_version: Literal["flowexport.io/v1alpha1"] = Field(default=f"{GROUP}/{VERSION}")
-    kind: Literal["FlowExport"] = Field(default=KIND)
+    api_version: Literal["flowexport.io/v1alpha1"] = "flowexport.io/v1alpha1"
+    kind: Literal["FlowExport"] = "FlowExport"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: FlowExportSpec
     status: FlowExportStatus | None = None

@@ -71,27 +71,20 @@ FIELDS: tuple[FieldSpec, ...] = tuple(
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 
 #: The AWS default format (version 2), in its fixed order.
-DEFAULT_V2_FIELDS: tuple[str, ...] = tuple(
-    (
-        "version account-id interface-id srcaddr dstaddr srcport dstport protocol "
-        "packets bytes start end action log-status"
-    ).split()
-)
+DEFAULT_V2_FIELDS: tuple[str, ...] = (
+    "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",
+    "protocol", "packets", "bytes", "start", "end", "action", "log-status",
+)  # fmt: skip
 
 #: Fields without which no flow can be derived.
 REQUIRED_FIELDS: tuple[str, ...] = ("srcaddr", "dstaddr", "srcport", "dstport", "protocol")
 
 #: Fields the pipeline reads when they are present; the default custom format carries all of
 #: them (the v2 set first, so a v2 reader of the first 14 columns still works).
-PIPELINE_FIELDS: tuple[str, ...] = DEFAULT_V2_FIELDS + (
-    "vpc-id",
-    "subnet-id",
-    "instance-id",
-    "tcp-flags",
-    "type",
-    "pkt-srcaddr",
-    "pkt-dstaddr",
+PIPELINE_FIELDS: tuple[str, ...] = (
+    *DEFAULT_V2_FIELDS,
+    "vpc-id", "subnet-id", "instance-id", "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr",
     "flow-direction",
-)
+)  # fmt: skip
 
 NULL = "-"

@@ -44,7 +44,9 @@ class LogFormat:
             for token in text.split():
                 match = _TOKEN.fullmatch(token)
                 if match is None:
-                    raise LogFormatError(f"log format token {token!r} is not of the form ${{field}}")
+                    raise LogFormatError(
+                        f"log format token {token!r} is not of the form ${{field}}"
+                    )
                 names.append(match.group(1))
         else:
             names = text.split()

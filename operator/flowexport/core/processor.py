@@ -114,7 +114,7 @@ class FlowProcessor:
             if result is None:
                 result = self._resolve(key)
             if result.__class__ is SkipReason:
-                skipped[result] = skipped.get(result, 0) + 1  # type: ignore[index]
+                skipped[result] = skipped.get(result, 0) + 1
                 continue
             try:
                 packets = int(tokens[packets_at]) if packets_at is not None else 0
