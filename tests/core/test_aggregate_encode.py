@@ -1,6 +1,6 @@
 import pytest
 
-from flowexport.core.aggregate import Aggregator, FlowCounts
+from flowexport.core.aggregate import Aggregator
 from flowexport.core.encode import PCE_MAX_BATCH, batched, encode_batches, encode_csv
 from flowexport.core.flows import Flow
 
@@ -10,11 +10,12 @@ DNS = Flow("10.0.1.15", "10.0.0.2", 53, 17)
 
 def test_aggregator_counts_duplicates_in_first_seen_order() -> None:
     agg = Aggregator()
-    agg.add(WEB, packets=10, bytes_=100)
-    agg.add(DNS, packets=1, bytes_=70)
-    agg.add(WEB, packets=5, bytes_=50)
+    agg.add(WEB)
+    agg.add(DNS)
+    agg.add(WEB, records=3)
     assert agg.flows() == [WEB, DNS]
-    assert dict(agg.items())[WEB] == FlowCounts(records=2, packets=15, bytes=150)
+    assert dict(agg.items()) == {WEB: 4, DNS: 1}
+    assert agg.records == 5
     assert WEB in agg
     assert len(agg) == 2
 
@@ -22,18 +23,18 @@ def test_aggregator_counts_duplicates_in_first_seen_order() -> None:
 def test_drain_closes_the_window() -> None:
     agg = Aggregator()
     agg.add(WEB)
-    assert agg.drain() == [(WEB, FlowCounts(1, 0, 0))]
+    assert agg.drain() == [(WEB, 1)]
     assert len(agg) == 0
     assert agg.drain() == []
 
 
 def test_merge() -> None:
     a, b = Aggregator(), Aggregator()
-    a.add(WEB, packets=1)
-    b.add(WEB, packets=2)
+    a.add(WEB)
+    b.add(WEB, records=2)
     b.add(DNS)
     a.merge(b)
-    assert dict(a.items()) == {WEB: FlowCounts(2, 3, 0), DNS: FlowCounts(1, 0, 0)}
+    assert dict(a.items()) == {WEB: 3, DNS: 1}
 
 
 def test_csv_has_no_header_and_four_columns() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from flowexport.core.fields import FIELDS, FIELDS_BY_NAME
+from flowexport.core.fields import FIELDS, FIELDS_BY_NAME, KEY_FIELDS
 from flowexport.core.logformat import (
     DEFAULT_V2_FORMAT,
     PIPELINE_FORMAT,
@@ -54,7 +54,8 @@ def test_field_table_covers_every_documented_version() -> None:
     assert FIELDS_BY_NAME["reject-reason"].version == 8
 
 
-def test_pipeline_format_starts_with_the_v2_default() -> None:
-    assert PIPELINE_FORMAT.fields[: len(DEFAULT_V2_FORMAT.fields)] == DEFAULT_V2_FORMAT.fields
+def test_pipeline_format_carries_every_v2_field_with_the_key_fields_first() -> None:
+    assert set(DEFAULT_V2_FORMAT.fields) <= set(PIPELINE_FORMAT.fields)
+    assert PIPELINE_FORMAT.fields[: len(KEY_FIELDS)] == KEY_FIELDS
     for needed in ("tcp-flags", "pkt-srcaddr", "pkt-dstaddr", "action", "log-status"):
         assert needed in PIPELINE_FORMAT

@@ -75,7 +75,7 @@ def test_every_generated_record_is_a_flow_or_a_counted_skip(
     stats = processor.stats
     assert stats.records == len(texts)
     assert stats.flowed + sum(stats.skipped.values()) == len(texts)
-    assert sum(counts.records for _, counts in window) == stats.flowed
+    assert sum(records for _, records in window) == stats.flowed
     assert all(isinstance(SkipReason(r), SkipReason) for r in stats.skipped)
 
 

@@ -79,12 +79,20 @@ DEFAULT_V2_FIELDS: tuple[str, ...] = (
 #: Fields without which no flow can be derived.
 REQUIRED_FIELDS: tuple[str, ...] = ("srcaddr", "dstaddr", "srcport", "dstport", "protocol")
 
-#: Fields the pipeline reads when they are present; the default custom format carries all of
-#: them (the v2 set first, so a v2 reader of the first 14 columns still works).
+#: The fields whose values decide a record's flow or its skip reason.
+KEY_FIELDS: tuple[str, ...] = (
+    "srcaddr", "dstaddr", "srcport", "dstport", "protocol", "action", "log-status", "tcp-flags",
+    "pkt-srcaddr", "pkt-dstaddr",
+)  # fmt: skip
+
+#: Every field the pipeline reads, for the default custom format the operator asks AWS for.
+#: The key fields come first: the processor then takes a line's key as one string prefix
+#: instead of splitting the whole line (see core.processor). The rest are kept for people
+#: reading the log group directly.
 PIPELINE_FIELDS: tuple[str, ...] = (
-    *DEFAULT_V2_FIELDS,
-    "vpc-id", "subnet-id", "instance-id", "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr",
-    "flow-direction",
+    *KEY_FIELDS,
+    "version", "account-id", "interface-id", "packets", "bytes", "start", "end", "vpc-id",
+    "subnet-id", "instance-id", "type", "flow-direction",
 )  # fmt: skip
 
 NULL = "-"

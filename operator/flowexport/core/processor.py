@@ -1,41 +1,42 @@
 """The hot path: flow-log lines in, aggregated flows and counts out.
 
-Most lines in a real log repeat a small set of connections; only packets, bytes and times
-change. So a line is reduced to the fields that decide its flow (addresses, ports, protocol,
-action, status, TCP flags) and that key is resolved once, through the same parser and
-normaliser as any other record, then cached. Repeats cost a split, a tuple and two dict
-look-ups.
+Most lines repeat a small set of connections; only packets, bytes and times change. So a
+line is reduced to a key made of the fields that decide its flow (addresses, ports,
+protocol, action, status, TCP flags), a chunk's keys are counted with C-level iteration
+(`map`, `itemgetter`, `Counter`), and each distinct key is resolved once, through the same
+parser and normaliser as any other record, then cached. Python-level work is per distinct
+key, not per line.
+
+Two ways to take the key, chosen by the format:
+- prefix: when the key fields lead the format (the operator's default format is built so),
+  the key is the line's leading text up to the last key field, one string slice;
+- fields: otherwise, a tuple of the key fields' tokens from a whitespace split.
+Lines that are not cleanly single-space separated, or have the wrong number of fields, go
+through a per-line path that gives the same canonical key or a skip reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import islice, repeat
+from operator import itemgetter, methodcaller, sub
 
-from flowexport.core.aggregate import Aggregator, FlowCounts
+from flowexport.core.aggregate import Aggregator
+from flowexport.core.fields import KEY_FIELDS
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import LogFormat
 from flowexport.core.normalise import FlowFilter, normalise
 from flowexport.core.reasons import SkipReason
-from flowexport.core.records import COUNTER_MAX, is_header, parse_values
+from flowexport.core.records import is_header, parse_values
 
-#: The fields whose values decide a record's flow (or its skip reason).
-KEY_FIELDS: tuple[str, ...] = (
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "action",
-    "log-status",
-    "tcp-flags",
-    "pkt-srcaddr",
-    "pkt-dstaddr",
-)
-
-#: Resolved keys kept before the cache is emptied; bounds memory on high-churn logs.
+#: Resolved keys kept before the cache is emptied (it may hold one chunk more); bounds
+#: memory on high-churn logs.
 DEFAULT_CACHE_SIZE = 200_000
+
+#: Lines handled at a time: bounds the transient memory of a chunk's tokens.
+CHUNK_LINES = 4096
 
 
 @dataclass
@@ -70,9 +71,9 @@ class ProcessStats:
 class FlowProcessor:
     """Parse, normalise and aggregate flow-log lines of one format into a window of flows.
 
-    Validation covers what the pipeline uses: the field count, the key fields above, and
-    `packets`/`bytes` (summed per flow). A damaged value in a field the pipeline never reads
-    (say `account-id`) does not cost the flow. `parse_line` is the strict reference parser.
+    Validation covers what the pipeline uses: the field count and the key fields. A damaged
+    value in a field the pipeline never reads (`account-id`, `bytes`...) does not cost the
+    flow; `records.parse_line` is the strict reference parser that checks every field.
     """
 
     def __init__(
@@ -85,101 +86,126 @@ class FlowProcessor:
         self.filter = flow_filter or FlowFilter()
         self.aggregator = Aggregator()
         self.stats = ProcessStats()
-        self._key_names = tuple(n for n in KEY_FIELDS if n in fmt)
-        self._key = itemgetter(*(fmt.index[n] for n in self._key_names))
-        self._cache: dict[tuple[str, ...], Flow | SkipReason] = {}
+        self._n_fields = len(fmt.fields)
+        key_at = [i for i, name in enumerate(fmt.fields) if name in KEY_FIELDS]
+        self._key_names = tuple(fmt.fields[i] for i in key_at)
+        self._key_fields = itemgetter(*key_at)
+        # Prefix keys need the key fields first and at least one field after them.
+        self._prefix_len = len(key_at) if key_at == list(range(len(key_at))) else 0
+        if self._prefix_len >= self._n_fields:
+            self._prefix_len = 0
+        self._split_prefix = methodcaller("split", " ", self._prefix_len)
+        self._rest = itemgetter(self._prefix_len)
+        self._cache: dict[Hashable, Flow | SkipReason] = {}
         self._cache_size = cache_size
 
     def feed(self, lines: Iterable[str]) -> None:
         """Process lines (with or without trailing newlines) into the current window."""
-        n_fields = len(self.format.fields)
-        key_of = self._key
-        cache = self._cache
-        cache_get = cache.get
-        table = self.aggregator.table
-        table_get = table.get
-        skipped = self.stats.skipped
-        packets_at = self.format.index.get("packets")
-        bytes_at = self.format.index.get("bytes")
-        records = 0
-        for line in lines:
-            records += 1
-            tokens = line.split()
-            if len(tokens) != n_fields:
-                reason = self._odd_line(tokens)
-                skipped[reason] = skipped.get(reason, 0) + 1
-                continue
-            key = key_of(tokens)
-            result = cache_get(key)
-            if result is None:
-                result = self._resolve(key)
-            if result.__class__ is SkipReason:
-                skipped[result] = skipped.get(result, 0) + 1
-                continue
-            try:
-                packets = int(tokens[packets_at]) if packets_at is not None else 0
-                bytes_ = int(tokens[bytes_at]) if bytes_at is not None else 0
-            except ValueError:
-                packets, bytes_ = self._lenient_counters(tokens, packets_at, bytes_at)
-            if not (0 <= packets <= COUNTER_MAX and 0 <= bytes_ <= COUNTER_MAX):
-                skipped[SkipReason.BAD_INT] = skipped.get(SkipReason.BAD_INT, 0) + 1
-                continue
-            counts = table_get(result)  # type: ignore[arg-type]
-            if counts is None:
-                table[result] = FlowCounts(1, packets, bytes_)  # type: ignore[index]
-            else:
-                counts.records += 1
-                counts.packets += packets
-                counts.bytes += bytes_
-        self.stats.records += records
-        self.stats.flowed = self.stats.records - sum(skipped.values())
+        iterator = iter(lines)
+        while chunk := list(islice(iterator, CHUNK_LINES)):
+            self._feed_chunk(chunk)
 
-    def drain(self) -> list[tuple[Flow, FlowCounts]]:
-        """Close the window: its flows with counts, in first-seen order."""
+    def drain(self) -> list[tuple[Flow, int]]:
+        """Close the window: its flows with record counts, in first-seen order."""
         return self.aggregator.drain()
 
-    def _resolve(self, key: tuple[str, ...]) -> Flow | SkipReason:
-        result: Flow | SkipReason
-        if is_header(key):
-            result = SkipReason.HEADER
-        else:
-            parsed = parse_values(self._key_names, key)
-            result = parsed if isinstance(parsed, SkipReason) else normalise(parsed, self.filter)
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[key] = result
-        return result
+    def _feed_chunk(self, chunk: list[str]) -> None:
+        keys = self._prefix_keys(chunk) if self._prefix_len else self._field_keys(chunk)
+        cache = self._cache
+        new = set(keys).difference(cache)
+        if new:
+            if len(cache) + len(new) > self._cache_size:
+                cache.clear()
+                new = set(keys)
+            for key in new:
+                cache[key] = self._resolve(key)
+        skipped = self.stats.skipped
+        table = self.aggregator.table
+        # Distinct results (flows, skip reasons) are far fewer than distinct keys: ephemeral
+        # ports collapse. Counting them is the only per-line work, and it is C-level.
+        for result, count in Counter(map(cache.__getitem__, keys)).items():
+            if isinstance(result, SkipReason):
+                skipped[result] = skipped.get(result, 0) + count
+            else:
+                table[result] = table.get(result, 0) + count
+        self.stats.records += len(chunk)
+        self.stats.flowed = self.stats.records - sum(skipped.values())
 
-    @staticmethod
-    def _odd_line(tokens: list[str]) -> SkipReason:
-        if not tokens:
-            return SkipReason.EMPTY
+    def _clean_lines(self, chunk: list[str]) -> tuple[list[str], list[str]]:
+        """Split a chunk into single-space separated lines of the right field count, and others."""
+        clean = self._n_fields - 1
+        if set(map(str.count, chunk, repeat(" "))) == {clean}:
+            return chunk, []
+        return (
+            [line for line in chunk if line.count(" ") == clean],
+            [line for line in chunk if line.count(" ") != clean],
+        )
+
+    def _prefix_keys(self, chunk: list[str]) -> list[Hashable]:
+        """Keys as the text before the first non-key field."""
+        lines, odd = self._clean_lines(chunk)
+        rests = map(len, map(self._rest, map(self._split_prefix, lines)))
+        ends = map(sub, map(len, lines), rests)
+        keys: list[Hashable] = list(map(str.__getitem__, lines, map(slice, repeat(0), ends)))
+        return keys + self._slow_keys(odd)
+
+    def _field_keys(self, chunk: list[str]) -> list[Hashable]:
+        """Keys as tuples of the key fields' tokens."""
+        lines, odd = self._clean_lines(chunk)
+        # Split on the single spaces just counted (a tab inside a token must not shift the
+        # fields), streamed so each token list is freed as soon as its key is taken.
+        rows = map(_split_on_space, map(str.rstrip, lines))
+        keys: list[Hashable] = list(map(self._key_fields, rows))
+        return keys + self._slow_keys(odd)
+
+    def _slow_keys(self, lines: list[str]) -> list[Hashable]:
+        """Per-line path: canonical keys for usable lines; the others counted as skipped."""
+        skipped = self.stats.skipped
+        keys: list[Hashable] = []
+        for line in lines:
+            tokens = line.split()
+            if len(tokens) == self._n_fields:
+                keys.append(self._canonical_key(tokens))
+                continue
+            reason = _odd_line(tokens)
+            skipped[reason] = skipped.get(reason, 0) + 1
+        return keys
+
+    def _canonical_key(self, tokens: list[str]) -> Hashable:
+        if self._prefix_len:
+            return " ".join(tokens[: self._prefix_len]) + " "
+        key: tuple[str, ...] = self._key_fields(tokens)
+        return key
+
+    def _key_tokens(self, key: Hashable) -> tuple[str, ...]:
+        if isinstance(key, str):
+            return tuple(key.split(" ")[: self._prefix_len])
+        assert isinstance(key, tuple)
+        return key
+
+    def _resolve(self, key: Hashable) -> Flow | SkipReason:
+        tokens = self._key_tokens(key)
         if is_header(tokens):
             return SkipReason.HEADER
-        return SkipReason.FIELD_COUNT
+        parsed = parse_values(self._key_names, tokens)
+        return parsed if isinstance(parsed, SkipReason) else normalise(parsed, self.filter)
 
-    @staticmethod
-    def _lenient_counters(
-        tokens: list[str], packets_at: int | None, bytes_at: int | None
-    ) -> tuple[int, int]:
-        """Counters that are `-` count as 0; any other non-number marks the line bad (-1)."""
-        values = []
-        for at in (packets_at, bytes_at):
-            text = "0" if at is None else tokens[at]
-            if text == "-":
-                values.append(0)
-                continue
-            try:
-                values.append(int(text))
-            except ValueError:
-                values.append(-1)
-        return values[0], values[1]
+
+_split_on_space = methodcaller("split", " ")
+
+
+def _odd_line(tokens: list[str]) -> SkipReason:
+    if not tokens:
+        return SkipReason.EMPTY
+    if is_header(tokens):
+        return SkipReason.HEADER
+    return SkipReason.FIELD_COUNT
 
 
 def process_lines(
     lines: Iterable[str], fmt: LogFormat, flow_filter: FlowFilter | None = None
-) -> tuple[list[tuple[Flow, FlowCounts]], ProcessStats]:
-    """One-shot helper: the aggregated flows and counts of `lines`."""
+) -> tuple[list[tuple[Flow, int]], ProcessStats]:
+    """One-shot helper: the aggregated flows (with record counts) and counts of `lines`."""
     processor = FlowProcessor(fmt, flow_filter)
     processor.feed(lines)
     return processor.drain(), processor.stats

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 from flowexport.core.fields import FIELDS_BY_NAME, NULL, Kind
 from flowexport.core.logformat import LogFormat
@@ -19,8 +20,10 @@ LOG_STATUSES = frozenset({"OK", "NODATA", "SKIPDATA"})
 _INT_MAX = {"srcport": 65535, "dstport": 65535, "protocol": 255, "tcp-flags": 511}
 COUNTER_MAX = 2**63 - 1
 _ENUMS = {"action": ACTIONS, "log-status": LOG_STATUSES}
+_KINDS = {name: spec.kind for name, spec in FIELDS_BY_NAME.items()}
 
 
+@lru_cache(maxsize=65536)  # addresses repeat across records far more than keys do
 def parse_ip(text: str) -> str | None:
     """The canonical (compressed) text of an IPv4/IPv6 address, or None if it is not one."""
     try:
@@ -51,7 +54,7 @@ def parse_values(names: Sequence[str], texts: Sequence[str]) -> Record | SkipRea
         if text == NULL:
             record[name] = None
             continue
-        kind = FIELDS_BY_NAME[name].kind
+        kind = _KINDS[name]
         if kind is Kind.INT:
             number = parse_int(text, name)
             if number is None:
