@@ -39,26 +39,8 @@ def skip_mix(fmt: LogFormat) -> list[str]:
     return [
         "",
         " ".join(fmt.fields),
-        line(
-            fmt,
-            srcaddr="-",
-            dstaddr="-",
-            srcport="-",
-            dstport="-",
-            protocol="-",
-            action="-",
-            log_status="NODATA",
-        ),  # fmt: skip
-        line(
-            fmt,
-            srcaddr="-",
-            dstaddr="-",
-            srcport="-",
-            dstport="-",
-            protocol="-",
-            action="-",
-            log_status="SKIPDATA",
-        ),  # fmt: skip
+        line(fmt, **NO_FLOW, log_status="NODATA"),
+        line(fmt, **NO_FLOW, log_status="SKIPDATA"),
         "short line",
         line(fmt) + " extra",
         line(fmt, srcaddr="300.1.1.1"),
