@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +38,17 @@ def test_reference_mentions_every_spec_and_status_field() -> None:
 def test_readme_shows_the_real_default_format() -> None:
     block = README.split("decide a flow first", 1)[1].split("```")[1]
     assert " ".join(block.split()) == PIPELINE_FORMAT.render()
+
+
+def test_readme_parse_example_is_real_output() -> None:
+    shown = next(x for x in README.splitlines() if x.startswith('{"records"'))
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "flowexport", "parse", "--actions", "ACCEPT,REJECT",
+         str(root / "examples" / "flowlogs" / "sample.log")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(shown) == json.loads(result.stderr)
+    for flow in ("172.31.16.139,172.31.16.21,22,6", "10.0.1.15,10.0.2.40,5432,6"):
+        assert flow in README
+        assert flow in result.stdout.splitlines()
