@@ -59,3 +59,10 @@ def test_pipeline_format_carries_every_v2_field_with_the_key_fields_first() -> N
     assert PIPELINE_FORMAT.fields[: len(KEY_FIELDS)] == KEY_FIELDS
     for needed in ("tcp-flags", "pkt-srcaddr", "pkt-dstaddr", "action", "log-status"):
         assert needed in PIPELINE_FORMAT
+
+
+def test_a_format_built_directly_is_validated_too() -> None:
+    with pytest.raises(LogFormatError, match="lacks"):
+        LogFormat(("srcaddr",))
+    with pytest.raises(LogFormatError, match="unknown"):
+        LogFormat((*DEFAULT_V2_FORMAT.fields, "nope"))

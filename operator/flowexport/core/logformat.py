@@ -27,7 +27,20 @@ class LogFormat:
     index: dict[str, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "index", {name: i for i, name in enumerate(self.fields)})
+        """Refuse unknown or repeated fields, and formats without what every flow needs."""
+        names = self.fields
+        unknown = [n for n in names if n not in FIELDS_BY_NAME]
+        if unknown:
+            raise LogFormatError(f"unknown flow-log field(s): {', '.join(unknown)}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise LogFormatError(f"repeated flow-log field(s): {', '.join(repeated)}")
+        missing = [n for n in REQUIRED_FIELDS if n not in names]
+        if missing:
+            raise LogFormatError(
+                f"log format lacks field(s) every flow needs: {', '.join(missing)}"
+            )
+        object.__setattr__(self, "index", {name: i for i, name in enumerate(names)})
 
     @classmethod
     def parse(cls, text: str) -> LogFormat:
@@ -50,17 +63,6 @@ class LogFormat:
                 names.append(match.group(1))
         else:
             names = text.split()
-        unknown = [n for n in names if n not in FIELDS_BY_NAME]
-        if unknown:
-            raise LogFormatError(f"unknown flow-log field(s): {', '.join(unknown)}")
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise LogFormatError(f"repeated flow-log field(s): {', '.join(repeated)}")
-        missing = [n for n in REQUIRED_FIELDS if n not in names]
-        if missing:
-            raise LogFormatError(
-                f"log format lacks field(s) every flow needs: {', '.join(missing)}"
-            )
         return cls(tuple(names))
 
     @property
