@@ -86,6 +86,19 @@ def test_parse_survives_binary_garbage(tmp_path: Path) -> None:
     assert counts(result)["records"] == 2
 
 
+def test_truncated_or_corrupt_gzip_is_a_clear_error(tmp_path: Path) -> None:
+    packed = gzip.compress(SAMPLE.read_bytes() * 50)
+    truncated = tmp_path / "truncated.log.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    corrupt = tmp_path / "corrupt.log.gz"
+    corrupt.write_bytes(packed[:20] + b"\x00" * 200 + packed[220:])
+    for path in (truncated, corrupt):
+        result = flowexport("parse", str(path))
+        assert result.returncode == 2
+        assert f"cannot read {path}" in result.stderr.decode()
+        assert b"Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

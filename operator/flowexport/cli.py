@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zlib
 from collections.abc import Sequence
-from itertools import islice
+from itertools import chain
 from typing import IO
 
 from flowexport import __version__
@@ -21,7 +22,6 @@ from flowexport.textinput import open_lines
 
 EXIT_OK = 0
 EXIT_USAGE = 2
-_CHUNK = 65536
 
 
 class UsageError(Exception):
@@ -119,11 +119,10 @@ def run_parse(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             with open_lines(path) as stream:
                 fmt, first = _format_for(stream, explicit)
                 processor = FlowProcessor(fmt, flow_filter)
-                processor.feed(first)
-                while chunk := list(islice(stream, _CHUNK)):
-                    processor.feed(chunk)
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+                processor.feed(chain(first, stream))
+        except (OSError, EOFError, zlib.error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise UsageError(f"cannot read {path}: {reason}") from None
         total.merge(processor.aggregator)
         stats.add(processor.stats)
     out.write(encode_csv(total.flows()))
