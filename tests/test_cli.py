@@ -123,7 +123,7 @@ def test_crd_command_prints_the_generated_crd() -> None:
 
 def test_version_and_help() -> None:
     assert flowexport("--version").stdout.decode().strip() == f"flowexport {__version__}"
-    for args in (["--help"], ["parse", "--help"], ["crd", "--help"]):
+    for args in (["--help"], *([c, "--help"] for c in ("parse", "crd", "upload", "pce-sim"))):
         result = flowexport(*args)
         assert result.returncode == 0
         assert b"usage: flowexport" in result.stdout

@@ -35,6 +35,10 @@ def test_icmp_has_no_port() -> None:
     )
 
 
+def test_mixed_address_families_are_malformed() -> None:
+    assert flow_of(srcaddr="10.0.0.1", dstaddr="2001:db8::1") is SkipReason.BAD_IP
+
+
 def test_tcp_without_ports_is_missing_a_field() -> None:
     assert flow_of(srcport="-") is SkipReason.MISSING_FIELD
     assert flow_of(srcaddr="-") is SkipReason.MISSING_FIELD

@@ -10,12 +10,12 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from flowexport.core.logformat import LogFormat, LogFormatError
+from flowexport.urls import check_pce_url
 
 GROUP = "flowexport.io"
 VERSION = "v1alpha1"
@@ -41,7 +41,6 @@ _RFC3339 = (
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 class ApiModel(BaseModel):
@@ -188,27 +187,13 @@ class PceSpec(ApiModel):
     @field_validator("url")
     @classmethod
     def _url_is_safe(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if "/api/v" in parts.path:
-            raise ValueError("give the PCE base URL without the /api/v2 path")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-            raise ValueError("plain http is only allowed for loopback hosts; use https")
-        return value.rstrip("/")
+        return check_pce_url(value)
 
     @model_validator(mode="after")
     def _tls_choice(self) -> PceSpec:
         if self.insecure_skip_tls_verify and self.ca_bundle_secret_ref is not None:
             raise ValueError("caBundleSecretRef and insecureSkipTLSVerify exclude each other")
         return self
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_start_from(value: str) -> str:

@@ -77,6 +77,8 @@ def normalise(record: Record, flow_filter: FlowFilter) -> Flow | SkipReason:
     protocol = record.get("protocol")
     if not isinstance(src, str) or not isinstance(dst, str) or not isinstance(protocol, int):
         return SkipReason.MISSING_FIELD
+    if (":" in src) != (":" in dst):
+        return SkipReason.BAD_IP  # one packet cannot go from IPv4 to IPv6
     if protocol in PORT_PROTOCOLS:
         srcport, dstport = record.get("srcport"), record.get("dstport")
         if not isinstance(srcport, int) or not isinstance(dstport, int):

@@ -1,0 +1,1 @@
+"""The `flowexport` subcommands, one module each: `add_parser(subparsers)` and `run(args)`."""

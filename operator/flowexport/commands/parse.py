@@ -1,0 +1,38 @@
+"""`flowexport parse`: flow-log files in, PCE CSV out, counts on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from flowexport.commands.common import EXIT_OK, add_reading_options, read_flow_files
+from flowexport.core.encode import encode_csv
+
+
+def add_parser(commands: Any) -> None:
+    """Register the subcommand."""
+    parser = commands.add_parser(
+        "parse",
+        help="turn flow-log lines into PCE CSV flows (stdout) and counts (stderr)",
+        description=(
+            "Read flow-log lines (plain or gzip, '-' for stdin), normalise them to client -> "
+            "server flows, aggregate duplicates and print PCE bulk CSV "
+            "(src_ip,dst_ip,dst_port,proto) on stdout. One JSON line of counts goes to stderr."
+        ),
+    )
+    add_reading_options(parser)
+    parser.add_argument(
+        "files", nargs="*", default=["-"], metavar="FILE", help="input ('-': stdin)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the flows of the files as CSV, and their counts as JSON on stderr."""
+    total, stats = read_flow_files(args, args.files)
+    sys.stdout.write(encode_csv(total.flows()))
+    summary = {"records": stats.records, "flows": len(total), **stats.as_dict()}
+    sys.stderr.write(json.dumps(summary) + "\n")
+    return EXIT_OK

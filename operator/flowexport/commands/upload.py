@@ -1,0 +1,171 @@
+"""`flowexport upload`: backfill flow-log files (e.g. exported to S3) into a PCE."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from flowexport.commands.common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    UsageError,
+    add_reading_options,
+    read_flow_files,
+)
+from flowexport.core.encode import PCE_MAX_BATCH, check_batch_size
+from flowexport.core.flows import Flow
+from flowexport.pce.client import (
+    DEFAULT_RATE_PER_MINUTE,
+    BatchResult,
+    PCEClient,
+    PCECredentials,
+    RetryPolicy,
+    UploadSummary,
+)
+from flowexport.pce.errors import PCEError
+from flowexport.progress import ProgressBar
+from flowexport.urls import check_pce_url
+
+log = logging.getLogger("flowexport.upload")
+
+#: The `external_data_set` that marks workloads this tool created.
+EXTERNAL_DATA_SET = "flowexport"
+
+
+def add_parser(commands: Any) -> None:
+    """Register the subcommand."""
+    parser = commands.add_parser(
+        "upload",
+        help="parse flow-log files and upload their flows to a PCE",
+        description=(
+            "Parse flow-log files (plain or gzip), normalise and aggregate them, and upload "
+            "the flows with the PCE's bulk_traffic_flows API. Credentials come from the "
+            "environment: PCE_API_KEY (the API key's auth username) and PCE_API_SECRET. "
+            "Exit 0 when every flow was accepted, 1 when the PCE rejected some, 2 on usage, "
+            "authentication or connection errors. A JSON summary goes to stderr."
+        ),
+    )
+    parser.add_argument("--pce-url", required=True, help="PCE base URL, e.g. https://pce:8443")
+    parser.add_argument("--org", type=int, required=True, help="PCE org id")
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--ca-bundle", type=Path, help="PEM file of CA certificates for the PCE")
+    tls.add_argument(
+        "--insecure", action="store_true", help="do not verify the PCE's TLS certificate"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=PCE_MAX_BATCH, help="flows per request (1..1000)"
+    )
+    parser.add_argument(
+        "--rate-per-minute",
+        type=float,
+        default=DEFAULT_RATE_PER_MINUTE,
+        help=f"request rate cap for the API key (default {DEFAULT_RATE_PER_MINUTE})",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=RetryPolicy.attempts - 1,
+        help="retries of a request on 429, 5xx, timeouts or resets (with backoff)",
+    )
+    parser.add_argument(
+        "--ensure-workloads",
+        action="store_true",
+        help=(
+            "first create an unmanaged workload (marked external_data_set=flowexport) for "
+            "every address that has none, so the flows show on the PCE's map"
+        ),
+    )
+    add_reading_options(parser)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="flow-log files ('-': stdin)")
+    parser.set_defaults(run=run)
+
+
+def _credentials() -> PCECredentials:
+    username = os.environ.get("PCE_API_KEY", "").strip()
+    secret = os.environ.get("PCE_API_SECRET", "")
+    if not username or not secret:
+        raise UsageError(
+            "set PCE_API_KEY (the API key's auth username) and PCE_API_SECRET in the environment"
+        )
+    return PCECredentials(username, secret)
+
+
+def _client(args: argparse.Namespace) -> PCEClient:
+    try:
+        url = check_pce_url(args.pce_url)
+        check_batch_size(args.batch_size)
+        ca_pem = args.ca_bundle.read_text() if args.ca_bundle else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read the CA bundle {args.ca_bundle}: {exc.strerror}") from None
+    if args.org < 1:
+        raise UsageError("--org must be a positive org id")
+    if args.retries < 0:
+        raise UsageError("--retries cannot be negative")
+    try:
+        return PCEClient(
+            url,
+            args.org,
+            _credentials(),
+            ca_pem=ca_pem,
+            insecure=args.insecure,
+            rate_per_minute=args.rate_per_minute,
+            retry=RetryPolicy(attempts=args.retries + 1),
+        )
+    except PCEError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _upload(
+    client: PCEClient, args: argparse.Namespace, flows: list[Flow], report: dict[str, Any]
+) -> UploadSummary:
+    async with client:
+        if args.ensure_workloads:
+            addresses = [ip for flow in flows for ip in (flow.client_ip, flow.server_ip)]
+            workloads = await client.ensure_unmanaged_workloads(addresses, EXTERNAL_DATA_SET)
+            report["workloads"] = {"existing": workloads.existing, "created": workloads.created,
+                                   "failed": len(workloads.failed)}  # fmt: skip
+        batches = -(-len(flows) // args.batch_size)
+        bar = ProgressBar(sys.stderr, batches, "uploading", "batches")
+
+        def on_batch(result: BatchResult) -> None:
+            bar.advance()
+
+        try:
+            return await client.upload_all(flows, args.batch_size, on_batch)
+        finally:
+            bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, aggregate, upload; print a JSON summary on stderr."""
+    client = _client(args)
+    total, stats = read_flow_files(args, args.files)
+    flows = total.flows()
+    report: dict[str, Any] = {"records": stats.records, "flows": len(flows),
+                              "skipped": stats.as_dict()["skipped"]}  # fmt: skip
+    # Progress is shown by the bar; httpx's per-request lines would drown it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        summary = asyncio.run(_upload(client, args, flows, report))
+    except PCEError as exc:
+        report.update({"retries": client.retries, "error": str(exc), "reason": exc.reason})
+        sys.stderr.write(json.dumps(report) + "\n")
+        raise UsageError(str(exc)) from None
+    report.update({"uploaded": summary.accepted, "failed": summary.failed,
+                   "batches": summary.batches, "retries": client.retries})  # fmt: skip
+    if summary.failed_flows:
+        report["failed_flows_sample"] = summary.failed_flows[:10]
+    sys.stderr.write(json.dumps(report) + "\n")
+    return EXIT_REJECTED if summary.failed else EXIT_OK
+
+
+__all__ = ["EXIT_USAGE", "add_parser", "run"]

@@ -1,0 +1,501 @@
+"""An async client for the Illumio PCE REST API: flow uploads, probe, workloads and labels.
+
+One client per PCE target and API key: it owns the connection pool, the rate limiter and the
+retry policy. Secrets live only inside the httpx auth object; nothing here logs or raises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from flowexport import __version__
+from flowexport.core.encode import PCE_MAX_BATCH, batched, check_batch_size, encode_csv
+from flowexport.core.flows import Flow
+from flowexport.pce.errors import (
+    PCEAuthError,
+    PCEConfigError,
+    PCEError,
+    PCENotFoundError,
+    PCEPermissionError,
+    PCEProtocolError,
+    PCERequestError,
+    PCETLSError,
+    PCEUnavailableError,
+)
+from flowexport.pce.ratelimit import TokenBucket
+
+log = logging.getLogger("flowexport.pce")
+
+#: Requests per minute per API key; the PCE allows 500, we leave room for other users of the key.
+DEFAULT_RATE_PER_MINUTE = 450
+#: The PCE's default cap on synchronous collection GETs.
+MAX_RESULTS = 500
+#: How long a 429's Retry-After may make us wait before we treat it as an outage.
+MAX_RETRY_AFTER = 300.0
+
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class PCECredentials:
+    """An API key: its auth username (`api_...`) and secret."""
+
+    username: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per request, and exponential backoff with full jitter between them."""
+
+    attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return random.uniform(0.5, 1.0) * ceiling
+
+
+@dataclass
+class BatchResult:
+    """What the PCE said about one upload request."""
+
+    sent: int
+    received: int
+    failed: int
+    failed_flows: list[str]
+
+    @property
+    def accepted(self) -> int:
+        """Flows the PCE took: received minus rejected (unaccounted lines count as rejected)."""
+        return max(0, min(self.received, self.sent) - self.failed)
+
+
+@dataclass
+class UploadSummary:
+    """Totals over several upload requests."""
+
+    batches: int = 0
+    flows: int = 0
+    accepted: int = 0
+    failed: int = 0
+    failed_flows: list[str] = field(default_factory=list)
+
+    def add(self, batch: BatchResult) -> None:
+        """Count one batch; keeps a sample of rejected lines for the user."""
+        self.batches += 1
+        self.flows += batch.sent
+        self.accepted += batch.accepted
+        self.failed += batch.sent - batch.accepted
+        room = 100 - len(self.failed_flows)
+        if room > 0:
+            self.failed_flows.extend(batch.failed_flows[:room])
+
+
+@dataclass
+class WorkloadsResult:
+    """Outcome of ensuring unmanaged workloads for a set of addresses."""
+
+    existing: int = 0
+    created: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def tls_verify(ca_pem: str | None, insecure: bool) -> ssl.SSLContext | bool:
+    """httpx's `verify` for a PCE: system CAs, a PEM bundle, or (explicitly) nothing."""
+    if insecure:
+        if ca_pem:
+            raise PCEConfigError("a CA bundle and insecure TLS exclude each other")
+        return False
+    if not ca_pem:
+        return True
+    try:
+        return ssl.create_default_context(cadata=ca_pem)
+    except (ssl.SSLError, ValueError):
+        raise PCEConfigError("the PCE CA bundle is not valid PEM") from None
+
+
+class PCEClient:
+    """The PCE API for one org, with retries, rate limiting and clear errors."""
+
+    def __init__(
+        self,
+        url: str,
+        org_id: int,
+        credentials: PCECredentials,
+        *,
+        ca_pem: str | None = None,
+        insecure: bool = False,
+        timeout: httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        rate_per_minute: float = DEFAULT_RATE_PER_MINUTE,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PCEConfigError("the PCE URL must look like https://pce.example.com:8443")
+        self.base_url = url.rstrip("/")
+        self.org_id = org_id
+        self.retry = retry or RetryPolicy()
+        self.retries = 0
+        self._sleep = sleep
+        self._limiter = TokenBucket(rate_per_minute, sleep=sleep)
+        self._bulk_lock = asyncio.Lock()
+        self._known_ips: set[str] = set()
+        verify = tls_verify(ca_pem, insecure)
+        if verify is False:
+            log.warning(
+                "TLS verification of the PCE at %s is DISABLED (insecure skip TLS verify); "
+                "anyone on the path can read the API key. Use a CA bundle instead.",
+                self.base_url,
+            )
+        self._http = httpx.AsyncClient(
+            base_url=f"{self.base_url}/api/v2",
+            auth=httpx.BasicAuth(credentials.username, credentials.secret),
+            verify=verify,
+            timeout=timeout or httpx.Timeout(30.0, connect=10.0),
+            headers={"User-Agent": f"flowexport/{__version__}", "Accept": "application/json"},
+        )
+
+    def __repr__(self) -> str:
+        return f"PCEClient({self.base_url!r}, org_id={self.org_id})"
+
+    async def __aenter__(self) -> PCEClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    @property
+    def org_path(self) -> str:
+        """Org-scoped path prefix under /api/v2."""
+        return f"/orgs/{self.org_id}"
+
+    # -- flows --------------------------------------------------------------------------
+
+    async def upload(self, flows: Sequence[Flow]) -> BatchResult:
+        """Upload one batch (at most 1000 flows) with bulk_traffic_flows."""
+        if not flows:
+            return BatchResult(0, 0, 0, [])
+        check_batch_size(len(flows))
+        response = await self._request(
+            "POST",
+            f"{self.org_path}/agents/bulk_traffic_flows",
+            content=encode_csv(flows).encode(),
+            headers={"Content-Type": "text/csv"},
+        )
+        result = _batch_result(len(flows), _json(response))
+        log.debug(
+            "uploaded batch: %d sent, %d accepted, %d failed",
+            result.sent,
+            result.accepted,
+            result.failed,
+        )
+        return result
+
+    async def upload_all(
+        self,
+        flows: Iterable[Flow],
+        batch_size: int = PCE_MAX_BATCH,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> UploadSummary:
+        """Upload flows in batches of `batch_size`; stops at the first batch that errors."""
+        summary = UploadSummary()
+        for batch in batched(flows, batch_size):
+            result = await self.upload(batch)
+            summary.add(result)
+            if on_batch is not None:
+                on_batch(result)
+        return summary
+
+    async def probe(self) -> None:
+        """Cheap authenticated call proving URL, org and credentials; raises PCEError."""
+        await self._request("GET", f"{self.org_path}/labels", params={"max_results": 1})
+
+    # -- labels -------------------------------------------------------------------------
+
+    async def find_label(self, key: str, value: str) -> dict[str, Any] | None:
+        """The label with exactly this key and value (the PCE's value filter is partial)."""
+        response = await self._request(
+            "GET", f"{self.org_path}/labels", params={"key": key, "value": value}
+        )
+        for label in _json_list(response):
+            if label.get("key") == key and label.get("value") == value:
+                return label
+        return None
+
+    async def ensure_label(self, key: str, value: str) -> dict[str, Any]:
+        """Find the label, or create it."""
+        found = await self.find_label(key, value)
+        if found is not None:
+            return found
+        response = await self._request(
+            "POST", f"{self.org_path}/labels", json={"key": key, "value": value}
+        )
+        created = _json(response)
+        if not isinstance(created, dict) or "href" not in created:
+            raise PCEProtocolError("creating a label returned no href")
+        return created
+
+    # -- workloads ----------------------------------------------------------------------
+
+    async def find_workloads_by_ip(self, ip: str) -> list[dict[str, Any]]:
+        """Workloads with an interface whose address is exactly `ip` (the filter is partial)."""
+        wanted = ipaddress.ip_address(ip)
+        response = await self._request(
+            "GET",
+            f"{self.org_path}/workloads",
+            params={"ip_address": str(wanted), "max_results": MAX_RESULTS},
+        )
+        return [w for w in _json_list(response) if _has_address(w, wanted)]
+
+    async def create_workload(self, workload: dict[str, Any]) -> dict[str, Any]:
+        """Create one workload; returns the PCE's object (with its href)."""
+        response = await self._request("POST", f"{self.org_path}/workloads", json=workload)
+        created = _json(response)
+        if not isinstance(created, dict) or "href" not in created:
+            raise PCEProtocolError("creating a workload returned no href")
+        return created
+
+    async def bulk_create_workloads(
+        self, workloads: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Create workloads with bulk_create, 1000 per request, one bulk operation at a time."""
+        results: list[dict[str, Any]] = []
+        async with self._bulk_lock:
+            for start in range(0, len(workloads), PCE_MAX_BATCH):
+                chunk = list(workloads[start : start + PCE_MAX_BATCH])
+                response = await self._request(
+                    "PUT", f"{self.org_path}/workloads/bulk_create", json=chunk
+                )
+                answer = _json_list(response)
+                if len(answer) != len(chunk):
+                    raise PCEProtocolError(
+                        f"bulk_create answered {len(answer)} results for {len(chunk)} workloads"
+                    )
+                results.extend(answer)
+        return results
+
+    async def ensure_unmanaged_workloads(
+        self,
+        ips: Iterable[str],
+        external_data_set: str,
+        labels: Sequence[dict[str, Any]] = (),
+    ) -> WorkloadsResult:
+        """Make sure a workload exists for every address, creating unmanaged ones as needed.
+
+        Created workloads carry `external_data_set` and, as `external_data_reference`, their
+        address, so their owner can find and remove them later. Addresses already covered by
+        any workload (managed or not) are left alone.
+        """
+        result = WorkloadsResult()
+        missing = []
+        for ip in dict.fromkeys(ipaddress.ip_address(a).compressed for a in ips):
+            if ip in self._known_ips:
+                result.existing += 1
+            elif await self.find_workloads_by_ip(ip):
+                self._known_ips.add(ip)
+                result.existing += 1
+            else:
+                missing.append(ip)
+        if not missing:
+            return result
+        bodies = [_unmanaged_workload(ip, external_data_set, labels) for ip in missing]
+        for ip, answer in zip(missing, await self.bulk_create_workloads(bodies), strict=True):
+            problems = _bulk_errors(answer)
+            if problems:
+                result.failed[ip] = problems
+            else:
+                self._known_ips.add(ip)
+                result.created += 1
+        return result
+
+    # -- transport ----------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with rate limiting; retry 429/5xx/timeouts/resets; raise a clear PCEError."""
+        last_problem = ""
+        for attempt in range(1, self.retry.attempts + 1):
+            await self._limiter.acquire()
+            wait: float | None = None
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                last_problem = "timed out"
+            except httpx.TransportError as exc:
+                if _is_tls_failure(exc):
+                    raise PCETLSError(
+                        f"the PCE at {self.base_url} presented a certificate that could not be "
+                        "verified; supply its CA bundle (caBundleSecretRef / --ca-bundle)"
+                    ) from None
+                last_problem = f"connection failed ({type(exc).__name__})"
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code not in _RETRY_STATUSES:
+                    raise self._status_error(method, path, response)
+                last_problem = f"HTTP {response.status_code}"
+                if response.status_code == 429:
+                    wait = _retry_after(response.headers.get("Retry-After"))
+            if attempt == self.retry.attempts:
+                break
+            self.retries += 1
+            delay = wait if wait is not None else self.retry.backoff(attempt)
+            log.info(
+                "PCE %s %s: %s; retry %d/%d in %.1fs",
+                method,
+                path,
+                last_problem,
+                attempt,
+                self.retry.attempts - 1,
+                delay,
+            )
+            await self._sleep(delay)
+        raise PCEUnavailableError(
+            f"PCE at {self.base_url} unavailable: {method} {path} failed "
+            f"{self.retry.attempts} times, last: {last_problem}"
+        )
+
+    def _status_error(self, method: str, path: str, response: httpx.Response) -> PCEError:
+        status = response.status_code
+        detail = _error_detail(response)
+        where = f"{method} {path}"
+        if status == 401:
+            return PCEAuthError(
+                f"the PCE rejected the API key (401 on {where}): check the key's auth username "
+                "(api_...) and secret"
+            )
+        if status == 403:
+            return PCEPermissionError(
+                f"the API key lacks permission for {where} (403){detail}; it needs a role "
+                f"that may write traffic flows and workloads in org {self.org_id}"
+            )
+        if status == 404:
+            return PCENotFoundError(
+                f"not found (404 on {where}){detail}: check the PCE URL ({self.base_url}) and "
+                f"org id ({self.org_id})"
+            )
+        return PCERequestError(f"the PCE refused {where} ({status}){detail}")
+
+
+def _batch_result(sent: int, body: Any) -> BatchResult:
+    if not isinstance(body, dict):
+        raise PCEProtocolError("bulk_traffic_flows answered something other than a JSON object")
+    received, failed = body.get("num_flows_received"), body.get("num_flows_failed")
+    failed_flows = body.get("failed_flows", [])
+    if not isinstance(received, int) or not isinstance(failed, int):
+        raise PCEProtocolError("bulk_traffic_flows answer lacks num_flows_received/failed")
+    if not isinstance(failed_flows, list):
+        failed_flows = []
+    return BatchResult(sent, received, failed, [str(f) for f in failed_flows])
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PCEProtocolError(
+            f"the PCE answered {response.status_code} with a body that is not JSON"
+        ) from None
+
+
+def _json_list(response: httpx.Response) -> list[dict[str, Any]]:
+    body = _json(response)
+    if not isinstance(body, list):
+        raise PCEProtocolError("the PCE answered an object where a list was expected")
+    return [item for item in body if isinstance(item, dict)]
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The PCE's error tokens (`[{"token": ..., "message": ...}]`), if any."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    items = body if isinstance(body, list) else [body]
+    texts = []
+    for item in items[:3]:
+        if isinstance(item, dict):
+            token, message = item.get("token"), item.get("message") or item.get("error")
+            texts.append(": ".join(str(x) for x in (token, message) if x))
+    return f": {'; '.join(t for t in texts if t)}" if any(texts) else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _is_tls_failure(exc: httpx.TransportError) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _has_address(
+    workload: dict[str, Any], wanted: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> bool:
+    for interface in workload.get("interfaces") or []:
+        try:
+            if ipaddress.ip_address(str(interface.get("address"))) == wanted:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _unmanaged_workload(
+    ip: str, external_data_set: str, labels: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "name": f"flowexport {ip}",
+        "hostname": ip,
+        "interfaces": [{"name": "eth0", "address": ip, "link_state": "up"}],
+        "labels": [{"href": label["href"]} for label in labels],
+        "external_data_set": external_data_set,
+        "external_data_reference": ip,
+    }
+
+
+def _bulk_errors(answer: dict[str, Any]) -> str:
+    """The problems a bulk_create result reports, or '' when the workload was created."""
+    problems = [
+        f"{e.get('token', 'error')}: {e.get('message', '')}".rstrip(": ")
+        for e in answer.get("errors") or []
+        if isinstance(e, dict)
+    ]
+    if not answer.get("href") and not problems:
+        problems.append(str(answer.get("message") or answer.get("token") or "not created"))
+    return "; ".join(problems)

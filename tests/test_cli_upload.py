@@ -1,0 +1,153 @@
+"""`flowexport pce-sim` and `flowexport upload`, as real processes talking over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.processes import flowexport_server
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "flowlogs" / "sample.log"
+SECRET = "upload-test-secret-9d8c"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[dict[str, Any]]:
+    with flowexport_server(
+        "pce-sim", "--tls", "--api-key", "api_cli", "--api-secret", SECRET
+    ) as ready:
+        yield ready
+
+
+@pytest.fixture(autouse=True)
+def clean(sim: dict[str, Any]) -> None:
+    httpx.post(f"{sim['url']}/_sim/reset", verify=False)
+
+
+def upload(sim: dict[str, Any], *args: str, secret: str = SECRET, ca: bool = True,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    environment = {**os.environ, "PCE_API_KEY": "api_cli", "PCE_API_SECRET": secret}
+    if env is not None:
+        environment = {**os.environ, **env}
+    tls = ["--ca-bundle", sim["ca_file"]] if ca else []
+    return subprocess.run(
+        [sys.executable, "-m", "flowexport", "upload", "--pce-url", sim["url"], "--org", "1",
+         *tls, *args],
+        capture_output=True, text=True, timeout=120, env=environment, check=False,
+    )  # fmt: skip
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    line = next(x for x in reversed(result.stderr.splitlines()) if x.startswith("{"))
+    value: dict[str, Any] = json.loads(line)
+    return value
+
+
+def received(sim: dict[str, Any]) -> list[list[Any]]:
+    flows: list[list[Any]] = httpx.get(f"{sim['url']}/_sim/flows", verify=False).json()["flows"]
+    return flows
+
+
+def test_simulator_ready_line(sim: dict[str, Any]) -> None:
+    assert sim["url"].startswith("https://127.0.0.1:")
+    assert sim["api_key"] == "api_cli"
+    assert "api_secret" not in sim, "a secret given by the user is not echoed"
+    assert Path(sim["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_upload_everything_accepted(sim: dict[str, Any], tmp_path: Path) -> None:
+    result = upload(sim, "--actions", "ACCEPT,REJECT", "--batch-size", "4", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    report = summary(result)
+    assert report["flows"] == report["uploaded"] == 9
+    assert report["failed"] == 0
+    assert report["batches"] == 3
+    assert report["records"] == 25
+    assert ["10.0.1.15", "10.0.2.40", 5432, 6] in received(sim)
+    assert len(received(sim)) == 9
+    assert "\r" not in result.stderr, "no progress bar when stderr is not a terminal"
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_upload_with_workloads(sim: dict[str, Any]) -> None:
+    parsed = subprocess.run([sys.executable, "-m", "flowexport", "parse", str(SAMPLE)],
+                            capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    addresses = {ip for line in parsed.stdout.splitlines() for ip in line.split(",")[:2]}
+    result = upload(sim, "--ensure-workloads", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    expected = {"existing": 0, "created": len(addresses), "failed": 0}
+    assert summary(result)["workloads"] == expected
+    again = upload(sim, "--ensure-workloads", str(SAMPLE))
+    assert summary(again)["workloads"] == {"existing": len(addresses), "created": 0, "failed": 0}
+    workloads = httpx.get(f"{sim['url']}/_sim/workloads", verify=False).json()
+    assert {w["external_data_set"] for w in workloads} == {"flowexport"}
+
+
+def test_some_flows_rejected_exit_1(sim: dict[str, Any]) -> None:
+    httpx.post(f"{sim['url']}/_sim/faults", json={"reject_flows_containing": "10.0.2.40"},
+               verify=False)  # fmt: skip
+    result = upload(sim, str(SAMPLE))
+    assert result.returncode == 1
+    report = summary(result)
+    assert report["failed"] == 1
+    assert report["uploaded"] == report["flows"] - 1
+    assert report["failed_flows_sample"] == ["10.0.1.15,10.0.2.40,5432,6"]
+
+
+def test_transient_failures_are_retried(sim: dict[str, Any]) -> None:
+    faults = {"fail_first": 2, "throttle_first": 1, "retry_after": 0.2,
+              "path_contains": "bulk_traffic_flows"}  # fmt: skip
+    httpx.post(f"{sim['url']}/_sim/faults", json=faults, verify=False)
+    result = upload(sim, str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert summary(result)["retries"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "args", "message"),
+    [
+        ({"secret": "wrong"}, [], "rejected the API key"),
+        ({"ca": False}, [], "supply its CA bundle"),
+        ({"env": {"PCE_API_KEY": "", "PCE_API_SECRET": ""}}, [], "set PCE_API_KEY"),
+        ({}, ["--batch-size", "1001"], "between 1 and 1000"),
+        ({}, ["--format", "${srcaddr}"], "lacks"),
+    ],
+)
+def test_usage_auth_and_tls_errors_exit_2(
+    sim: dict[str, Any], kwargs: dict[str, Any], args: list[str], message: str
+) -> None:
+    result = upload(sim, *args, str(SAMPLE), **kwargs)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_pce_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
+    result = subprocess.run(
+        [sys.executable, "-m", "flowexport", "upload", "--pce-url", "http://127.0.0.1:9",
+         "--org", "1", "--retries", "1", str(SAMPLE)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unavailable" in result.stderr and "connection failed" in result.stderr
+
+
+def test_plain_http_to_a_remote_pce_is_refused() -> None:
+    env = {**os.environ, "PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
+    result = subprocess.run(
+        [sys.executable, "-m", "flowexport", "upload", "--pce-url", "http://pce.example.com",
+         "--org", "1", str(SAMPLE)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "only allowed for loopback" in result.stderr
