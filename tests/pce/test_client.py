@@ -24,6 +24,7 @@ from flowexport.pce.errors import (
     PCENotFoundError,
     PCEPermissionError,
     PCEProtocolError,
+    PCERequestError,
     PCETLSError,
     PCEUnavailableError,
 )
@@ -307,3 +308,10 @@ class TestWorkloadsAndLabels:
         assert await client.ensure_label("role", "web") == web
         assert await client.find_label("role", "we") is None
         assert len(pce.call(lambda: list(pce.sim.state.labels))) == 2
+
+
+async def test_400_is_not_retried(pce: SimPCE, client: PCEClient) -> None:
+    pce.faults(fail_first=1, fail_status=400)
+    with pytest.raises(PCERequestError, match=r"refused POST .* \(400\)"):
+        await client.upload(FLOWS[:1])
+    assert len(pce.requests()) == 1

@@ -35,9 +35,11 @@ class TokenBucket:
                 now = self._clock()
                 self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
                 self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                # The tolerance and the 1 ms floor keep rounding (0.9999999999999999 tokens)
+                # from turning into sleeps too short to move the clock, i.e. a spin.
+                if self._tokens >= 1 - 1e-9:
+                    self._tokens = max(0.0, self._tokens - 1)
                     return waited
-                delay = (1 - self._tokens) / self.rate
+                delay = max((1 - self._tokens) / self.rate, 0.001)
                 await self._sleep(delay)
                 waited += delay
