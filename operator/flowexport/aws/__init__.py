@@ -1,0 +1,1 @@
+"""The AWS edge (boto3): credentials, the flow-log subscription, the CloudWatch Logs reader."""

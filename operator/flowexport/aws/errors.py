@@ -1,0 +1,60 @@
+"""AWS failures classified: terminal (the spec, a permission or a resource must change) or not."""
+
+from __future__ import annotations
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
+
+_THROTTLING = {
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "RequestThrottled", "RequestThrottledException", "SlowDown",
+}  # fmt: skip
+_UNAVAILABLE = {
+    "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
+    "InternalServerError", "RequestTimeout", "RequestTimeoutException", "Unavailable",
+}  # fmt: skip
+_DENIED = {
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess",
+    "AuthFailure", "UnrecognizedClientException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+    "ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId",
+}  # fmt: skip
+_SERVICE_PREFIX = {"ec2": "ec2", "logs": "logs", "cloudwatch logs": "logs", "sts": "sts"}
+
+
+class AwsError(Exception):
+    """A classified AWS failure; `reason` is a CamelCase word for conditions and metrics."""
+
+    def __init__(self, message: str, reason: str, terminal: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.terminal = terminal
+
+
+def classify(exc: Exception, service: str, operation: str) -> AwsError:
+    """Turn a boto3/botocore exception into an AwsError that says what to do."""
+    action = f"{_SERVICE_PREFIX.get(service.lower(), service.lower())}:{operation}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        detail = str(error.get("Message", "")).strip()
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _THROTTLING:
+            return AwsError(f"AWS throttled {action} ({code}); backing off", "AWSThrottled", False)
+        if code in _UNAVAILABLE or (isinstance(status, int) and status >= 500):
+            return AwsError(f"AWS failed {action} ({code}); retrying", "AWSUnavailable", False)
+        if code in _DENIED:
+            hint = (
+                " (and iam:PassRole on the delivery role)" if operation == "CreateFlowLogs" else ""
+            )
+            return AwsError(
+                f"AWS denied {action} ({code}): grant the operator's identity {action}{hint}",
+                "AWSAccessDenied",
+                True,
+            )
+        if code == "InvalidVpcID.NotFound":
+            return AwsError(f"the VPC does not exist ({code}: {detail})", "VPCNotFound", True)
+        return AwsError(f"AWS rejected {action} ({code}: {detail})", "AWSInvalidRequest", True)
+    if isinstance(exc, EndpointConnectionError | ConnectionError):
+        return AwsError(f"cannot reach AWS for {action}: {exc}", "AWSUnreachable", False)
+    if isinstance(exc, BotoCoreError):
+        return AwsError(f"AWS call {action} failed: {exc}", "AWSUnavailable", False)
+    return AwsError(f"AWS call {action} failed: {type(exc).__name__}", "AWSUnavailable", False)

@@ -1,0 +1,110 @@
+"""boto3 sessions and clients for one FlowExport: region, endpoint, keys or assumed role."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
+
+from flowexport import __version__
+
+
+@dataclass(frozen=True)
+class AwsKeys:
+    """Static credentials read from a Secret."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    """Where and as whom to call AWS."""
+
+    region: str
+    endpoint_url: str | None = None
+    role_arn: str | None = None
+    keys: AwsKeys | None = None
+    requests_per_second: float = 5.0
+
+
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 8},  # backs off on throttling and 5xx
+    connect_timeout=10,
+    read_timeout=60,
+    user_agent_extra=f"flowexport/{__version__}",
+)
+
+
+def make_session(target: AwsTarget) -> boto3.Session:
+    """A session from static keys or the default chain (IRSA), optionally assuming a role."""
+    keys = target.keys
+    base = boto3.Session(
+        region_name=target.region,
+        aws_access_key_id=keys.access_key_id if keys else None,
+        aws_secret_access_key=keys.secret_access_key if keys else None,
+        aws_session_token=keys.session_token if keys else None,
+    )
+    if not target.role_arn:
+        return base
+    sts = base.client("sts", endpoint_url=target.endpoint_url, config=CLIENT_CONFIG)
+    role_arn = target.role_arn
+
+    def assume() -> dict[str, Any]:
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="flowexport-operator")[
+            "Credentials"
+        ]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata=assume(), refresh_using=assume, method="sts-assume-role"
+    )
+    core = botocore.session.get_session()
+    core._credentials = credentials  # botocore's documented way to inject refreshable creds
+    core.set_config_variable("region", target.region)
+    return boto3.Session(botocore_session=core)
+
+
+@dataclass
+class AwsClients:
+    """The clients one FlowExport needs."""
+
+    ec2: Any
+    logs: Any
+    target: AwsTarget
+
+
+def make_clients(target: AwsTarget) -> AwsClients:
+    """EC2 and CloudWatch Logs clients for the target."""
+    session = make_session(target)
+    kwargs = {"endpoint_url": target.endpoint_url, "config": CLIENT_CONFIG}
+    return AwsClients(session.client("ec2", **kwargs), session.client("logs", **kwargs), target)
+
+
+class RateLimiter:
+    """Blocking limiter for AWS calls made from worker threads: `rate` calls per second."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.interval = 1.0 / rate
+        self._next = 0.0
+
+    def wait(self) -> None:
+        """Sleep until the next call may go out."""
+        now = time.monotonic()
+        if self._next > now:
+            time.sleep(self._next - now)
+            now = self._next
+        self._next = now + self.interval

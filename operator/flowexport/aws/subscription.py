@@ -1,0 +1,243 @@
+"""Ensure a VPC's flow log delivers to a CloudWatch Logs group: create, adopt, repair, remove.
+
+Ownership is recorded in tags: what carries `flowexport.io/owner: <namespace>/<name>` was
+created by that FlowExport and may be replaced or deleted by it; anything else is only adopted
+(used as is) or reported, never changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flowexport.api.models import AwsSpec
+from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.session import AwsClients
+from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
+
+OWNER_TAG = "flowexport.io/owner"
+MANAGED_BY_TAG = "flowexport.io/managed-by"
+MANAGED_BY = "flowexport-operator"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Subscription:
+    """The log group and flow log in use, and what this reconcile changed."""
+
+    log_group_arn: str
+    flow_log_id: str
+    log_format: LogFormat
+    log_group_owned: bool
+    flow_log_owned: bool
+    delivery_error: str | None = None
+    changes: list[str] = field(default_factory=list)
+
+
+def desired_format(spec: AwsSpec) -> LogFormat:
+    """The log format a FlowExport asks for."""
+    return LogFormat.parse(spec.log_format) if spec.log_format else PIPELINE_FORMAT
+
+
+def _call(clients: AwsClients, service: str, operation: str, fn: Callable[..., T], **kw: Any) -> T:
+    try:
+        return fn(**kw)
+    except AwsError:
+        raise
+    except Exception as exc:
+        raise classify(exc, service, operation) from None
+
+
+def _tags(owner: str) -> dict[str, str]:
+    return {OWNER_TAG: owner, MANAGED_BY_TAG: MANAGED_BY}
+
+
+def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subscription:
+    """Make the VPC's flow log deliver to the log group in the desired format; idempotent.
+
+    Raises AwsError: terminal for a missing VPC or log group, denied permissions, or a flow
+    log in the way that this FlowExport does not own; retryable for throttling and outages.
+    """
+    _call(clients, "ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc_id])
+    changes: list[str] = []
+    arn, group_owned = _ensure_log_group(clients, spec, owner, changes)
+    fmt = desired_format(spec)
+    flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, fmt, changes)
+    error = flow_log.get("DeliverLogsErrorMessage")
+    return Subscription(
+        log_group_arn=arn,
+        flow_log_id=flow_log["FlowLogId"],
+        log_format=fmt,
+        log_group_owned=group_owned,
+        flow_log_owned=flow_log_owned,
+        delivery_error=str(error) if error else None,
+        changes=changes,
+    )
+
+
+def find_log_group(clients: AwsClients, name: str) -> dict[str, Any] | None:
+    """The log group called exactly `name`, if it exists."""
+    answer = _call(
+        clients, "logs", "DescribeLogGroups", clients.logs.describe_log_groups,
+        logGroupNamePrefix=name,
+    )  # fmt: skip
+    return next((g for g in answer.get("logGroups", []) if g["logGroupName"] == name), None)
+
+
+def _group_arn(group: dict[str, Any]) -> str:
+    arn = group.get("logGroupArn") or group["arn"]
+    return str(arn).removesuffix(":*")
+
+
+def _ensure_log_group(
+    clients: AwsClients, spec: AwsSpec, owner: str, changes: list[str]
+) -> tuple[str, bool]:
+    name = spec.log_group_name
+    group = find_log_group(clients, name)
+    if group is None:
+        if not spec.manage_log_group:
+            raise AwsError(
+                f"log group {name} does not exist; create it or set spec.aws.manageLogGroup: true",
+                "LogGroupNotFound",
+                True,
+            )
+        _call(
+            clients, "logs", "CreateLogGroup", clients.logs.create_log_group,
+            logGroupName=name, tags=_tags(owner),
+        )  # fmt: skip
+        _call(
+            clients, "logs", "PutRetentionPolicy", clients.logs.put_retention_policy,
+            logGroupName=name, retentionInDays=spec.log_group_retention_days,
+        )  # fmt: skip
+        changes.append(f"created log group {name}")
+        group = find_log_group(clients, name)
+        if group is None:
+            raise AwsError(f"log group {name} vanished after creation", "AWSUnavailable", False)
+        return _group_arn(group), True
+    arn = _group_arn(group)
+    tags = _call(
+        clients, "logs", "ListTagsForResource", clients.logs.list_tags_for_resource,
+        resourceArn=arn,
+    ).get("tags", {})  # fmt: skip
+    owned = tags.get(OWNER_TAG) == owner
+    retention = spec.log_group_retention_days
+    if owned and spec.manage_log_group and group.get("retentionInDays") != retention:
+        _call(
+            clients, "logs", "PutRetentionPolicy", clients.logs.put_retention_policy,
+            logGroupName=name, retentionInDays=retention,
+        )  # fmt: skip
+        changes.append(f"set retention of {name} to {retention} days")
+    return arn, owned
+
+
+def _flow_logs(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
+    answer = _call(
+        clients, "ec2", "DescribeFlowLogs", clients.ec2.describe_flow_logs,
+        Filters=[{"Name": "resource-id", "Values": [spec.vpc_id]}],
+    )  # fmt: skip
+    return [
+        f
+        for f in answer.get("FlowLogs", [])
+        if f.get("LogDestinationType", "cloud-watch-logs") == "cloud-watch-logs"
+        and f.get("LogGroupName") == spec.log_group_name
+    ]
+
+
+def _owner_of(flow_log: dict[str, Any]) -> str | None:
+    return next((t["Value"] for t in flow_log.get("Tags", []) if t["Key"] == OWNER_TAG), None)
+
+
+def flow_log_format(flow_log: dict[str, Any]) -> LogFormat:
+    """The format a flow log writes (AWS's default when it has no custom one)."""
+    text = flow_log.get("LogFormat")
+    return LogFormat.parse(text) if text else DEFAULT_V2_FORMAT
+
+
+def _differences(flow_log: dict[str, Any], spec: AwsSpec, fmt: LogFormat) -> list[str]:
+    found = []
+    try:
+        if flow_log_format(flow_log) != fmt:
+            found.append("logFormat")
+    except ValueError:
+        found.append("logFormat")
+    if flow_log.get("DeliverLogsPermissionArn") != spec.deliver_logs_role_arn:
+        found.append("deliverLogsRoleArn")
+    if flow_log.get("MaxAggregationInterval", 600) != spec.max_aggregation_interval:
+        found.append("maxAggregationInterval")
+    if flow_log.get("TrafficType") != spec.traffic_type:
+        found.append("trafficType")
+    return found
+
+
+def _ensure_flow_log(
+    clients: AwsClients, spec: AwsSpec, owner: str, fmt: LogFormat, changes: list[str]
+) -> tuple[dict[str, Any], bool]:
+    existing = _flow_logs(clients, spec)
+    matching = [f for f in existing if not _differences(f, spec, fmt)]
+    stale_owned = [f for f in existing if f not in matching and _owner_of(f) == owner]
+    foreign = [f for f in existing if f not in matching and _owner_of(f) != owner]
+    if stale_owned:
+        ids = [f["FlowLogId"] for f in stale_owned]
+        _call(clients, "ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=ids)
+        for f in stale_owned:
+            what = ", ".join(_differences(f, spec, fmt))
+            changes.append(f"replaced flow log {f['FlowLogId']} ({what} changed)")
+    if matching:
+        chosen = next((f for f in matching if _owner_of(f) == owner), matching[0])
+        return chosen, _owner_of(chosen) == owner
+    if foreign:
+        other = foreign[0]
+        raise AwsError(
+            f"flow log {other['FlowLogId']} already delivers {spec.vpc_id} to "
+            f"{spec.log_group_name} with a different {', '.join(_differences(other, spec, fmt))}"
+            " and is not owned by this FlowExport: delete it, or change spec.aws to match it",
+            "FlowLogConflict",
+            True,
+        )
+    answer = _call(
+        clients, "ec2", "CreateFlowLogs", clients.ec2.create_flow_logs,
+        ResourceIds=[spec.vpc_id], ResourceType="VPC", TrafficType=spec.traffic_type,
+        LogDestinationType="cloud-watch-logs", LogGroupName=spec.log_group_name,
+        DeliverLogsPermissionArn=spec.deliver_logs_role_arn, LogFormat=fmt.render(),
+        MaxAggregationInterval=spec.max_aggregation_interval,
+        TagSpecifications=[{"ResourceType": "vpc-flow-log",
+                            "Tags": [{"Key": k, "Value": v} for k, v in _tags(owner).items()]}],
+    )  # fmt: skip
+    for failure in answer.get("Unsuccessful") or []:
+        error = failure.get("Error", {})
+        raise AwsError(
+            f"AWS refused to create the flow log ({error.get('Code')}: {error.get('Message')})",
+            "FlowLogCreateFailed",
+            True,
+        )
+    created = [f for f in _flow_logs(clients, spec) if f["FlowLogId"] in answer["FlowLogIds"]]
+    if not created:
+        raise AwsError("the new flow log is not visible yet", "AWSUnavailable", False)
+    changes.append(f"created flow log {created[0]['FlowLogId']}")
+    return created[0], True
+
+
+def delete_subscription(clients: AwsClients, spec: AwsSpec, owner: str, policy: str) -> list[str]:
+    """With policy Delete, remove the flow log and log group this FlowExport created."""
+    if policy != "Delete":
+        return []
+    removed = []
+    owned = [f["FlowLogId"] for f in _flow_logs(clients, spec) if _owner_of(f) == owner]
+    if owned:
+        _call(clients, "ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=owned)
+        removed += [f"deleted flow log {i}" for i in owned]
+    group = find_log_group(clients, spec.log_group_name)
+    if group is not None:
+        tags = _call(
+            clients, "logs", "ListTagsForResource", clients.logs.list_tags_for_resource,
+            resourceArn=_group_arn(group),
+        ).get("tags", {})  # fmt: skip
+        if tags.get(OWNER_TAG) == owner:
+            _call(
+                clients, "logs", "DeleteLogGroup", clients.logs.delete_log_group,
+                logGroupName=spec.log_group_name,
+            )  # fmt: skip
+            removed.append(f"deleted log group {spec.log_group_name}")
+    return removed

@@ -1,0 +1,136 @@
+"""Create, adopt, replace, repair and delete the flow-log subscription, against moto server."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowexport.aws.errors import AwsError
+from flowexport.aws.subscription import (
+    OWNER_TAG,
+    delete_subscription,
+    ensure_subscription,
+    find_log_group,
+)
+from flowexport.core.logformat import PIPELINE_FORMAT
+from tests.aws.conftest import Cloud
+
+OWNER = "security/prod-vpc"
+
+
+def flow_logs(cloud: Cloud) -> list[dict[str, object]]:
+    answer = cloud.clients.ec2.describe_flow_logs(
+        Filters=[{"Name": "resource-id", "Values": [cloud.vpc_id]}]
+    )
+    return list(answer["FlowLogs"])
+
+
+def test_creates_log_group_and_flow_log(cloud: Cloud) -> None:
+    result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert result.changes == [
+        "created log group /flowexport/test",
+        f"created flow log {result.flow_log_id}",
+    ]
+    assert result.log_group_owned and result.flow_log_owned
+    assert result.log_group_arn.endswith(":log-group:/flowexport/test")
+    group = find_log_group(cloud.clients, "/flowexport/test")
+    assert group is not None and group["retentionInDays"] == 7
+    (flow_log,) = flow_logs(cloud)
+    assert flow_log["LogFormat"] == PIPELINE_FORMAT.render()
+    assert flow_log["MaxAggregationInterval"] == 60
+    assert flow_log["TrafficType"] == "ALL"
+    assert {"Key": OWNER_TAG, "Value": OWNER} in flow_log["Tags"]  # type: ignore[operator]
+
+
+def test_is_idempotent(cloud: Cloud) -> None:
+    first = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    again = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert again.changes == []
+    assert again.flow_log_id == first.flow_log_id
+    assert len(flow_logs(cloud)) == 1
+
+
+def test_adopts_a_matching_foreign_flow_log_and_log_group(cloud: Cloud) -> None:
+    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
+    created = cloud.clients.ec2.create_flow_logs(
+        ResourceIds=[cloud.vpc_id], ResourceType="VPC", TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
+        DeliverLogsPermissionArn=cloud.role_arn, LogFormat=PIPELINE_FORMAT.render(),
+        MaxAggregationInterval=60,
+    )  # fmt: skip
+    result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert result.changes == []
+    assert result.flow_log_id == created["FlowLogIds"][0]
+    assert not result.flow_log_owned and not result.log_group_owned
+    # Adopted resources are never deleted.
+    assert delete_subscription(cloud.clients, cloud.spec(), OWNER, "Delete") == []
+    assert len(flow_logs(cloud)) == 1
+
+
+def test_replaces_its_own_flow_log_when_an_immutable_field_changes(cloud: Cloud) -> None:
+    first = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    fmt = "${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${action} ${start}"
+    second = ensure_subscription(
+        cloud.clients, cloud.spec(logFormat=fmt, maxAggregationInterval=600), OWNER
+    )
+    assert second.flow_log_id != first.flow_log_id
+    assert second.changes[0] == (
+        f"replaced flow log {first.flow_log_id} (logFormat, maxAggregationInterval changed)"
+    )
+    (only,) = flow_logs(cloud)
+    assert only["LogFormat"] == fmt
+
+
+def test_reports_a_conflicting_flow_log_it_does_not_own(cloud: Cloud) -> None:
+    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
+    cloud.clients.ec2.create_flow_logs(
+        ResourceIds=[cloud.vpc_id], ResourceType="VPC", TrafficType="REJECT",
+        LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
+        DeliverLogsPermissionArn=cloud.role_arn,
+    )  # fmt: skip
+    with pytest.raises(AwsError) as caught:
+        ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert caught.value.terminal
+    assert caught.value.reason == "FlowLogConflict"
+    assert "logFormat" in str(caught.value) and "trafficType" in str(caught.value)
+    assert len(flow_logs(cloud)) == 1, "someone else's flow log is left alone"
+
+
+def test_repairs_drift(cloud: Cloud) -> None:
+    first = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    cloud.clients.ec2.delete_flow_logs(FlowLogIds=[first.flow_log_id])
+    cloud.clients.logs.put_retention_policy(logGroupName="/flowexport/test", retentionInDays=30)
+    repaired = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert repaired.changes == [
+        "set retention of /flowexport/test to 7 days",
+        f"created flow log {repaired.flow_log_id}",
+    ]
+
+
+def test_unmanaged_log_group_must_exist(cloud: Cloud) -> None:
+    with pytest.raises(AwsError, match="does not exist; create it or set") as caught:
+        ensure_subscription(cloud.clients, cloud.spec(manageLogGroup=False), OWNER)
+    assert caught.value.terminal and caught.value.reason == "LogGroupNotFound"
+
+
+def test_missing_vpc_is_terminal(cloud: Cloud) -> None:
+    with pytest.raises(AwsError) as caught:
+        ensure_subscription(cloud.clients, cloud.spec(vpcId="vpc-0123456789abcdef0"), OWNER)
+    assert caught.value.terminal and caught.value.reason == "VPCNotFound"
+
+
+def test_delete_policy(cloud: Cloud) -> None:
+    ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert delete_subscription(cloud.clients, cloud.spec(), OWNER, "Retain") == []
+    assert len(flow_logs(cloud)) == 1
+    assert find_log_group(cloud.clients, "/flowexport/test") is not None
+    removed = delete_subscription(cloud.clients, cloud.spec(), OWNER, "Delete")
+    assert len(removed) == 2
+    assert flow_logs(cloud) == []
+    assert find_log_group(cloud.clients, "/flowexport/test") is None
+    assert delete_subscription(cloud.clients, cloud.spec(), OWNER, "Delete") == []
+
+
+def test_another_owner_never_deletes(cloud: Cloud) -> None:
+    ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert delete_subscription(cloud.clients, cloud.spec(), "other/export", "Delete") == []
+    assert len(flow_logs(cloud)) == 1
