@@ -1,0 +1,173 @@
+"""Read a flow-log group without losing late events, resumable from a small cursor.
+
+Flow-log events reach CloudWatch Logs minutes after their timestamp and out of order, so a
+reader that scans `[last timestamp, now]` loses the late ones. This reader works in slices of
+*ingestion* time instead: a slice takes every event ingested in `(ingested_through, slice_end]`,
+scanning event timestamps from `ingested_through - lookback` (late events have old
+timestamps) with paged `FilterLogEvents`. Every event is ingested exactly once, so slices
+partition the events: nothing is read twice and no event-id set has to be kept. `slice_end`
+stays `settle` seconds behind the clock, so events ingested but not yet searchable are left
+for the next slice. An event whose timestamp is older than its ingestion time minus the
+look-back is the one thing that can be missed: the look-back must exceed the delivery delay.
+
+The cursor (a few numbers and one page token) is saved only after the flows of everything
+before it were accepted by the PCE, and a restarted reader resumes exactly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.session import AwsClients, RateLimiter
+
+#: Events per FilterLogEvents page (the API's maximum is 10,000).
+PAGE_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class ReaderCursor:
+    """Where reading resumes.
+
+    Every event ingested at or before `ingested_through` has been handled. When a slice is in
+    progress, `slice_end` closes it, `page_token` is the page being read (None: the first) and
+    `page_offset` counts that page's events of the slice already handled.
+    """
+
+    ingested_through: int
+    slice_end: int | None = None
+    page_token: str | None = None
+    page_offset: int = 0
+
+    def to_status(self) -> dict[str, Any]:
+        """The cursor as stored in the FlowExport's status."""
+        data: dict[str, Any] = {"ingestedThrough": self.ingested_through}
+        if self.slice_end is not None:
+            data.update(sliceEnd=self.slice_end, pageOffset=self.page_offset)
+            if self.page_token is not None:
+                data["pageToken"] = self.page_token
+        return data
+
+    @classmethod
+    def from_status(cls, data: dict[str, Any]) -> ReaderCursor:
+        """Read a cursor back; raises ValueError if it is not one."""
+        try:
+            ingested = int(data["ingestedThrough"])
+            slice_end = data.get("sliceEnd")
+            return cls(
+                ingested_through=ingested,
+                slice_end=int(slice_end) if slice_end is not None else None,
+                page_token=data.get("pageToken"),
+                page_offset=int(data.get("pageOffset", 0)),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("status.cursor is not a reader cursor") from None
+
+
+def initial_cursor(start_from: str, now_ms: int) -> ReaderCursor:
+    """The cursor of a new FlowExport: `now`, `earliest` or an RFC 3339 time."""
+    if start_from == "now":
+        return ReaderCursor(now_ms)
+    if start_from == "earliest":
+        return ReaderCursor(0)
+    when = datetime.fromisoformat(start_from.replace("z", "Z").replace("Z", "+00:00"))
+    return ReaderCursor(int(when.timestamp() * 1000))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One flow-log record as delivered."""
+
+    timestamp: int
+    ingestion_time: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Some events, and the cursor that is safe to save once their flows are uploaded."""
+
+    events: list[Event]
+    cursor: ReaderCursor
+
+
+class LogReader:
+    """Paged, rate-limited reads of one log group."""
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        log_group: str,
+        lookback_seconds: int,
+        settle_seconds: float = 15.0,
+        page_limit: int = PAGE_LIMIT,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.clients = clients
+        self.log_group = log_group
+        self.lookback_ms = lookback_seconds * 1000
+        self.settle_ms = int(settle_seconds * 1000)
+        self.page_limit = page_limit
+        self.limiter = limiter or RateLimiter(clients.target.requests_per_second)
+        self.calls = 0
+
+    def chunks(self, cursor: ReaderCursor, now_ms: int, chunk_size: int) -> Iterator[Chunk]:
+        """Read one slice from `cursor` (opening one that ends `settle` before `now_ms`).
+
+        Yields chunks of at most `chunk_size` events; the last chunk's cursor closes the slice.
+        A slice with no new events still yields one (empty) closing chunk.
+        """
+        if cursor.slice_end is None:
+            end = now_ms - self.settle_ms
+            if end <= cursor.ingested_through:
+                return
+            cursor = ReaderCursor(cursor.ingested_through, end, None, 0)
+        assert cursor.slice_end is not None
+        start, end = cursor.ingested_through, cursor.slice_end
+        token, offset = cursor.page_token, cursor.page_offset
+        while True:
+            page, next_token = self._page(max(0, start - self.lookback_ms), token)
+            events = [e for e in page if start < e.ingestion_time <= end]
+            for at in range(offset, len(events), chunk_size):
+                done = min(at + chunk_size, len(events))
+                yield Chunk(events[at:done], ReaderCursor(start, end, token, done))
+            if next_token is None or next_token == token:
+                break
+            token, offset = next_token, 0
+        yield Chunk([], ReaderCursor(end))
+
+    def _page(self, start_time: int, token: str | None) -> tuple[list[Event], str | None]:
+        kwargs: dict[str, Any] = {
+            "logGroupName": self.log_group,
+            "startTime": start_time,
+            "limit": self.page_limit,
+        }
+        if token is not None:
+            kwargs["nextToken"] = token
+        self.limiter.wait()
+        self.calls += 1
+        try:
+            answer = self.clients.logs.filter_log_events(**kwargs)
+        except Exception as exc:
+            error = classify(exc, "logs", "FilterLogEvents")
+            if "same next token" in str(exc).lower():
+                return [], None
+            if _is_group_missing(exc):
+                raise AwsError(
+                    f"log group {self.log_group} does not exist", "LogGroupNotFound", True
+                ) from None
+            raise error from None
+        events = [
+            Event(int(e["timestamp"]), int(e.get("ingestionTime", e["timestamp"])), e["message"])
+            for e in answer.get("events", [])
+        ]
+        return events, answer.get("nextToken")
+
+
+def _is_group_missing(exc: Exception) -> bool:
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code == "ResourceNotFoundException"
