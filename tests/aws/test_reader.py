@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -23,10 +24,8 @@ def put(
     cloud: Cloud, messages: list[str], age_seconds: float = 0, stream: str = "eni-1-all"
 ) -> None:
     logs = cloud.clients.logs
-    try:
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
     stamp = now_ms() - int(age_seconds * 1000)
     logs.put_log_events(
         logGroupName=GROUP, logStreamName=stream,
