@@ -66,6 +66,21 @@ def test_adopts_a_matching_foreign_flow_log_and_log_group(cloud: Cloud) -> None:
     assert len(flow_logs(cloud)) == 1
 
 
+def test_without_a_format_in_the_spec_the_flow_logs_own_format_is_learned(cloud: Cloud) -> None:
+    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
+    fmt = "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${tcp-flags}"
+    cloud.clients.ec2.create_flow_logs(
+        ResourceIds=[cloud.vpc_id], ResourceType="VPC", TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
+        DeliverLogsPermissionArn=cloud.role_arn, LogFormat=fmt, MaxAggregationInterval=60,
+    )  # fmt: skip
+    result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert result.changes == []
+    assert result.log_format.render() == fmt
+    with pytest.raises(AwsError, match="logFormat"):
+        ensure_subscription(cloud.clients, cloud.spec(logFormat=PIPELINE_FORMAT.render()), OWNER)
+
+
 def test_replaces_its_own_flow_log_when_an_immutable_field_changes(cloud: Cloud) -> None:
     first = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
     fmt = "${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${action} ${start}"
@@ -87,8 +102,9 @@ def test_reports_a_conflicting_flow_log_it_does_not_own(cloud: Cloud) -> None:
         LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
         DeliverLogsPermissionArn=cloud.role_arn,
     )  # fmt: skip
+    spec = cloud.spec(logFormat=PIPELINE_FORMAT.render())
     with pytest.raises(AwsError) as caught:
-        ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+        ensure_subscription(cloud.clients, spec, OWNER)
     assert caught.value.terminal
     assert caught.value.reason == "FlowLogConflict"
     assert "logFormat" in str(caught.value) and "trafficType" in str(caught.value)

@@ -69,7 +69,7 @@ def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subsc
     return Subscription(
         log_group_arn=arn,
         flow_log_id=flow_log["FlowLogId"],
-        log_format=fmt,
+        log_format=flow_log_format(flow_log),
         log_group_owned=group_owned,
         flow_log_owned=flow_log_owned,
         delivery_error=str(error) if error else None,
@@ -156,9 +156,12 @@ def flow_log_format(flow_log: dict[str, Any]) -> LogFormat:
 
 
 def _differences(flow_log: dict[str, Any], spec: AwsSpec, fmt: LogFormat) -> list[str]:
+    """Spec fields an existing flow log disagrees with. Without a logFormat in the spec, any
+    usable format is accepted (and learned from the flow log)."""
     found = []
     try:
-        if flow_log_format(flow_log) != fmt:
+        actual = flow_log_format(flow_log)
+        if spec.log_format is not None and actual != fmt:
             found.append("logFormat")
     except ValueError:
         found.append("logFormat")
