@@ -31,7 +31,7 @@ from flowexport.pce.errors import (
 from flowexport.sim.pce import PCESimulator
 from flowexport.sim.serve import ServerThread
 from flowexport.sim.tls import make_loopback_tls
-from tests.pce.conftest import API_KEY, API_SECRET, SimPCE, make_config
+from tests.pcesim import API_KEY, API_SECRET, SimPCE, make_config
 
 CREDS = PCECredentials("api_other", "other-secret")
 FLOWS = [Flow(f"10.0.{i // 200}.{i % 200 + 1}", "10.1.0.5", 443, 6) for i in range(2500)]

@@ -10,7 +10,7 @@ from illumio import Interface, Label, PolicyComputeEngine, Workload
 
 from flowexport.sim.pce import PCESimulator
 from flowexport.sim.serve import ServerThread
-from tests.pce.conftest import API_KEY, API_SECRET, make_config
+from tests.pcesim import API_KEY, API_SECRET, make_config
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from flowexport.sim.pce import PCESimulator
 from flowexport.sim.serve import ServerThread
-from tests.pce.conftest import API_KEY, API_SECRET, make_config
+from tests.pcesim import API_KEY, API_SECRET, make_config
 
 AUTH = (API_KEY, API_SECRET)
 FLOWS = "/api/v2/orgs/1/agents/bulk_traffic_flows"

@@ -1,0 +1,234 @@
+"""One FlowExport's ingestion: CloudWatch Logs -> core -> PCE, checkpointing after acceptance.
+
+The same loop runs inside the operator (a kopf daemon) and standalone (`flowexport sync`).
+
+Invariants:
+- The cursor handed to `checkpoint` only ever covers events whose flows the PCE accepted (or
+  rejected as bad lines, which retrying would not change). A crash re-reads from the last
+  checkpoint: nothing is lost.
+- Events are consumed in chunks of at most half a batch, and pending flows are flushed once
+  they reach half a batch, so a flush is one PCE request: a crash between the PCE's answer
+  and the checkpoint re-uploads at most that one batch.
+- Within an aggregation window a flow is uploaded once, however many records and polls
+  repeat it; memory holds the window's unique flows, not its records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flowexport.aws.errors import AwsError
+from flowexport.aws.reader import Chunk, LogReader, ReaderCursor
+from flowexport.core.flows import Flow
+from flowexport.core.logformat import LogFormat
+from flowexport.core.normalise import FlowFilter
+from flowexport.core.processor import FlowProcessor
+from flowexport.pce.client import PCEClient
+from flowexport.pce.errors import PCEError
+
+log = logging.getLogger("flowexport.pipeline")
+
+#: Longest wait between retries after transient failures.
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclass
+class Progress:
+    """What the pipeline has done, as saved with each checkpoint."""
+
+    cursor: ReaderCursor
+    records_read: int = 0
+    records_skipped: dict[str, int] = field(default_factory=dict)
+    flows_uploaded: int = 0
+    flows_failed: int = 0
+    batches_uploaded: int = 0
+    last_upload_time: datetime | None = None
+    lag_seconds: int | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready, in the status's field names."""
+        return {
+            "cursor": self.cursor.to_status(),
+            "counts": {
+                "recordsRead": self.records_read,
+                "recordsSkipped": dict(sorted(self.records_skipped.items())),
+                "flowsUploaded": self.flows_uploaded,
+                "flowsFailed": self.flows_failed,
+                "batchesUploaded": self.batches_uploaded,
+            },
+            "lastUploadTime": self.last_upload_time.isoformat().replace("+00:00", "Z")
+            if self.last_upload_time
+            else None,
+            "lagSeconds": self.lag_seconds,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        """Read back what `to_state` wrote; raises ValueError if it is not that."""
+        try:
+            counts = state.get("counts") or {}
+            last = state.get("lastUploadTime")
+            return cls(
+                cursor=ReaderCursor.from_status(state["cursor"]),
+                records_read=int(counts.get("recordsRead", 0)),
+                records_skipped={
+                    str(k): int(v) for k, v in (counts.get("recordsSkipped") or {}).items()
+                },
+                flows_uploaded=int(counts.get("flowsUploaded", 0)),
+                flows_failed=int(counts.get("flowsFailed", 0)),
+                batches_uploaded=int(counts.get("batchesUploaded", 0)),
+                last_upload_time=datetime.fromisoformat(last.replace("Z", "+00:00"))
+                if last
+                else None,
+                lag_seconds=state.get("lagSeconds"),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a saved pipeline state: {exc}") from None
+
+
+Checkpoint = Callable[[Progress], Awaitable[None]]
+
+
+class Pipeline:
+    """Read, normalise, aggregate and upload one FlowExport's flow logs."""
+
+    def __init__(
+        self,
+        reader: LogReader,
+        fmt: LogFormat,
+        flow_filter: FlowFilter,
+        pce: PCEClient,
+        progress: Progress,
+        checkpoint: Checkpoint,
+        *,
+        batch_size: int = 1000,
+        window_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reader = reader
+        self.fmt = fmt
+        self.filter = flow_filter
+        self.pce = pce
+        self.progress = progress
+        self.checkpoint = checkpoint
+        self.batch_size = batch_size
+        self.window_seconds = window_seconds
+        self.clock = clock
+        self._chunk = max(1, batch_size // 2)
+        self._saved = copy.deepcopy(progress)
+        self._processor = FlowProcessor(fmt, flow_filter)
+        self._pending: dict[Flow, int] = {}
+        self._window_start = clock()
+        self._uploaded_in_window: set[Flow] = set()
+        self._newest_ms = 0
+
+    async def run_once(self, stop: asyncio.Event | None = None) -> Progress:
+        """Read until caught up (one slice), uploading and checkpointing as flows accumulate.
+
+        On any failure the in-memory state rolls back to the last checkpoint and the error is
+        raised; the next call re-reads from there.
+        """
+        chunks = self.reader.chunks(self.progress.cursor, int(self.clock() * 1000), self._chunk)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, None)
+                if chunk is None:
+                    break
+                self._consume(chunk)
+                closing = chunk.cursor.slice_end is None
+                stopping = stop is not None and stop.is_set()
+                if closing or stopping or self._should_flush():
+                    await self._flush(chunk.cursor)
+                if stopping:
+                    break
+        except BaseException:
+            self._rollback()
+            raise
+        return self.progress
+
+    async def run_forever(
+        self,
+        stop: asyncio.Event,
+        poll_seconds: float,
+        on_error: Callable[[Exception], Awaitable[None]] | None = None,
+        on_success: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Poll until `stop` is set; transient errors back off, terminal ones are raised."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self.run_once(stop)
+                failures = 0
+                delay = poll_seconds
+                if on_success is not None:
+                    await on_success()
+            except (AwsError, PCEError) as exc:
+                if isinstance(exc, AwsError) and exc.terminal:
+                    raise
+                if isinstance(exc, PCEError) and not exc.retryable:
+                    raise
+                failures += 1
+                delay = min(MAX_BACKOFF_SECONDS, poll_seconds * 2 ** min(failures, 10))
+                log.warning("ingestion failed (%s); retrying in %.0fs", exc, delay)
+                if on_error is not None:
+                    await on_error(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    def _consume(self, chunk: Chunk) -> None:
+        if not chunk.events:
+            return
+        before = dict(self._processor.stats.skipped)
+        self._processor.feed(e.message for e in chunk.events)
+        for reason, count in self._processor.stats.skipped.items():
+            delta = count - before.get(reason, 0)
+            if delta:
+                key = str(reason)
+                self.progress.records_skipped[key] = (
+                    self.progress.records_skipped.get(key, 0) + delta
+                )
+        self.progress.records_read += len(chunk.events)
+        self._newest_ms = max(self._newest_ms, *(e.timestamp for e in chunk.events))
+        for flow, records in self._processor.drain():
+            if flow not in self._uploaded_in_window:
+                self._pending[flow] = self._pending.get(flow, 0) + records
+
+    def _should_flush(self) -> bool:
+        return len(self._pending) >= self._chunk or self._window_over()
+
+    def _window_over(self) -> bool:
+        return self.clock() - self._window_start >= self.window_seconds
+
+    async def _flush(self, cursor: ReaderCursor) -> None:
+        """Upload pending flows (one request), then checkpoint the cursor after them."""
+        flows = list(self._pending)
+        if flows:
+            summary = await self.pce.upload_all(flows, self.batch_size)
+            now = self.clock()
+            self.progress.flows_uploaded += summary.accepted
+            self.progress.flows_failed += summary.failed
+            self.progress.batches_uploaded += summary.batches
+            self.progress.last_upload_time = datetime.fromtimestamp(now, UTC)
+            self.progress.lag_seconds = max(0, int(now - self._newest_ms / 1000))
+            self._uploaded_in_window.update(flows)
+            log.debug("uploaded %d flows (%d rejected)", summary.accepted, summary.failed)
+        self._pending.clear()
+        if self._window_over():
+            self._window_start = self.clock()
+            self._uploaded_in_window.clear()
+        self.progress.cursor = cursor
+        await self.checkpoint(self.progress)
+        self._saved = copy.deepcopy(self.progress)
+
+    def _rollback(self) -> None:
+        self.progress = copy.deepcopy(self._saved)
+        self._processor = FlowProcessor(self.fmt, self.filter)
+        self._pending.clear()

@@ -1,0 +1,5 @@
+"""Fixtures shared by every test directory."""
+
+from tests.pcesim import client, pce
+
+__all__ = ["client", "pce"]
