@@ -148,6 +148,15 @@ class AwsSpec(ApiModel):
             "aws_session_token. Default: the pod's identity chain (IRSA, instance profile)."
         ),
     )
+    api_requests_per_second: float = Field(
+        default=2.0,
+        ge=0.1,
+        le=50.0,
+        description=(
+            "CloudWatch Logs reads per second this FlowExport may make. The account's quota "
+            "(FilterLogEvents: 5/s in many regions) is shared by every reader in the account."
+        ),
+    )
     endpoint_url: str | None = Field(
         default=None,
         description="Override the AWS endpoint (VPC endpoints, local emulators).",

@@ -1,0 +1,78 @@
+"""Read a FlowExport and the Secrets it references from manifest files (for `flowexport sync`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowexport.api.models import FlowExportSpec
+from flowexport.api.validation import parse_spec
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used; the message says why."""
+
+
+@dataclass
+class Manifest:
+    """One FlowExport, with the Secrets found beside it (name -> key -> value)."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: FlowExportSpec
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def owner(self) -> str:
+        """The ownership tag value of what this FlowExport creates in AWS."""
+        return f"{self.namespace}/{self.name}"
+
+    def secret(self, name: str, key: str) -> str | None:
+        """A Secret value, if the manifest carries that Secret and key."""
+        return self.secrets.get(name, {}).get(key)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse the YAML documents of `path`: exactly one FlowExport, any number of Secrets."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
+    exports = [d for d in documents if isinstance(d, dict) and d.get("kind") == "FlowExport"]
+    if len(exports) != 1:
+        raise ManifestError(f"{path} must hold exactly one FlowExport, found {len(exports)}")
+    export = exports[0]
+    metadata = export.get("metadata") or {}
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise ManifestError("the FlowExport has no metadata.name")
+    namespace = str(metadata.get("namespace") or "default")
+    spec = parse_spec(export.get("spec") or {})
+    secrets = {}
+    for doc in documents:
+        if isinstance(doc, dict) and doc.get("kind") == "Secret":
+            meta = doc.get("metadata") or {}
+            if str(meta.get("namespace") or namespace) == namespace and meta.get("name"):
+                secrets[str(meta["name"])] = secret_data(doc)
+    return Manifest(name, namespace, int(metadata.get("generation") or 1), spec, secrets)
+
+
+def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's values: `data` (base64) overlaid by `stringData`, as the API server does."""
+    values: dict[str, str] = {}
+    for key, encoded in (secret.get("data") or {}).items():
+        try:
+            values[str(key)] = base64.b64decode(str(encoded), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            name = (secret.get("metadata") or {}).get("name")
+            raise ManifestError(f"Secret {name} key {key} is not base64 text") from None
+    values.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
+    return values

@@ -1,0 +1,209 @@
+"""`flowexport sync` as a user runs it: real processes for moto, the PCE simulator and sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+import yaml
+
+from flowexport.core.logformat import PIPELINE_FORMAT
+from tests.aws.conftest import KEYS, REGION
+from tests.flowlines import line
+from tests.moto_server import reset
+from tests.processes import flowexport_server
+
+GROUP = "/flowexport/sync"
+
+
+@pytest.fixture(scope="module")
+def pce_sim() -> Iterator[dict[str, Any]]:
+    with flowexport_server(
+        "pce-sim", "--api-key", "api_sync", "--api-secret", "sync-secret"
+    ) as ready:
+        yield ready
+
+
+@pytest.fixture
+def world(moto_url: str, pce_sim: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    reset(moto_url)
+    httpx.post(f"{pce_sim['url']}/_sim/reset")
+    kw = dict(endpoint_url=moto_url, region_name=REGION, aws_access_key_id=KEYS.access_key_id,
+              aws_secret_access_key=KEYS.secret_access_key)  # fmt: skip
+    vpc = boto3.client("ec2", **kw).create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    role = boto3.client("iam", **kw).create_role(RoleName="d", AssumeRolePolicyDocument="{}")
+    return {"moto": moto_url, "pce": pce_sim, "vpc": vpc, "role": role["Role"]["Arn"],
+            "logs": boto3.client("logs", **kw), "tmp": tmp_path}  # fmt: skip
+
+
+def manifest(world: dict[str, Any], **spec_overrides: Any) -> Path:
+    spec: dict[str, Any] = {
+        "aws": {"region": REGION, "vpcId": world["vpc"], "logGroupName": GROUP,
+                "deliverLogsRoleArn": world["role"], "endpointUrl": world["moto"],
+                "credentialsSecretRef": {"name": "aws-keys"}},
+        "pce": {"url": world["pce"]["url"], "orgId": 1, "credentialsSecretRef": {"name": "pce-key"}},
+        "ingestion": {"startFrom": "earliest", "pollIntervalSeconds": 1, "batchSize": 10},
+    }  # fmt: skip
+    for path, value in spec_overrides.items():
+        node = spec
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    docs = [
+        {"apiVersion": "flowexport.io/v1alpha1", "kind": "FlowExport",
+         "metadata": {"name": "prod", "namespace": "security", "generation": 2}, "spec": spec},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pce-key"},
+         "type": "kubernetes.io/basic-auth",
+         "stringData": {"username": "api_sync", "password": "sync-secret"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-keys"},
+         "stringData": {"aws_access_key_id": KEYS.access_key_id,
+                        "aws_secret_access_key": KEYS.secret_access_key}},
+    ]  # fmt: skip
+    path: Path = world["tmp"] / "flowexport.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def sync(path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowexport", "sync", "-f", str(path), "--settle", "0", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def status(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(result.stdout)
+    return value
+
+
+def conditions(doc: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in doc["conditions"]}
+
+
+def write_flows(
+    world: dict[str, Any], count: int, start: int = 0, stream: str = "eni-a-all"
+) -> None:
+    logs = world["logs"]
+    try:
+        logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    now = int(time.time() * 1000)
+    events = [{"timestamp": now, "message": line(PIPELINE_FORMAT, srcaddr=f"10.0.0.{i + 1}",
+               dstaddr="10.1.0.9", srcport=40000 + i, dstport=443)}
+              for i in range(start, start + count)]  # fmt: skip
+    logs.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=events)
+
+
+def received(world: dict[str, Any]) -> list[list[Any]]:
+    flows: list[list[Any]] = httpx.get(f"{world['pce']['url']}/_sim/flows").json()["flows"]
+    return flows
+
+
+def test_once_subscribes_ingests_and_resumes(world: dict[str, Any]) -> None:
+    path = manifest(world)
+    state = world["tmp"] / "state.json"
+    first = sync(path, "--once", "--state", str(state))
+    assert first.returncode == 0, first.stderr
+    doc = status(first)
+    assert conditions(doc)["Ready"] == ("True", "Ready")
+    assert doc["observedGeneration"] == 2
+    assert doc["flowLogId"].startswith("fl-")
+    assert doc["logGroupArn"].endswith(f":log-group:{GROUP}")
+    write_flows(world, 25)
+    time.sleep(0.01)
+    second = sync(path, "--once", "--state", str(state))
+    assert second.returncode == 0, second.stderr
+    assert status(second)["counts"]["flowsUploaded"] == 25
+    assert len(received(world)) == 25
+    write_flows(world, 5, start=25)
+    time.sleep(0.01)
+    third = sync(path, "--once", "--state", str(state))
+    counts = status(third)["counts"]
+    assert (counts["recordsRead"], counts["flowsUploaded"]) == (30, 30)
+    assert sorted(f[0] for f in received(world)) == sorted(f"10.0.0.{i + 1}" for i in range(30))
+    assert json.loads(state.read_text())["cursor"].keys() == {"ingestedThrough"}
+    assert "sync-secret" not in first.stdout + first.stderr + second.stderr + state.read_text()
+
+
+def test_rejected_flows_exit_1(world: dict[str, Any]) -> None:
+    path = manifest(world)
+    assert sync(path, "--once").returncode == 0
+    write_flows(world, 3)
+    httpx.post(f"{world['pce']['url']}/_sim/faults", json={"reject_flows_containing": "10.0.0.2,"})
+    time.sleep(0.01)
+    result = sync(path, "--once")
+    assert result.returncode == 1
+    assert status(result)["counts"]["flowsFailed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message", "condition"),
+    [
+        ({"pce.orgId": 0}, "spec.pce.orgId", None),
+        (
+            {"aws.vpcId": "vpc-0123456789abcdef0"},
+            "does not exist",
+            ("SubscriptionReady", "VPCNotFound"),
+        ),
+        (
+            {"aws.manageLogGroup": False},
+            "manageLogGroup",
+            ("SubscriptionReady", "LogGroupNotFound"),
+        ),
+        ({"pce.orgId": 7}, "org id (7)", ("PCEReachable", "PCENotFound")),
+    ],
+)
+def test_configuration_errors_exit_2(
+    world: dict[str, Any],
+    overrides: dict[str, Any],
+    message: str,
+    condition: tuple[str, str] | None,
+) -> None:
+    result = sync(manifest(world, **overrides), "--once")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    if condition is not None:
+        type_, reason = condition
+        assert conditions(status(result))[type_] == ("False", reason)
+        assert conditions(status(result))["Ready"][0] == "False"
+
+
+def test_long_running_sync_stops_cleanly_on_sigterm(world: dict[str, Any]) -> None:
+    path = manifest(world)
+    state = world["tmp"] / "state.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowexport", "sync", "-f", str(path), "--settle", "0",
+         "--state", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        write_flows(world, 12)
+        while len(received(world)) < 12 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(received(world)) == 12
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert json.loads(out)["counts"]["flowsUploaded"] == 12
+    assert json.loads(state.read_text())["counts"]["flowsUploaded"] == 12
