@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -51,7 +52,8 @@ def manifest(world: dict[str, Any], **spec_overrides: Any) -> Path:
         "aws": {"region": REGION, "vpcId": world["vpc"], "logGroupName": GROUP,
                 "deliverLogsRoleArn": world["role"], "endpointUrl": world["moto"],
                 "credentialsSecretRef": {"name": "aws-keys"}},
-        "pce": {"url": world["pce"]["url"], "orgId": 1, "credentialsSecretRef": {"name": "pce-key"}},
+        "pce": {"url": world["pce"]["url"], "orgId": 1,
+                "credentialsSecretRef": {"name": "pce-key"}},
         "ingestion": {"startFrom": "earliest", "pollIntervalSeconds": 1, "batchSize": 10},
     }  # fmt: skip
     for path, value in spec_overrides.items():
@@ -95,10 +97,8 @@ def write_flows(
     world: dict[str, Any], count: int, start: int = 0, stream: str = "eni-a-all"
 ) -> None:
     logs = world["logs"]
-    try:
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
-    except logs.exceptions.ResourceAlreadyExistsException:
-        pass
     now = int(time.time() * 1000)
     events = [{"timestamp": now, "message": line(PIPELINE_FORMAT, srcaddr=f"10.0.0.{i + 1}",
                dstaddr="10.1.0.9", srcport=40000 + i, dstport=443)}

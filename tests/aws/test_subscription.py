@@ -12,7 +12,8 @@ from flowexport.aws.subscription import (
     find_log_group,
 )
 from flowexport.core.logformat import PIPELINE_FORMAT
-from tests.aws.conftest import Cloud
+from flowexport.aws.session import AwsTarget, make_session
+from tests.aws.conftest import KEYS, REGION, Cloud
 
 OWNER = "security/prod-vpc"
 
@@ -150,3 +151,12 @@ def test_another_owner_never_deletes(cloud: Cloud) -> None:
     ensure_subscription(cloud.clients, cloud.spec(), OWNER)
     assert delete_subscription(cloud.clients, cloud.spec(), "other/export", "Delete") == []
     assert len(flow_logs(cloud)) == 1
+
+
+def test_assumed_role_credentials(cloud: Cloud) -> None:
+    iam = cloud.raw("iam")
+    role = iam.create_role(RoleName="flowexport-operator", AssumeRolePolicyDocument="{}")
+    target = AwsTarget(REGION, cloud.url, role_arn=role["Role"]["Arn"], keys=KEYS)
+    sts = make_session(target).client("sts", endpoint_url=cloud.url)
+    identity = sts.get_caller_identity()["Arn"]
+    assert ":assumed-role/flowexport-operator/flowexport-operator" in identity
