@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flowexport.aws.errors import AwsError
+from flowexport.aws.session import AwsTarget, make_session
 from flowexport.aws.subscription import (
     OWNER_TAG,
     delete_subscription,
@@ -12,7 +13,6 @@ from flowexport.aws.subscription import (
     find_log_group,
 )
 from flowexport.core.logformat import PIPELINE_FORMAT
-from flowexport.aws.session import AwsTarget, make_session
 from tests.aws.conftest import KEYS, REGION, Cloud
 
 OWNER = "security/prod-vpc"
