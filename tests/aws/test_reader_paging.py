@@ -55,9 +55,11 @@ def test_the_same_token_twice_ends_the_slice() -> None:
     logs = StubLogs({None: {"events": [event("a")], "nextToken": "t1"},
                      "t1": {"events": [event("b")], "nextToken": "t1"}})  # fmt: skip
     assert messages(reader(logs)) == ["a", "b"]
-    error = ClientError(
-        {"Error": {"Code": "InvalidParameterException",
-                   "Message": "The same next token was received twice"}}, "FilterLogEvents")  # fmt: skip
+    same = {
+        "Code": "InvalidParameterException",
+        "Message": "The same next token was received twice",
+    }
+    error = ClientError({"Error": same}, "FilterLogEvents")
     logs = StubLogs({None: {"events": [event("a")], "nextToken": "t1"}, "t1": error})
     assert messages(reader(logs)) == ["a"]
 
