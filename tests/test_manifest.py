@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+
+from flowexport.api.validation import SpecError
+from flowexport.manifest import ManifestError, load_manifest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flowexport.yaml"
+
+
+def test_example_loads() -> None:
+    manifest = load_manifest(EXAMPLE)
+    assert manifest.owner == "security/prod-vpc"
+    assert manifest.spec.aws.vpc_id == "vpc-0123456789abcdef0"
+    assert manifest.secret("pce-api-key", "username") == "api_0123456789abcdef"
+    assert "replace-with" not in repr(manifest)
+
+
+def test_data_is_base64_and_string_data_wins(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace(
+        "stringData:\n  username: api_0123456789abcdef   # the API key's auth username\n",
+        "data:\n  username: YXBpX2Zyb21fZGF0YQ==\n  other: b3RoZXI=\nstringData:\n",
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    manifest = load_manifest(path)
+    assert manifest.secret("pce-api-key", "username") == "api_from_data"
+    assert manifest.secret("pce-api-key", "other") == "other"
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        ("kind: Secret\nmetadata: {name: x}\n", ManifestError, "exactly one FlowExport"),
+        ("kind: FlowExport\nmetadata: {}\nspec: {}\n", ManifestError, "metadata.name"),
+        ("kind: FlowExport\nmetadata: {name: x}\nspec: {}\n", SpecError, "spec.aws"),
+        (": : :\n", ManifestError, "not valid YAML"),
+    ],
+)
+def test_bad_manifests(tmp_path: Path, text: str, error: type[Exception], message: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(error, match=message):
+        load_manifest(path)
