@@ -19,7 +19,7 @@ from flowexport.api.models import Condition, Counts, FlowExportStatus
 from flowexport.api.validation import SpecError
 from flowexport.aws.errors import AwsError
 from flowexport.aws.reader import LogReader, initial_cursor
-from flowexport.aws.session import AwsKeys, AwsTarget, RateLimiter, make_clients
+from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, RateLimiter, make_clients
 from flowexport.aws.subscription import Subscription, ensure_subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.core.normalise import FlowFilter
@@ -157,9 +157,8 @@ def _aws_target(manifest: Manifest) -> AwsTarget:
     return AwsTarget(aws.region, aws.endpoint_url, aws.role_arn, keys, aws.api_requests_per_second)
 
 
-async def _subscribe(state: SyncState, target: AwsTarget) -> Subscription:
+async def _subscribe(state: SyncState, clients: AwsClients) -> Subscription:
     spec = state.manifest.spec
-    clients = make_clients(target)
     for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):
         try:
             subscription = await asyncio.to_thread(
@@ -199,8 +198,9 @@ def _load_progress(args: argparse.Namespace, state: SyncState) -> Progress:
 async def _sync(args: argparse.Namespace, state: SyncState) -> int:
     spec = state.manifest.spec
     pce = _pce_client(state.manifest)
+    clients = make_clients(_aws_target(state.manifest))
     async with pce:
-        subscription = await _subscribe(state, _aws_target(state.manifest))
+        subscription = await _subscribe(state, clients)
         try:
             await pce.probe()
         except PCEError as exc:
@@ -221,7 +221,6 @@ async def _sync(args: argparse.Namespace, state: SyncState) -> int:
                 temporary.replace(args.state)
 
         ingestion = spec.ingestion
-        clients = make_clients(_aws_target(state.manifest))
         reader = LogReader(
             clients, spec.aws.log_group_name, ingestion.lookback_seconds,
             settle_seconds=args.settle,
