@@ -1,0 +1,51 @@
+"""`flowexport kube-sim`: run the Kubernetes API simulator on loopback until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowexport.commands.common import EXIT_OK, UsageError
+from flowexport.sim.kube import KubeSimulator, kubeconfig
+from flowexport.sim.serve import serve_until_signalled
+from flowexport.urls import is_loopback_host
+
+
+def add_parser(commands: Any) -> None:
+    """Register the subcommand."""
+    parser = commands.add_parser(
+        "kube-sim",
+        help="run a simulated Kubernetes API server on loopback (for tests and demos)",
+        description=(
+            "Serve the simulated API server until SIGINT/SIGTERM and write a kubeconfig for "
+            "it. Once listening it prints one JSON line on stdout: url and kubeconfig."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    parser.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    if not is_loopback_host(args.host):
+        raise UsageError("the simulator only binds loopback addresses (127.0.0.0/8, ::1)")
+    path = args.kubeconfig or Path(tempfile.mkdtemp(prefix="kube-sim-")) / "kubeconfig"
+    sim = KubeSimulator()
+
+    def on_ready(url: str) -> None:
+        path.write_text(yaml.safe_dump(kubeconfig(url)))
+        print(json.dumps({"url": url, "kubeconfig": str(path)}), flush=True)
+
+    try:
+        asyncio.run(serve_until_signalled(sim.app, args.host, args.port, None, on_ready))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    return EXIT_OK
