@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from flowexport import __version__
-from flowexport.commands import crd, kube_sim, parse, pce_sim, sync, upload
+from flowexport.commands import crd, kube_sim, parse, pce_sim, run, sync, upload
 from flowexport.commands.common import EXIT_USAGE, UsageError
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (parse, crd, upload, sync, pce_sim, kube_sim):
+    for command in (parse, crd, upload, sync, run, pce_sim, kube_sim):
         command.add_parser(commands)
     return parser
 

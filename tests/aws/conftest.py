@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,16 +10,10 @@ import pytest
 
 from flowexport.api.models import AwsSpec
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
-from tests.moto_server import moto_server, reset
+from tests.moto_server import reset
 
 REGION = "us-east-1"
 KEYS = AwsKeys("AKIAFLOWEXPORTTEST", "moto-secret-key-not-real")
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
 
 
 @dataclass

@@ -1,0 +1,50 @@
+"""`flowexport run`: the operator."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import kopf
+
+from flowexport.commands.common import EXIT_OK, UsageError
+from flowexport.kube.runner import run as run_operator
+
+
+def add_parser(commands: Any) -> None:
+    """Register the subcommand."""
+    parser = commands.add_parser(
+        "run",
+        help="run the operator (kopf) against the cluster in KUBECONFIG or in-cluster config",
+        description=(
+            "Reconcile FlowExports: ensure their subscriptions, run one ingestion worker per "
+            "FlowExport, write status and Events. Standalone (no peering): run one replica."
+        ),
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch this namespace (repeatable; globs allowed)")  # fmt: skip
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    parser.add_argument("--liveness", metavar="URL",
+                        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
+    parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--settle", type=float, default=15.0,
+        help="seconds an event must have been ingested before it is read (default 15)",
+    )  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM."""
+    if not args.namespace and not args.all_namespaces:
+        raise UsageError(
+            "say which namespaces to watch: --namespace NS (repeatable) or --all-namespaces"
+        )
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    run_operator(args.namespace, args.all_namespaces, args.liveness, args.settle)
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The operator: kopf handlers, per-FlowExport workers, status and Secrets (the only kopf user)."""

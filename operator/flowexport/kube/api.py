@@ -1,0 +1,51 @@
+"""The Kubernetes API calls the operator makes itself (kopf makes the others)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import os
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from flowexport.api.models import GROUP, PLURAL, VERSION
+
+
+class KubeApi:
+    """Secrets and the status subresource, through the official client (run in threads)."""
+
+    def __init__(self) -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            # The client reads KUBECONFIG once at import; honour the value of now.
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+        self.core = client.CoreV1Api()
+        self.custom = client.CustomObjectsApi()
+
+    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        """A Secret's decoded values and its resourceVersion, or None if it does not exist."""
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        values: dict[str, str] = {}
+        for key, encoded in (secret.data or {}).items():
+            try:
+                values[key] = base64.b64decode(encoded).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                continue
+        return values, str(secret.metadata.resource_version)
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the FlowExport's status subresource."""
+        await asyncio.to_thread(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip

@@ -1,0 +1,117 @@
+"""One writer per FlowExport for its status: conditions, counts, cursor, throttled patches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flowexport.api.models import Condition, FlowExportStatus
+from flowexport.pipeline import Progress
+from flowexport.status import set_condition, with_ready
+
+Writer = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition that changed status, for a Kubernetes Event."""
+
+    type: str
+    ok: bool | None
+    reason: str
+    message: str
+
+
+class StatusBoard:
+    """Everything the operator knows of one FlowExport's status, written as one document.
+
+    Handlers and the ingestion worker both report here, so neither overwrites the other's
+    conditions. Writes are throttled to one per `min_interval` unless forced.
+    """
+
+    def __init__(
+        self, namespace: str, name: str, writer: Writer, min_interval: float = 2.0
+    ) -> None:
+        self.namespace, self.name = namespace, name
+        self.writer = writer
+        self.min_interval = min_interval
+        self.conditions: list[Condition] = []
+        self.generation: int | None = None
+        self.fields: dict[str, Any] = {}
+        self.progress: Progress | None = None
+        self._lock = asyncio.Lock()
+        self._written = 0.0
+        self._dirty = False
+
+    def load(self, status: dict[str, Any] | None) -> None:
+        """Start from the status stored in the object (after an operator restart)."""
+        if not status:
+            return
+        parsed = FlowExportStatus.model_validate(status)
+        self.conditions = list(parsed.conditions)
+        for key in ("flowLogId", "logGroupArn"):
+            if status.get(key):
+                self.fields[key] = status[key]
+        if status.get("cursor"):
+            try:
+                self.progress = Progress.from_state(status)
+            except ValueError:
+                self.progress = None
+
+    def condition(
+        self, type_: str, ok: bool | None, reason: str, message: str, generation: int | None
+    ) -> list[Transition]:
+        """Set a condition (and Ready); returns the conditions whose status changed."""
+        before = {c.type: (c.status, c.reason) for c in self.conditions}
+        now = datetime.now(UTC)
+        self.conditions = set_condition(
+            self.conditions, type_, ok, reason, message, generation, now
+        )
+        self.conditions = with_ready(self.conditions, generation, now)
+        self._dirty = True
+        changed = []
+        for c in self.conditions:
+            if before.get(c.type, (None, None))[0] != c.status or (
+                c.status != "True" and before.get(c.type, (None, None))[1] != c.reason
+            ):
+                state = None if c.status == "Unknown" else c.status == "True"
+                changed.append(Transition(c.type, state, c.reason, c.message))
+        return changed
+
+    def update(self, **fields: Any) -> None:
+        """Set plain status fields (flowLogId, logGroupArn)."""
+        self.fields.update({k: v for k, v in fields.items() if v is not None})
+        self._dirty = True
+
+    def record(self, progress: Progress) -> None:
+        """The worker's latest checkpoint."""
+        self.progress = progress
+        self._dirty = True
+
+    def document(self) -> dict[str, Any]:
+        """The status as it is written."""
+        doc: dict[str, Any] = {
+            "conditions": [c.model_dump(by_alias=True, mode="json", exclude_none=True)
+                           for c in self.conditions],
+            **self.fields,
+        }  # fmt: skip
+        if self.generation is not None:
+            doc["observedGeneration"] = self.generation
+        if self.progress is not None:
+            doc.update({k: v for k, v in self.progress.to_state().items() if v is not None})
+        return doc
+
+    async def write(self, force: bool = False) -> None:
+        """Patch the status if something changed and the throttle allows (or `force`)."""
+        async with self._lock:
+            if not self._dirty:
+                return
+            if not force and time.monotonic() - self._written < self.min_interval:
+                return
+            await self.writer(self.namespace, self.name, self.document())
+            self._written = time.monotonic()
+            self._dirty = False

@@ -1,0 +1,164 @@
+"""The whole product through its stand-ins: kube simulator, moto server, PCE simulator, and the
+real operator (kopf) running in a thread, stopped with its stop flag."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+import yaml
+
+from flowexport.kube import runner
+from flowexport.sim.kube import KubeSimulator, kubeconfig
+from flowexport.sim.serve import ServerThread
+from tests.aws.conftest import KEYS, REGION
+from tests.moto_server import reset
+from tests.pcesim import API_KEY, API_SECRET, SimPCE
+
+ROOT = Path(__file__).resolve().parents[2]
+NS = "security"
+FE = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+class OperatorThread:
+    """`flowexport run` in a thread; stop() sets kopf's stop flag and waits."""
+
+    def __init__(self) -> None:
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.thread = threading.Thread(
+            target=runner.run, daemon=True,
+            kwargs={"namespaces": [NS], "settle_seconds": 0, "stop_flag": self.stop_flag,
+                    "ready_flag": self.ready_flag},
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.ready_flag.wait(30), "the operator did not start"
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the operator did not stop"
+
+
+@dataclass
+class Stack:
+    kube: httpx.Client
+    sim: KubeSimulator
+    pce: SimPCE
+    moto: str
+    vpc: str
+    role: str
+    operator: OperatorThread
+
+    def aws(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.moto, region_name=REGION,
+                            aws_access_key_id=KEYS.access_key_id,
+                            aws_secret_access_key=KEYS.secret_access_key)  # fmt: skip
+
+    def flowexport(self, name: str = "prod", **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": "flowexport.io/v1alpha1", "kind": "FlowExport",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "aws": {"region": REGION, "vpcId": self.vpc, "logGroupName": f"/flowexport/{name}",
+                        "deliverLogsRoleArn": self.role, "endpointUrl": self.moto,
+                        "credentialsSecretRef": {"name": "aws-keys"}},
+                "pce": {"url": self.pce.url, "orgId": 1,
+                        "credentialsSecretRef": {"name": "pce-key"}},
+                "ingestion": {"startFrom": "earliest", "pollIntervalSeconds": 1, "batchSize": 10},
+            },
+        }  # fmt: skip
+        for path, value in spec.items():
+            node = body["spec"]
+            *parents, leaf = path.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return body
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = self.kube.post(FE, json=body)
+        assert answer.status_code == 201, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def get(self, name: str = "prod") -> dict[str, Any]:
+        result: dict[str, Any] = self.kube.get(f"{FE}/{name}").json()
+        return result
+
+    def condition(self, name: str, type_: str) -> tuple[str, str] | None:
+        for c in self.get(name).get("status", {}).get("conditions", []):
+            if c["type"] == type_:
+                return (c["status"], c["reason"])
+        return None
+
+    def received(self) -> list[tuple[str, str, int, int]]:
+        return list(self.pce.call(lambda: list(self.pce.sim.state.flows)))
+
+    def events(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.kube.get(f"/api/v1/namespaces/{NS}/events").json()[
+            "items"
+        ]
+        return items
+
+
+def eventually(check: Callable[[], Any], timeout: float = 45.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture
+def stack(
+    moto_url: str, pce: SimPCE, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    reset(moto_url)
+    sim = KubeSimulator()
+    server = ServerThread(sim.app)
+    url = server.start()
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(kubeconfig(url)))
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    operator = OperatorThread()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as kube:
+            crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
+            kube.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+            kube.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
+            for name, data in (
+                ("pce-key", {"username": API_KEY, "password": API_SECRET}),
+                (
+                    "aws-keys",
+                    {
+                        "aws_access_key_id": KEYS.access_key_id,
+                        "aws_secret_access_key": KEYS.secret_access_key,
+                    },
+                ),
+            ):
+                kube.post(f"/api/v1/namespaces/{NS}/secrets",
+                          json={"metadata": {"name": name}, "stringData": data})  # fmt: skip
+            stack = Stack(kube, sim, pce, moto_url, "", "", operator)
+            stack.vpc = stack.aws("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+            role = stack.aws("iam").create_role(RoleName="d", AssumeRolePolicyDocument="{}")
+            stack.role = role["Role"]["Arn"]
+            operator.start()
+            yield stack
+    finally:
+        if operator.thread.is_alive():
+            operator.stop()
+        server.stop()
