@@ -704,13 +704,7 @@ class KubeSimulator:
     ) -> dict[str, Any]:
         current = self._get(kind, namespace, name)
         wanted = body.get("metadata", {}).get("resourceVersion")
-        if wanted and wanted != current["metadata"]["resourceVersion"]:
-            raise ApiError(
-                409,
-                "Conflict",
-                f'Operation cannot be fulfilled on {kind.plural} "{name}": '
-                "the object has been modified; please apply your changes to the latest version",
-            )
+        _check_version(kind, name, current, wanted)
         return _with_type(kind, self._write(kind, current, body, sub, query))
 
     def _patch(
@@ -742,13 +736,7 @@ class KubeSimulator:
         wanted = (
             patch.get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
         )
-        if wanted and wanted != current["metadata"]["resourceVersion"]:
-            raise ApiError(
-                409,
-                "Conflict",
-                f'Operation cannot be fulfilled on {kind.plural} "{name}": '
-                "the object has been modified; please apply your changes to the latest version",
-            )
+        _check_version(kind, name, current, wanted)
         return _with_type(kind, self._write(kind, current, proposed, sub, query))
 
     def _delete(self, kind: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
@@ -769,6 +757,17 @@ class KubeSimulator:
     def stored(self, group: str, plural: str) -> list[dict[str, Any]]:
         """Everything stored of a resource (a copy)."""
         return copy.deepcopy(list(self.objects.get((group, plural), {}).values()))
+
+
+def _check_version(kind: ResourceType, name: str, current: dict[str, Any], wanted: Any) -> None:
+    """Optimistic concurrency: a write naming a stale resourceVersion is a 409 Conflict."""
+    if wanted and wanted != current["metadata"]["resourceVersion"]:
+        raise ApiError(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {kind.plural} "{name}": '
+            "the object has been modified; please apply your changes to the latest version",
+        )
 
 
 def _now() -> str:

@@ -338,49 +338,45 @@ class PCESimulator:
             return _errors(406, "validation_failure", created)
         return web.json_response(_public(created), status=201)
 
-    async def _bulk_create(self, request: web.Request) -> web.Response:
-        org = request.match_info["org"]
+    async def _bulk(
+        self, request: web.Request, what: str, apply: Callable[[str, Any], dict[str, Any]]
+    ) -> web.Response:
+        """A bulk operation: a JSON list of at most 1000 items, one operation at a time."""
         body = await _json_body(request)
         if not isinstance(body, list):
-            return _errors(406, "invalid_json", "expected a JSON list of workloads")
+            return _errors(406, "invalid_json", f"expected a JSON list of {what}")
         if len(body) > MAX_BULK_ITEMS:
             return _errors(413, "too_many_items", f"at most {MAX_BULK_ITEMS} items per request")
         async with self._bulk_operation() as busy:
             if busy is not None:
                 return busy
-            results = []
-            for item in body:
-                created = self._new_workload(org, item)
-                if isinstance(created, str):
-                    error = {"token": "validation_failure", "message": created}
-                    results.append({"href": None, "status": "validation_failure", **error,
-                                    "errors": [error]})  # fmt: skip
-                else:
-                    results.append({"href": created["href"], "status": "created", "errors": []})
+            results = [apply(request.match_info["org"], item) for item in body]
         return web.json_response(results)
 
+    async def _bulk_create(self, request: web.Request) -> web.Response:
+        return await self._bulk(request, "workloads", self._bulk_create_one)
+
     async def _bulk_delete(self, request: web.Request) -> web.Response:
-        org = request.match_info["org"]
-        body = await _json_body(request)
-        if not isinstance(body, list):
-            return _errors(406, "invalid_json", "expected a JSON list of {href}")
-        if len(body) > MAX_BULK_ITEMS:
-            return _errors(413, "too_many_items", f"at most {MAX_BULK_ITEMS} items per request")
-        async with self._bulk_operation() as busy:
-            if busy is not None:
-                return busy
-            results = []
-            for item in body:
-                href = item.get("href") if isinstance(item, dict) else None
-                ident = str(href).rsplit("/", 1)[-1]
-                workload = self.state.workloads.get(ident)
-                if workload is None or workload["org"] != org:
-                    error = {"token": "not_found", "message": f"{href} not found"}
-                    results.append({"href": href, "errors": [error]})
-                else:
-                    del self.state.workloads[ident]
-                    results.append({"href": href, "status": "deleted", "errors": []})
-        return web.json_response(results)
+        return await self._bulk(request, "{href}", self._bulk_delete_one)
+
+    def _bulk_create_one(self, org: str, item: Any) -> dict[str, Any]:
+        created = self._new_workload(org, item)
+        if isinstance(created, str):
+            error = {"token": "validation_failure", "message": created}
+            return {"href": None, "status": "validation_failure", **error, "errors": [error]}
+        return {"href": created["href"], "status": "created", "errors": []}
+
+    def _bulk_delete_one(self, org: str, item: Any) -> dict[str, Any]:
+        href = item.get("href") if isinstance(item, dict) else None
+        ident = str(href).rsplit("/", 1)[-1]
+        workload = self.state.workloads.get(ident)
+        if workload is None or workload["org"] != org:
+            return {
+                "href": href,
+                "errors": [{"token": "not_found", "message": f"{href} not found"}],
+            }
+        del self.state.workloads[ident]
+        return {"href": href, "status": "deleted", "errors": []}
 
     async def _get_workload(self, request: web.Request) -> web.Response:
         workload = self._workload(request)
