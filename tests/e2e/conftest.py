@@ -1,9 +1,13 @@
 """The whole product through its stand-ins: kube simulator, moto server, PCE simulator, and the
-real operator (kopf) running in a thread, stopped with its stop flag."""
+real operator (`flowexport run`) as a subprocess, stopped with SIGTERM (killed if it hangs)."""
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,11 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from flowexport.kube import runner
 from flowexport.sim.kube import KubeSimulator, kubeconfig
 from flowexport.sim.serve import ServerThread
 from tests.aws.conftest import KEYS, REGION
-from tests.moto_server import reset
+from tests.moto_server import free_port, reset
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,26 +31,52 @@ FE = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-class OperatorThread:
-    """`flowexport run` in a thread; stop() sets kopf's stop flag and waits."""
+class OperatorProcess:
+    """`flowexport run` as a real subprocess; ready once kopf's liveness endpoint answers.
 
-    def __init__(self) -> None:
-        self.stop_flag = threading.Event()
-        self.ready_flag = threading.Event()
-        self.thread = threading.Thread(
-            target=runner.run, daemon=True,
-            kwargs={"namespaces": [NS], "settle_seconds": 0, "stop_flag": self.stop_flag,
-                    "ready_flag": self.ready_flag},
-        )  # fmt: skip
+    stop() sends SIGTERM (kopf finishes gracefully) and kills it if that takes too long, so a
+    stuck operator can never outlive its test. Its log is kept for failure messages.
+    """
 
-    def start(self) -> None:
-        self.thread.start()
-        assert self.ready_flag.wait(30), "the operator did not start"
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def stop(self) -> None:
-        self.stop_flag.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the operator did not stop"
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flowexport", "run", "--namespace", NS, "--settle", "0",
+                 "--verbose", "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the operator exited at start:\n{self.tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).is_success:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"the operator did not become live:\n{self.tail()}")
+
+    def stop(self, timeout: float = 45.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -58,7 +87,7 @@ class Stack:
     moto: str
     vpc: str
     role: str
-    operator: OperatorThread
+    operator: OperatorProcess
 
     def aws(self, service: str) -> Any:
         return boto3.client(service, endpoint_url=self.moto, region_name=REGION,
@@ -134,7 +163,7 @@ def stack(
     config = tmp_path / "kubeconfig"
     config.write_text(yaml.safe_dump(kubeconfig(url)))
     monkeypatch.setenv("KUBECONFIG", str(config))
-    operator = OperatorThread()
+    operator = OperatorProcess(config, tmp_path / "operator.log")
     try:
         with httpx.Client(base_url=url, timeout=30) as kube:
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
@@ -159,6 +188,7 @@ def stack(
             operator.start()
             yield stack
     finally:
-        if operator.thread.is_alive():
-            operator.stop()
+        code = operator.stop()
         server.stop()
+        if operator.log.exists():  # pytest shows this only when the test failed
+            print(f"operator log (exit {code}):\n{operator.tail(200)}")

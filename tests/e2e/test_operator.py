@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from flowexport.core.logformat import PIPELINE_FORMAT
-from tests.e2e.conftest import FE, MERGE, OperatorThread, Stack, eventually
+from tests.e2e.conftest import FE, MERGE, Stack, eventually
 from tests.flowlines import line
-
-# Work in progress (issue 5): only the first test has been seen to pass; run by hand.
-pytestmark = pytest.mark.operator_e2e
 
 
 def write_flows(stack: Stack, group: str, count: int, start: int = 0, **values: object) -> None:
@@ -105,9 +100,8 @@ def test_operator_restart_resumes_from_the_status_cursor(stack: Stack) -> None:
     write_flows(stack, "/flowexport/prod", 10)
     eventually(lambda: len(stack.received()) == 10)
     eventually(lambda: stack.get()["status"].get("counts", {}).get("flowsUploaded") == 10)
-    stack.operator.stop()
+    assert stack.operator.stop() == 0
     write_flows(stack, "/flowexport/prod", 10, start=10)
-    stack.operator = OperatorThread()
     stack.operator.start()
     eventually(lambda: len({f[0] for f in stack.received()}) == 20, what="all 20 flows")
     time.sleep(2)
