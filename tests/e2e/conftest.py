@@ -48,7 +48,8 @@ class OperatorProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flowexport", "run", "--namespace", NS, "--settle", "0",
-                 "--verbose", "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+                 "--resync-seconds", "3", "--verbose",
+                 "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         deadline = time.monotonic() + timeout

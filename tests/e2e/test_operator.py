@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from flowexport.core.logformat import PIPELINE_FORMAT
-from tests.e2e.conftest import FE, MERGE, Stack, eventually
+from tests.e2e.conftest import FE, MERGE, NS, Stack, eventually
 from tests.flowlines import line
+from tests.pcesim import API_KEY, API_SECRET
 
 
 def write_flows(stack: Stack, group: str, count: int, start: int = 0, **values: object) -> None:
@@ -107,3 +108,47 @@ def test_operator_restart_resumes_from_the_status_cursor(stack: Stack) -> None:
     time.sleep(2)
     assert len(stack.received()) - 20 <= 10, "at most one batch uploaded twice"
     eventually(lambda: stack.get()["status"]["counts"]["recordsRead"] >= 20)
+
+
+def test_drift_is_repaired(stack: Stack) -> None:
+    stack.apply(stack.flowexport())
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    first = stack.get()["status"]["flowLogId"]
+    stack.aws("ec2").delete_flow_logs(FlowLogIds=[first])
+    stack.aws("logs").put_retention_policy(logGroupName="/flowexport/prod", retentionInDays=30)
+
+    def repaired() -> bool:
+        logs = stack.aws("ec2").describe_flow_logs()["FlowLogs"]
+        status = stack.get()["status"]
+        return len(logs) == 1 and status["flowLogId"] == logs[0]["FlowLogId"] != first
+
+    eventually(repaired, what="the flow log recreated")
+    eventually(
+        lambda: (
+            stack.aws("logs")
+            .describe_log_groups(logGroupNamePrefix="/flowexport/prod")["logGroups"][0]
+            .get("retentionInDays")
+            == 7
+        ),
+        what="retention restored",
+    )
+    assert stack.condition("prod", "Ready") == ("True", "Ready")
+    # Ingestion goes on with the new flow log.
+    write_flows(stack, "/flowexport/prod", 4)
+    eventually(lambda: len(stack.received()) == 4, what="flows after the repair")
+
+
+def test_a_missing_secret_recovers_once_created(stack: Stack) -> None:
+    stack.kube.delete(f"/api/v1/namespaces/{NS}/secrets/pce-key")
+    stack.apply(stack.flowexport())
+    eventually(lambda: stack.condition("prod", "PCEReachable") == ("False", "SecretNotFound"))
+    assert stack.condition("prod", "Ready") == ("False", "SecretNotFound")
+    stack.kube.post(
+        f"/api/v1/namespaces/{NS}/secrets",
+        json={"metadata": {"name": "pce-key"},
+              "stringData": {"username": API_KEY, "password": API_SECRET}},
+    )  # fmt: skip
+    # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    write_flows(stack, "/flowexport/prod", 3)
+    eventually(lambda: len(stack.received()) == 3, what="flows with the new Secret")

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 import kopf
 
 from flowexport.commands.common import EXIT_OK, UsageError
 from flowexport.kube.runner import run as run_operator
+from flowexport.kube.state import RESYNC_SECONDS
+
+#: Libraries kept at WARNING even with --verbose.
+QUIET_LOGGERS = (
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "aiohttp.access",
+    "httpx",
+    "httpcore",
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -22,16 +35,24 @@ def add_parser(commands: Any) -> None:
         ),
     )
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch this namespace (repeatable; globs allowed)")  # fmt: skip
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[],
+        help="watch this namespace (repeatable; globs allowed)",
+    )  # fmt: skip
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
-    parser.add_argument("--liveness", metavar="URL",
-                        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
+    parser.add_argument(
+        "--liveness", metavar="URL",
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )  # fmt: skip
     parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--settle", type=float, default=15.0,
         help="seconds an event must have been ingested before it is read (default 15)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resync-seconds", type=float, default=RESYNC_SECONDS,
+        help="reconcile healthy FlowExports this often, repairing drift (default 300)",
     )  # fmt: skip
     parser.set_defaults(run=run)
 
@@ -42,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "say which namespaces to watch: --namespace NS (repeatable) or --all-namespaces"
         )
+    logging.getLogger().handlers.clear()  # kopf installs its own (plain or JSON)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
-    run_operator(args.namespace, args.all_namespaces, args.liveness, args.settle)
+    for noisy in QUIET_LOGGERS:  # their debug output is wire dumps, not the operator's story
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.settle < 0 or args.resync_seconds <= 0:
+        raise UsageError("--settle must be >= 0 and --resync-seconds > 0")
+    run_operator(
+        args.namespace, args.all_namespaces, args.liveness, args.settle, args.resync_seconds
+    )
     return EXIT_OK

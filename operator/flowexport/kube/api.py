@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from flowexport.api.models import GROUP, PLURAL, VERSION
 
@@ -19,10 +19,12 @@ class KubeApi:
 
     def __init__(self) -> None:
         try:
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             # The client reads KUBECONFIG once at import; honour the value of now.
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG")
+            )
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
 
@@ -40,7 +42,8 @@ class KubeApi:
                 values[key] = base64.b64decode(encoded).decode()
             except (binascii.Error, UnicodeDecodeError):
                 continue
-        return values, str(secret.metadata.resource_version)
+        version = secret.metadata.resource_version if secret.metadata else None
+        return values, str(version or "")
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the FlowExport's status subresource."""

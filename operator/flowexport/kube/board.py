@@ -44,7 +44,8 @@ class StatusBoard:
         self.fields: dict[str, Any] = {}
         self.progress: Progress | None = None
         self._lock = asyncio.Lock()
-        self._written = 0.0
+        self._written = float("-inf")  # the first write is never throttled
+        self._last: dict[str, Any] | None = None
         self._dirty = False
 
     def load(self, status: dict[str, Any] | None) -> None:
@@ -106,12 +107,16 @@ class StatusBoard:
         return doc
 
     async def write(self, force: bool = False) -> None:
-        """Patch the status if something changed and the throttle allows (or `force`)."""
+        """Patch the status if it changed since the last write and the throttle allows (or
+        `force`); a throttled change stays pending for the next call."""
         async with self._lock:
             if not self._dirty:
                 return
             if not force and time.monotonic() - self._written < self.min_interval:
                 return
-            await self.writer(self.namespace, self.name, self.document())
-            self._written = time.monotonic()
+            document = self.document()
+            if document != self._last:
+                await self.writer(self.namespace, self.name, document)
+                self._last = document
+                self._written = time.monotonic()
             self._dirty = False

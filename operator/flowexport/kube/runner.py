@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import kopf
 
 from flowexport.kube import handlers
+from flowexport.kube.state import RESYNC_SECONDS
 
 
 def run(
@@ -16,12 +17,12 @@ def run(
     clusterwide: bool = False,
     liveness: str | None = None,
     settle_seconds: float = 15.0,
+    resync_seconds: float = RESYNC_SECONDS,
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
 ) -> None:
     """Run until signalled (or `stop_flag` is set): standalone, no peering, one replica."""
-    handlers.settle_seconds = settle_seconds
-    handlers._operator = None
+    handlers.reset(settle_seconds, resync_seconds)
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),

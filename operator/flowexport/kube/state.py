@@ -1,0 +1,92 @@
+"""What the operator holds in memory: one `Export` per FlowExport, one `Operator` per process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowexport.aws.subscription import Subscription
+from flowexport.kube.api import KubeApi
+from flowexport.kube.board import StatusBoard
+
+#: Default seconds between reconciles of a healthy FlowExport: how soon drift is repaired.
+RESYNC_SECONDS = 300.0
+#: Seconds before retrying what only a spec, Secret or IAM change can fix (a Secret change
+#: is noticed sooner: see `Export.secret_versions`).
+TERMINAL_RETRY_SECONDS = 600.0
+#: First and longest wait before retrying a transient failure (doubling in between).
+TRANSIENT_RETRY_SECONDS = (15.0, 300.0)
+
+
+@dataclass
+class Export:
+    """One FlowExport: its status writer, its subscription and when to reconcile it next."""
+
+    board: StatusBoard
+    resync_seconds: float = RESYNC_SECONDS
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subscription: Subscription | None = None
+    #: The generation `subscription` was ensured for; the worker waits until it is current.
+    subscribed_generation: int | None = None
+    #: resourceVersion of every Secret the last reconcile read; a change triggers a reconcile.
+    secret_versions: dict[str, str] = field(default_factory=dict)
+    #: Set by a reconcile that changed what the worker uses (subscription, Secrets).
+    restart: asyncio.Event = field(default_factory=asyncio.Event)
+    next_reconcile: float = 0.0
+    transient_failures: int = 0
+
+    def schedule_resync(self) -> None:
+        """Healthy: reconcile again after the resync period."""
+        self.transient_failures = 0
+        self.next_reconcile = time.monotonic() + self.resync_seconds
+
+    def schedule_retry(self, terminal: bool) -> float:
+        """Failed: retry after a long delay (terminal) or a growing backoff; returns the delay."""
+        if terminal:
+            delay = TERMINAL_RETRY_SECONDS
+        else:
+            first, longest = TRANSIENT_RETRY_SECONDS
+            delay = min(longest, first * 2**self.transient_failures)
+            self.transient_failures += 1
+        self.next_reconcile = time.monotonic() + delay
+        return delay
+
+    def schedule_never(self) -> None:
+        """Invalid spec: nothing to retry until the spec changes (the update handler runs)."""
+        self.next_reconcile = float("inf")
+
+    def request_reconcile(self) -> None:
+        """Reconcile at the next timer tick (e.g. the worker found the log group gone)."""
+        self.next_reconcile = 0.0
+
+    @property
+    def due(self) -> bool:
+        """Whether the resync timer should reconcile now."""
+        return time.monotonic() >= self.next_reconcile
+
+
+class Operator:
+    """Process-wide state: the API client and the FlowExports being handled."""
+
+    def __init__(
+        self, settle_seconds: float = 15.0, resync_seconds: float = RESYNC_SECONDS
+    ) -> None:
+        self.api = KubeApi()
+        self.exports: dict[tuple[str, str], Export] = {}
+        self.settle_seconds = settle_seconds
+        self.resync_seconds = resync_seconds
+
+    def export(self, namespace: str, name: str, status: dict[str, Any] | None = None) -> Export:
+        """The FlowExport's state, created (from its stored status) on first use."""
+        key = (namespace, name)
+        if key not in self.exports:
+            board = StatusBoard(namespace, name, self.api.patch_status)
+            board.load(status)
+            self.exports[key] = Export(board, self.resync_seconds)
+        return self.exports[key]
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted FlowExport's state."""
+        self.exports.pop((namespace, name), None)

@@ -1,0 +1,81 @@
+"""The status board: one document, transitions for Events, writes throttled and deduplicated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowexport.aws.reader import ReaderCursor
+from flowexport.kube.board import StatusBoard
+from flowexport.pipeline import Progress
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.writes: list[dict[str, Any]] = []
+
+    async def __call__(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.writes.append(status)
+
+
+def board(min_interval: float = 0.0) -> tuple[StatusBoard, Recorder]:
+    recorder = Recorder()
+    return StatusBoard("ns", "fe", recorder, min_interval=min_interval), recorder
+
+
+def test_transitions_name_what_changed_and_ready_follows_the_stages() -> None:
+    b, _ = board()
+    changes = b.condition("SubscriptionReady", False, "VPCNotFound", "no such VPC", 1)
+    assert {(c.type, c.ok, c.reason) for c in changes} == {
+        ("SubscriptionReady", False, "VPCNotFound"),
+        ("Ready", False, "VPCNotFound"),
+    }
+    assert b.condition("SubscriptionReady", False, "VPCNotFound", "no such VPC", 1) == []
+    for stage in ("SubscriptionReady", "PCEReachable", "Ingesting"):
+        changes = b.condition(stage, True, "Ok", "fine", 1)
+    assert ("Ready", True) in {(c.type, c.ok) for c in changes}
+
+
+async def test_identical_documents_are_written_once() -> None:
+    b, recorder = board()
+    b.condition("Ingesting", True, "Ingesting", "caught up", 1)
+    await b.write()
+    b.condition("Ingesting", True, "Ingesting", "caught up", 1)
+    await b.write()
+    await b.write(force=True)
+    assert len(recorder.writes) == 1
+
+
+async def test_throttled_changes_stay_pending_and_force_writes_them() -> None:
+    b, recorder = board(min_interval=3600)
+    b.record(Progress(ReaderCursor(ingested_through=1)))
+    await b.write()
+    b.record(Progress(ReaderCursor(ingested_through=2), records_read=5))
+    await b.write()  # throttled
+    assert len(recorder.writes) == 1
+    await b.write(force=True)
+    assert recorder.writes[-1]["cursor"]["ingestedThrough"] == 2
+    assert recorder.writes[-1]["counts"]["recordsRead"] == 5
+
+
+def test_load_restores_conditions_ids_and_cursor_after_a_restart() -> None:
+    stored = {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok",
+                        "lastTransitionTime": "2026-11-23T08:00:00Z"}],
+        "flowLogId": "fl-1",
+        "cursor": {"ingestedThrough": 42},
+        "counts": {"recordsRead": 7, "flowsUploaded": 3},
+    }  # fmt: skip
+    b, _ = board()
+    b.load(stored)
+    assert b.progress is not None
+    assert b.progress.cursor.ingested_through == 42
+    assert b.progress.flows_uploaded == 3
+    document = b.document()
+    assert document["flowLogId"] == "fl-1"
+    assert document["conditions"][0]["type"] == "Ready"
+
+
+def test_a_damaged_cursor_is_ignored_not_fatal() -> None:
+    b, _ = board()
+    b.load({"cursor": {"ingestedThrough": "not a number"}})
+    assert b.progress is None
