@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/flowexport parse --actions ACCEPT,REJECT examples/flowlogs/sample.log
+	$(BIN)/flowexport demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,56 +1,5 @@
-"""moto in server mode as a real process on a free loopback port."""
+"""moto in server mode for tests (the launcher lives in the package: the demo uses it too)."""
 
-from __future__ import annotations
+from flowexport.sim.moto import free_port, moto_server, reset
 
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def moto_server(timeout: float = 30.0) -> Iterator[str]:
-    """Start `moto_server` on a free port; yield its URL; always stop it."""
-    port = free_port()
-    executable = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def reset(url: str) -> None:
-    """Forget every resource moto holds."""
-    httpx.post(f"{url}/moto-api/reset", timeout=10)
+__all__ = ["free_port", "moto_server", "reset"]

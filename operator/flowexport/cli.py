@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from flowexport import __version__
-from flowexport.commands import crd, kube_sim, parse, pce_sim, run, sync, upload
+from flowexport.commands import crd, demo, kube_sim, parse, pce_sim, run, sync, upload
 from flowexport.commands.common import EXIT_USAGE, UsageError
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (parse, crd, upload, sync, run, pce_sim, kube_sim):
+    for command in (parse, crd, upload, sync, run, demo, pce_sim, kube_sim):
         command.add_parser(commands)
     return parser
 
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
     try:
         code: int = args.run(args)
         return code
