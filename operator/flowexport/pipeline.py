@@ -112,6 +112,7 @@ class Pipeline:
         batch_size: int = 1000,
         window_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
+        on_upload: Callable[[float], None] | None = None,
     ) -> None:
         self.reader = reader
         self.fmt = fmt
@@ -122,6 +123,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.window_seconds = window_seconds
         self.clock = clock
+        self.on_upload = on_upload
         self._chunk = max(1, batch_size // 2)
         self._saved = copy.deepcopy(progress)
         self._processor = FlowProcessor(fmt, flow_filter)
@@ -211,7 +213,10 @@ class Pipeline:
         """Upload pending flows (one request), then checkpoint the cursor after them."""
         flows = list(self._pending)
         if flows:
+            started = time.monotonic()
             summary = await self.pce.upload_all(flows, self.batch_size)
+            if self.on_upload is not None:
+                self.on_upload(time.monotonic() - started)
             now = self.clock()
             self.progress.flows_uploaded += summary.accepted
             self.progress.flows_failed += summary.failed

@@ -41,6 +41,7 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log: Path) -> None:
         self.kubeconfig, self.log = kubeconfig, log
         self.port = free_port()
+        self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -48,7 +49,7 @@ class OperatorProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flowexport", "run", "--namespace", NS, "--settle", "0",
-                 "--resync-seconds", "3", "--verbose",
+                 "--resync-seconds", "3", "--verbose", "--metrics-port", str(self.metrics_port),
                  "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
@@ -75,6 +76,14 @@ class OperatorProcess:
                 process.kill()
                 process.wait(10)
         return process.returncode
+
+    def metric(self, sample: str) -> float | None:
+        """The value of one exposed sample, e.g. 'flowexport_workers', or None."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

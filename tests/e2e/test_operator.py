@@ -38,6 +38,12 @@ def test_apply_ingest_status_and_delete(stack: Stack) -> None:
     assert status["lastUploadTime"].endswith("Z")
     reasons = {e["reason"] for e in stack.events()}
     assert {"SubscriptionChanged", "Ready"} <= reasons
+    ids = '{name="prod",namespace="security"}'
+    assert stack.operator.metric(f"flowexport_flows_uploaded_total{ids}") == 25
+    assert stack.operator.metric(f"flowexport_records_read_total{ids}") == 25
+    assert stack.operator.metric("flowexport_workers") == 1
+    ready = 'flowexport_condition{name="prod",namespace="security",type="Ready"}'
+    assert stack.operator.metric(ready) == 1
     stack.kube.delete(f"{FE}/prod")
     eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
     flow_logs = stack.aws("ec2").describe_flow_logs()["FlowLogs"]

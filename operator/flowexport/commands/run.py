@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from flowexport import metrics
 from flowexport.commands.common import EXIT_OK, UsageError
 from flowexport.kube.runner import run as run_operator
 from flowexport.kube.state import RESYNC_SECONDS
@@ -51,6 +52,10 @@ def add_parser(commands: Any) -> None:
         help="seconds an event must have been ingested before it is read (default 15)",
     )  # fmt: skip
     parser.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--resync-seconds", type=float, default=RESYNC_SECONDS,
         help="reconcile healthy FlowExports this often, repairing drift (default 300)",
     )  # fmt: skip
@@ -72,6 +77,13 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.settle < 0 or args.resync_seconds <= 0:
         raise UsageError("--settle must be >= 0 and --resync-seconds > 0")
+    if args.metrics_port is not None:
+        if not 0 < args.metrics_port < 65536:
+            raise UsageError("--metrics-port must be a TCP port (1-65535)")
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
     run_operator(
         args.namespace, args.all_namespaces, args.liveness, args.settle, args.resync_seconds
     )

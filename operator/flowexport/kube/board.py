@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flowexport import metrics
 from flowexport.api.models import Condition, FlowExportStatus
 from flowexport.pipeline import Progress
 from flowexport.status import set_condition, with_ready
@@ -76,6 +78,7 @@ class StatusBoard:
         self._dirty = True
         changed = []
         for c in self.conditions:
+            metrics.set_condition(self.namespace, self.name, c.type, c.status == "True")
             if before.get(c.type, (None, None))[0] != c.status or (
                 c.status != "True" and before.get(c.type, (None, None))[1] != c.reason
             ):
@@ -90,7 +93,8 @@ class StatusBoard:
 
     def record(self, progress: Progress) -> None:
         """The worker's latest checkpoint."""
-        self.progress = progress
+        metrics.count_progress(self.namespace, self.name, self.progress, progress)
+        self.progress = copy.deepcopy(progress)
         self._dirty = True
 
     def document(self) -> dict[str, Any]:

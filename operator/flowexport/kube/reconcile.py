@@ -13,6 +13,7 @@ import logging
 
 import kopf
 
+from flowexport import metrics
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.errors import AwsError
@@ -67,6 +68,7 @@ async def _subscribe(
     except (ConfigProblem, AwsError) as exc:
         terminal = getattr(exc, "terminal", True)
         delay = export.schedule_retry(terminal)
+        metrics.count_error(namespace, board.name, "SubscriptionReady", exc.reason)
         announce(
             body, board.condition("SubscriptionReady", False, exc.reason, str(exc), generation)
         )
@@ -108,6 +110,7 @@ async def _probe(op: Operator, export: Export, body: kopf.Body, spec: FlowExport
             await pce.probe()
     except (ConfigProblem, PCEError) as exc:
         export.schedule_retry(not getattr(exc, "retryable", False))
+        metrics.count_error(board.namespace, board.name, "PCEReachable", exc.reason)
         announce(body, board.condition("PCEReachable", False, exc.reason, str(exc), generation))
         return
     export.schedule_resync()

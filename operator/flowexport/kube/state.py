@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowexport import metrics
 from flowexport.aws.subscription import Subscription
 from flowexport.kube.api import KubeApi
 from flowexport.kube.board import StatusBoard
@@ -88,5 +89,6 @@ class Operator:
         return self.exports[key]
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop a deleted FlowExport's state."""
+        """Drop a deleted FlowExport's state and metrics."""
         self.exports.pop((namespace, name), None)
+        metrics.forget(namespace, name)

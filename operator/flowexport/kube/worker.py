@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 
 import kopf
 
+from flowexport import metrics
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.errors import AwsError
@@ -36,6 +38,7 @@ WAKE_SECONDS = 1.0
 async def work(op: Operator, export: Export, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
     """Ingest until kopf stops the daemon."""
     board = export.board
+    metrics.WORKERS.inc()
     try:
         while not stopped:
             export.restart.clear()  # what follows reads the newest spec and subscription
@@ -59,6 +62,7 @@ async def work(op: Operator, export: Export, body: kopf.Body, stopped: kopf.Daem
                 continue
             await _ingest(op, export, body, spec, generation, stopped)
     finally:
+        metrics.WORKERS.dec()
         await board.write(force=True)
 
 
@@ -96,12 +100,14 @@ async def _ingest(
         clients = make_clients(await aws_target(op.api, read, namespace, spec))
         pce = await pce_client(op.api, read, namespace, spec)
     except ConfigProblem as exc:
+        metrics.count_error(namespace, board.name, "Ingesting", exc.reason)
         announce(body, board.condition("Ingesting", False, exc.reason, str(exc), generation))
         await board.write(force=True)
         await _wait(stopped, export, body, generation, TERMINAL_RETRY_SECONDS)
         return
     ingestion = spec.ingestion
-    progress = board.progress or Progress(
+    # A copy: the pipeline mutates its progress before a checkpoint makes it true.
+    progress = copy.deepcopy(board.progress) or Progress(
         initial_cursor(ingestion.start_from, int(time.time() * 1000))
     )
 
@@ -119,6 +125,7 @@ async def _ingest(
     pipeline = Pipeline(
         reader, subscription.log_format, flow_filter, pce, progress, checkpoint,
         batch_size=ingestion.batch_size, window_seconds=ingestion.aggregation_window_seconds,
+        on_upload=lambda seconds: metrics.observe_upload(namespace, board.name, seconds),
     )  # fmt: skip
     stop = asyncio.Event()
 
@@ -136,6 +143,7 @@ async def _ingest(
 
     async def failing(exc: Exception) -> None:
         reason = getattr(exc, "reason", "IngestionFailed")
+        metrics.count_error(namespace, board.name, "Ingesting", reason)
         message = f"retrying: {exc}"
         announce(body, board.condition("Ingesting", False, reason, message, generation))
         await board.write(force=True)
@@ -150,6 +158,7 @@ async def _ingest(
         # Terminal for the settings as they are: a reconcile may repair it (a log group
         # deleted out of band is recreated), else a spec or Secret change will.
         export.request_reconcile()
+        metrics.count_error(namespace, board.name, "Ingesting", exc.reason)
         announce(body, board.condition("Ingesting", False, exc.reason, str(exc), generation))
         await board.write(force=True)
         await _wait(stopped, export, body, generation, TERMINAL_RETRY_SECONDS)
