@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from flowexport.api.models import FlowExportSpec
 from flowexport.aws.errors import AwsError
 from flowexport.aws.reader import Chunk, LogReader, ReaderCursor
+from flowexport.aws.session import AwsClients, RateLimiter
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import LogFormat
 from flowexport.core.normalise import FlowFilter
@@ -237,3 +239,30 @@ class Pipeline:
         self.progress = copy.deepcopy(self._saved)
         self._processor = FlowProcessor(self.fmt, self.filter)
         self._pending.clear()
+
+
+def build_pipeline(
+    spec: FlowExportSpec,
+    clients: AwsClients,
+    fmt: LogFormat,
+    pce: PCEClient,
+    progress: Progress,
+    checkpoint: Checkpoint,
+    *,
+    settle_seconds: float,
+    on_upload: Callable[[float], None] | None = None,
+) -> Pipeline:
+    """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt`."""
+    ingestion = spec.ingestion
+    reader = LogReader(
+        clients, spec.aws.log_group_name, ingestion.lookback_seconds,
+        settle_seconds=settle_seconds, limiter=RateLimiter(spec.aws.api_requests_per_second),
+    )  # fmt: skip
+    flow_filter = FlowFilter.build(
+        ingestion.actions, ingestion.include_cidrs, ingestion.exclude_cidrs
+    )
+    return Pipeline(
+        reader, fmt, flow_filter, pce, progress, checkpoint,
+        batch_size=ingestion.batch_size, window_seconds=ingestion.aggregation_window_seconds,
+        on_upload=on_upload,
+    )  # fmt: skip

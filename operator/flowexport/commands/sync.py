@@ -18,15 +18,14 @@ from typing import Any
 from flowexport.api.models import Condition, Counts, FlowExportStatus
 from flowexport.api.validation import SpecError
 from flowexport.aws.errors import AwsError
-from flowexport.aws.reader import LogReader, initial_cursor
-from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, RateLimiter, make_clients
+from flowexport.aws.reader import initial_cursor
+from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
 from flowexport.aws.subscription import Subscription, ensure_subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
-from flowexport.core.normalise import FlowFilter
 from flowexport.manifest import Manifest, ManifestError, load_manifest
 from flowexport.pce.client import PCEClient, PCECredentials
 from flowexport.pce.errors import PCEError
-from flowexport.pipeline import Pipeline, Progress
+from flowexport.pipeline import Pipeline, Progress, build_pipeline
 from flowexport.status import set_condition, with_ready
 
 log = logging.getLogger("flowexport.sync")
@@ -221,18 +220,15 @@ async def _sync(args: argparse.Namespace, state: SyncState) -> int:
                 temporary.replace(args.state)
 
         ingestion = spec.ingestion
-        reader = LogReader(
-            clients, spec.aws.log_group_name, ingestion.lookback_seconds,
+        pipeline = build_pipeline(
+            spec,
+            clients,
+            subscription.log_format,
+            pce,
+            progress,
+            save,
             settle_seconds=args.settle,
-            limiter=RateLimiter(spec.aws.api_requests_per_second),
-        )  # fmt: skip
-        flow_filter = FlowFilter.build(
-            ingestion.actions, ingestion.include_cidrs, ingestion.exclude_cidrs
         )
-        pipeline = Pipeline(
-            reader, subscription.log_format, flow_filter, pce, progress, save,
-            batch_size=ingestion.batch_size, window_seconds=ingestion.aggregation_window_seconds,
-        )  # fmt: skip
         state.condition("Ingesting", True, "Ingesting", "reading the log group")
         try:
             if args.once:

@@ -20,14 +20,13 @@ from flowexport import metrics
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.errors import AwsError
-from flowexport.aws.reader import LogReader, initial_cursor
-from flowexport.aws.session import RateLimiter, make_clients
-from flowexport.core.normalise import FlowFilter
+from flowexport.aws.reader import initial_cursor
+from flowexport.aws.session import make_clients
 from flowexport.kube.events import announce
 from flowexport.kube.secrets import ConfigProblem, aws_target, pce_client
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
 from flowexport.pce.errors import PCEError
-from flowexport.pipeline import Pipeline, Progress
+from flowexport.pipeline import Progress, build_pipeline
 
 log = logging.getLogger("flowexport.operator")
 
@@ -115,16 +114,9 @@ async def _ingest(
         board.record(saved)
         await board.write()
 
-    reader = LogReader(
-        clients, spec.aws.log_group_name, ingestion.lookback_seconds,
-        settle_seconds=op.settle_seconds, limiter=RateLimiter(spec.aws.api_requests_per_second),
-    )  # fmt: skip
-    flow_filter = FlowFilter.build(
-        ingestion.actions, ingestion.include_cidrs, ingestion.exclude_cidrs
-    )
-    pipeline = Pipeline(
-        reader, subscription.log_format, flow_filter, pce, progress, checkpoint,
-        batch_size=ingestion.batch_size, window_seconds=ingestion.aggregation_window_seconds,
+    pipeline = build_pipeline(
+        spec, clients, subscription.log_format, pce, progress, checkpoint,
+        settle_seconds=op.settle_seconds,
         on_upload=lambda seconds: metrics.observe_upload(namespace, board.name, seconds),
     )  # fmt: skip
     stop = asyncio.Event()
