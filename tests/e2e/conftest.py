@@ -42,6 +42,7 @@ class OperatorProcess:
         self.kubeconfig, self.log = kubeconfig, log
         self.port = free_port()
         self.metrics_port = free_port()
+        self.extra_args: list[str] = []
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -50,7 +51,7 @@ class OperatorProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flowexport", "run", "--namespace", NS, "--settle", "0",
                  "--resync-seconds", "3", "--verbose", "--metrics-port", str(self.metrics_port),
-                 "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         deadline = time.monotonic() + timeout

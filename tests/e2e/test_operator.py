@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from flowexport.core.logformat import PIPELINE_FORMAT
@@ -158,3 +159,32 @@ def test_a_missing_secret_recovers_once_created(stack: Stack) -> None:
     eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
     write_flows(stack, "/flowexport/prod", 3)
     eventually(lambda: len(stack.received()) == 3, what="flows with the new Secret")
+
+
+def test_flowexports_outside_the_watched_namespace_are_left_alone(stack: Stack) -> None:
+    stack.kube.post("/api/v1/namespaces", json={"metadata": {"name": "elsewhere"}})
+    other = stack.flowexport("outside")
+    other["metadata"]["namespace"] = "elsewhere"
+    path = "/apis/flowexport.io/v1alpha1/namespaces/elsewhere/flowexports"
+    assert stack.kube.post(path, json=other).status_code == 201
+    stack.apply(stack.flowexport())  # in the watched namespace: a witness that it is working
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    ignored = stack.kube.get(f"{path}/outside").json()
+    assert "status" not in ignored
+    assert not ignored["metadata"].get("finalizers")
+    logs = stack.aws("logs").describe_log_groups(logGroupNamePrefix="/flowexport/outside")
+    assert logs["logGroups"] == []
+
+
+def test_json_logs_are_one_object_per_line_and_carry_no_secret(stack: Stack) -> None:
+    assert stack.operator.stop() == 0
+    offset = stack.operator.log.stat().st_size
+    stack.operator.extra_args = ["--log-format", "json"]
+    stack.operator.start()
+    stack.apply(stack.flowexport())
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    assert stack.operator.stop() == 0
+    lines = stack.operator.log.read_bytes()[offset:].decode().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert any("Ready=True" in r.get("message", "") for r in records)
+    assert all(API_SECRET not in line for line in lines)
