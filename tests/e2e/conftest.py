@@ -3,11 +3,6 @@ real operator (`flowexport run`) as a subprocess, stopped with SIGTERM (killed i
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,74 +15,16 @@ import pytest
 import yaml
 
 from flowexport.sim.kube import KubeSimulator, kubeconfig
+from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.serve import ServerThread
 from tests.aws.conftest import KEYS, REGION
-from tests.moto_server import free_port, reset
+from tests.moto_server import reset
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "security"
 FE = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-class OperatorProcess:
-    """`flowexport run` as a real subprocess; ready once kopf's liveness endpoint answers.
-
-    stop() sends SIGTERM (kopf finishes gracefully) and kills it if that takes too long, so a
-    stuck operator can never outlive its test. Its log is kept for failure messages.
-    """
-
-    def __init__(self, kubeconfig: Path, log: Path) -> None:
-        self.kubeconfig, self.log = kubeconfig, log
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.extra_args: list[str] = []
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "flowexport", "run", "--namespace", NS, "--settle", "0",
-                 "--resync-seconds", "3", "--verbose", "--metrics-port", str(self.metrics_port),
-                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.extra_args],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the operator exited at start:\n{self.tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).is_success:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"the operator did not become live:\n{self.tail()}")
-
-    def stop(self, timeout: float = 45.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        return process.returncode
-
-    def metric(self, sample: str) -> float | None:
-        """The value of one exposed sample, e.g. 'flowexport_workers', or None."""
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(sample + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -174,7 +111,9 @@ def stack(
     config = tmp_path / "kubeconfig"
     config.write_text(yaml.safe_dump(kubeconfig(url)))
     monkeypatch.setenv("KUBECONFIG", str(config))
-    operator = OperatorProcess(config, tmp_path / "operator.log")
+    operator = OperatorProcess(
+        config, tmp_path / "operator.log", NS, ["--resync-seconds", "3", "--verbose"]
+    )
     try:
         with httpx.Client(base_url=url, timeout=30) as kube:
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
@@ -201,5 +140,5 @@ def stack(
     finally:
         code = operator.stop()
         server.stop()
-        if operator.log.exists():  # pytest shows this only when the test failed
-            print(f"operator log (exit {code}):\n{operator.tail(200)}")
+        # pytest shows this only when the test failed
+        print(f"operator log (exit {code}):\n{operator.tail(200)}")

@@ -179,7 +179,7 @@ def test_flowexports_outside_the_watched_namespace_are_left_alone(stack: Stack) 
 def test_json_logs_are_one_object_per_line_and_carry_no_secret(stack: Stack) -> None:
     assert stack.operator.stop() == 0
     offset = stack.operator.log.stat().st_size
-    stack.operator.extra_args = ["--log-format", "json"]
+    stack.operator.args += ["--log-format", "json"]
     stack.operator.start()
     stack.apply(stack.flowexport())
     eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +27,8 @@ from flowexport.api.crd import build_crd
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.sim.kube import KubeSimulator, kubeconfig
-from flowexport.sim.moto import free_port, moto_server
+from flowexport.sim.moto import moto_server
+from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.pce import PCESimConfig, PCESimulator
 from flowexport.sim.serve import ServerThread
 from flowexport.sim.tls import make_loopback_tls
@@ -138,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flowexport-demo-"))
     say(f"working directory {workdir} (operator log: {workdir / 'operator.log'})")
     try:
-        with _stack(workdir, args.connections) as demo, _operator(workdir):
+        with (
+            _stack(workdir, args.connections) as demo,
+            OperatorProcess(workdir / "kubeconfig", workdir / "operator.log", NAMESPACE) as op,
+        ):
+            say(f"operator running (pid {op.pid}), watching namespace {NAMESPACE}")
             return _play(args, demo)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
@@ -210,42 +212,6 @@ def _install(
 def _created(answer: httpx.Response) -> None:
     if answer.status_code not in (200, 201):
         raise RuntimeError(f"the Kubernetes simulator refused a set-up request: {answer.text}")
-
-
-@contextlib.contextmanager
-def _operator(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`flowexport run` against the simulator, until the block ends (SIGTERM, then kill)."""
-    port = free_port()
-    env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig"), "PYTHONUNBUFFERED": "1"}
-    with (workdir / "operator.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flowexport", "run", "--namespace", NAMESPACE,
-             "--settle", "0", "--liveness", f"http://127.0.0.1:{port}/healthz"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not _live(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the operator did not start; see {workdir / 'operator.log'}")
-            time.sleep(0.2)
-        say(f"operator running (pid {process.pid}), watching namespace {NAMESPACE}")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-def _live(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success
-    except httpx.TransportError:
-        return False
 
 
 def _play(args: argparse.Namespace, demo: Demo) -> int:

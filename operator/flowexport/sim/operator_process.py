@@ -1,0 +1,97 @@
+"""The operator (`flowexport run`) as a real subprocess, for the demo and the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from flowexport.sim.moto import free_port
+
+
+class OperatorProcess:
+    """`flowexport run -n NAMESPACE --settle 0 ARGS`, with its liveness and metrics endpoints
+    on free loopback ports and its output appended to `log`.
+
+    start() returns once kopf's liveness endpoint answers. stop() sends SIGTERM (kopf finishes
+    gracefully) and kills the process if that takes too long, so a stuck operator never
+    outlives its caller. start() may be called again after stop().
+    """
+
+    def __init__(
+        self, kubeconfig: Path, log: Path, namespace: str, args: Sequence[str] = ()
+    ) -> None:
+        self.kubeconfig, self.log, self.namespace = kubeconfig, log, namespace
+        self.args = list(args)
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it; raises RuntimeError (with the log's tail) if it does not become live."""
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flowexport", "run", "--namespace", self.namespace,
+                 "--settle", "0", "--metrics-port", str(self.metrics_port),
+                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.args],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the operator exited at start:\n{self.tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).is_success:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the operator did not become live:\n{self.tail()}")
+
+    def stop(self, timeout: float = 45.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code (None if not started)."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's id."""
+        return self.process.pid if self.process is not None else None
+
+    def metric(self, sample: str) -> float | None:
+        """The value of one exposed sample, e.g. 'flowexport_workers', or None."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def tail(self, lines: int = 60) -> str:
+        """The last `lines` lines of its log."""
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> OperatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
