@@ -48,7 +48,6 @@ class StatusBoard:
         self._lock = asyncio.Lock()
         self._written = float("-inf")  # the first write is never throttled
         self._last: dict[str, Any] | None = None
-        self._dirty = False
 
     def load(self, status: dict[str, Any] | None) -> None:
         """Start from the status stored in the object (after an operator restart)."""
@@ -75,7 +74,6 @@ class StatusBoard:
             self.conditions, type_, ok, reason, message, generation, now
         )
         self.conditions = with_ready(self.conditions, generation, now)
-        self._dirty = True
         changed = []
         for c in self.conditions:
             metrics.set_condition(self.namespace, self.name, c.type, c.status == "True")
@@ -89,13 +87,11 @@ class StatusBoard:
     def update(self, **fields: Any) -> None:
         """Set plain status fields (flowLogId, logGroupArn)."""
         self.fields.update({k: v for k, v in fields.items() if v is not None})
-        self._dirty = True
 
     def record(self, progress: Progress) -> None:
         """The worker's latest checkpoint."""
         metrics.count_progress(self.namespace, self.name, self.progress, progress)
         self.progress = copy.deepcopy(progress)
-        self._dirty = True
 
     def document(self) -> dict[str, Any]:
         """The status as it is written."""
@@ -114,8 +110,6 @@ class StatusBoard:
         """Patch the status if it changed since the last write and the throttle allows (or
         `force`); a throttled change stays pending for the next call."""
         async with self._lock:
-            if not self._dirty:
-                return
             if not force and time.monotonic() - self._written < self.min_interval:
                 return
             document = self.document()
@@ -123,4 +117,3 @@ class StatusBoard:
                 await self.writer(self.namespace, self.name, document)
                 self._last = document
                 self._written = time.monotonic()
-            self._dirty = False
