@@ -14,7 +14,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,7 +220,7 @@ def _play(args: argparse.Namespace, demo: Demo) -> int:
     say(f"applied FlowExport {NAMESPACE}/{NAME}")
     started = time.monotonic()
     deadline = started + args.timeout
-    if not _wait(demo, deadline, lambda: demo.conditions().get("SubscriptionReady", ("",))[0]
+    if not _wait(deadline, lambda: demo.conditions().get("SubscriptionReady", ("",))[0]
                  == "True"):  # fmt: skip
         return _fail(demo, "the subscription did not become ready")
     say(f"subscribed: flow log {demo.status().get('flowLogId')} -> log group {LOG_GROUP}")
@@ -258,7 +258,7 @@ def _finished(args: argparse.Namespace, demo: Demo, writing_done: bool) -> bool:
     return read >= demo.written and demo.traffic.expected_flows(ACTIONS) <= received
 
 
-def _wait(demo: Demo, deadline: float, check: Any) -> bool:
+def _wait(deadline: float, check: Callable[[], bool]) -> bool:
     while time.monotonic() < deadline:
         if check():
             return True
@@ -316,7 +316,7 @@ def _fail(demo: Demo, reason: str) -> int:
 
 def _delete(demo: Demo, deadline: float) -> None:
     demo.kube.delete(f"{FE_PATH}/{NAME}")
-    if _wait(demo, deadline, lambda: demo.kube.get(f"{FE_PATH}/{NAME}").status_code == 404):
+    if _wait(deadline, lambda: demo.kube.get(f"{FE_PATH}/{NAME}").status_code == 404):
         flow_logs = demo.aws("ec2").describe_flow_logs()["FlowLogs"]
         groups = demo.aws("logs").describe_log_groups(logGroupNamePrefix=LOG_GROUP)["logGroups"]
         say(f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs and "
