@@ -14,10 +14,11 @@ import httpx
 import pytest
 import yaml
 
-from flowexport.sim.kube import KubeSimulator, kubeconfig
+from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator, kubeconfig
 from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.serve import ServerThread
 from tests.aws.conftest import KEYS, REGION
+from tests.chart import RELEASE_NAMESPACE, container_args, of_kind, render
 from tests.moto_server import reset
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
 
@@ -25,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[2]
 NS = "security"
 FE = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
 MERGE = {"Content-Type": "application/merge-patch+json"}
+RBAC_KINDS = {
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "ClusterRole": "clusterroles",
+    "ClusterRoleBinding": "clusterrolebindings",
+}
+#: The chart's arguments that say what to watch.
+SCOPE_ARGS = ("--namespace", "--all-namespaces")
 
 
 @dataclass
@@ -100,10 +110,37 @@ def eventually(check: Callable[[], Any], timeout: float = 45.0, what: str = "con
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+def install_chart_rbac(kube: httpx.Client, sim: KubeSimulator, values: dict[str, Any]) -> str:
+    """Create the chart's ServiceAccount, Roles and bindings; returns the account's token."""
+    kube.post("/api/v1/namespaces", json={"metadata": {"name": RELEASE_NAMESPACE}})
+    (account,) = of_kind(render(values), "ServiceAccount")
+    for obj in render(values):
+        if obj["kind"] not in RBAC_KINDS:
+            continue
+        namespace = obj["metadata"].get("namespace")
+        group, kind = (
+            ("/api/v1", "serviceaccounts")
+            if obj["kind"] == "ServiceAccount"
+            else ("/apis/rbac.authorization.k8s.io/v1", RBAC_KINDS[obj["kind"]])
+        )
+        where = f"{group}/namespaces/{namespace}/{kind}" if namespace else f"{group}/{kind}"
+        answer = kube.post(where, json=obj)
+        assert answer.status_code == 201, answer.text
+    return sim.service_account_token(RELEASE_NAMESPACE, account["metadata"]["name"])
+
+
 @pytest.fixture
 def stack(
-    moto_url: str, pce: SimPCE, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    moto_url: str,
+    pce: SimPCE,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Stack]:
+    """Everything running, the operator watching NS. Parametrized indirectly with chart values
+    ({"watch": {...}}), the operator instead runs as the chart's ServiceAccount, under the
+    chart's RBAC, with the scope arguments the chart gives it."""
+    chart_values: dict[str, Any] | None = getattr(request, "param", None)
     reset(moto_url)
     sim = KubeSimulator()
     server = ServerThread(sim.app)
@@ -111,14 +148,22 @@ def stack(
     config = tmp_path / "kubeconfig"
     config.write_text(yaml.safe_dump(kubeconfig(url)))
     monkeypatch.setenv("KUBECONFIG", str(config))
-    operator = OperatorProcess(
-        config, tmp_path / "operator.log", NS, ["--resync-seconds", "3", "--verbose"]
-    )
+    args = ["--resync-seconds", "3", "--verbose"]
+    namespace: str | None = NS
+    if chart_values is not None:
+        namespace = None
+        args += [a for a in container_args(render(chart_values)) if a.startswith(SCOPE_ARGS)]
+    operator_config = tmp_path / "operator-kubeconfig"
+    operator = OperatorProcess(operator_config, tmp_path / "operator.log", namespace, args)
     try:
         with httpx.Client(base_url=url, timeout=30) as kube:
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
             kube.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
             kube.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
+            token = ADMIN_TOKEN
+            if chart_values is not None:
+                token = install_chart_rbac(kube, sim, chart_values)
+            operator_config.write_text(yaml.safe_dump(kubeconfig(url, token)))
             for name, data in (
                 ("pce-key", {"username": API_KEY, "password": API_SECRET}),
                 (

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+import pytest
+import yaml
 
 from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.sim.kube import KubeSimulator, kubeconfig
+from flowexport.sim.operator_process import OperatorProcess
+from flowexport.sim.serve import ServerThread
 from tests.e2e.conftest import FE, MERGE, NS, Stack, eventually
 from tests.flowlines import line
 from tests.pcesim import API_KEY, API_SECRET
@@ -188,3 +195,18 @@ def test_json_logs_are_one_object_per_line_and_carry_no_secret(stack: Stack) -> 
     records = [json.loads(line) for line in lines if line.strip()]
     assert any("Ready=True" in r.get("message", "") for r in records)
     assert all(API_SECRET not in line for line in lines)
+
+
+def test_the_operator_exits_with_the_reason_when_the_crd_is_missing(tmp_path: Path) -> None:
+    """With exact namespaces kopf does not watch for CRDs; a missing one is an error at start,
+    not an operator that runs idle."""
+    sim = KubeSimulator()
+    with ServerThread(sim.app) as url:
+        config = tmp_path / "kubeconfig"
+        config.write_text(yaml.safe_dump(kubeconfig(url)))
+        operator = OperatorProcess(config, tmp_path / "operator.log", NS)
+        with pytest.raises(RuntimeError, match="exited at start") as failure:
+            operator.start()
+    assert "the FlowExport CRD (flowexports.flowexport.io/v1alpha1) is not installed" in str(
+        failure.value
+    )

@@ -45,6 +45,16 @@ class KubeApi:
         version = secret.metadata.resource_version if secret.metadata else None
         return values, str(version or "")
 
+    async def serves_flowexports(self) -> bool:
+        """Whether the API server serves the FlowExport resource (its CRD is installed)."""
+        try:
+            found = await asyncio.to_thread(self.custom.get_api_resources, GROUP, VERSION)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.name == PLURAL for r in (found.resources if found else []) or [])
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the FlowExport's status subresource."""
         await asyncio.to_thread(

@@ -40,6 +40,7 @@ class _Process:
     operator: Operator | None = None
     settle_seconds = 15.0
     resync_seconds = RESYNC_SECONDS
+    scan_cluster = False
 
 
 def _state() -> Operator:
@@ -52,11 +53,15 @@ def _key(body: kopf.Body) -> tuple[str, str]:
     return body.metadata.namespace or "", body.metadata.name or ""
 
 
-def reset(settle_seconds: float, resync_seconds: float = RESYNC_SECONDS) -> None:
-    """Start afresh (a new run of the operator in this process)."""
+def reset(
+    settle_seconds: float, resync_seconds: float = RESYNC_SECONDS, scan_cluster: bool = False
+) -> None:
+    """Start afresh (a new run of the operator in this process). `scan_cluster`: let kopf
+    watch namespaces and CRDs, which it needs to resolve namespace patterns."""
     _Process.operator = None
     _Process.settle_seconds = settle_seconds
     _Process.resync_seconds = resync_seconds
+    _Process.scan_cluster = scan_cluster
 
 
 @kopf.on.startup()
@@ -68,7 +73,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="flowexport.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    _state()
+    # Without patterns to resolve, kopf's cluster-wide watches of namespaces and CRDs buy
+    # nothing but the RBAC to read them: the CRD must exist when the operator starts instead.
+    settings.scanning.disabled = not _Process.scan_cluster
+    operator = _state()
+    if settings.scanning.disabled and not await operator.api.serves_flowexports():
+        # kopf would run idle, watching nothing, until restarted: say so and exit instead.
+        raise kopf.PermanentError(
+            f"the FlowExport CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: apply "
+            "crds/flowexport.yaml, then start the operator"
+        )
 
 
 @kopf.on.login()

@@ -11,6 +11,14 @@ import kopf
 from flowexport.kube import handlers
 from flowexport.kube.state import RESYNC_SECONDS
 
+#: Characters that make a kopf namespace argument a pattern rather than a name.
+PATTERN_CHARACTERS = frozenset("!*?,")
+
+
+def has_patterns(namespaces: Sequence[str]) -> bool:
+    """Whether any namespace argument is a pattern (kopf must then watch namespaces)."""
+    return any(PATTERN_CHARACTERS & set(ns) for ns in namespaces)
+
 
 def run(
     namespaces: Sequence[str] = (),
@@ -22,7 +30,7 @@ def run(
     ready_flag: threading.Event | asyncio.Event | None = None,
 ) -> None:
     """Run until signalled (or `stop_flag` is set): standalone, no peering, one replica."""
-    handlers.reset(settle_seconds, resync_seconds)
+    handlers.reset(settle_seconds, resync_seconds, scan_cluster=has_patterns(namespaces))
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),

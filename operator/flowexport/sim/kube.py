@@ -14,6 +14,12 @@ patch) and JSON patch (with `test`: 422 on mismatch); the `/status` subresource 
 send bookmarks when asked, end after `timeoutSeconds`, and answer a version older than the
 retained history with a 410 `Expired` event. `kubectl get` receives server-side Tables built
 from the CRD's printer columns.
+
+Authentication and RBAC: requests without a token, or with the kubeconfig's default token, are
+unrestricted; a token from `service_account_token` authenticates as that ServiceAccount, and
+its requests are authorized by the Roles, ClusterRoles and bindings stored in the simulator
+(403 `Forbidden` otherwise, see `kuberbac.py`); an unknown token gets 401. Every request is
+recorded in `requests` with its user and RBAC attributes.
 """
 
 from __future__ import annotations
@@ -33,9 +39,15 @@ import jsonpatch
 from aiohttp import web
 
 from flowexport.sim.kubeproto import ProtobufError, decode_object
+from flowexport.sim.kuberbac import SA_PREFIX, RbacObjects, attributes
 from flowexport.sim.kubeschema import human_age, json_path, prune_and_default, validate
 
 HISTORY = 5000
+RBAC = "rbac.authorization.k8s.io"
+#: The token of the simulator's kubeconfig, and requests without a token: unrestricted.
+ADMIN_TOKEN = "kube-sim"
+ADMIN = "kube-sim:admin"
+AUDIT = web.RequestKey("audit", dict)
 
 
 @dataclass
@@ -68,6 +80,13 @@ BUILTINS = [
     ResourceType("", "v1", "Secret", "secrets", "secret", True),
     ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, ["cm"]),
     ResourceType("", "v1", "Event", "events", "event", True, ["ev"]),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", True, ["sa"]),
+    ResourceType(RBAC, "v1", "Role", "roles", "role", True),
+    ResourceType(RBAC, "v1", "RoleBinding", "rolebindings", "rolebinding", True),
+    ResourceType(RBAC, "v1", "ClusterRole", "clusterroles", "clusterrole", False),
+    ResourceType(
+        RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", False
+    ),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",
@@ -125,6 +144,7 @@ class KubeSimulator:
         )
         self.watches: list[_Watch] = []
         self.requests: list[dict[str, Any]] = []
+        self.tokens: dict[str, str] = {ADMIN_TOKEN: ADMIN}
         self.app = web.Application(middlewares=[self._errors])
         self.app.router.add_get("/version", self._version)
         self.app.router.add_get("/api", self._api_versions)
@@ -148,15 +168,64 @@ class KubeSimulator:
             "method": request.method,
             "path": request.path_qs,
             "content_type": request.headers.get("Content-Type", ""),
+            "user_agent": request.headers.get("User-Agent", ""),
             "status": 0,
         }
         self.requests.append(entry)
+        request[AUDIT] = entry
         try:
+            entry["user"] = self._authenticate(request)
             response: web.StreamResponse = await handler(request)
         except ApiError as exc:
             response = exc.response()
         entry["status"] = response.status
         return response
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token that authenticates as the ServiceAccount; RBAC then applies to it."""
+        token = f"sa-{namespace}-{name}-{uuid.uuid4().hex}"
+        self.tokens[token] = f"{SA_PREFIX}{namespace}:{name}"
+        return token
+
+    def _authenticate(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return ADMIN
+        scheme, _, token = header.partition(" ")
+        user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def _authorize(self, request: web.Request, route: tuple[Any, ...]) -> None:
+        entry = request[AUDIT]
+        kind, namespace, name, sub = route
+        attrs = attributes(
+            request.method, kind.group, kind.plural, sub, namespace, name,
+            request.query.get("watch") in ("1", "true"),
+        )  # fmt: skip
+        entry["attributes"] = attrs
+        if entry["user"] == ADMIN:
+            return
+        if not self._rbac().allows(entry["user"], attrs):
+            resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            named = f' "{name}"' if name else ""
+            user = entry["user"]
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{resource}{named} is forbidden: User "{user}" {attrs.describe()}',
+                {"group": kind.group, "kind": kind.plural, **({"name": name} if name else {})},
+            )
+
+    def _rbac(self) -> RbacObjects:
+        def bucket(plural: str) -> dict[tuple[str, str], dict[str, Any]]:
+            return self.objects.get((RBAC, plural), {})
+
+        return RbacObjects(
+            bucket("roles"), bucket("clusterroles"),
+            bucket("rolebindings"), bucket("clusterrolebindings"),
+        )  # fmt: skip
 
     def _store(self, kind: ResourceType, obj: dict[str, Any], event: str) -> dict[str, Any]:
         self.revision += 1
@@ -340,6 +409,7 @@ class KubeSimulator:
             )
         if isinstance(route, dict):
             return web.json_response(route)
+        self._authorize(request, route)
         kind, namespace, name, sub = route
         method = request.method
         if sub not in (None, "status") or (sub == "status" and not kind.status):
@@ -845,14 +915,15 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def kubeconfig(url: str) -> dict[str, Any]:
-    """A kubeconfig for the simulator (plain HTTP on loopback, no credentials)."""
+def kubeconfig(url: str, token: str = ADMIN_TOKEN) -> dict[str, Any]:
+    """A kubeconfig for the simulator (plain HTTP on loopback): unrestricted by default, or as
+    a ServiceAccount with a token from `KubeSimulator.service_account_token`."""
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "current-context": "kube-sim",
         "clusters": [{"name": "kube-sim", "cluster": {"server": url}}],
-        "users": [{"name": "kube-sim", "user": {"token": "kube-sim"}}],
+        "users": [{"name": "kube-sim", "user": {"token": token}}],
         "contexts": [
             {
                 "name": "kube-sim",

@@ -18,7 +18,8 @@ from flowexport.sim.moto import free_port
 
 class OperatorProcess:
     """`flowexport run -n NAMESPACE --settle 0 ARGS`, with its liveness and metrics endpoints
-    on free loopback ports and its output appended to `log`.
+    on free loopback ports and its output appended to `log`. With `namespace=None`, ARGS say
+    what to watch (`--all-namespaces`, or `--namespace` options).
 
     start() returns once kopf's liveness endpoint answers. stop() sends SIGTERM (kopf finishes
     gracefully) and kills the process if that takes too long, so a stuck operator never
@@ -26,7 +27,7 @@ class OperatorProcess:
     """
 
     def __init__(
-        self, kubeconfig: Path, log: Path, namespace: str, args: Sequence[str] = ()
+        self, kubeconfig: Path, log: Path, namespace: str | None, args: Sequence[str] = ()
     ) -> None:
         self.kubeconfig, self.log, self.namespace = kubeconfig, log, namespace
         self.args = list(args)
@@ -39,7 +40,8 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flowexport", "run", "--namespace", self.namespace,
+                [sys.executable, "-m", "flowexport", "run",
+                 *(["--namespace", self.namespace] if self.namespace else []),
                  "--settle", "0", "--metrics-port", str(self.metrics_port),
                  "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=env,

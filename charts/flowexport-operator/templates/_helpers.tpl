@@ -1,0 +1,78 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "flowexport.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "flowexport.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "flowexport.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flowexport.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "flowexport.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "flowexport.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: flowexport
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "flowexport.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "flowexport.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "flowexport.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces whose FlowExports are reconciled, when scope is "namespaces". */}}
+{{- define "flowexport.watchedNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- toJson (uniq .Values.watch.namespaces) }}
+{{- else }}
+{{- toJson (list .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/* The rules the operator needs in every namespace it watches. Each one is exercised by
+     tests/e2e/test_rbac.py, which fails if the operator makes a request these do not allow. */}}
+{{- define "flowexport.namespacedRules" -}}
+# FlowExports: kopf lists and watches them, and patches finalizers and its own annotations.
+- apiGroups: ["flowexport.io"]
+  resources: ["flowexports"]
+  verbs: ["list", "watch", "patch"]
+# Status: conditions, counts and the ingestion cursor.
+- apiGroups: ["flowexport.io"]
+  resources: ["flowexports/status"]
+  verbs: ["patch"]
+# The PCE API key and the AWS keys (if any) named by each FlowExport: read, never listed.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Events on FlowExports for state transitions.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
