@@ -1,0 +1,253 @@
+"""The Helm chart, offline: lint, render with default and non-default values, validate every
+rendered manifest against the Kubernetes schemas, and check it against the operator itself."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from flowexport import __version__
+from flowexport.cli import build_parser
+from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
+from tests.chart import render_files as render_files_of
+
+KUBE_VERSION = "1.29.0"  # the oldest Kubernetes the rendered objects are validated against
+IRSA_ROLE = "arn:aws:iam::123456789012:role/flowexport-operator"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespace-list": {"watch": {"scope": "namespaces", "namespaces": ["security", "payments"]}},
+    "all-namespaces": {"watch": {"scope": "all"}},
+    "irsa": {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}},
+    "metrics-off": {"metrics": {"enabled": False}},
+    "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True,
+                                                      "labels": {"release": "prom"}}}},
+    "existing-account-no-rbac": {"serviceAccount": {"create": False, "name": "ops"},
+                                 "rbac": {"create": False}},
+    "digest-and-extras": {
+        "image": {"repository": "registry.example.com/flowexport-operator",
+                  "digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "operator": {"verbose": True, "logFormat": "plain", "extraArgs": ["--settle=30"],
+                     "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "system-cluster-critical",
+    },
+}  # fmt: skip
+EXAMPLE_VALUES = sorted((ROOT / "examples" / "helm").glob("*.yaml"))
+
+
+def lint_problems(values: dict[str, Any] | None = None) -> list[str]:
+    """Lint findings of severity warning or error."""
+    report = helm.lint(CHART, values, strict=True, namespace=RELEASE_NAMESPACE)
+    return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
+
+
+def validate_object(obj: dict[str, Any]) -> None:
+    """Validate against the Kubernetes schemas (strict: unknown fields are errors)."""
+    kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = of_kind(objects, "Deployment")
+    return found
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (found,) = deployment(objects)["spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def parsed_args(objects: list[dict[str, Any]]) -> argparse.Namespace:
+    """The container's arguments as the real `flowexport` parser reads them (entrypoint
+    `flowexport run`, see the Dockerfile)."""
+    return build_parser().parse_args(["run", *container_args(objects)])
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_chart_lints_clean(variant: str) -> None:
+    assert lint_problems(VARIANTS[variant]) == []
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_rendered_object_is_valid_kubernetes(variant: str) -> None:
+    objects = render(VARIANTS[variant])
+    assert objects
+    for obj in objects:
+        if obj["kind"] == "ServiceMonitor":
+            continue  # not a built-in kind: checked against its Service below
+        validate_object(obj)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_VALUES, ids=lambda p: p.name)
+def test_example_values_lint_and_render_valid_objects(path: Any) -> None:
+    values = yaml.safe_load(path.read_text())
+    assert lint_problems(values) == []
+    for obj in render(values):
+        if obj["kind"] != "ServiceMonitor":
+            validate_object(obj)
+
+
+def test_values_that_are_not_in_the_schema_are_refused() -> None:
+    assert any("scope" in p for p in lint_problems({"watch": {"scope": "everywhere"}}))
+    assert any("watchNamespace" in p for p in lint_problems({"watchNamespace": "security"}))
+    assert any("sec*" in p for p in lint_problems({"watch": {"namespaces": ["sec*"]}}))
+    with pytest.raises(helm.HelmError, match=r"serviceMonitor\.enabled needs metrics\.enabled"):
+        render({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
+
+
+def test_the_chart_crd_is_the_generated_crd() -> None:
+    chart_crd = CHART / "crds" / "flowexport.yaml"
+    assert chart_crd.read_bytes() == (ROOT / "crds" / "flowexport.yaml").read_bytes(), (
+        "charts/flowexport-operator/crds/ is stale: run `make crd`"
+    )
+    validate_object(yaml.safe_load(chart_crd.read_text()))
+
+
+def test_the_chart_and_the_package_have_one_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    assert container(render())["image"] == f"flowexport-operator:{__version__}"
+
+
+def test_defaults_watch_the_release_namespace_with_a_role_there() -> None:
+    objects = render()
+    args = parsed_args(objects)
+    assert args.namespace == [RELEASE_NAMESPACE] and not args.all_namespaces
+    assert [r["metadata"]["namespace"] for r in of_kind(objects, "Role")] == [RELEASE_NAMESPACE]
+    assert of_kind(objects, "ClusterRole") == [] == of_kind(objects, "ClusterRoleBinding")
+
+
+def test_a_namespace_list_gets_a_role_and_binding_in_each() -> None:
+    objects = render(VARIANTS["namespace-list"])
+    assert parsed_args(objects).namespace == ["security", "payments"]
+    for kind in ("Role", "RoleBinding"):
+        assert sorted(o["metadata"]["namespace"] for o in of_kind(objects, kind)) == [
+            "payments", "security"
+        ]  # fmt: skip
+    for binding in of_kind(objects, "RoleBinding"):
+        (subject,) = binding["subjects"]
+        assert subject == {"kind": "ServiceAccount", "name": "fx-flowexport-operator",
+                           "namespace": RELEASE_NAMESPACE}  # fmt: skip
+    assert of_kind(objects, "ClusterRole") == []
+
+
+def test_all_namespaces_uses_a_cluster_role_with_the_same_rules() -> None:
+    objects = render(VARIANTS["all-namespaces"])
+    assert parsed_args(objects).all_namespaces
+    (cluster_role,) = of_kind(objects, "ClusterRole")
+    (role,) = of_kind(render(), "Role")
+    assert cluster_role["rules"] == role["rules"]
+    assert of_kind(objects, "Role") == []
+
+
+def test_secrets_are_only_read_by_name_and_nothing_is_written_but_status_and_events() -> None:
+    (role,) = of_kind(render(), "Role")
+    verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    assert verbs[("", "secrets")] == {"get"}
+    written = {k for k, v in verbs.items() if v & {"create", "update", "patch", "delete"}}
+    assert written == {("flowexport.io", "flowexports"), ("flowexport.io", "flowexports/status"),
+                       ("", "events")}  # fmt: skip
+    assert all("*" not in str(rule) for rule in role["rules"])
+
+
+def test_irsa_annotation_lands_on_the_service_account() -> None:
+    (account,) = of_kind(render(VARIANTS["irsa"]), "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": IRSA_ROLE}
+    assert IRSA_ROLE in render_files_of(VARIANTS["irsa"])["flowexport-operator/templates/NOTES.txt"]
+
+
+def test_an_existing_service_account_and_no_rbac() -> None:
+    objects = render(VARIANTS["existing-account-no-rbac"])
+    assert of_kind(objects, "ServiceAccount") == []
+    assert not any(o["kind"].endswith(("Role", "RoleBinding")) for o in objects)
+    spec = deployment(objects)["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "ops"
+    with pytest.raises(helm.HelmError, match=r"serviceAccount\.name is required"):
+        render({"serviceAccount": {"create": False}})
+
+
+def test_the_pod_is_locked_down() -> None:
+    objects = render()
+    pod = deployment(objects)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    ctx = container(objects)["securityContext"]
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert container(objects)["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert container(objects)["resources"]["limits"]["memory"]
+
+
+def test_one_replica_and_no_overlap_on_upgrade() -> None:
+    spec = deployment(render())["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_probes_hit_the_liveness_endpoint_the_operator_serves() -> None:
+    objects = render()
+    args = parsed_args(objects)
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert args.liveness == f"http://0.0.0.0:{ports['health']}/healthz"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container(objects)[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_metrics_port_service_and_service_monitor_agree() -> None:
+    objects = render(VARIANTS["service-monitor"])
+    args = parsed_args(objects)
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert args.metrics_port == ports["metrics"] == 9090
+    (service,) = of_kind(objects, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    pod_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (monitor,) = of_kind(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NAMESPACE]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
+        service["spec"]["ports"][0]["name"]
+    ]
+
+
+def test_metrics_off_means_no_port_no_service_no_flag() -> None:
+    objects = render(VARIANTS["metrics-off"])
+    assert parsed_args(objects).metrics_port is None
+    assert of_kind(objects, "Service") == [] == of_kind(objects, "ServiceMonitor")
+    assert "metrics" not in {p["name"] for p in container(objects)["ports"]}
+
+
+def test_operator_settings_reach_the_command_line() -> None:
+    objects = render(VARIANTS["digest-and-extras"])
+    args = parsed_args(objects)
+    assert args.verbose and args.log_format == "plain"
+    assert args.settle == 30.0  # extraArgs come last and win
+    assert container(objects)["image"] == "registry.example.com/flowexport-operator@sha256:" + (
+        "a" * 64
+    )
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container(objects)["env"]
+    defaults = parsed_args(render())
+    assert (defaults.log_format, defaults.resync_seconds, defaults.settle) == ("json", 300, 15)
+
+
+def test_notes_say_what_is_watched_and_how_to_upgrade_crds() -> None:
+    notes = render_files_of(VARIANTS["namespace-list"])["flowexport-operator/templates/NOTES.txt"]
+    assert "It reconciles FlowExports in: security, payments." in notes
+    assert "kubectl apply --server-side -f" in notes
+    notes_all = render_files_of(VARIANTS["all-namespaces"])[
+        "flowexport-operator/templates/NOTES.txt"
+    ]
+    assert "every namespace" in notes_all
