@@ -1,0 +1,256 @@
+"""iam/operator-policy.json covers every AWS call the operator makes, and nothing more.
+
+Three views must agree:
+- the calls written in the product code (an AST scan of every `<client>.ec2/.logs/sts` call);
+- the calls the code really makes through a whole FlowExport life against moto (create,
+  adopt, repair, replace, read, assume a role, delete), recorded with their parameters;
+- the actions the policies allow, for the resources and condition keys of each recorded call,
+  including the permissions AWS checks implicitly (iam:PassRole, tag-on-create).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import boto3.session
+import pytest
+
+from flowexport.aws.reader import LogReader, ReaderCursor
+from flowexport.aws.session import AwsTarget, make_clients, make_session
+from flowexport.aws.subscription import (
+    MANAGED_BY,
+    MANAGED_BY_TAG,
+    delete_subscription,
+    ensure_subscription,
+)
+from tests.aws.conftest import KEYS, REGION, Cloud
+from tests.aws.iampolicy import Request, actions, allows, load
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "operator" / "flowexport"
+#: The emulator's setup and the demo call AWS too, but as the test bench, not the operator.
+NOT_THE_OPERATOR = ("sim/", "commands/demo.py")
+ACCOUNT = "123456789012"  # moto's account
+DELIVERY_ROLE = "flowexport-flow-logs-delivery"
+PREFIX = {"ec2": "ec2", "logs": "logs", "sts": "sts"}
+
+
+def _api_names(service: str) -> dict[str, str]:
+    client = boto3.client(service, region_name=REGION, aws_access_key_id="x",
+                          aws_secret_access_key="x")  # fmt: skip
+    mapping: dict[str, str] = client.meta.method_to_api_mapping
+    return mapping
+
+
+def calls_in_code() -> set[str]:
+    """`service:Operation` for every boto3 client method the operator's code refers to."""
+    names = {service: _api_names(service) for service in PREFIX}
+    found = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if str(path.relative_to(PACKAGE)).startswith(NOT_THE_OPERATOR):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            service = (
+                owner.attr if isinstance(owner, ast.Attribute)
+                else owner.id if isinstance(owner, ast.Name) else None
+            )  # fmt: skip
+            if service in names and node.attr in names[service]:
+                found.add(f"{PREFIX[service]}:{names[service][node.attr]}")
+    return found
+
+
+@dataclass
+class Call:
+    service: str
+    operation: str
+    params: dict[str, Any]
+    tags: dict[str, str]  # of the flow logs a DeleteFlowLogs call names, read just before
+
+    @property
+    def action(self) -> str:
+        return f"{self.service}:{self.operation}"
+
+
+@dataclass
+class Recording:
+    calls: list[Call]
+    bench: dict[str, Any]  # the test's own clients, made before recording started
+
+
+@pytest.fixture
+def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recording]:
+    """Every AWS call made through boto3 sessions while the test runs, with its parameters."""
+    bench = {service: cloud.raw(service) for service in ("ec2", "iam", "logs")}
+    calls: list[Call] = []
+    original = boto3.session.Session.client
+
+    def flow_log_tags(params: dict[str, Any]) -> dict[str, str]:
+        found = bench["ec2"].describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"]
+        return {t["Key"]: t["Value"] for f in found for t in f.get("Tags", [])}
+
+    def client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
+        made = original(self, *args, **kwargs)
+
+        def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+            service = model.service_model.signing_name
+            tags = flow_log_tags(params) if model.name == "DeleteFlowLogs" else {}
+            calls.append(Call(service, model.name, dict(params), tags))
+
+        made.meta.events.register("before-parameter-build", record)
+        return made
+
+    monkeypatch.setattr(boto3.session.Session, "client", client)
+    yield Recording(calls, bench)
+
+
+def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
+    """Everything the operator does in AWS, in the order a FlowExport's life does it."""
+    iam = bench["iam"]
+    role = iam.create_role(RoleName=DELIVERY_ROLE, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    operator_role = iam.create_role(RoleName="flowexport-prod", AssumeRolePolicyDocument="{}")
+    target = AwsTarget(REGION, endpoint_url=cloud.url, keys=KEYS,
+                       role_arn=operator_role["Role"]["Arn"])  # fmt: skip
+    clients = make_clients(target)  # assumes the role: sts:AssumeRole
+    owner = "security/prod"
+    spec = cloud.spec(logGroupName="/flowexport/prod", deliverLogsRoleArn=role)
+    ensure_subscription(clients, spec, owner)  # creates the log group and the flow log
+    ensure_subscription(clients, spec, owner)  # adopts what it made: no change
+    ensure_subscription(clients, cloud.spec(logGroupName="/flowexport/prod",
+                                            deliverLogsRoleArn=role,
+                                            logGroupRetentionDays=30), owner)  # fmt: skip
+    replaced = cloud.spec(logGroupName="/flowexport/prod", deliverLogsRoleArn=role,
+                          maxAggregationInterval=60)  # fmt: skip
+    ensure_subscription(clients, replaced, owner)  # replaces its flow log
+    logs = bench["logs"]
+    logs.create_log_stream(logGroupName="/flowexport/prod", logStreamName="eni-1")
+    reader = LogReader(clients, "/flowexport/prod", lookback_seconds=60, settle_seconds=0)
+    list(reader.chunks(ReaderCursor(0), now_ms=2**41, chunk_size=10))
+    delete_subscription(clients, replaced, owner, "Delete")
+    assert make_session(target).client("sts", endpoint_url=cloud.url).get_caller_identity()
+
+
+def requirements(call: Call) -> list[Request]:
+    """The authorization checks AWS makes for one call (implicit ones included)."""
+    p = call.params
+    group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{p.get('logGroupName')}"
+    flow_log_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/"
+    match call.action:
+        case "ec2:DescribeVpcs" | "ec2:DescribeFlowLogs" | "logs:DescribeLogGroups":
+            return [Request(call.action, "*")]
+        case "ec2:CreateFlowLogs":
+            checks = [Request(call.action, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/{vpc}")
+                      for vpc in p["ResourceIds"]]  # fmt: skip
+            checks.append(Request(call.action, flow_log_arn + "fl-new"))
+            passed_to = {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}
+            checks.append(Request("iam:PassRole", p["DeliverLogsPermissionArn"], passed_to))
+            if p.get("TagSpecifications"):
+                checks.append(Request("ec2:CreateTags", flow_log_arn + "fl-new",
+                                      {"ec2:CreateAction": "CreateFlowLogs"}))  # fmt: skip
+            return checks
+        case "ec2:DeleteFlowLogs":
+            context = {f"aws:ResourceTag/{k}": v for k, v in call.tags.items()}
+            return [Request(call.action, flow_log_arn + i, context) for i in p["FlowLogIds"]]
+        case "logs:CreateLogGroup":
+            checks = [Request(call.action, group_arn)]
+            if p.get("tags"):
+                checks.append(Request("logs:TagResource", group_arn))
+            return checks
+        case "logs:PutRetentionPolicy" | "logs:DeleteLogGroup" | "logs:FilterLogEvents":
+            return [Request(call.action, group_arn)]
+        case "logs:ListTagsForResource":
+            return [Request(call.action, p["resourceArn"])]
+        case "sts:AssumeRole":
+            return [Request(call.action, p["RoleArn"])]
+    raise AssertionError(f"no authorization model for {call.action}: add it here and to iam/")
+
+
+def test_the_code_makes_exactly_the_calls_it_contains(cloud: Cloud, recording: Recording) -> None:
+    a_flowexport_life(cloud, recording.bench)
+    made = {c.action for c in recording.calls} - {"sts:GetCallerIdentity"}  # the test's own check
+    written = calls_in_code()
+    assert made == written, (
+        f"called but not found in the code: {made - written}; "
+        f"in the code but never exercised here: {written - made}"
+    )
+
+
+def test_the_policies_allow_every_call_and_nothing_else(cloud: Cloud, recording: Recording) -> None:
+    a_flowexport_life(cloud, recording.bench)
+    operator_policy = load("operator-policy.json")
+    assume_policy = load("operator-assume-role-policy.json")
+    needed: set[str] = set()
+    for call in recording.calls:
+        if call.action == "sts:GetCallerIdentity":
+            continue  # needs no permission
+        for request in requirements(call):
+            policy = assume_policy if request.action == "sts:AssumeRole" else operator_policy
+            assert allows(policy, request), f"{json.dumps(request.__dict__)} is not allowed"
+            needed.add(request.action)
+    granted = actions(operator_policy) | actions(assume_policy)
+    assert granted == needed, f"granted but never needed: {granted - needed}"
+    assert not any("*" in a for a in granted)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        Request("logs:CreateLogGroup", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/app/prod"),
+        Request("logs:DeleteLogGroup", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/eks/x"),
+        Request("logs:FilterLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/app/db"),
+        Request("ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", {}),
+        Request("ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1",
+                {f"aws:ResourceTag/{MANAGED_BY_TAG}": "someone-else"}),
+        Request("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-1",
+                {"ec2:CreateAction": "CreateFlowLogs"}),
+        Request("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", {}),
+        Request("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/admin",
+                {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}),
+        Request("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/{DELIVERY_ROLE}",
+                {"iam:PassedToService": "ec2.amazonaws.com"}),
+    ],
+    ids=["create-foreign-group", "delete-foreign-group", "read-foreign-group",
+         "delete-untagged-flow-log", "delete-foreign-flow-log", "tag-a-vpc",
+         "tag-outside-creation", "pass-another-role", "pass-to-another-service"],
+)  # fmt: skip
+def test_the_operator_policy_refuses_what_the_operator_must_not_do(request_: Request) -> None:
+    assert not allows(load("operator-policy.json"), request_)
+
+
+def test_the_tag_condition_matches_what_the_operator_writes() -> None:
+    statement = next(s for s in load("operator-policy.json")["Statement"]
+                     if s["Action"] == "ec2:DeleteFlowLogs")  # fmt: skip
+    assert statement["Condition"]["StringEquals"] == {
+        f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY
+    }
+
+
+def test_the_delivery_role_is_for_vpc_flow_logs_of_one_account() -> None:
+    trust = load("flow-logs-delivery-trust-policy.json")
+    (statement,) = trust["Statement"]
+    assert statement["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "ACCOUNT_ID"}
+    delivery = load("flow-logs-delivery-policy.json")
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/flowexport/prod"
+    for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                   "logs:DescribeLogStreams"):  # fmt: skip
+        assert allows(delivery, Request(action, group))
+        assert allows(delivery, Request(action, group + ":log-stream:eni-1-all"))
+    assert allows(delivery, Request("logs:DescribeLogGroups", "*"))
+    assert not allows(delivery, Request("logs:DeleteLogGroup", group))
+
+
+def test_every_policy_is_valid_json_with_a_version() -> None:
+    for path in sorted((ROOT / "iam").glob("*.json")):
+        document = json.loads(path.read_text())
+        assert document["Version"] == "2012-10-17", path.name
+        assert all({"Effect", "Action"} <= s.keys() for s in document["Statement"]), path.name
