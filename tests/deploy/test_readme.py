@@ -1,0 +1,85 @@
+"""The README's install, RBAC, IAM and values tables say what the chart and iam/ really hold."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+from tests.chart import CHART, ROOT, of_kind, render
+
+README = (ROOT / "README.md").read_text()
+SECTION = README.split("## Running it in a cluster", 1)[1].split("\n## ", 1)[0]
+
+
+def table_after(heading: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first Markdown table after `heading`."""
+    text = SECTION.split(heading, 1)[1]
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    start = text.splitlines().index(rows[0])
+    rows = []
+    for line in text.splitlines()[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows[2:]  # header and rule
+
+
+def codes(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_the_rbac_table_is_the_chart_role() -> None:
+    (role,) = of_kind(render(), "Role")
+    chart = {(g, r): sorted(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    documented = {}
+    for group, resource, verbs, _ in table_after("**RBAC, least privilege.**"):
+        (g,) = codes(group)
+        (r,) = codes(resource)
+        documented[(g.strip('"'), r)] = sorted(v.strip() for v in verbs.split(","))
+    assert documented == chart
+
+
+def test_the_iam_table_is_the_operator_policy() -> None:
+    policy = json.loads((ROOT / "iam" / "operator-policy.json").read_text())
+    in_policy = {}
+    for statement in policy["Statement"]:
+        action = statement["Action"]
+        in_policy[statement["Sid"]] = sorted([action] if isinstance(action, str) else action)
+    documented = {codes(sid)[0]: sorted(codes(actions))
+                  for sid, actions, _, _ in table_after("**The operator's role**")}  # fmt: skip
+    assert documented == in_policy
+
+
+def _keys(values: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in values.items():
+        path = f"{prefix}.{name}" if prefix else name
+        keys.add(path)
+        if isinstance(value, dict):
+            keys |= _keys(value, path)
+    return keys
+
+
+def test_the_values_table_names_real_values() -> None:
+    known = _keys(yaml.safe_load((CHART / "values.yaml").read_text()))
+    for row in table_after("The ones that matter most:"):
+        names = codes(row[0])
+        assert names, row
+        parent = ""
+        for name in names:
+            full = parent + name if name.startswith(".") else name
+            assert full in known, f"README values table: {full} is not in values.yaml"
+            parent = full.rsplit(".", 1)[0] if not name.startswith(".") else parent
+
+
+def test_the_install_command_uses_real_values() -> None:
+    command = SECTION.split("helm install flowexport", 1)[1].split("```", 1)[0]
+    known = _keys(yaml.safe_load((CHART / "values.yaml").read_text()))
+    for key in re.findall(r"--set '?([\w.\\/-]+?)=", command):
+        path = re.split(r"(?<!\\)\.", key)
+        top = ".".join(p for p in path if "\\" not in p and "/" not in p)
+        assert top in known, f"README helm install sets {key}, which values.yaml lacks"
