@@ -5,7 +5,7 @@ import pytest
 from flowexport.api.validation import SpecError
 from flowexport.manifest import ManifestError, load_manifest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flowexport.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flowexport-minimal.yaml"
 
 
 def test_example_loads() -> None:

@@ -42,7 +42,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 def applied(cluster: dict[str, Any]) -> dict[str, Any]:
     assert "created" in ok(kubectl(cluster, "apply", "-f", str(ROOT / "crds" / "flowexport.yaml")))
     ok(kubectl(cluster, "create", "namespace", "security"))
-    out = ok(kubectl(cluster, "apply", "-f", str(ROOT / "examples" / "flowexport.yaml")))
+    out = ok(kubectl(cluster, "apply", "-f", str(ROOT / "examples" / "flowexport-minimal.yaml")))
     assert "flowexport.flowexport.io/prod-vpc created" in out
     assert "secret/pce-api-key created" in out
     return cluster
@@ -73,7 +73,9 @@ def test_explain_uses_the_crd_descriptions(applied: dict[str, Any]) -> None:
 
 
 def test_invalid_specs_are_refused_with_the_field(applied: dict[str, Any]) -> None:
-    bad = (ROOT / "examples" / "flowexport.yaml").read_text().replace("orgId: 1", "orgId: 0")
+    bad = (
+        (ROOT / "examples" / "flowexport-minimal.yaml").read_text().replace("orgId: 1", "orgId: 0")
+    )
     result = kubectl(applied, "apply", "-f", "-", stdin=bad)
     assert result.returncode == 1
     assert "spec.pce.orgId" in result.stderr and "is invalid" in result.stderr
@@ -94,7 +96,7 @@ def test_spec_edits_bump_generation_metadata_edits_do_not(applied: dict[str, Any
 
 
 def test_delete_waits_for_the_finalizer(applied: dict[str, Any]) -> None:
-    doc = (ROOT / "examples" / "flowexport.yaml").read_text().split("---")[0]
+    doc = (ROOT / "examples" / "flowexport-minimal.yaml").read_text().split("---")[0]
     doc = doc.replace("name: prod-vpc", "name: doomed\n  finalizers: [flowexport.io/cleanup]")
     ok(kubectl(applied, "apply", "-f", "-", stdin=doc))
     deleting = subprocess.Popen(

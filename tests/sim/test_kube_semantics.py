@@ -37,7 +37,9 @@ def api() -> Iterator[httpx.Client]:
 
 
 def flowexport(name: str = "x", **spec: Any) -> dict[str, Any]:
-    body = yaml.safe_load((ROOT / "examples" / "flowexport.yaml").read_text().split("---")[0])
+    body = yaml.safe_load(
+        (ROOT / "examples" / "flowexport-minimal.yaml").read_text().split("---")[0]
+    )
     body["metadata"] = {"name": name}
     body["spec"].update(spec)
     return body
