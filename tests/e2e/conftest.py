@@ -113,8 +113,9 @@ def eventually(check: Callable[[], Any], timeout: float = 45.0, what: str = "con
 def install_chart_rbac(kube: httpx.Client, sim: KubeSimulator, values: dict[str, Any]) -> str:
     """Create the chart's ServiceAccount, Roles and bindings; returns the account's token."""
     kube.post("/api/v1/namespaces", json={"metadata": {"name": RELEASE_NAMESPACE}})
-    (account,) = of_kind(render(values), "ServiceAccount")
-    for obj in render(values):
+    objects = render(values)
+    (account,) = of_kind(objects, "ServiceAccount")
+    for obj in objects:
         if obj["kind"] not in RBAC_KINDS:
             continue
         namespace = obj["metadata"].get("namespace")

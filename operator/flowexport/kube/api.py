@@ -53,7 +53,8 @@ class KubeApi:
             if exc.status == 404:
                 return False
             raise
-        return any(r.name == PLURAL for r in (found.resources if found else []) or [])
+        resources = (found.resources if found else None) or []
+        return any(r.name == PLURAL for r in resources)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the FlowExport's status subresource."""

@@ -168,7 +168,6 @@ class KubeSimulator:
             "method": request.method,
             "path": request.path_qs,
             "content_type": request.headers.get("Content-Type", ""),
-            "user_agent": request.headers.get("User-Agent", ""),
             "status": 0,
         }
         self.requests.append(entry)

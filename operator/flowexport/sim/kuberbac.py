@@ -16,7 +16,7 @@ from typing import Any
 
 SA_PREFIX = "system:serviceaccount:"
 
-#: (method, has a name, is a watch) -> the RBAC verb
+#: (method, names one object) -> the RBAC verb; a GET with watch=true is "watch"
 _VERB = {
     ("GET", True): "get",
     ("GET", False): "list",
@@ -46,7 +46,7 @@ class Attributes:
 
     def describe(self) -> str:
         """The API server's wording of what was refused."""
-        group = f'"{self.group}"' if self.group else '""'
+        group = f'"{self.group}"'
         where = (
             f' in the namespace "{self.namespace}"' if self.namespace else " at the cluster scope"
         )
