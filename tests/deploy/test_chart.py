@@ -251,3 +251,13 @@ def test_notes_say_what_is_watched_and_how_to_upgrade_crds() -> None:
         "flowexport-operator/templates/NOTES.txt"
     ]
     assert "every namespace" in notes_all
+
+
+def test_the_chart_packages_and_the_archive_renders_the_same(tmp_path: Any) -> None:
+    archive = helm.package(CHART, destination=tmp_path)
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert archive.endswith(f"flowexport-operator-{version}.tgz")
+    with helm.Chart.load(archive) as packaged:
+        assert [c["name"] for c in packaged.crds] == ["crds/flowexport.yaml"]
+        from_archive = packaged.render({}, name="fx", namespace=RELEASE_NAMESPACE, is_install=True)
+    assert from_archive == render_files_of({})
