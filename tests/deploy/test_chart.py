@@ -4,20 +4,23 @@ rendered manifest against the Kubernetes schemas, and check it against the opera
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
-from flowexport import __version__
+from flowexport import __version__, metrics
 from flowexport.cli import build_parser
 from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
 from tests.chart import render_files as render_files_of
 
 KUBE_VERSION = "1.29.0"  # the oldest Kubernetes the rendered objects are validated against
 IRSA_ROLE = "arn:aws:iam::123456789012:role/flowexport-operator"
+PROMETHEUS_OPERATOR = "monitoring.coreos.com/"
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -27,6 +30,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "metrics-off": {"metrics": {"enabled": False}},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True,
                                                       "labels": {"release": "prom"}}}},
+    "alerts": {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prom"},
+                                              "notReadyFor": "30m", "lagSeconds": 900}}},
     "existing-account-no-rbac": {"serviceAccount": {"create": False, "name": "ops"},
                                  "rbac": {"create": False}},
     "digest-and-extras": {
@@ -80,8 +85,8 @@ def test_every_rendered_object_is_valid_kubernetes(variant: str) -> None:
     objects = render(VARIANTS[variant])
     assert objects
     for obj in objects:
-        if obj["kind"] == "ServiceMonitor":
-            continue  # not a built-in kind: checked against its Service below
+        if obj["apiVersion"].startswith(PROMETHEUS_OPERATOR):
+            continue  # not built-in kinds: checked by the tests of the ServiceMonitor and rules
         validate_object(obj)
 
 
@@ -90,7 +95,7 @@ def test_example_values_lint_and_render_valid_objects(path: Any) -> None:
     values = yaml.safe_load(path.read_text())
     assert lint_problems(values) == []
     for obj in render(values):
-        if obj["kind"] != "ServiceMonitor":
+        if not obj["apiVersion"].startswith(PROMETHEUS_OPERATOR):
             validate_object(obj)
 
 
@@ -261,3 +266,30 @@ def test_the_chart_packages_and_the_archive_renders_the_same(tmp_path: Any) -> N
         assert [c["name"] for c in packaged.crds] == ["crds/flowexport.yaml"]
         from_archive = packaged.render({}, name="fx", namespace=RELEASE_NAMESPACE, is_install=True)
     assert from_archive == render_files_of({})
+
+
+def exported_sample_names() -> set[str]:
+    """Every sample name the operator's /metrics can carry."""
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
+    return {family.name + suffix for family in metrics.REGISTRY.collect()
+            for suffix in suffixes[family.type]}  # fmt: skip
+
+
+def test_alert_rules_parse_and_read_metrics_the_operator_exports() -> None:
+    (rule,) = of_kind(render(VARIANTS["alerts"]), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"FlowExportNotReady", "FlowExportLagHigh", "FlowExportErrorsPersist",
+                           "FlowExportOperatorDown"}  # fmt: skip
+    exported = exported_sample_names()
+    for name, alert in alerts.items():
+        promql_parser.parse(alert["expr"])  # raises on a syntax error
+        used = set(re.findall(r"\bflowexport_\w+", alert["expr"]))
+        assert used and used <= exported, f"{name} reads {used - exported}, not exported"
+        assert alert["labels"]["severity"] in {"warning", "critical"}
+        assert alert["annotations"]["summary"]
+    assert alerts["FlowExportNotReady"]["for"] == "30m"
+    assert alerts["FlowExportLagHigh"]["expr"].endswith("> 900")
+    with pytest.raises(helm.HelmError, match=r"prometheusRule\.enabled needs metrics\.enabled"):
+        render({"metrics": {"enabled": False, "prometheusRule": {"enabled": True}}})

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config
@@ -30,12 +31,9 @@ class KubeApi:
 
     async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         """A Secret's decoded values and its resourceVersion, or None if it does not exist."""
-        try:
-            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        secret = await _unless_missing(self.core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
         values: dict[str, str] = {}
         for key, encoded in (secret.data or {}).items():
             try:
@@ -47,12 +45,7 @@ class KubeApi:
 
     async def serves_flowexports(self) -> bool:
         """Whether the API server serves the FlowExport resource (its CRD is installed)."""
-        try:
-            found = await asyncio.to_thread(self.custom.get_api_resources, GROUP, VERSION)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        found = await _unless_missing(self.custom.get_api_resources, GROUP, VERSION)
         resources = (found.resources if found else None) or []
         return any(r.name == PLURAL for r in resources)
 
@@ -63,3 +56,13 @@ class KubeApi:
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             _content_type="application/merge-patch+json",
         )  # fmt: skip
+
+
+async def _unless_missing(call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)` in a thread; None when the API server answers 404."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
