@@ -120,3 +120,34 @@ def test_delete_waits_for_the_finalizer(applied: dict[str, Any]) -> None:
     assert deleting.returncode == 0, err
     assert '"doomed" deleted' in out
     assert "NotFound" in kubectl(applied, "get", "fe", "doomed", "-n", "security").stderr
+
+
+def test_a_service_account_kubeconfig_is_subject_to_rbac(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    account = "flowexport-system/fx-flowexport-operator"
+    with flowexport_server("kube-sim", "--kubeconfig", str(config),
+                           "--as-service-account", account) as ready:  # fmt: skip
+        admin = {"kubeconfig": ready["kubeconfig"]}
+        operator = {"kubeconfig": ready["service_accounts"][account]}
+        ok(kubectl(admin, "create", "namespace", "security"))
+        ok(kubectl(admin, "-n", "security", "create", "secret", "generic", "pce-key",
+                   "--from-literal=password=x"))  # fmt: skip
+        refused = kubectl(operator, "-n", "security", "get", "secret", "pce-key")
+        assert refused.returncode == 1
+        assert ('User "system:serviceaccount:flowexport-system:fx-flowexport-operator" cannot get'
+                in refused.stderr)  # fmt: skip
+        rbac = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader, namespace: security}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: security}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}
+subjects: [{kind: ServiceAccount, namespace: flowexport-system, name: fx-flowexport-operator}]
+"""
+        ok(kubectl(admin, "apply", "-f", "-", stdin=rbac))
+        assert "pce-key" in ok(kubectl(operator, "-n", "security", "get", "secret", "pce-key"))
+        assert kubectl(operator, "-n", "security", "get", "secrets").returncode == 1  # no list

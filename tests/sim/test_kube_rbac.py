@@ -146,3 +146,16 @@ def test_an_unknown_token_is_unauthorized(api: Any) -> None:
 )  # fmt: skip
 def test_rule_matching(rule: dict[str, Any], attrs: Attributes, allowed: bool) -> None:
     assert rule_allows(rule, attrs) is allowed
+
+
+def test_impersonation_is_for_the_admin_and_then_rbac_applies(api: Any) -> None:
+    sim, admin = api
+    as_ops = {"Impersonate-User": "system:serviceaccount:team-a:ops"}
+    assert admin.get("/api/v1/namespaces/team-a/secrets/key", headers=as_ops).status_code == 403
+    role = {"metadata": {"name": "reader", "namespace": "team-a"}, "rules": [READ_SECRETS]}
+    bind(admin, f"{RBAC}/namespaces/team-a/roles", "rolebindings", role, "team-a")
+    assert admin.get("/api/v1/namespaces/team-a/secrets/key", headers=as_ops).status_code == 200
+    with as_account(sim, admin, "team-b", "intruder") as intruder:
+        answer = intruder.get("/api/v1/namespaces/team-a/secrets/key", headers=as_ops)
+        assert answer.status_code == 403
+        assert "cannot impersonate" in answer.json()["message"]

@@ -17,7 +17,8 @@ from the CRD's printer columns.
 
 Authentication and RBAC: requests without a token, or with the kubeconfig's default token, are
 unrestricted; a token from `service_account_token` authenticates as that ServiceAccount, and
-its requests are authorized by the Roles, ClusterRoles and bindings stored in the simulator
+so does an unrestricted request impersonating it (`Impersonate-User`, i.e. `kubectl --as`);
+such requests are authorized by the Roles, ClusterRoles and bindings stored in the simulator
 (403 `Forbidden` otherwise, see `kuberbac.py`); an unknown token gets 401. Every request is
 recorded in `requests` with its user and RBAC attributes.
 """
@@ -188,12 +189,21 @@ class KubeSimulator:
 
     def _authenticate(self, request: web.Request) -> str:
         header = request.headers.get("Authorization", "")
-        if not header:
-            return ADMIN
-        scheme, _, token = header.partition(" ")
-        user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        user: str | None = ADMIN
+        if header:
+            scheme, _, token = header.partition(" ")
+            user = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if user is None:
             raise ApiError(401, "Unauthorized", "Unauthorized")
+        # `kubectl --as` (and a kubeconfig's `as:`) impersonates; only the admin may.
+        wanted = request.headers.get("Impersonate-User")
+        if wanted and wanted != user:
+            if user != ADMIN:
+                raise ApiError(
+                    403, "Forbidden", f'users "{wanted}" is forbidden: User "{user}" cannot '
+                    'impersonate resource "users" in API group "" at the cluster scope',
+                )  # fmt: skip
+            return wanted
         return user
 
     def _authorize(self, request: web.Request, route: tuple[Any, ...]) -> None:
@@ -914,15 +924,19 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def kubeconfig(url: str, token: str = ADMIN_TOKEN) -> dict[str, Any]:
+def kubeconfig(url: str, token: str = ADMIN_TOKEN, as_user: str | None = None) -> dict[str, Any]:
     """A kubeconfig for the simulator (plain HTTP on loopback): unrestricted by default, or as
-    a ServiceAccount with a token from `KubeSimulator.service_account_token`."""
+    a ServiceAccount with a token from `KubeSimulator.service_account_token`. kubectl sends no
+    token over plain HTTP, so for it say `as_user` too: it then impersonates the account."""
+    user: dict[str, Any] = {"token": token}
+    if as_user:
+        user["as"] = as_user
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "current-context": "kube-sim",
         "clusters": [{"name": "kube-sim", "cluster": {"server": url}}],
-        "users": [{"name": "kube-sim", "user": {"token": token}}],
+        "users": [{"name": "kube-sim", "user": user}],
         "contexts": [
             {
                 "name": "kube-sim",
