@@ -18,7 +18,8 @@ from flowexport.cli import build_parser
 from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
 from tests.chart import render_files as render_files_of
 
-KUBE_VERSION = "1.29.0"  # the oldest Kubernetes the rendered objects are validated against
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas here.
+KUBE_VERSIONS = ("1.25.0", "1.37.0")
 IRSA_ROLE = "arn:aws:iam::123456789012:role/flowexport-operator"
 PROMETHEUS_OPERATOR = "monitoring.coreos.com/"
 
@@ -56,7 +57,8 @@ def lint_problems(values: dict[str, Any] | None = None) -> list[str]:
 
 def validate_object(obj: dict[str, Any]) -> None:
     """Validate against the Kubernetes schemas (strict: unknown fields are errors)."""
-    kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
 
 
 def deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,6 +120,7 @@ def test_the_chart_crd_is_the_generated_crd() -> None:
 def test_the_chart_and_the_package_have_one_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == __version__
+    assert chart["kubeVersion"] == f">={KUBE_VERSIONS[0]}-0"  # what the objects are checked on
     assert container(render())["image"] == f"flowexport-operator:{__version__}"
 
 
