@@ -183,3 +183,27 @@ def test_the_build_stage_commands_work(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr[-3000:]
+
+
+@pytest.mark.network
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_every_dependency_has_a_wheel_for_linux(arch: str, tmp_path: Path) -> None:
+    """`--only-binary=:all:` holds on both architectures, so `docker buildx --platform
+    linux/amd64,linux/arm64` (e.g. Graviton nodes) needs no compiler either."""
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    wheel = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir",
+         str(tmp_path / "own"), str(ROOT)],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )  # fmt: skip
+    assert wheel.returncode == 0, wheel.stderr[-3000:]
+    (own,) = (tmp_path / "own").glob("*.whl")
+    platforms = [f"--platform=manylinux{v}_{arch}" for v in ("2014", "_2_17", "_2_28")]
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms,
+         "--python-version=3.11", "--implementation=cp", "-d", str(tmp_path / "deps"), str(own)],
+        capture_output=True, text=True, timeout=600, check=False, env=env,
+    )  # fmt: skip
+    assert download.returncode == 0, download.stderr[-3000:]
+    assert len(list((tmp_path / "deps").glob("*.whl"))) > 20
