@@ -22,6 +22,7 @@ from tests.chart import render_files as render_files_of
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 IRSA_ROLE = "arn:aws:iam::123456789012:role/flowexport-operator"
 PROMETHEUS_OPERATOR = "monitoring.coreos.com/"
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -33,6 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                       "labels": {"release": "prom"}}}},
     "alerts": {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prom"},
                                               "notReadyFor": "30m", "lagSeconds": 900}}},
+    "network-policy": {"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING],
+                                         "egressPorts": [443, 7443]}},
     "existing-account-no-rbac": {"serviceAccount": {"create": False, "name": "ops"},
                                  "rbac": {"create": False}},
     "digest-and-extras": {
@@ -296,3 +299,24 @@ def test_alert_rules_parse_and_read_metrics_the_operator_exports() -> None:
     assert alerts["FlowExportLagHigh"]["expr"].endswith("> 900")
     with pytest.raises(helm.HelmError, match=r"prometheusRule\.enabled needs metrics\.enabled"):
         render({"metrics": {"enabled": False, "prometheusRule": {"enabled": True}}})
+
+
+def test_the_network_policy_opens_the_container_ports_and_the_egress_asked_for() -> None:
+    objects = render(VARIANTS["network-policy"])
+    (policy,) = of_kind(objects, "NetworkPolicy")
+    pod_labels = deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    health, metrics_rule = policy["spec"]["ingress"]
+    assert health == {"ports": [{"port": ports["health"], "protocol": "TCP"}]}  # from anywhere
+    assert metrics_rule["ports"] == [{"port": ports["metrics"], "protocol": "TCP"}]
+    assert metrics_rule["from"] == [MONITORING]
+    dns, rest = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+    assert [p["port"] for p in rest["ports"]] == [443, 7443]
+    (without_metrics,) = of_kind(
+        render({"networkPolicy": {"enabled": True}, "metrics": {"enabled": False}}),
+        "NetworkPolicy",
+    )
+    assert len(without_metrics["spec"]["ingress"]) == 1
+    assert of_kind(render(), "NetworkPolicy") == []
