@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -210,3 +215,49 @@ def test_the_operator_exits_with_the_reason_when_the_crd_is_missing(tmp_path: Pa
     assert "the FlowExport CRD (flowexports.flowexport.io/v1alpha1) is not installed" in str(
         failure.value
     )
+
+
+NOBODY = 65534
+
+
+def _runs_as_nobody() -> bool:
+    """Whether this machine can run the test's Python as an unprivileged user."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+         sys.executable, "-c", "import flowexport.kube.handlers"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _runs_as_nobody(), reason="needs root, setpriv and a venv others can read")
+def test_the_operator_runs_unprivileged_with_nowhere_to_write_but_tmp(stack: Stack) -> None:
+    """As in the image: a non-root user, no home, no bytecode writes. Everything but /tmp is
+    root's here, so a write anywhere else would fail as on a read-only root filesystem."""
+    stack.operator.stop()
+    shared = Path(tempfile.mkdtemp(prefix="flowexport-nobody-"))
+    shared.chmod(0o755)
+    config = shared / "kubeconfig"
+    shutil.copy(stack.operator.kubeconfig, config)
+    config.chmod(0o644)
+    operator = OperatorProcess(
+        config, stack.operator.log, NS, ["--resync-seconds", "3"],
+        launcher=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"],
+        env={"HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    stack.operator = operator
+    try:
+        operator.start()
+        assert operator.pid is not None
+        assert Path(f"/proc/{operator.pid}/status").read_text().count(f"\t{NOBODY}\t") >= 2
+        stack.apply(stack.flowexport())
+        eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+        write_flows(stack, "/flowexport/prod", 5)
+        eventually(lambda: len(stack.received()) == 5, what="5 flows at the PCE")
+        assert "Permission denied" not in operator.tail(2000)
+        assert operator.stop() == 0  # SIGTERM: the workers finish and exit cleanly
+    finally:
+        operator.stop()
+        shutil.rmtree(shared, ignore_errors=True)

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -27,20 +27,30 @@ class OperatorProcess:
     """
 
     def __init__(
-        self, kubeconfig: Path, log: Path, namespace: str | None, args: Sequence[str] = ()
+        self,
+        kubeconfig: Path,
+        log: Path,
+        namespace: str | None,
+        args: Sequence[str] = (),
+        launcher: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`launcher` prefixes the command (e.g. setpriv to drop privileges, which execs, so the
+        pid stays the operator's); `env` is added to this process's environment."""
         self.kubeconfig, self.log, self.namespace = kubeconfig, log, namespace
         self.args = list(args)
+        self.launcher, self.env = list(launcher), dict(env or {})
         self.port = free_port()
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         """Start it; raises RuntimeError (with the log's tail) if it does not become live."""
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
+               **self.env}  # fmt: skip
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flowexport", "run",
+                [*self.launcher, sys.executable, "-m", "flowexport", "run",
                  *(["--namespace", self.namespace] if self.namespace else []),
                  "--settle", "0", "--metrics-port", str(self.metrics_port),
                  "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.args],
