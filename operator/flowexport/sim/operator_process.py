@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from flowexport.sim.moto import free_port
+from flowexport.sim.moto import free_ports
 
 
 class OperatorProcess:
@@ -21,7 +21,8 @@ class OperatorProcess:
     on free loopback ports and its output appended to `log`. With `namespace=None`, ARGS say
     what to watch (`--all-namespaces`, or `--namespace` options).
 
-    start() returns once kopf's liveness endpoint answers. stop() sends SIGTERM (kopf finishes
+    start() returns once kopf's liveness endpoint answers (JSON, so that another server that
+    took the port first cannot pass for it). stop() sends SIGTERM (kopf finishes
     gracefully) and kills the process if that takes too long, so a stuck operator never
     outlives its caller. start() may be called again after stop().
     """
@@ -40,8 +41,7 @@ class OperatorProcess:
         self.kubeconfig, self.log, self.namespace = kubeconfig, log, namespace
         self.args = list(args)
         self.launcher, self.env = list(launcher), dict(env or {})
-        self.port = free_port()
-        self.metrics_port = free_port()
+        self.port, self.metrics_port = free_ports(2)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -62,7 +62,11 @@ class OperatorProcess:
                 self.stop()
                 raise RuntimeError(f"the operator exited at start:\n{self.tail()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).is_success:
+                answer = httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
+                # kopf answers JSON; anything else on the port is not this operator
+                if answer.is_success and answer.headers.get("content-type", "").startswith(
+                    "application/json"
+                ):
                     return
             time.sleep(0.2)
         self.stop()
