@@ -33,8 +33,6 @@ RBAC_KINDS = {
     "ClusterRole": "clusterroles",
     "ClusterRoleBinding": "clusterrolebindings",
 }
-#: The chart's arguments that say what to watch.
-SCOPE_ARGS = ("--namespace", "--all-namespaces")
 
 
 @dataclass
@@ -140,7 +138,8 @@ def stack(
 ) -> Iterator[Stack]:
     """Everything running, the operator watching NS. Parametrized indirectly with chart values
     ({"watch": {...}}), the operator instead runs as the chart's ServiceAccount, under the
-    chart's RBAC, with the scope arguments the chart gives it."""
+    chart's RBAC, with exactly the arguments of the chart's Deployment (rendered with this
+    test's free ports, no settle delay and a 3 s resync)."""
     chart_values: dict[str, Any] | None = getattr(request, "param", None)
     reset(moto_url)
     sim = KubeSimulator()
@@ -149,13 +148,18 @@ def stack(
     config = tmp_path / "kubeconfig"
     config.write_text(yaml.safe_dump(kubeconfig(url)))
     monkeypatch.setenv("KUBECONFIG", str(config))
-    args = ["--resync-seconds", "3", "--verbose"]
-    namespace: str | None = NS
-    if chart_values is not None:
-        namespace = None
-        args += [a for a in container_args(render(chart_values)) if a.startswith(SCOPE_ARGS)]
     operator_config = tmp_path / "operator-kubeconfig"
-    operator = OperatorProcess(operator_config, tmp_path / "operator.log", namespace, args)
+    operator = OperatorProcess(
+        operator_config, tmp_path / "operator.log", NS, ["--resync-seconds", "3", "--verbose"]
+    )
+    if chart_values is not None:
+        chart_values = {
+            **chart_values,
+            "health": {"port": operator.port},
+            "metrics": {"port": operator.metrics_port},
+            "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
+        }
+        operator.namespace, operator.args = None, container_args(render(chart_values))
     try:
         with httpx.Client(base_url=url, timeout=30) as kube:
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())

@@ -57,7 +57,11 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
     requests = operator_requests(stack)
     refused = [(e["method"], e["path"], e["status"]) for e in requests if e["status"] == 403]
     assert refused == [], f"the chart's RBAC refused the operator: {refused}"
-    assert "forbidden" not in stack.operator.tail(2000).lower()
+    log = stack.operator.tail(2000)
+    assert "forbidden" not in log.lower()
+    # It ran with the chart's own arguments: JSON logs (operator.logFormat), its metrics port.
+    assert all(line.startswith("{") for line in log.splitlines() if line.strip())
+    assert stack.operator.metric("flowexport_workers") == 0  # the FlowExport is gone
     unused = []
     for group, resource, verb in granted(values):
         rule = {"apiGroups": [group], "resources": [resource], "verbs": [verb]}
