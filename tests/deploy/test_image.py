@@ -40,9 +40,7 @@ def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
     pending = ""
     for raw in text.splitlines():
         line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
+        if line.startswith("#") or (not line and not pending):
             continue
         if line.endswith("\\"):
             pending += line[:-1] + " "
@@ -147,10 +145,8 @@ def test_oci_labels() -> None:
 def test_the_build_context_holds_only_what_the_build_copies() -> None:
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
-    (_, *copied) = STAGES[0].all("COPY")
     sources = [word for arg in STAGES[0].all("COPY") for word in arg.split()[:-1]]
     assert sorted(sources) == ["README.md", "operator", "pyproject.toml"]
-    assert copied
 
 
 @pytest.mark.network

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any
@@ -16,14 +17,10 @@ SECTION = README.split("## Running it in a cluster", 1)[1].split("\n## ", 1)[0]
 
 def table_after(heading: str) -> list[list[str]]:
     """The rows (cells stripped) of the first Markdown table after `heading`."""
-    text = SECTION.split(heading, 1)[1]
-    rows = [line for line in text.splitlines() if line.startswith("|")]
-    start = text.splitlines().index(rows[0])
-    rows = []
-    for line in text.splitlines()[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    lines = SECTION.split(heading, 1)[1].splitlines()
+    lines = list(itertools.dropwhile(lambda line: not line.startswith("|"), lines))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
     return rows[2:]  # header and rule
 
 

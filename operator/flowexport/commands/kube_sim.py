@@ -13,7 +13,7 @@ import yaml
 
 from flowexport.commands.common import EXIT_OK, UsageError
 from flowexport.sim.kube import KubeSimulator, kubeconfig
-from flowexport.sim.kuberbac import SA_PREFIX
+from flowexport.sim.kuberbac import service_account_user
 from flowexport.sim.serve import serve_until_signalled
 from flowexport.urls import is_loopback_host
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         for namespace, name in accounts:
             account_path = path.with_name(f"{path.name}.{namespace}.{name}")
             token = sim.service_account_token(namespace, name)
-            user = f"{SA_PREFIX}{namespace}:{name}"
+            user = service_account_user(namespace, name)
             account_path.write_text(yaml.safe_dump(kubeconfig(url, token, as_user=user)))
             written[f"{namespace}/{name}"] = str(account_path)
         answer: dict[str, Any] = {"url": url, "kubeconfig": str(path)}

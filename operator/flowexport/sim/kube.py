@@ -40,7 +40,7 @@ import jsonpatch
 from aiohttp import web
 
 from flowexport.sim.kubeproto import ProtobufError, decode_object
-from flowexport.sim.kuberbac import SA_PREFIX, RbacObjects, attributes
+from flowexport.sim.kuberbac import RbacObjects, attributes, service_account_user
 from flowexport.sim.kubeschema import human_age, json_path, prune_and_default, validate
 
 HISTORY = 5000
@@ -184,7 +184,7 @@ class KubeSimulator:
     def service_account_token(self, namespace: str, name: str) -> str:
         """A bearer token that authenticates as the ServiceAccount; RBAC then applies to it."""
         token = f"sa-{namespace}-{name}-{uuid.uuid4().hex}"
-        self.tokens[token] = f"{SA_PREFIX}{namespace}:{name}"
+        self.tokens[token] = service_account_user(namespace, name)
         return token
 
     def _authenticate(self, request: web.Request) -> str:

@@ -85,6 +85,19 @@ def rule_allows(rule: Mapping[str, Any], attrs: Attributes) -> bool:
     return not names or (attrs.name is not None and attrs.name in names)
 
 
+def service_account_user(namespace: str, name: str) -> str:
+    """The user name a ServiceAccount authenticates as."""
+    return f"{SA_PREFIX}{namespace}:{name}"
+
+
+def service_account_of(user: str) -> tuple[str, str] | None:
+    """(namespace, name) when `user` is a ServiceAccount, else None."""
+    if not user.startswith(SA_PREFIX):
+        return None
+    namespace, _, name = user.removeprefix(SA_PREFIX).partition(":")
+    return namespace, name
+
+
 def subject_matches(subject: Mapping[str, Any], user: str, groups: Iterable[str]) -> bool:
     """Whether a binding's subject is this user (or one of its groups)."""
     kind = subject.get("kind")
@@ -92,18 +105,18 @@ def subject_matches(subject: Mapping[str, Any], user: str, groups: Iterable[str]
         return bool(subject.get("name") == user)
     if kind == "Group":
         return subject.get("name") in set(groups)
-    if kind == "ServiceAccount" and user.startswith(SA_PREFIX):
-        namespace, _, name = user.removeprefix(SA_PREFIX).partition(":")
-        return bool(subject.get("namespace") == namespace and subject.get("name") == name)
+    account = service_account_of(user)
+    if kind == "ServiceAccount" and account is not None:
+        return (subject.get("namespace"), subject.get("name")) == account
     return False
 
 
 def groups_of(user: str) -> list[str]:
     """The groups the API server puts an authenticated user in."""
     groups = ["system:authenticated"]
-    if user.startswith(SA_PREFIX):
-        namespace = user.removeprefix(SA_PREFIX).partition(":")[0]
-        groups += ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
+    account = service_account_of(user)
+    if account is not None:
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{account[0]}"]
     return groups
 
 
