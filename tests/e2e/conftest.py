@@ -117,12 +117,9 @@ def install_chart_rbac(kube: httpx.Client, sim: KubeSimulator, values: dict[str,
         if obj["kind"] not in RBAC_KINDS:
             continue
         namespace = obj["metadata"].get("namespace")
-        group, kind = (
-            ("/api/v1", "serviceaccounts")
-            if obj["kind"] == "ServiceAccount"
-            else ("/apis/rbac.authorization.k8s.io/v1", RBAC_KINDS[obj["kind"]])
-        )
-        where = f"{group}/namespaces/{namespace}/{kind}" if namespace else f"{group}/{kind}"
+        api = "/api/v1" if obj["apiVersion"] == "v1" else f"/apis/{obj['apiVersion']}"
+        plural = RBAC_KINDS[obj["kind"]]
+        where = f"{api}/namespaces/{namespace}/{plural}" if namespace else f"{api}/{plural}"
         answer = kube.post(where, json=obj)
         assert answer.status_code == 201, answer.text
     return sim.service_account_token(RELEASE_NAMESPACE, account["metadata"]["name"])
