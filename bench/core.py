@@ -91,14 +91,23 @@ def make_records(mix: Mix) -> list[dict[str, str]]:
         flags = 0
         if proto == 6 and rng.random() < 0.3:
             flags = 18 if response else 2
-        row.update({
-            "srcaddr": src, "dstaddr": dst, "srcport": str(srcport), "dstport": str(dstport),
-            "protocol": str(proto), "packets": str(rng.randrange(1, 500)),
-            "bytes": str(rng.randrange(40, 900_000)),
-            "action": "REJECT" if rng.random() < mix.reject else "ACCEPT", "log-status": "OK",
-            "tcp-flags": str(flags), "instance-id": "i-0abc",
-            "type": "IPv6" if ":" in src else "IPv4", "flow-direction": "egress",
-        })  # fmt: skip
+        row.update(
+            {
+                "srcaddr": src,
+                "dstaddr": dst,
+                "srcport": str(srcport),
+                "dstport": str(dstport),
+                "protocol": str(proto),
+                "packets": str(rng.randrange(1, 500)),
+                "bytes": str(rng.randrange(40, 900_000)),
+                "action": "REJECT" if rng.random() < mix.reject else "ACCEPT",
+                "log-status": "OK",
+                "tcp-flags": str(flags),
+                "instance-id": "i-0abc",
+                "type": "IPv6" if ":" in src else "IPv4",
+                "flow-direction": "egress",
+            }
+        )
         rows.append(row)
     return rows
 
@@ -159,8 +168,12 @@ def timed(
     wall, cpu = time.perf_counter(), time.process_time()
     lines = fn(pool, n, w)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
-            "records_per_s": round(n / wall), "csv_lines": lines}  # fmt: skip
+    return {
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "records_per_s": round(n / wall),
+        "csv_lines": lines,
+    }
 
 
 def peak_memory(fn: Callable[[list[str], int, int], int], pool: list[str], n: int, w: int) -> int:
@@ -186,19 +199,29 @@ def main() -> int:
 
     rows = make_records(Mix())
     pools = {"pipeline": render(rows, PIPELINE_FORMAT), "v2": render(rows, DEFAULT_V2_FORMAT)}
-    runs = (("core", run_core, "pipeline"), ("core_v2", run_core_v2, "v2"),
-            ("baseline", run_baseline, "v2"))  # fmt: skip
+    runs = (
+        ("core", run_core, "pipeline"),
+        ("core_v2", run_core_v2, "v2"),
+        ("baseline", run_baseline, "v2"),
+    )
     n, w = args.records, args.windows
     result: dict[str, object] = {
-        "records": n, "windows": w, "python": platform.python_version(), "mix": Mix().__dict__,
+        "records": n,
+        "windows": w,
+        "python": platform.python_version(),
+        "mix": Mix().__dict__,
         "input": "core: operator default format; core_v2 and baseline: AWS default v2 format",
-    }  # fmt: skip
+    }
     for name, fn, pool_name in runs:
         pool = pools[pool_name]
         best = min((timed(fn, pool, n, w) for _ in range(args.repeat)), key=lambda r: r["seconds"])
         small, large = peak_memory(fn, pool, n // 10, w), peak_memory(fn, pool, n, w)
-        result[name] = {**best, "peak_bytes_n_over_10": small, "peak_bytes_n": large,
-                        "memory_growth_10x": round(large / small, 2)}  # fmt: skip
+        result[name] = {
+            **best,
+            "peak_bytes_n_over_10": small,
+            "peak_bytes_n": large,
+            "memory_growth_10x": round(large / small, 2),
+        }
     core, base = result["core"], result["baseline"]
     assert isinstance(core, dict) and isinstance(base, dict)
     result["speed_ratio_core_vs_baseline"] = round(core["records_per_s"] / base["records_per_s"], 3)
@@ -211,11 +234,15 @@ def main() -> int:
     for name, _, _ in runs:
         r = result[name]
         assert isinstance(r, dict)
-        print(f"{name:10}{r['records_per_s']:>12,}{r['csv_lines']:>12,}"
-              f"{r['peak_bytes_n_over_10'] / 2**20:>11.1f}M{r['peak_bytes_n'] / 2**20:>11.1f}M"
-              f"{r['memory_growth_10x']:>8}")  # fmt: skip
-    print(f"core/baseline speed: {result['speed_ratio_core_vs_baseline']}x; "
-          f"CSV lines: 1/{1 / result['csv_lines_ratio_core_vs_baseline']:.0f} of baseline")  # type: ignore[operator]  # fmt: skip
+        print(
+            f"{name:10}{r['records_per_s']:>12,}{r['csv_lines']:>12,}"
+            f"{r['peak_bytes_n_over_10'] / 2**20:>11.1f}M{r['peak_bytes_n'] / 2**20:>11.1f}M"
+            f"{r['memory_growth_10x']:>8}"
+        )
+    print(
+        f"core/baseline speed: {result['speed_ratio_core_vs_baseline']}x; "
+        f"CSV lines: 1/{1 / result['csv_lines_ratio_core_vs_baseline']:.0f} of baseline"
+    )  # type: ignore[operator]
     return 0
 
 

@@ -12,8 +12,11 @@ import pytest
 def demo(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flowexport", "demo", *args],
-        check=False, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.timeout(200)
@@ -31,8 +34,20 @@ def test_demo_delivers_every_connection_once_and_cleans_up() -> None:
 
 @pytest.mark.timeout(120)
 def test_until_flows_not_reached_exits_1_with_the_reason() -> None:
-    result = demo("--duration", "2", "--rate", "50", "--connections", "5",
-                  "--until-flows", "1000", "--timeout", "12", "--keep", timeout=100)  # fmt: skip
+    result = demo(
+        "--duration",
+        "2",
+        "--rate",
+        "50",
+        "--connections",
+        "5",
+        "--until-flows",
+        "1000",
+        "--timeout",
+        "12",
+        "--keep",
+        timeout=100,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "only 5 of 1000 flows reached the PCE in time" in result.stderr
     assert "operator log:" in result.stderr

@@ -33,17 +33,36 @@ def clean(sim: dict[str, Any]) -> None:
     httpx.post(f"{sim['url']}/_sim/reset", verify=False)
 
 
-def upload(sim: dict[str, Any], *args: str, secret: str = SECRET, ca: bool = True,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def upload(
+    sim: dict[str, Any],
+    *args: str,
+    secret: str = SECRET,
+    ca: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PCE_API_KEY": "api_cli", "PCE_API_SECRET": secret}
     if env is not None:
         environment = {**os.environ, **env}
     tls = ["--ca-bundle", sim["ca_file"]] if ca else []
     return subprocess.run(
-        [sys.executable, "-m", "flowexport", "upload", "--pce-url", sim["url"], "--org", "1",
-         *tls, *args],
-        capture_output=True, text=True, timeout=120, env=environment, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flowexport",
+            "upload",
+            "--pce-url",
+            sim["url"],
+            "--org",
+            "1",
+            *tls,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -79,8 +98,13 @@ def test_upload_everything_accepted(sim: dict[str, Any], tmp_path: Path) -> None
 
 
 def test_upload_with_workloads(sim: dict[str, Any]) -> None:
-    parsed = subprocess.run([sys.executable, "-m", "flowexport", "parse", str(SAMPLE)],
-                            capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    parsed = subprocess.run(
+        [sys.executable, "-m", "flowexport", "parse", str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     addresses = {ip for line in parsed.stdout.splitlines() for ip in line.split(",")[:2]}
     result = upload(sim, "--ensure-workloads", str(SAMPLE))
     assert result.returncode == 0, result.stderr
@@ -93,8 +117,9 @@ def test_upload_with_workloads(sim: dict[str, Any]) -> None:
 
 
 def test_some_flows_rejected_exit_1(sim: dict[str, Any]) -> None:
-    httpx.post(f"{sim['url']}/_sim/faults", json={"reject_flows_containing": "10.0.2.40"},
-               verify=False)  # fmt: skip
+    httpx.post(
+        f"{sim['url']}/_sim/faults", json={"reject_flows_containing": "10.0.2.40"}, verify=False
+    )
     result = upload(sim, str(SAMPLE))
     assert result.returncode == 1
     report = summary(result)
@@ -104,8 +129,12 @@ def test_some_flows_rejected_exit_1(sim: dict[str, Any]) -> None:
 
 
 def test_transient_failures_are_retried(sim: dict[str, Any]) -> None:
-    faults = {"fail_first": 2, "throttle_first": 1, "retry_after": 0.2,
-              "path_contains": "bulk_traffic_flows"}  # fmt: skip
+    faults = {
+        "fail_first": 2,
+        "throttle_first": 1,
+        "retry_after": 0.2,
+        "path_contains": "bulk_traffic_flows",
+    }
     httpx.post(f"{sim['url']}/_sim/faults", json=faults, verify=False)
     result = upload(sim, str(SAMPLE))
     assert result.returncode == 0, result.stderr
@@ -134,10 +163,25 @@ def test_usage_auth_and_tls_errors_exit_2(
 def test_unreachable_pce_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
     result = subprocess.run(
-        [sys.executable, "-m", "flowexport", "upload", "--pce-url", "http://127.0.0.1:9",
-         "--org", "1", "--retries", "1", str(SAMPLE)],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flowexport",
+            "upload",
+            "--pce-url",
+            "http://127.0.0.1:9",
+            "--org",
+            "1",
+            "--retries",
+            "1",
+            str(SAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 2
     assert "unavailable" in result.stderr and "connection failed" in result.stderr
 
@@ -145,9 +189,22 @@ def test_unreachable_pce_exit_2(tmp_path: Path) -> None:
 def test_plain_http_to_a_remote_pce_is_refused() -> None:
     env = {**os.environ, "PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
     result = subprocess.run(
-        [sys.executable, "-m", "flowexport", "upload", "--pce-url", "http://pce.example.com",
-         "--org", "1", str(SAMPLE)],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flowexport",
+            "upload",
+            "--pce-url",
+            "http://pce.example.com",
+            "--org",
+            "1",
+            str(SAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 2
     assert "only allowed for loopback" in result.stderr

@@ -44,10 +44,20 @@ def test_readme_parse_example_is_real_output() -> None:
     shown = next(x for x in README.splitlines() if x.startswith('{"records"'))
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "flowexport", "parse", "--actions", "ACCEPT,REJECT",
-         str(root / "examples" / "flowlogs" / "sample.log")],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flowexport",
+            "parse",
+            "--actions",
+            "ACCEPT,REJECT",
+            str(root / "examples" / "flowlogs" / "sample.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(shown) == json.loads(result.stderr)
     for flow in ("172.31.16.139,172.31.16.21,22,6", "10.0.1.15,10.0.2.40,5432,6"):
         assert flow in README

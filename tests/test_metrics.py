@@ -16,9 +16,14 @@ def value(sample: str, /, **labels: str) -> float:
 
 
 def progress(read: int, uploaded: int, skipped: dict[str, int], lag: int = 5) -> Progress:
-    return Progress(ReaderCursor(1), records_read=read, flows_uploaded=uploaded,
-                    records_skipped=skipped, batches_uploaded=uploaded // 10,
-                    lag_seconds=lag)  # fmt: skip
+    return Progress(
+        ReaderCursor(1),
+        records_read=read,
+        flows_uploaded=uploaded,
+        records_skipped=skipped,
+        batches_uploaded=uploaded // 10,
+        lag_seconds=lag,
+    )
 
 
 def test_counters_add_what_changed_between_checkpoints() -> None:
@@ -47,8 +52,16 @@ def test_a_restart_does_not_recount_the_stored_totals_and_rollbacks_do_not_uncou
 def test_errors_conditions_workers_and_the_endpoint() -> None:
     metrics.count_error("m3", "fe", "Ingesting", "PCEUnavailable")
     metrics.count_error("m3", "fe", "Ingesting", "PCEUnavailable")
-    assert value("flowexport_errors_total", namespace="m3", name="fe", stage="Ingesting",
-                 reason="PCEUnavailable") == 2  # fmt: skip
+    assert (
+        value(
+            "flowexport_errors_total",
+            namespace="m3",
+            name="fe",
+            stage="Ingesting",
+            reason="PCEUnavailable",
+        )
+        == 2
+    )
     port = free_port()
     metrics.serve(port, "127.0.0.1")
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

@@ -22,29 +22,58 @@ from flowexport.pipeline import Progress
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LABELS = ("namespace", "name")
 
-RECORDS_READ = Counter("flowexport_records_read", "Flow-log records read from CloudWatch Logs.",
-                       _LABELS, registry=REGISTRY)  # fmt: skip
-RECORDS_SKIPPED = Counter("flowexport_records_skipped", "Records that made no flow, by reason.",
-                          (*_LABELS, "reason"), registry=REGISTRY)  # fmt: skip
-FLOWS_UPLOADED = Counter("flowexport_flows_uploaded", "Flows the PCE accepted.",
-                         _LABELS, registry=REGISTRY)  # fmt: skip
-FLOWS_REJECTED = Counter("flowexport_flows_rejected", "Flows the PCE rejected (bad lines).",
-                         _LABELS, registry=REGISTRY)  # fmt: skip
-BATCHES = Counter("flowexport_batches_uploaded", "bulk_traffic_flows requests that succeeded.",
-                  _LABELS, registry=REGISTRY)  # fmt: skip
+RECORDS_READ = Counter(
+    "flowexport_records_read",
+    "Flow-log records read from CloudWatch Logs.",
+    _LABELS,
+    registry=REGISTRY,
+)
+RECORDS_SKIPPED = Counter(
+    "flowexport_records_skipped",
+    "Records that made no flow, by reason.",
+    (*_LABELS, "reason"),
+    registry=REGISTRY,
+)
+FLOWS_UPLOADED = Counter(
+    "flowexport_flows_uploaded", "Flows the PCE accepted.", _LABELS, registry=REGISTRY
+)
+FLOWS_REJECTED = Counter(
+    "flowexport_flows_rejected", "Flows the PCE rejected (bad lines).", _LABELS, registry=REGISTRY
+)
+BATCHES = Counter(
+    "flowexport_batches_uploaded",
+    "bulk_traffic_flows requests that succeeded.",
+    _LABELS,
+    registry=REGISTRY,
+)
 UPLOAD_SECONDS = Histogram(
-    "flowexport_upload_duration_seconds", "Time to upload one flush (retries included).",
-    _LABELS, registry=REGISTRY,
+    "flowexport_upload_duration_seconds",
+    "Time to upload one flush (retries included).",
+    _LABELS,
+    registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)  # fmt: skip
-ERRORS = Counter("flowexport_errors", "Failures by where they came from and their reason.",
-                 (*_LABELS, "stage", "reason"), registry=REGISTRY)  # fmt: skip
-LAG = Gauge("flowexport_lag_seconds", "Age of the newest record uploaded, at its upload.",
-            _LABELS, registry=REGISTRY)  # fmt: skip
-CONDITION = Gauge("flowexport_condition", "1 when the condition is True, 0 when not.",
-                  (*_LABELS, "type"), registry=REGISTRY)  # fmt: skip
-WORKERS = Gauge("flowexport_workers", "Ingestion workers running in this operator.",
-                registry=REGISTRY)  # fmt: skip
+)
+ERRORS = Counter(
+    "flowexport_errors",
+    "Failures by where they came from and their reason.",
+    (*_LABELS, "stage", "reason"),
+    registry=REGISTRY,
+)
+LAG = Gauge(
+    "flowexport_lag_seconds",
+    "Age of the newest record uploaded, at its upload.",
+    _LABELS,
+    registry=REGISTRY,
+)
+CONDITION = Gauge(
+    "flowexport_condition",
+    "1 when the condition is True, 0 when not.",
+    (*_LABELS, "type"),
+    registry=REGISTRY,
+)
+WORKERS = Gauge(
+    "flowexport_workers", "Ingestion workers running in this operator.", registry=REGISTRY
+)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -255,14 +255,23 @@ def build_pipeline(
     """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt`."""
     ingestion = spec.ingestion
     reader = LogReader(
-        clients, spec.aws.log_group_name, ingestion.lookback_seconds,
-        settle_seconds=settle_seconds, limiter=RateLimiter(spec.aws.api_requests_per_second),
-    )  # fmt: skip
+        clients,
+        spec.aws.log_group_name,
+        ingestion.lookback_seconds,
+        settle_seconds=settle_seconds,
+        limiter=RateLimiter(spec.aws.api_requests_per_second),
+    )
     flow_filter = FlowFilter.build(
         ingestion.actions, ingestion.include_cidrs, ingestion.exclude_cidrs
     )
     return Pipeline(
-        reader, fmt, flow_filter, pce, progress, checkpoint,
-        batch_size=ingestion.batch_size, window_seconds=ingestion.aggregation_window_seconds,
+        reader,
+        fmt,
+        flow_filter,
+        pce,
+        progress,
+        checkpoint,
+        batch_size=ingestion.batch_size,
+        window_seconds=ingestion.aggregation_window_seconds,
         on_upload=on_upload,
-    )  # fmt: skip
+    )

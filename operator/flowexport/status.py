@@ -24,9 +24,13 @@ def set_condition(
     previous = next((c for c in conditions if c.type == type_), None)
     since = previous.last_transition_time if previous and previous.status == status else now
     updated = Condition(
-        type=type_, status=status, reason=reason, message=message[:32768],
-        last_transition_time=since, observed_generation=generation,
-    )  # fmt: skip
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message[:32768],
+        last_transition_time=since,
+        observed_generation=generation,
+    )
     others = [c for c in conditions if c.type != type_]
     return _ordered([*others, updated])
 
@@ -39,12 +43,14 @@ def with_ready(
     for stage in STAGES:
         condition = by_type.get(stage)
         if condition is None:
-            return set_condition(conditions, "Ready", None, "Pending", f"{stage} not yet known",
-                                 generation, now)  # fmt: skip
+            return set_condition(
+                conditions, "Ready", None, "Pending", f"{stage} not yet known", generation, now
+            )
         if condition.status != "True":
             ok = None if condition.status == "Unknown" else False
-            return set_condition(conditions, "Ready", ok, condition.reason, condition.message,
-                                 generation, now)  # fmt: skip
+            return set_condition(
+                conditions, "Ready", ok, condition.reason, condition.message, generation, now
+            )
     return set_condition(conditions, "Ready", True, "Ready", "exporting flows", generation, now)
 
 

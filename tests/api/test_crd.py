@@ -82,8 +82,12 @@ def test_required_fields() -> None:
 
 
 def resource(spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "flowexport.io/v1alpha1", "kind": "FlowExport",
-            "metadata": {"name": "x"}, "spec": spec}  # fmt: skip
+    return {
+        "apiVersion": "flowexport.io/v1alpha1",
+        "kind": "FlowExport",
+        "metadata": {"name": "x"},
+        "spec": spec,
+    }
 
 
 def schema_accepts(obj: dict[str, Any]) -> bool:

@@ -38,9 +38,12 @@ class Cloud:
 
     def raw(self, service: str) -> Any:
         return boto3.client(
-            service, endpoint_url=self.url, region_name=REGION,
-            aws_access_key_id=KEYS.access_key_id, aws_secret_access_key=KEYS.secret_access_key,
-        )  # fmt: skip
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=KEYS.access_key_id,
+            aws_secret_access_key=KEYS.secret_access_key,
+        )
 
 
 @pytest.fixture
@@ -48,8 +51,12 @@ def cloud(moto_url: str) -> Cloud:
     reset(moto_url)
     clients = make_clients(AwsTarget(REGION, endpoint_url=moto_url, keys=KEYS))
     vpc_id = clients.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    iam = boto3.client("iam", endpoint_url=moto_url, region_name=REGION,
-                       aws_access_key_id=KEYS.access_key_id,
-                       aws_secret_access_key=KEYS.secret_access_key)  # fmt: skip
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id=KEYS.access_key_id,
+        aws_secret_access_key=KEYS.secret_access_key,
+    )
     role = iam.create_role(RoleName="flow-logs-delivery", AssumeRolePolicyDocument="{}")
     return Cloud(moto_url, clients, vpc_id, role["Role"]["Arn"])

@@ -39,23 +39,41 @@ def pce_sim() -> Iterator[dict[str, Any]]:
 def world(moto_url: str, pce_sim: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     reset(moto_url)
     httpx.post(f"{pce_sim['url']}/_sim/reset")
-    kw = dict(endpoint_url=moto_url, region_name=REGION, aws_access_key_id=KEYS.access_key_id,
-              aws_secret_access_key=KEYS.secret_access_key)  # fmt: skip
+    kw = dict(
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id=KEYS.access_key_id,
+        aws_secret_access_key=KEYS.secret_access_key,
+    )
     vpc = boto3.client("ec2", **kw).create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     role = boto3.client("iam", **kw).create_role(RoleName="d", AssumeRolePolicyDocument="{}")
-    return {"moto": moto_url, "pce": pce_sim, "vpc": vpc, "role": role["Role"]["Arn"],
-            "logs": boto3.client("logs", **kw), "tmp": tmp_path}  # fmt: skip
+    return {
+        "moto": moto_url,
+        "pce": pce_sim,
+        "vpc": vpc,
+        "role": role["Role"]["Arn"],
+        "logs": boto3.client("logs", **kw),
+        "tmp": tmp_path,
+    }
 
 
 def manifest(world: dict[str, Any], **spec_overrides: Any) -> Path:
     spec: dict[str, Any] = {
-        "aws": {"region": REGION, "vpcId": world["vpc"], "logGroupName": GROUP,
-                "deliverLogsRoleArn": world["role"], "endpointUrl": world["moto"],
-                "credentialsSecretRef": {"name": "aws-keys"}},
-        "pce": {"url": world["pce"]["url"], "orgId": 1,
-                "credentialsSecretRef": {"name": "pce-key"}},
+        "aws": {
+            "region": REGION,
+            "vpcId": world["vpc"],
+            "logGroupName": GROUP,
+            "deliverLogsRoleArn": world["role"],
+            "endpointUrl": world["moto"],
+            "credentialsSecretRef": {"name": "aws-keys"},
+        },
+        "pce": {
+            "url": world["pce"]["url"],
+            "orgId": 1,
+            "credentialsSecretRef": {"name": "pce-key"},
+        },
         "ingestion": {"startFrom": "earliest", "pollIntervalSeconds": 1, "batchSize": 10},
-    }  # fmt: skip
+    }
     for path, value in spec_overrides.items():
         node = spec
         *parents, leaf = path.split(".")
@@ -63,15 +81,29 @@ def manifest(world: dict[str, Any], **spec_overrides: Any) -> Path:
             node = node[key]
         node[leaf] = value
     docs = [
-        {"apiVersion": "flowexport.io/v1alpha1", "kind": "FlowExport",
-         "metadata": {"name": "prod", "namespace": "security", "generation": 2}, "spec": spec},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pce-key"},
-         "type": "kubernetes.io/basic-auth",
-         "stringData": {"username": "api_sync", "password": "sync-secret"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-keys"},
-         "stringData": {"aws_access_key_id": KEYS.access_key_id,
-                        "aws_secret_access_key": KEYS.secret_access_key}},
-    ]  # fmt: skip
+        {
+            "apiVersion": "flowexport.io/v1alpha1",
+            "kind": "FlowExport",
+            "metadata": {"name": "prod", "namespace": "security", "generation": 2},
+            "spec": spec,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "pce-key"},
+            "type": "kubernetes.io/basic-auth",
+            "stringData": {"username": "api_sync", "password": "sync-secret"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws-keys"},
+            "stringData": {
+                "aws_access_key_id": KEYS.access_key_id,
+                "aws_secret_access_key": KEYS.secret_access_key,
+            },
+        },
+    ]
     path: Path = world["tmp"] / "flowexport.yaml"
     path.write_text(yaml.safe_dump_all(docs))
     return path
@@ -80,8 +112,11 @@ def manifest(world: dict[str, Any], **spec_overrides: Any) -> Path:
 def sync(path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flowexport", "sync", "-f", str(path), "--settle", "0", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def status(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -100,9 +135,19 @@ def write_flows(
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
     now = int(time.time() * 1000)
-    events = [{"timestamp": now, "message": line(PIPELINE_FORMAT, srcaddr=f"10.0.0.{i + 1}",
-               dstaddr="10.1.0.9", srcport=40000 + i, dstport=443)}
-              for i in range(start, start + count)]  # fmt: skip
+    events = [
+        {
+            "timestamp": now,
+            "message": line(
+                PIPELINE_FORMAT,
+                srcaddr=f"10.0.0.{i + 1}",
+                dstaddr="10.1.0.9",
+                srcport=40000 + i,
+                dstport=443,
+            ),
+        }
+        for i in range(start, start + count)
+    ]
     logs.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=events)
 
 
@@ -185,11 +230,23 @@ def test_long_running_sync_stops_cleanly_on_sigterm(world: dict[str, Any]) -> No
     path = manifest(world)
     state = world["tmp"] / "state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "flowexport", "sync", "-f", str(path), "--settle", "0",
-         "--state", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "flowexport",
+            "sync",
+            "-f",
+            str(path),
+            "--settle",
+            "0",
+            "--state",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 60
         while not state.exists() and time.monotonic() < deadline:

@@ -42,8 +42,9 @@ PREFIX = {"ec2": "ec2", "logs": "logs", "sts": "sts"}
 
 
 def _api_names(service: str) -> dict[str, str]:
-    client = boto3.client(service, region_name=REGION, aws_access_key_id="x",
-                          aws_secret_access_key="x")  # fmt: skip
+    client = boto3.client(
+        service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
     mapping: dict[str, str] = client.meta.method_to_api_mapping
     return mapping
 
@@ -60,9 +61,12 @@ def calls_in_code() -> set[str]:
                 continue
             owner = node.value
             service = (
-                owner.attr if isinstance(owner, ast.Attribute)
-                else owner.id if isinstance(owner, ast.Name) else None
-            )  # fmt: skip
+                owner.attr
+                if isinstance(owner, ast.Attribute)
+                else owner.id
+                if isinstance(owner, ast.Name)
+                else None
+            )
             if service in names and node.attr in names[service]:
                 found.add(f"{PREFIX[service]}:{names[service][node.attr]}")
     return found
@@ -117,18 +121,24 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
     iam = bench["iam"]
     role = iam.create_role(RoleName=DELIVERY_ROLE, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     operator_role = iam.create_role(RoleName="flowexport-prod", AssumeRolePolicyDocument="{}")
-    target = AwsTarget(REGION, endpoint_url=cloud.url, keys=KEYS,
-                       role_arn=operator_role["Role"]["Arn"])  # fmt: skip
+    target = AwsTarget(
+        REGION, endpoint_url=cloud.url, keys=KEYS, role_arn=operator_role["Role"]["Arn"]
+    )
     clients = make_clients(target)  # assumes the role: sts:AssumeRole
     owner = "security/prod"
     spec = cloud.spec(logGroupName="/flowexport/prod", deliverLogsRoleArn=role)
     ensure_subscription(clients, spec, owner)  # creates the log group and the flow log
     ensure_subscription(clients, spec, owner)  # adopts what it made: no change
-    ensure_subscription(clients, cloud.spec(logGroupName="/flowexport/prod",
-                                            deliverLogsRoleArn=role,
-                                            logGroupRetentionDays=30), owner)  # fmt: skip
-    replaced = cloud.spec(logGroupName="/flowexport/prod", deliverLogsRoleArn=role,
-                          maxAggregationInterval=60)  # fmt: skip
+    ensure_subscription(
+        clients,
+        cloud.spec(
+            logGroupName="/flowexport/prod", deliverLogsRoleArn=role, logGroupRetentionDays=30
+        ),
+        owner,
+    )
+    replaced = cloud.spec(
+        logGroupName="/flowexport/prod", deliverLogsRoleArn=role, maxAggregationInterval=60
+    )
     ensure_subscription(clients, replaced, owner)  # replaces its flow log
     logs = bench["logs"]
     logs.create_log_stream(logGroupName="/flowexport/prod", logStreamName="eni-1")
@@ -147,14 +157,21 @@ def requirements(call: Call) -> list[Request]:
         case "ec2:DescribeVpcs" | "ec2:DescribeFlowLogs" | "logs:DescribeLogGroups":
             return [Request(call.action, "*")]
         case "ec2:CreateFlowLogs":
-            checks = [Request(call.action, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/{vpc}")
-                      for vpc in p["ResourceIds"]]  # fmt: skip
+            checks = [
+                Request(call.action, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/{vpc}")
+                for vpc in p["ResourceIds"]
+            ]
             checks.append(Request(call.action, flow_log_arn + "fl-new"))
             passed_to = {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}
             checks.append(Request("iam:PassRole", p["DeliverLogsPermissionArn"], passed_to))
             if p.get("TagSpecifications"):
-                checks.append(Request("ec2:CreateTags", flow_log_arn + "fl-new",
-                                      {"ec2:CreateAction": "CreateFlowLogs"}))  # fmt: skip
+                checks.append(
+                    Request(
+                        "ec2:CreateTags",
+                        flow_log_arn + "fl-new",
+                        {"ec2:CreateAction": "CreateFlowLogs"},
+                    )
+                )
             return checks
         case "ec2:DeleteFlowLogs":
             context = {f"aws:ResourceTag/{k}": v for k, v in call.tags.items()}
@@ -207,27 +224,48 @@ def test_the_policies_allow_every_call_and_nothing_else(cloud: Cloud, recording:
         Request("logs:DeleteLogGroup", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/eks/x"),
         Request("logs:FilterLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/app/db"),
         Request("ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", {}),
-        Request("ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1",
-                {f"aws:ResourceTag/{MANAGED_BY_TAG}": "someone-else"}),
-        Request("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-1",
-                {"ec2:CreateAction": "CreateFlowLogs"}),
+        Request(
+            "ec2:DeleteFlowLogs",
+            f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1",
+            {f"aws:ResourceTag/{MANAGED_BY_TAG}": "someone-else"},
+        ),
+        Request(
+            "ec2:CreateTags",
+            f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-1",
+            {"ec2:CreateAction": "CreateFlowLogs"},
+        ),
         Request("ec2:CreateTags", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", {}),
-        Request("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/admin",
-                {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}),
-        Request("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/{DELIVERY_ROLE}",
-                {"iam:PassedToService": "ec2.amazonaws.com"}),
+        Request(
+            "iam:PassRole",
+            f"arn:aws:iam::{ACCOUNT}:role/admin",
+            {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"},
+        ),
+        Request(
+            "iam:PassRole",
+            f"arn:aws:iam::{ACCOUNT}:role/{DELIVERY_ROLE}",
+            {"iam:PassedToService": "ec2.amazonaws.com"},
+        ),
     ],
-    ids=["create-foreign-group", "delete-foreign-group", "read-foreign-group",
-         "delete-untagged-flow-log", "delete-foreign-flow-log", "tag-a-vpc",
-         "tag-outside-creation", "pass-another-role", "pass-to-another-service"],
-)  # fmt: skip
+    ids=[
+        "create-foreign-group",
+        "delete-foreign-group",
+        "read-foreign-group",
+        "delete-untagged-flow-log",
+        "delete-foreign-flow-log",
+        "tag-a-vpc",
+        "tag-outside-creation",
+        "pass-another-role",
+        "pass-to-another-service",
+    ],
+)
 def test_the_operator_policy_refuses_what_the_operator_must_not_do(request_: Request) -> None:
     assert not allows(load("operator-policy.json"), request_)
 
 
 def test_the_tag_condition_matches_what_the_operator_writes() -> None:
-    statement = next(s for s in load("operator-policy.json")["Statement"]
-                     if s["Action"] == "ec2:DeleteFlowLogs")  # fmt: skip
+    statement = next(
+        s for s in load("operator-policy.json")["Statement"] if s["Action"] == "ec2:DeleteFlowLogs"
+    )
     assert statement["Condition"]["StringEquals"] == {
         f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY
     }
@@ -241,8 +279,12 @@ def test_the_delivery_role_is_for_vpc_flow_logs_of_one_account() -> None:
     assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "ACCOUNT_ID"}
     delivery = load("flow-logs-delivery-policy.json")
     group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/flowexport/prod"
-    for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                   "logs:DescribeLogStreams"):  # fmt: skip
+    for action in (
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:DescribeLogStreams",
+    ):
         assert allows(delivery, Request(action, group))
         assert allows(delivery, Request(action, group + ":log-stream:eni-1-all"))
     assert allows(delivery, Request("logs:DescribeLogGroups", "*"))

@@ -30,14 +30,21 @@ def group(cloud: Cloud) -> Cloud:
 def put(cloud: Cloud, lines: list[str], age_seconds: float = 0) -> None:
     stamp = int(time.time() * 1000 - age_seconds * 1000)
     cloud.clients.logs.put_log_events(
-        logGroupName=GROUP, logStreamName="eni-a-all",
+        logGroupName=GROUP,
+        logStreamName="eni-a-all",
         logEvents=[{"timestamp": stamp, "message": text} for text in lines],
-    )  # fmt: skip
+    )
 
 
 def flow_line(i: int, **values: Any) -> str:
-    return line(PIPELINE_FORMAT, srcaddr=f"10.0.{i // 200}.{i % 200 + 1}", dstaddr="10.1.0.9",
-                srcport=40000 + i, dstport=5432, **values)  # fmt: skip
+    return line(
+        PIPELINE_FORMAT,
+        srcaddr=f"10.0.{i // 200}.{i % 200 + 1}",
+        dstaddr="10.1.0.9",
+        srcport=40000 + i,
+        dstport=5432,
+        **values,
+    )
 
 
 class Saver:
@@ -54,8 +61,9 @@ class Saver:
         self.saved.append(progress.to_state())
 
 
-def pipeline(cloud: Cloud, client: PCEClient, saver: Saver, progress: Progress | None = None,
-             **kwargs: Any) -> Pipeline:  # fmt: skip
+def pipeline(
+    cloud: Cloud, client: PCEClient, saver: Saver, progress: Progress | None = None, **kwargs: Any
+) -> Pipeline:
     reader = LogReader(cloud.clients, GROUP, lookback_seconds=1200, settle_seconds=0)
     progress = progress or Progress(initial_cursor("now", int(time.time() * 1000) - 5000))
     return Pipeline(reader, PIPELINE_FORMAT, FlowFilter(), client, progress, saver, **kwargs)
@@ -68,10 +76,24 @@ def received(pce: SimPCE) -> list[tuple[str, str, int, int]]:
 async def test_records_become_flows_at_the_pce(
     group: Cloud, pce: SimPCE, client: PCEClient
 ) -> None:
-    nodata = line(PIPELINE_FORMAT, srcaddr="-", dstaddr="-", srcport="-", dstport="-",
-                  protocol="-", action="-", log_status="NODATA")  # fmt: skip
-    response_leg = line(PIPELINE_FORMAT, srcaddr="10.1.0.9", dstaddr="10.0.0.1", srcport=5432,
-                        dstport=40000, tcp_flags=18)  # fmt: skip
+    nodata = line(
+        PIPELINE_FORMAT,
+        srcaddr="-",
+        dstaddr="-",
+        srcport="-",
+        dstport="-",
+        protocol="-",
+        action="-",
+        log_status="NODATA",
+    )
+    response_leg = line(
+        PIPELINE_FORMAT,
+        srcaddr="10.1.0.9",
+        dstaddr="10.0.0.1",
+        srcport=5432,
+        dstport=40000,
+        tcp_flags=18,
+    )
     put(group, [flow_line(0), response_leg, flow_line(1), nodata, "garbage"])
     saver = Saver()
     progress = await pipeline(group, client, saver).run_once()

@@ -28,9 +28,10 @@ def put(
         logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
     stamp = now_ms() - int(age_seconds * 1000)
     logs.put_log_events(
-        logGroupName=GROUP, logStreamName=stream,
+        logGroupName=GROUP,
+        logStreamName=stream,
         logEvents=[{"timestamp": stamp, "message": m} for m in messages],
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -125,8 +126,9 @@ def test_throttling_is_survived(group: Cloud) -> None:
             return None
         throttled["left"] -= 1
         body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
-        return AWSResponse(kwargs["request"].url, 400, {"x-amzn-ErrorType": "ThrottlingException"},
-                           _Raw(body))  # fmt: skip
+        return AWSResponse(
+            kwargs["request"].url, 400, {"x-amzn-ErrorType": "ThrottlingException"}, _Raw(body)
+        )
 
     group.clients.logs.meta.events.register("before-send.logs.FilterLogEvents", throttle)
     messages, _ = read_all(reader(group), initial_cursor("now", now_ms() - 60_000))

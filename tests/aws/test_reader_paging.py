@@ -29,8 +29,9 @@ class StubLogs:
 
 def reader(logs: StubLogs) -> LogReader:
     clients = AwsClients(ec2=None, logs=logs, target=AwsTarget("us-east-1"))
-    return LogReader(clients, "/g", lookback_seconds=60, settle_seconds=0,
-                     limiter=RateLimiter(1000))  # fmt: skip
+    return LogReader(
+        clients, "/g", lookback_seconds=60, settle_seconds=0, limiter=RateLimiter(1000)
+    )
 
 
 def event(message: str, ingested: int = 50) -> dict[str, Any]:
@@ -42,18 +43,24 @@ def messages(r: LogReader) -> list[str]:
 
 
 def test_empty_pages_with_tokens_are_followed() -> None:
-    logs = StubLogs({
-        None: {"events": [], "nextToken": "t1"},
-        "t1": {"events": [], "nextToken": "t2"},
-        "t2": {"events": [event("a")]},
-    })  # fmt: skip
+    logs = StubLogs(
+        {
+            None: {"events": [], "nextToken": "t1"},
+            "t1": {"events": [], "nextToken": "t2"},
+            "t2": {"events": [event("a")]},
+        }
+    )
     assert messages(reader(logs)) == ["a"]
     assert logs.asked == [None, "t1", "t2"]
 
 
 def test_the_same_token_twice_ends_the_slice() -> None:
-    logs = StubLogs({None: {"events": [event("a")], "nextToken": "t1"},
-                     "t1": {"events": [event("b")], "nextToken": "t1"}})  # fmt: skip
+    logs = StubLogs(
+        {
+            None: {"events": [event("a")], "nextToken": "t1"},
+            "t1": {"events": [event("b")], "nextToken": "t1"},
+        }
+    )
     assert messages(reader(logs)) == ["a", "b"]
     same = {
         "Code": "InvalidParameterException",

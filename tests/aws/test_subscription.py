@@ -53,11 +53,15 @@ def test_is_idempotent(cloud: Cloud) -> None:
 def test_adopts_a_matching_foreign_flow_log_and_log_group(cloud: Cloud) -> None:
     cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
     created = cloud.clients.ec2.create_flow_logs(
-        ResourceIds=[cloud.vpc_id], ResourceType="VPC", TrafficType="ALL",
-        LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
-        DeliverLogsPermissionArn=cloud.role_arn, LogFormat=PIPELINE_FORMAT.render(),
+        ResourceIds=[cloud.vpc_id],
+        ResourceType="VPC",
+        TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName="/flowexport/test",
+        DeliverLogsPermissionArn=cloud.role_arn,
+        LogFormat=PIPELINE_FORMAT.render(),
         MaxAggregationInterval=60,
-    )  # fmt: skip
+    )
     result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
     assert result.changes == []
     assert result.flow_log_id == created["FlowLogIds"][0]
@@ -71,10 +75,15 @@ def test_without_a_format_in_the_spec_the_flow_logs_own_format_is_learned(cloud:
     cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
     fmt = "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${tcp-flags}"
     cloud.clients.ec2.create_flow_logs(
-        ResourceIds=[cloud.vpc_id], ResourceType="VPC", TrafficType="ALL",
-        LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
-        DeliverLogsPermissionArn=cloud.role_arn, LogFormat=fmt, MaxAggregationInterval=60,
-    )  # fmt: skip
+        ResourceIds=[cloud.vpc_id],
+        ResourceType="VPC",
+        TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName="/flowexport/test",
+        DeliverLogsPermissionArn=cloud.role_arn,
+        LogFormat=fmt,
+        MaxAggregationInterval=60,
+    )
     result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
     assert result.changes == []
     assert result.log_format.render() == fmt
@@ -99,10 +108,13 @@ def test_replaces_its_own_flow_log_when_an_immutable_field_changes(cloud: Cloud)
 def test_reports_a_conflicting_flow_log_it_does_not_own(cloud: Cloud) -> None:
     cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
     cloud.clients.ec2.create_flow_logs(
-        ResourceIds=[cloud.vpc_id], ResourceType="VPC", TrafficType="REJECT",
-        LogDestinationType="cloud-watch-logs", LogGroupName="/flowexport/test",
+        ResourceIds=[cloud.vpc_id],
+        ResourceType="VPC",
+        TrafficType="REJECT",
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName="/flowexport/test",
         DeliverLogsPermissionArn=cloud.role_arn,
-    )  # fmt: skip
+    )
     spec = cloud.spec(logFormat=PIPELINE_FORMAT.render())
     with pytest.raises(AwsError) as caught:
         ensure_subscription(cloud.clients, spec, OWNER)

@@ -30,25 +30,43 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all-namespaces": {"watch": {"scope": "all"}},
     "irsa": {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}},
     "metrics-off": {"metrics": {"enabled": False}},
-    "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True,
-                                                      "labels": {"release": "prom"}}}},
-    "alerts": {"metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prom"},
-                                              "notReadyFor": "30m", "lagSeconds": 900}}},
-    "network-policy": {"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING],
-                                         "egressPorts": [443, 7443]}},
-    "existing-account-no-rbac": {"serviceAccount": {"create": False, "name": "ops"},
-                                 "rbac": {"create": False}},
+    "service-monitor": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}
+    },
+    "alerts": {
+        "metrics": {
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "prom"},
+                "notReadyFor": "30m",
+                "lagSeconds": 900,
+            }
+        }
+    },
+    "network-policy": {
+        "networkPolicy": {"enabled": True, "metricsFrom": [MONITORING], "egressPorts": [443, 7443]}
+    },
+    "existing-account-no-rbac": {
+        "serviceAccount": {"create": False, "name": "ops"},
+        "rbac": {"create": False},
+    },
     "digest-and-extras": {
-        "image": {"repository": "registry.example.com/flowexport-operator",
-                  "digest": "sha256:" + "a" * 64},
+        "image": {
+            "repository": "registry.example.com/flowexport-operator",
+            "digest": "sha256:" + "a" * 64,
+        },
         "imagePullSecrets": [{"name": "regcred"}],
-        "operator": {"verbose": True, "logFormat": "plain", "extraArgs": ["--settle=30"],
-                     "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]},
+        "operator": {
+            "verbose": True,
+            "logFormat": "plain",
+            "extraArgs": ["--settle=30"],
+            "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        },
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "priorityClassName": "system-cluster-critical",
     },
-}  # fmt: skip
+}
 EXAMPLE_VALUES = sorted((ROOT / "examples" / "helm").glob("*.yaml"))
 
 
@@ -140,12 +158,16 @@ def test_a_namespace_list_gets_a_role_and_binding_in_each() -> None:
     assert parsed_args(objects).namespace == ["security", "payments"]
     for kind in ("Role", "RoleBinding"):
         assert sorted(o["metadata"]["namespace"] for o in of_kind(objects, kind)) == [
-            "payments", "security"
-        ]  # fmt: skip
+            "payments",
+            "security",
+        ]
     for binding in of_kind(objects, "RoleBinding"):
         (subject,) = binding["subjects"]
-        assert subject == {"kind": "ServiceAccount", "name": "fx-flowexport-operator",
-                           "namespace": RELEASE_NAMESPACE}  # fmt: skip
+        assert subject == {
+            "kind": "ServiceAccount",
+            "name": "fx-flowexport-operator",
+            "namespace": RELEASE_NAMESPACE,
+        }
     assert of_kind(objects, "ClusterRole") == []
 
 
@@ -160,12 +182,19 @@ def test_all_namespaces_uses_a_cluster_role_with_the_same_rules() -> None:
 
 def test_secrets_are_only_read_by_name_and_nothing_is_written_but_status_and_events() -> None:
     (role,) = of_kind(render(), "Role")
-    verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"]
-             for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    verbs = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
     assert verbs[("", "secrets")] == {"get"}
     written = {k for k, v in verbs.items() if v & {"create", "update", "patch", "delete"}}
-    assert written == {("flowexport.io", "flowexports"), ("flowexport.io", "flowexports/status"),
-                       ("", "events")}  # fmt: skip
+    assert written == {
+        ("flowexport.io", "flowexports"),
+        ("flowexport.io", "flowexports/status"),
+        ("", "events"),
+    }
     assert all("*" not in str(rule) for rule in role["rules"])
 
 
@@ -277,8 +306,11 @@ def test_the_chart_packages_and_the_archive_renders_the_same(tmp_path: Any) -> N
 def exported_sample_names() -> set[str]:
     """Every sample name the operator's /metrics can carry."""
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
-    return {family.name + suffix for family in metrics.REGISTRY.collect()
-            for suffix in suffixes[family.type]}  # fmt: skip
+    return {
+        family.name + suffix
+        for family in metrics.REGISTRY.collect()
+        for suffix in suffixes[family.type]
+    }
 
 
 def test_alert_rules_parse_and_read_metrics_the_operator_exports() -> None:
@@ -286,8 +318,12 @@ def test_alert_rules_parse_and_read_metrics_the_operator_exports() -> None:
     assert rule["metadata"]["labels"]["release"] == "prom"
     (group,) = rule["spec"]["groups"]
     alerts = {r["alert"]: r for r in group["rules"]}
-    assert set(alerts) == {"FlowExportNotReady", "FlowExportLagHigh", "FlowExportErrorsPersist",
-                           "FlowExportOperatorDown"}  # fmt: skip
+    assert set(alerts) == {
+        "FlowExportNotReady",
+        "FlowExportLagHigh",
+        "FlowExportErrorsPersist",
+        "FlowExportOperatorDown",
+    }
     exported = exported_sample_names()
     for name, alert in alerts.items():
         promql_parser.parse(alert["expr"])  # raises on a syntax error

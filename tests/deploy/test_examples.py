@@ -83,8 +83,11 @@ def _refs(value: Any) -> list[tuple[str, Any]]:
 
 
 def test_the_full_example_sets_every_spec_field() -> None:
-    (flowexport,) = [d for d in documents(ROOT / "examples" / "flowexport-full.yaml")
-                     if d["kind"] == "FlowExport"]  # fmt: skip
+    (flowexport,) = [
+        d
+        for d in documents(ROOT / "examples" / "flowexport-full.yaml")
+        if d["kind"] == "FlowExport"
+    ]
     defined = leaf_paths(crd_schema()["properties"]["spec"])
     assert defined - set_paths(flowexport["spec"]) == set()
 

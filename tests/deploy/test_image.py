@@ -159,25 +159,43 @@ def test_the_build_stage_commands_work(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "operator", src / "operator",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))  # fmt: skip
-    command = (run.replace("/opt/flowexport", str(tmp_path / "venv"))
-               .replace("/wheels", str(tmp_path / "wheels"))
-               .replace("python -m", f"{sys.executable} -m", 2))  # fmt: skip
+    shutil.copytree(
+        ROOT / "operator",
+        src / "operator",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    command = (
+        run.replace("/opt/flowexport", str(tmp_path / "venv"))
+        .replace("/wheels", str(tmp_path / "wheels"))
+        .replace("python -m", f"{sys.executable} -m", 2)
+    )
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1"}
-    result = subprocess.run(["bash", "-c", command], cwd=src, env=env, capture_output=True,
-                            text=True, timeout=840, check=False)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "-c", command],
+        cwd=src,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(f"flowexport {__version__}")
     venv = tmp_path / "venv"
     assert not (venv / "bin" / "pip").exists()
     check = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import flowexport.kube.handlers, flowexport.commands.run, boto3;"
-         "[boto3.client(s, region_name='us-east-1') for s in ('ec2', 'logs', 'sts')]"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import flowexport.kube.handlers, flowexport.commands.run, boto3;"
+            "[boto3.client(s, region_name='us-east-1') for s in ('ec2', 'logs', 'sts')]",
+        ],
         env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr[-3000:]
 
 
@@ -189,17 +207,46 @@ def test_every_dependency_has_a_wheel_for_linux(arch: str, tmp_path: Path) -> No
     linux/amd64,linux/arm64` (e.g. Graviton nodes) needs no compiler either."""
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     wheel = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir",
-         str(tmp_path / "own"), str(ROOT)],
-        capture_output=True, text=True, timeout=300, check=False, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--wheel-dir",
+            str(tmp_path / "own"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
     assert wheel.returncode == 0, wheel.stderr[-3000:]
     (own,) = (tmp_path / "own").glob("*.whl")
     platforms = [f"--platform=manylinux{v}_{arch}" for v in ("2014", "_2_17", "_2_28")]
     download = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", *platforms,
-         "--python-version=3.11", "--implementation=cp", "-d", str(tmp_path / "deps"), str(own)],
-        capture_output=True, text=True, timeout=600, check=False, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--only-binary=:all:",
+            *platforms,
+            "--python-version=3.11",
+            "--implementation=cp",
+            "-d",
+            str(tmp_path / "deps"),
+            str(own),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
+    )
     assert download.returncode == 0, download.stderr[-3000:]
     assert len(list((tmp_path / "deps").glob("*.whl"))) > 20

@@ -30,8 +30,12 @@ def codes(cell: str) -> list[str]:
 
 def test_the_rbac_table_is_the_chart_role() -> None:
     (role,) = of_kind(render(), "Role")
-    chart = {(g, r): sorted(rule["verbs"]) for rule in role["rules"]
-             for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    chart = {
+        (g, r): sorted(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
     documented = {}
     for group, resource, verbs, _ in table_after("**RBAC, least privilege.**"):
         (g,) = codes(group)
@@ -46,8 +50,10 @@ def test_the_iam_table_is_the_operator_policy() -> None:
     for statement in policy["Statement"]:
         action = statement["Action"]
         in_policy[statement["Sid"]] = sorted([action] if isinstance(action, str) else action)
-    documented = {codes(sid)[0]: sorted(codes(actions))
-                  for sid, actions, _, _ in table_after("**The operator's role**")}  # fmt: skip
+    documented = {
+        codes(sid)[0]: sorted(codes(actions))
+        for sid, actions, _, _ in table_after("**The operator's role**")
+    }
     assert documented == in_policy
 
 

@@ -46,23 +46,36 @@ class Stack:
     operator: OperatorProcess
 
     def aws(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.moto, region_name=REGION,
-                            aws_access_key_id=KEYS.access_key_id,
-                            aws_secret_access_key=KEYS.secret_access_key)  # fmt: skip
+        return boto3.client(
+            service,
+            endpoint_url=self.moto,
+            region_name=REGION,
+            aws_access_key_id=KEYS.access_key_id,
+            aws_secret_access_key=KEYS.secret_access_key,
+        )
 
     def flowexport(self, name: str = "prod", **spec: Any) -> dict[str, Any]:
         body = {
-            "apiVersion": "flowexport.io/v1alpha1", "kind": "FlowExport",
+            "apiVersion": "flowexport.io/v1alpha1",
+            "kind": "FlowExport",
             "metadata": {"name": name, "namespace": NS},
             "spec": {
-                "aws": {"region": REGION, "vpcId": self.vpc, "logGroupName": f"/flowexport/{name}",
-                        "deliverLogsRoleArn": self.role, "endpointUrl": self.moto,
-                        "credentialsSecretRef": {"name": "aws-keys"}},
-                "pce": {"url": self.pce.url, "orgId": 1,
-                        "credentialsSecretRef": {"name": "pce-key"}},
+                "aws": {
+                    "region": REGION,
+                    "vpcId": self.vpc,
+                    "logGroupName": f"/flowexport/{name}",
+                    "deliverLogsRoleArn": self.role,
+                    "endpointUrl": self.moto,
+                    "credentialsSecretRef": {"name": "aws-keys"},
+                },
+                "pce": {
+                    "url": self.pce.url,
+                    "orgId": 1,
+                    "credentialsSecretRef": {"name": "pce-key"},
+                },
                 "ingestion": {"startFrom": "earliest", "pollIntervalSeconds": 1, "batchSize": 10},
             },
-        }  # fmt: skip
+        }
         for path, value in spec.items():
             node = body["spec"]
             *parents, leaf = path.split(".")
@@ -176,8 +189,10 @@ def stack(
                     },
                 ),
             ):
-                kube.post(f"/api/v1/namespaces/{NS}/secrets",
-                          json={"metadata": {"name": name}, "stringData": data})  # fmt: skip
+                kube.post(
+                    f"/api/v1/namespaces/{NS}/secrets",
+                    json={"metadata": {"name": name}, "stringData": data},
+                )
             stack = Stack(kube, sim, pce, moto_url, "", "", operator)
             stack.vpc = stack.aws("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
             role = stack.aws("iam").create_role(RoleName="d", AssumeRolePolicyDocument="{}")

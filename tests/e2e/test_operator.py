@@ -29,9 +29,20 @@ def write_flows(stack: Stack, group: str, count: int, start: int = 0, **values: 
     if not streams:
         logs.create_log_stream(logGroupName=group, logStreamName="eni-a-all")
     now = int(time.time() * 1000)
-    events = [{"timestamp": now, "message": line(PIPELINE_FORMAT, srcaddr=f"10.0.0.{i + 1}",
-               dstaddr="10.1.0.9", srcport=40000 + i, dstport=443, **values)}
-              for i in range(start, start + count)]  # fmt: skip
+    events = [
+        {
+            "timestamp": now,
+            "message": line(
+                PIPELINE_FORMAT,
+                srcaddr=f"10.0.0.{i + 1}",
+                dstaddr="10.1.0.9",
+                srcport=40000 + i,
+                dstport=443,
+                **values,
+            ),
+        }
+        for i in range(start, start + count)
+    ]
     logs.put_log_events(logGroupName=group, logStreamName="eni-a-all", logEvents=events)
 
 
@@ -43,8 +54,10 @@ def test_apply_ingest_status_and_delete(stack: Stack) -> None:
     assert status["observedGeneration"] == 1
     write_flows(stack, "/flowexport/prod", 25)
     eventually(lambda: len(stack.received()) == 25, what="25 flows at the PCE")
-    eventually(lambda: stack.get()["status"].get("counts", {}).get("flowsUploaded") == 25,
-               what="status counts")  # fmt: skip
+    eventually(
+        lambda: stack.get()["status"].get("counts", {}).get("flowsUploaded") == 25,
+        what="status counts",
+    )
     status = stack.get()["status"]
     assert status["counts"]["recordsRead"] == 25
     assert status["cursor"]["ingestedThrough"] > 0
@@ -79,8 +92,11 @@ def test_invalid_spec_and_bad_secret_are_reported(stack: Stack) -> None:
     stack.apply(stack.flowexport("bad-url", **{"pce.url": "http://pce.example.com"}))
     eventually(lambda: stack.condition("bad-url", "SubscriptionReady") == ("False", "InvalidSpec"))
     assert stack.condition("bad-url", "Ready") == ("False", "InvalidSpec")
-    stack.kube.patch("/api/v1/namespaces/security/secrets/pce-key",
-                     json={"stringData": {"password": "wrong"}}, headers=MERGE)  # fmt: skip
+    stack.kube.patch(
+        "/api/v1/namespaces/security/secrets/pce-key",
+        json={"stringData": {"password": "wrong"}},
+        headers=MERGE,
+    )
     stack.apply(stack.flowexport("bad-key"))
     eventually(lambda: stack.condition("bad-key", "PCEReachable") == ("False", "PCEUnauthorized"))
     assert stack.condition("bad-key", "Ready")[0] == "False"  # type: ignore[index]
@@ -107,8 +123,9 @@ def test_spec_edit_restarts_the_worker_with_new_settings(stack: Stack) -> None:
     write_flows(stack, "/flowexport/prod", 3, action="REJECT")
     time.sleep(3)
     assert stack.received() == []  # REJECT records are filtered by default
-    stack.kube.patch(f"{FE}/prod", json={"spec": {"ingestion": {"actions": ["ACCEPT", "REJECT"]}}},
-                     headers=MERGE)  # fmt: skip
+    stack.kube.patch(
+        f"{FE}/prod", json={"spec": {"ingestion": {"actions": ["ACCEPT", "REJECT"]}}}, headers=MERGE
+    )
     write_flows(stack, "/flowexport/prod", 3, start=10, action="REJECT")
     eventually(lambda: len(stack.received()) == 3, what="REJECT flows after the edit")
     eventually(lambda: stack.get()["status"].get("observedGeneration") == 2)
@@ -164,9 +181,11 @@ def test_a_missing_secret_recovers_once_created(stack: Stack) -> None:
     assert stack.condition("prod", "Ready") == ("False", "SecretNotFound")
     stack.kube.post(
         f"/api/v1/namespaces/{NS}/secrets",
-        json={"metadata": {"name": "pce-key"},
-              "stringData": {"username": API_KEY, "password": API_SECRET}},
-    )  # fmt: skip
+        json={
+            "metadata": {"name": "pce-key"},
+            "stringData": {"username": API_KEY, "password": API_SECRET},
+        },
+    )
     # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
     eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
     write_flows(stack, "/flowexport/prod", 3)
@@ -225,10 +244,19 @@ def _runs_as_nobody() -> bool:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return False
     probe = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         sys.executable, "-c", "import flowexport.kube.handlers"],
-        capture_output=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import flowexport.kube.handlers",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     return probe.returncode == 0
 
 
@@ -243,10 +271,13 @@ def test_the_operator_runs_unprivileged_with_nowhere_to_write_but_tmp(stack: Sta
     shutil.copy(stack.operator.kubeconfig, config)
     config.chmod(0o644)
     operator = OperatorProcess(
-        config, stack.operator.log, NS, ["--resync-seconds", "3"],
+        config,
+        stack.operator.log,
+        NS,
+        ["--resync-seconds", "3"],
         launcher=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"],
         env={"HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"},
-    )  # fmt: skip
+    )
     stack.operator = operator
     try:
         operator.start()

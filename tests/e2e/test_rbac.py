@@ -29,10 +29,18 @@ def operator_requests(stack: Stack) -> list[dict[str, Any]]:
 def granted(values: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(apiGroup, resource, verb) for every verb the chart's Roles and ClusterRoles grant."""
     rendered = render(values)
-    rules = [r for o in of_kind(rendered, "Role") + of_kind(rendered, "ClusterRole")
-             for r in o["rules"]]  # fmt: skip
-    return sorted({(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"]
-                   for v in r["verbs"]})  # fmt: skip
+    rules = [
+        r for o in of_kind(rendered, "Role") + of_kind(rendered, "ClusterRole") for r in o["rules"]
+    ]
+    return sorted(
+        {
+            (g, res, v)
+            for r in rules
+            for g in r["apiGroups"]
+            for res in r["resources"]
+            for v in r["verbs"]
+        }
+    )
 
 
 def lifecycle(stack: Stack) -> None:
@@ -42,8 +50,10 @@ def lifecycle(stack: Stack) -> None:
     eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
     write_flows(stack, "/flowexport/prod", 5)
     eventually(lambda: len(stack.received()) == 5, what="5 flows at the PCE")
-    eventually(lambda: stack.get()["status"].get("counts", {}).get("flowsUploaded") == 5,
-               what="status counts")  # fmt: skip
+    eventually(
+        lambda: stack.get()["status"].get("counts", {}).get("flowsUploaded") == 5,
+        what="status counts",
+    )
     stack.kube.delete(f"{FE}/prod")
     eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
 
@@ -83,8 +93,10 @@ def test_a_namespaced_install_cannot_read_secrets_elsewhere(stack: Stack) -> Non
     (sa_token,) = [t for t, user in token.items() if user.startswith(SA_PREFIX)]
     headers = {"Authorization": f"Bearer {sa_token}"}
     stack.kube.post("/api/v1/namespaces", json={"metadata": {"name": "payments"}})
-    stack.kube.post("/api/v1/namespaces/payments/secrets",
-                    json={"metadata": {"name": "db"}, "stringData": {"password": "x"}})  # fmt: skip
+    stack.kube.post(
+        "/api/v1/namespaces/payments/secrets",
+        json={"metadata": {"name": "db"}, "stringData": {"password": "x"}},
+    )
     elsewhere = stack.kube.get("/api/v1/namespaces/payments/secrets/db", headers=headers)
     assert elsewhere.status_code == 403
     assert elsewhere.json()["reason"] == "Forbidden"

@@ -59,12 +59,19 @@ async def test_throttled_changes_stay_pending_and_force_writes_them() -> None:
 
 def test_load_restores_conditions_ids_and_cursor_after_a_restart() -> None:
     stored = {
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "ok",
-                        "lastTransitionTime": "2026-11-23T08:00:00Z"}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Ready",
+                "message": "ok",
+                "lastTransitionTime": "2026-11-23T08:00:00Z",
+            }
+        ],
         "flowLogId": "fl-1",
         "cursor": {"ingestedThrough": 42},
         "counts": {"recordsRead": 7, "flowsUploaded": 3},
-    }  # fmt: skip
+    }
     b, _ = board()
     b.load(stored)
     assert b.progress is not None

@@ -248,8 +248,11 @@ class TestWorkloadsAndLabels:
         )
         assert (result.created, result.existing, result.failed) == (3, 0, {})
         workloads = pce.call(lambda: list(pce.sim.state.workloads.values()))
-        assert {w["external_data_reference"] for w in workloads} == {"10.0.0.1", "10.0.0.2",
-                                                                     "2001:db8::1"}  # fmt: skip
+        assert {w["external_data_reference"] for w in workloads} == {
+            "10.0.0.1",
+            "10.0.0.2",
+            "2001:db8::1",
+        }
         assert {w["external_data_set"] for w in workloads} == {"flowexport"}
         again = await client.ensure_unmanaged_workloads(["10.0.0.1", "10.0.0.3"], "flowexport")
         assert (again.created, again.existing) == (1, 1)
@@ -274,8 +277,10 @@ class TestWorkloadsAndLabels:
 
     async def test_one_bulk_operation_at_a_time(self, pce: SimPCE) -> None:
         pce.call(lambda: setattr(pce.sim.config, "bulk_seconds", 0.3))
-        body = [{"name": f"w{i}", "interfaces": [{"name": "eth0", "address": f"10.8.0.{i}"}]}
-                for i in range(1, 4)]  # fmt: skip
+        body = [
+            {"name": f"w{i}", "interfaces": [{"name": "eth0", "address": f"10.8.0.{i}"}]}
+            for i in range(1, 4)
+        ]
         real = {"sleep": asyncio.sleep, "retry": RetryPolicy(10, 0.1, 0.5)}
         async with pce.client(**real) as one, pce.client(**real) as other:
             # Two clients (two processes sharing a key): the PCE answers the second 429 and
@@ -292,9 +297,11 @@ class TestWorkloadsAndLabels:
         self, pce: SimPCE, client: PCEClient
     ) -> None:
         results = await client.bulk_create_workloads(
-            [{"name": "ok", "interfaces": [{"name": "eth0", "address": "10.7.0.1"}]},
-             {"name": "bad", "interfaces": [{"name": "eth0", "address": "not-an-ip"}]}]
-        )  # fmt: skip
+            [
+                {"name": "ok", "interfaces": [{"name": "eth0", "address": "10.7.0.1"}]},
+                {"name": "bad", "interfaces": [{"name": "eth0", "address": "not-an-ip"}]},
+            ]
+        )
         assert results[0]["status"] == "created"
         assert results[1]["href"] is None
         assert "not an IP address" in results[1]["errors"][0]["message"]

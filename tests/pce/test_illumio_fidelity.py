@@ -18,8 +18,9 @@ def illumio_pce() -> Iterator[PolicyComputeEngine]:
     sim = PCESimulator(make_config(async_retry_after=0))
     with ServerThread(sim.app) as url:
         parts = urlsplit(url)
-        pce = PolicyComputeEngine(f"http://{parts.hostname}", port=str(parts.port), org_id="1",
-                                  retry_count=0)  # fmt: skip
+        pce = PolicyComputeEngine(
+            f"http://{parts.hostname}", port=str(parts.port), org_id="1", retry_count=0
+        )
         pce.set_credentials(API_KEY, API_SECRET)
         yield pce
 
@@ -42,9 +43,13 @@ def test_labels(illumio_pce: PolicyComputeEngine) -> None:
 def test_workloads(illumio_pce: PolicyComputeEngine) -> None:
     role = illumio_pce.labels.create(Label(key="role", value="R-DB"))
     workload = illumio_pce.workloads.create(
-        Workload(name="db01", hostname="db01.lab", labels=[role],
-                 interfaces=[Interface(name="eth0", address="10.0.0.5", link_state="up")])
-    )  # fmt: skip
+        Workload(
+            name="db01",
+            hostname="db01.lab",
+            labels=[role],
+            interfaces=[Interface(name="eth0", address="10.0.0.5", link_state="up")],
+        )
+    )
     assert workload.href.startswith("/orgs/1/workloads/")
     fetched = illumio_pce.workloads.get_by_reference(workload.href)
     assert fetched.interfaces[0].address == "10.0.0.5"
@@ -53,9 +58,11 @@ def test_workloads(illumio_pce: PolicyComputeEngine) -> None:
     assert [w.name for w in by_ip] == ["db01"]
 
     results = illumio_pce.workloads.bulk_create(
-        [Workload(name=f"web{i}", interfaces=[Interface(name="eth0", address=f"10.0.1.{i}")])
-         for i in range(1, 6)]
-    )  # fmt: skip
+        [
+            Workload(name=f"web{i}", interfaces=[Interface(name="eth0", address=f"10.0.1.{i}")])
+            for i in range(1, 6)
+        ]
+    )
     assert all(not r["errors"] for r in results)
     assert len(illumio_pce.workloads.get_all()) == 6
     assert len(illumio_pce.workloads.get_async()) == 6

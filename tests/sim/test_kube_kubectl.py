@@ -29,8 +29,12 @@ def kubectl(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(KUBECTL), "--kubeconfig", cluster["kubeconfig"], *args],
-        capture_output=True, text=True, input=stdin, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -61,8 +65,18 @@ def test_api_server_defaults_and_secret_round_trip(applied: dict[str, Any]) -> N
         ok(kubectl(applied, "get", "fe", "prod-vpc", "-n", "security", "-o", path))
         == "1000 Delete 1"
     )
-    secret = ok(kubectl(applied, "get", "secret", "pce-api-key", "-n", "security", "-o",
-                        "jsonpath={.data.username}"))  # fmt: skip
+    secret = ok(
+        kubectl(
+            applied,
+            "get",
+            "secret",
+            "pce-api-key",
+            "-n",
+            "security",
+            "-o",
+            "jsonpath={.data.username}",
+        )
+    )
     assert secret == "YXBpXzAxMjM0NTY3ODlhYmNkZWY="  # base64 of api_0123456789abcdef
 
 
@@ -90,8 +104,20 @@ def test_spec_edits_bump_generation_metadata_edits_do_not(applied: dict[str, Any
     before = int(ok(kubectl(applied, *get)))
     ok(kubectl(applied, "label", "fe", "prod-vpc", "-n", "security", "team=sec"))
     assert int(ok(kubectl(applied, *get))) == before
-    ok(kubectl(applied, "patch", "fe", "prod-vpc", "-n", "security", "--type", "merge",
-               "-p", '{"spec": {"suspend": true}}'))  # fmt: skip
+    ok(
+        kubectl(
+            applied,
+            "patch",
+            "fe",
+            "prod-vpc",
+            "-n",
+            "security",
+            "--type",
+            "merge",
+            "-p",
+            '{"spec": {"suspend": true}}',
+        )
+    )
     assert int(ok(kubectl(applied, *get))) == before + 1
 
 
@@ -100,18 +126,51 @@ def test_delete_waits_for_the_finalizer(applied: dict[str, Any]) -> None:
     doc = doc.replace("name: prod-vpc", "name: doomed\n  finalizers: [flowexport.io/cleanup]")
     ok(kubectl(applied, "apply", "-f", "-", stdin=doc))
     deleting = subprocess.Popen(
-        [str(KUBECTL), "--kubeconfig", applied["kubeconfig"], "delete", "fe", "doomed",
-         "-n", "security", "--timeout=60s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            str(KUBECTL),
+            "--kubeconfig",
+            applied["kubeconfig"],
+            "delete",
+            "fe",
+            "doomed",
+            "-n",
+            "security",
+            "--timeout=60s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(2)
         assert deleting.poll() is None, "kubectl must wait while the finalizer is there"
-        stamp = ok(kubectl(applied, "get", "fe", "doomed", "-n", "security", "-o",
-                           "jsonpath={.metadata.deletionTimestamp}"))  # fmt: skip
+        stamp = ok(
+            kubectl(
+                applied,
+                "get",
+                "fe",
+                "doomed",
+                "-n",
+                "security",
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}",
+            )
+        )
         assert stamp.endswith("Z")
-        ok(kubectl(applied, "patch", "fe", "doomed", "-n", "security", "--type", "json",
-                   "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]'))  # fmt: skip
+        ok(
+            kubectl(
+                applied,
+                "patch",
+                "fe",
+                "doomed",
+                "-n",
+                "security",
+                "--type",
+                "json",
+                "-p",
+                '[{"op": "remove", "path": "/metadata/finalizers"}]',
+            )
+        )
         out, err = deleting.communicate(timeout=30)
     finally:
         if deleting.poll() is None:
@@ -125,17 +184,30 @@ def test_delete_waits_for_the_finalizer(applied: dict[str, Any]) -> None:
 def test_a_service_account_kubeconfig_is_subject_to_rbac(tmp_path: Path) -> None:
     config = tmp_path / "kubeconfig"
     account = "flowexport-system/fx-flowexport-operator"
-    with flowexport_server("kube-sim", "--kubeconfig", str(config),
-                           "--as-service-account", account) as ready:  # fmt: skip
+    with flowexport_server(
+        "kube-sim", "--kubeconfig", str(config), "--as-service-account", account
+    ) as ready:
         admin = {"kubeconfig": ready["kubeconfig"]}
         operator = {"kubeconfig": ready["service_accounts"][account]}
         ok(kubectl(admin, "create", "namespace", "security"))
-        ok(kubectl(admin, "-n", "security", "create", "secret", "generic", "pce-key",
-                   "--from-literal=password=x"))  # fmt: skip
+        ok(
+            kubectl(
+                admin,
+                "-n",
+                "security",
+                "create",
+                "secret",
+                "generic",
+                "pce-key",
+                "--from-literal=password=x",
+            )
+        )
         refused = kubectl(operator, "-n", "security", "get", "secret", "pce-key")
         assert refused.returncode == 1
-        assert ('User "system:serviceaccount:flowexport-system:fx-flowexport-operator" cannot get'
-                in refused.stderr)  # fmt: skip
+        assert (
+            'User "system:serviceaccount:flowexport-system:fx-flowexport-operator" cannot get'
+            in refused.stderr
+        )
         rbac = """
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role

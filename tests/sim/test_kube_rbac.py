@@ -22,15 +22,18 @@ def api() -> Iterator[tuple[KubeSimulator, httpx.Client]]:
     with ServerThread(sim.app) as url, httpx.Client(base_url=url, timeout=10) as admin:
         for ns in ("team-a", "team-b"):
             admin.post("/api/v1/namespaces", json={"metadata": {"name": ns}})
-            admin.post(f"/api/v1/namespaces/{ns}/secrets",
-                       json={"metadata": {"name": "key"}, "stringData": {"k": "v"}})  # fmt: skip
+            admin.post(
+                f"/api/v1/namespaces/{ns}/secrets",
+                json={"metadata": {"name": "key"}, "stringData": {"k": "v"}},
+            )
         yield sim, admin
 
 
 def as_account(sim: KubeSimulator, admin: httpx.Client, ns: str, name: str) -> httpx.Client:
     token = sim.service_account_token(ns, name)
-    return httpx.Client(base_url=str(admin.base_url), timeout=10,
-                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    return httpx.Client(
+        base_url=str(admin.base_url), timeout=10, headers={"Authorization": f"Bearer {token}"}
+    )
 
 
 def bind(admin: httpx.Client, where: str, kind: str, role: dict[str, Any], subject_ns: str) -> None:
@@ -39,11 +42,13 @@ def bind(admin: httpx.Client, where: str, kind: str, role: dict[str, Any], subje
     role_kind = "ClusterRole" if "clusterroles" in where else "Role"
     assert admin.post(where, json=role).status_code == 201
     binding = {
-        "metadata": {"name": name, **({"namespace": role["metadata"].get("namespace")}
-                                      if kind == "rolebindings" else {})},
+        "metadata": {
+            "name": name,
+            **({"namespace": role["metadata"].get("namespace")} if kind == "rolebindings" else {}),
+        },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": "ops", "namespace": subject_ns}],
-    }  # fmt: skip
+    }
     ns = binding["metadata"].get("namespace")
     path = f"{RBAC}/namespaces/{ns}/{kind}" if ns else f"{RBAC}/{kind}"
     assert admin.post(path, json=binding).status_code == 201
@@ -96,9 +101,12 @@ def test_a_cluster_role_binding_applies_everywhere(api: Any) -> None:
 
 def test_a_cluster_role_bound_in_a_namespace_applies_there_only(api: Any) -> None:
     sim, admin = api
-    assert admin.post(f"{RBAC}/clusterroles",
-                      json={"metadata": {"name": "reader"}, "rules": [READ_SECRETS]}
-                      ).status_code == 201  # fmt: skip
+    assert (
+        admin.post(
+            f"{RBAC}/clusterroles", json={"metadata": {"name": "reader"}, "rules": [READ_SECRETS]}
+        ).status_code
+        == 201
+    )
     binding = {
         "metadata": {"name": "r", "namespace": "team-b"},
         "roleRef": {
@@ -109,7 +117,7 @@ def test_a_cluster_role_bound_in_a_namespace_applies_there_only(api: Any) -> Non
         "subjects": [{"kind": "Group", "name": "system:serviceaccounts:team-a"}],
     }
     assert admin.post(f"{RBAC}/namespaces/team-b/rolebindings", json=binding).status_code == 201
-    with as_account(sim, admin, "team-a", "ops") as ops:  # fmt: skip
+    with as_account(sim, admin, "team-a", "ops") as ops:
         assert ops.get("/api/v1/namespaces/team-b/secrets/key").status_code == 200
         assert ops.get("/api/v1/namespaces/team-a/secrets/key").status_code == 403
     with as_account(sim, admin, "team-b", "ops") as other:  # not in the bound group
@@ -126,24 +134,57 @@ def test_an_unknown_token_is_unauthorized(api: Any) -> None:
 @pytest.mark.parametrize(
     ("rule", "attrs", "allowed"),
     [
-        ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-         Attributes("delete", "apps", "deployments", None, "a", "x"), True),
-        ({"apiGroups": ["flowexport.io"], "resources": ["flowexports"], "verbs": ["patch"]},
-         Attributes("patch", "flowexport.io", "flowexports", "status", "a", "x"), False),
-        ({"apiGroups": ["flowexport.io"], "resources": ["flowexports/status"], "verbs": ["patch"]},
-         Attributes("patch", "flowexport.io", "flowexports", "status", "a", "x"), True),
-        ({"apiGroups": ["flowexport.io"], "resources": ["*/status"], "verbs": ["patch"]},
-         Attributes("patch", "flowexport.io", "flowexports", "status", "a", "x"), True),
-        ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]},
-         Attributes("get", "", "secrets", None, "a", "k"), True),
-        ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]},
-         Attributes("get", "", "secrets", None, "a", "other"), False),
-        ({"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"], "resourceNames": ["k"]},
-         Attributes("list", "", "secrets", None, "a", None), False),
-        ({"apiGroups": ["apps"], "resources": ["secrets"], "verbs": ["get"]},
-         Attributes("get", "", "secrets", None, "a", "k"), False),
+        (
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            Attributes("delete", "apps", "deployments", None, "a", "x"),
+            True,
+        ),
+        (
+            {"apiGroups": ["flowexport.io"], "resources": ["flowexports"], "verbs": ["patch"]},
+            Attributes("patch", "flowexport.io", "flowexports", "status", "a", "x"),
+            False,
+        ),
+        (
+            {
+                "apiGroups": ["flowexport.io"],
+                "resources": ["flowexports/status"],
+                "verbs": ["patch"],
+            },
+            Attributes("patch", "flowexport.io", "flowexports", "status", "a", "x"),
+            True,
+        ),
+        (
+            {"apiGroups": ["flowexport.io"], "resources": ["*/status"], "verbs": ["patch"]},
+            Attributes("patch", "flowexport.io", "flowexports", "status", "a", "x"),
+            True,
+        ),
+        (
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]},
+            Attributes("get", "", "secrets", None, "a", "k"),
+            True,
+        ),
+        (
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["k"]},
+            Attributes("get", "", "secrets", None, "a", "other"),
+            False,
+        ),
+        (
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["list"],
+                "resourceNames": ["k"],
+            },
+            Attributes("list", "", "secrets", None, "a", None),
+            False,
+        ),
+        (
+            {"apiGroups": ["apps"], "resources": ["secrets"], "verbs": ["get"]},
+            Attributes("get", "", "secrets", None, "a", "k"),
+            False,
+        ),
     ],
-)  # fmt: skip
+)
 def test_rule_matching(rule: dict[str, Any], attrs: Attributes, allowed: bool) -> None:
     assert rule_allows(rule, attrs) is allowed
 

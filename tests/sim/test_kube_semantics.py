@@ -47,9 +47,11 @@ def flowexport(name: str = "x", **spec: Any) -> dict[str, Any]:
 
 def test_discovery(api: httpx.Client) -> None:
     groups = api.get("/apis").json()["groups"]
-    assert {"name": "flowexport.io", "versions": [{"groupVersion": "flowexport.io/v1alpha1",
-            "version": "v1alpha1"}], "preferredVersion": {"groupVersion": "flowexport.io/v1alpha1",
-            "version": "v1alpha1"}} in groups  # fmt: skip
+    assert {
+        "name": "flowexport.io",
+        "versions": [{"groupVersion": "flowexport.io/v1alpha1", "version": "v1alpha1"}],
+        "preferredVersion": {"groupVersion": "flowexport.io/v1alpha1", "version": "v1alpha1"},
+    } in groups
     resources = {r["name"]: r for r in api.get("/apis/flowexport.io/v1alpha1").json()["resources"]}
     assert resources["flowexports"]["shortNames"] == ["fe"]
     assert resources["flowexports"]["namespaced"] is True
@@ -103,13 +105,23 @@ def test_generation_and_resource_version(api: httpx.Client) -> None:
 def test_json_patch_test_op(api: httpx.Client) -> None:
     api.post(FE, json=flowexport())
     headers = {"Content-Type": "application/json-patch+json"}
-    failed = api.patch(f"{FE}/x", json=[{"op": "test", "path": "/spec/suspend", "value": True},
-                                        {"op": "replace", "path": "/spec/suspend", "value": True}],
-                       headers=headers)  # fmt: skip
+    failed = api.patch(
+        f"{FE}/x",
+        json=[
+            {"op": "test", "path": "/spec/suspend", "value": True},
+            {"op": "replace", "path": "/spec/suspend", "value": True},
+        ],
+        headers=headers,
+    )
     assert failed.status_code == 422
-    passed = api.patch(f"{FE}/x", json=[{"op": "test", "path": "/spec/suspend", "value": False},
-                                        {"op": "replace", "path": "/spec/suspend", "value": True}],
-                       headers=headers)  # fmt: skip
+    passed = api.patch(
+        f"{FE}/x",
+        json=[
+            {"op": "test", "path": "/spec/suspend", "value": False},
+            {"op": "replace", "path": "/spec/suspend", "value": True},
+        ],
+        headers=headers,
+    )
     assert passed.json()["spec"]["suspend"] is True
 
 
@@ -186,8 +198,15 @@ def test_bookmarks_and_field_selectors(api: httpx.Client) -> None:
     api.post(FE, json=flowexport("b"))
     version = api.get(FE).json()["metadata"]["resourceVersion"]
     events: list[dict[str, Any]] = []
-    thread = watch(api, FE, events, resourceVersion=version, timeoutSeconds=7,
-                   allowWatchBookmarks="true", fieldSelector="metadata.name=b")  # fmt: skip
+    thread = watch(
+        api,
+        FE,
+        events,
+        resourceVersion=version,
+        timeoutSeconds=7,
+        allowWatchBookmarks="true",
+        fieldSelector="metadata.name=b",
+    )
     time.sleep(0.3)
     api.patch(f"{FE}/a", json={"spec": {"suspend": True}}, headers=MERGE)
     api.patch(f"{FE}/b", json={"spec": {"suspend": True}}, headers=MERGE)
@@ -207,8 +226,12 @@ def test_protobuf_decoding() -> None:
     raw = field(1, field(1, b"pce") + field(3, b"security")) + field(2, entry) + field(3, b"Opaque")
     body = b"k8s\x00" + field(1, field(1, b"v1") + field(2, b"Secret")) + field(2, raw)
     decoded = decode_object(body)
-    assert decoded == {"apiVersion": "v1", "kind": "Secret",
-                       "metadata": {"name": "pce", "namespace": "security"},
-                       "data": {"password": "AP9zZWNyZXQ="}, "type": "Opaque"}  # fmt: skip
+    assert decoded == {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pce", "namespace": "security"},
+        "data": {"password": "AP9zZWNyZXQ="},
+        "type": "Opaque",
+    }
     with pytest.raises(ProtobufError):
         decode_object(b"not protobuf")

@@ -17,8 +17,13 @@ FLOWS = "/api/v2/orgs/1/agents/bulk_traffic_flows"
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    sim = PCESimulator(make_config(rate_limit_per_minute=20, read_only_keys=frozenset({"api_ro"}),
-                                   api_keys={API_KEY: API_SECRET, "api_ro": "ro"}))  # fmt: skip
+    sim = PCESimulator(
+        make_config(
+            rate_limit_per_minute=20,
+            read_only_keys=frozenset({"api_ro"}),
+            api_keys={API_KEY: API_SECRET, "api_ro": "ro"},
+        )
+    )
     with ServerThread(sim.app) as url, httpx.Client(base_url=url, timeout=10) as client:
         yield client
 
@@ -42,19 +47,24 @@ def test_unknown_org_is_404(http: httpx.Client) -> None:
 
 
 def test_bulk_flows_counts_good_lines_and_lists_bad_ones(http: httpx.Client) -> None:
-    body = ("10.0.0.1,10.0.0.2,443,6\n"
-            "10.0.0.1,10.0.0.2,http,6\n"
-            "10.0.0.1,2001:db8::1,443,6\n"
-            "10.0.0.1,10.0.0.2,443\n"
-            "2001:DB8::1,2001:db8::2,53,17\r\n\n")  # fmt: skip
+    body = (
+        "10.0.0.1,10.0.0.2,443,6\n"
+        "10.0.0.1,10.0.0.2,http,6\n"
+        "10.0.0.1,2001:db8::1,443,6\n"
+        "10.0.0.1,10.0.0.2,443\n"
+        "2001:DB8::1,2001:db8::2,53,17\r\n\n"
+    )
     response = http.post(FLOWS, content=body, headers=csv(body), auth=AUTH)
     assert response.status_code == 201
     assert response.json() == {
         "num_flows_received": 5,
         "num_flows_failed": 3,
-        "failed_flows": ["10.0.0.1,10.0.0.2,http,6", "10.0.0.1,2001:db8::1,443,6",
-                         "10.0.0.1,10.0.0.2,443"],
-    }  # fmt: skip
+        "failed_flows": [
+            "10.0.0.1,10.0.0.2,http,6",
+            "10.0.0.1,2001:db8::1,443,6",
+            "10.0.0.1,10.0.0.2,443",
+        ],
+    }
     recorded = http.get("/_sim/flows").json()
     assert recorded["flows"] == [
         ["10.0.0.1", "10.0.0.2", 443, 6],
@@ -103,9 +113,13 @@ def test_read_only_key_cannot_change_anything(http: httpx.Client) -> None:
 
 def test_workload_filters_are_partial_and_collections_capped(http: httpx.Client) -> None:
     for i in (1, 10, 100):
-        body = {"name": f"web{i}", "hostname": f"web{i}.example",
-                "interfaces": [{"name": "eth0", "address": f"10.0.0.{i}"}],
-                "external_data_set": "flowexport", "external_data_reference": str(i)}  # fmt: skip
+        body = {
+            "name": f"web{i}",
+            "hostname": f"web{i}.example",
+            "interfaces": [{"name": "eth0", "address": f"10.0.0.{i}"}],
+            "external_data_set": "flowexport",
+            "external_data_reference": str(i),
+        }
         assert http.post("/api/v2/orgs/1/workloads", json=body, auth=AUTH).status_code == 201
     by_ip = http.get("/api/v2/orgs/1/workloads", params={"ip_address": "10.0.0.1"}, auth=AUTH)
     assert sorted(w["name"] for w in by_ip.json()) == ["web1", "web10", "web100"]

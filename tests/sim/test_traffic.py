@@ -34,8 +34,10 @@ def test_the_core_recovers_exactly_the_connections() -> None:
 
 
 def test_any_format_works_and_the_generator_is_deterministic() -> None:
-    fmt = LogFormat.parse("${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} "
-                          "${tcp-flags} ${action} ${log-status} ${interface-id}")  # fmt: skip
+    fmt = LogFormat.parse(
+        "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} "
+        "${tcp-flags} ${action} ${log-status} ${interface-id}"
+    )
     first = [r.message for r in Traffic(fmt, "vpc-1", seed=3).records(500, now=0)]
     again = [r.message for r in Traffic(fmt, "vpc-1", seed=3).records(500, now=0)]
     assert first == again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
 
+# The code tables below keep `# fmt: skip`: several codes a line read as a table.
 _THROTTLING = {
     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
     "RequestThrottled", "RequestThrottledException", "SlowDown",

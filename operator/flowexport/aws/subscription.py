@@ -80,9 +80,12 @@ def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subsc
 def find_log_group(clients: AwsClients, name: str) -> dict[str, Any] | None:
     """The log group called exactly `name`, if it exists."""
     answer = _call(
-        clients, "logs", "DescribeLogGroups", clients.logs.describe_log_groups,
+        clients,
+        "logs",
+        "DescribeLogGroups",
+        clients.logs.describe_log_groups,
         logGroupNamePrefix=name,
-    )  # fmt: skip
+    )
     return next((g for g in answer.get("logGroups", []) if g["logGroupName"] == name), None)
 
 
@@ -104,13 +107,21 @@ def _ensure_log_group(
                 True,
             )
         _call(
-            clients, "logs", "CreateLogGroup", clients.logs.create_log_group,
-            logGroupName=name, tags=_tags(owner),
-        )  # fmt: skip
+            clients,
+            "logs",
+            "CreateLogGroup",
+            clients.logs.create_log_group,
+            logGroupName=name,
+            tags=_tags(owner),
+        )
         _call(
-            clients, "logs", "PutRetentionPolicy", clients.logs.put_retention_policy,
-            logGroupName=name, retentionInDays=spec.log_group_retention_days,
-        )  # fmt: skip
+            clients,
+            "logs",
+            "PutRetentionPolicy",
+            clients.logs.put_retention_policy,
+            logGroupName=name,
+            retentionInDays=spec.log_group_retention_days,
+        )
         changes.append(f"created log group {name}")
         group = find_log_group(clients, name)
         if group is None:
@@ -118,25 +129,35 @@ def _ensure_log_group(
         return _group_arn(group), True
     arn = _group_arn(group)
     tags = _call(
-        clients, "logs", "ListTagsForResource", clients.logs.list_tags_for_resource,
+        clients,
+        "logs",
+        "ListTagsForResource",
+        clients.logs.list_tags_for_resource,
         resourceArn=arn,
-    ).get("tags", {})  # fmt: skip
+    ).get("tags", {})
     owned = tags.get(OWNER_TAG) == owner
     retention = spec.log_group_retention_days
     if owned and spec.manage_log_group and group.get("retentionInDays") != retention:
         _call(
-            clients, "logs", "PutRetentionPolicy", clients.logs.put_retention_policy,
-            logGroupName=name, retentionInDays=retention,
-        )  # fmt: skip
+            clients,
+            "logs",
+            "PutRetentionPolicy",
+            clients.logs.put_retention_policy,
+            logGroupName=name,
+            retentionInDays=retention,
+        )
         changes.append(f"set retention of {name} to {retention} days")
     return arn, owned
 
 
 def _flow_logs(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
     answer = _call(
-        clients, "ec2", "DescribeFlowLogs", clients.ec2.describe_flow_logs,
+        clients,
+        "ec2",
+        "DescribeFlowLogs",
+        clients.ec2.describe_flow_logs,
         Filters=[{"Name": "resource-id", "Values": [spec.vpc_id]}],
-    )  # fmt: skip
+    )
     return [
         f
         for f in answer.get("FlowLogs", [])
@@ -200,14 +221,25 @@ def _ensure_flow_log(
             True,
         )
     answer = _call(
-        clients, "ec2", "CreateFlowLogs", clients.ec2.create_flow_logs,
-        ResourceIds=[spec.vpc_id], ResourceType="VPC", TrafficType=spec.traffic_type,
-        LogDestinationType="cloud-watch-logs", LogGroupName=spec.log_group_name,
-        DeliverLogsPermissionArn=spec.deliver_logs_role_arn, LogFormat=fmt.render(),
+        clients,
+        "ec2",
+        "CreateFlowLogs",
+        clients.ec2.create_flow_logs,
+        ResourceIds=[spec.vpc_id],
+        ResourceType="VPC",
+        TrafficType=spec.traffic_type,
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName=spec.log_group_name,
+        DeliverLogsPermissionArn=spec.deliver_logs_role_arn,
+        LogFormat=fmt.render(),
         MaxAggregationInterval=spec.max_aggregation_interval,
-        TagSpecifications=[{"ResourceType": "vpc-flow-log",
-                            "Tags": [{"Key": k, "Value": v} for k, v in _tags(owner).items()]}],
-    )  # fmt: skip
+        TagSpecifications=[
+            {
+                "ResourceType": "vpc-flow-log",
+                "Tags": [{"Key": k, "Value": v} for k, v in _tags(owner).items()],
+            }
+        ],
+    )
     for failure in answer.get("Unsuccessful") or []:
         error = failure.get("Error", {})
         raise AwsError(
@@ -234,13 +266,19 @@ def delete_subscription(clients: AwsClients, spec: AwsSpec, owner: str, policy: 
     group = find_log_group(clients, spec.log_group_name)
     if group is not None:
         tags = _call(
-            clients, "logs", "ListTagsForResource", clients.logs.list_tags_for_resource,
+            clients,
+            "logs",
+            "ListTagsForResource",
+            clients.logs.list_tags_for_resource,
             resourceArn=_group_arn(group),
-        ).get("tags", {})  # fmt: skip
+        ).get("tags", {})
         if tags.get(OWNER_TAG) == owner:
             _call(
-                clients, "logs", "DeleteLogGroup", clients.logs.delete_log_group,
+                clients,
+                "logs",
+                "DeleteLogGroup",
+                clients.logs.delete_log_group,
                 logGroupName=spec.log_group_name,
-            )  # fmt: skip
+            )
             removed.append(f"deleted log group {spec.log_group_name}")
     return removed

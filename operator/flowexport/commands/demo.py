@@ -57,17 +57,28 @@ def add_parser(commands: Any) -> None:
             "reached the PCE (or --until-flows of them), 1 with the reason otherwise."
         ),
     )
-    parser.add_argument("--duration", type=float, default=30.0,
-                        help="seconds to write records (default 30)")  # fmt: skip
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds to write records (default 30)"
+    )
     parser.add_argument("--rate", type=int, default=200, help="records per second (default 200)")
-    parser.add_argument("--connections", type=int, default=150,
-                        help="distinct connections in the synthetic VPC (default 150)")  # fmt: skip
-    parser.add_argument("--until-flows", type=int, metavar="N",
-                        help="exit 0 as soon as N flows reached the PCE")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=180.0,
-                        help="give up (exit 1) after this many seconds (default 180)")  # fmt: skip
-    parser.add_argument("--keep", action="store_true",
-                        help="skip deleting the FlowExport at the end")  # fmt: skip
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=150,
+        help="distinct connections in the synthetic VPC (default 150)",
+    )
+    parser.add_argument(
+        "--until-flows", type=int, metavar="N", help="exit 0 as soon as N flows reached the PCE"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        help="give up (exit 1) after this many seconds (default 180)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="skip deleting the FlowExport at the end"
+    )
     parser.set_defaults(run=run)
 
 
@@ -87,9 +98,12 @@ class Demo:
 
     def aws(self, service: str) -> Any:
         return boto3.client(
-            service, endpoint_url=self.moto, region_name=REGION,
-            aws_access_key_id="demo", aws_secret_access_key="demo",
-        )  # fmt: skip
+            service,
+            endpoint_url=self.moto,
+            region_name=REGION,
+            aws_access_key_id="demo",
+            aws_secret_access_key="demo",
+        )
 
     def status(self) -> dict[str, Any]:
         answer = self.kube.get(f"{FE_PATH}/{NAME}")
@@ -99,8 +113,10 @@ class Demo:
         return status
 
     def conditions(self) -> dict[str, tuple[str, str, str]]:
-        return {c["type"]: (c["status"], c["reason"], c.get("message", ""))
-                for c in self.status().get("conditions", [])}  # fmt: skip
+        return {
+            c["type"]: (c["status"], c["reason"], c.get("message", ""))
+            for c in self.status().get("conditions", [])
+        }
 
     def received(self) -> set[tuple[str, str, int, int]]:
         flows: list[tuple[str, str, int, int]] = self.pce_server.call(
@@ -123,9 +139,10 @@ class Demo:
                 self.streams.add(stream)
             for start in range(0, len(events), PUT_BATCH):
                 logs.put_log_events(
-                    logGroupName=group, logStreamName=stream,
+                    logGroupName=group,
+                    logStreamName=stream,
                     logEvents=events[start : start + PUT_BATCH],
-                )  # fmt: skip
+                )
             self.written += len(events)
 
 
@@ -163,8 +180,10 @@ def _stack(workdir: Path, connections: int) -> Iterator[Demo]:
         kube_url = kube_server.start()
         try:
             (workdir / "kubeconfig").write_text(yaml.safe_dump(kubeconfig(kube_url)))
-            say(f"AWS emulator (moto) {moto_url}; PCE simulator {pce_url}; "
-                f"Kubernetes API simulator {kube_url}")  # fmt: skip
+            say(
+                f"AWS emulator (moto) {moto_url}; PCE simulator {pce_url}; "
+                f"Kubernetes API simulator {kube_url}"
+            )
             with httpx.Client(base_url=kube_url, timeout=30) as kube:
                 demo = Demo(kube, pce, pce_server, moto_url, workdir)
                 demo.manifest = _install(demo, pce_url, key, secret, tls.ca_pem, connections)
@@ -186,8 +205,12 @@ def _install(
         ("pce-ca", {"ca.crt": ca_pem}),
         ("aws-keys", {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}),
     ):
-        _created(kube.post(f"/api/v1/namespaces/{NAMESPACE}/secrets",
-                           json={"metadata": {"name": name}, "stringData": data}))  # fmt: skip
+        _created(
+            kube.post(
+                f"/api/v1/namespaces/{NAMESPACE}/secrets",
+                json={"metadata": {"name": name}, "stringData": data},
+            )
+        )
     vpc = demo.aws("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     role = demo.aws("iam").create_role(
         RoleName="flow-logs-delivery", AssumeRolePolicyDocument="{}"
@@ -195,18 +218,32 @@ def _install(
     demo.traffic = Traffic(PIPELINE_FORMAT, vpc, connections=connections)
     say(f"installed the CRD, namespace {NAMESPACE} and Secrets; created {vpc} and {role}")
     return {
-        "apiVersion": "flowexport.io/v1alpha1", "kind": "FlowExport",
+        "apiVersion": "flowexport.io/v1alpha1",
+        "kind": "FlowExport",
         "metadata": {"name": NAME, "namespace": NAMESPACE},
         "spec": {
-            "aws": {"region": REGION, "vpcId": vpc, "logGroupName": LOG_GROUP,
-                    "deliverLogsRoleArn": role, "endpointUrl": demo.moto,
-                    "credentialsSecretRef": {"name": "aws-keys"}},
-            "pce": {"url": pce_url, "orgId": 1, "credentialsSecretRef": {"name": "pce-api-key"},
-                    "caBundleSecretRef": {"name": "pce-ca"}},
-            "ingestion": {"actions": sorted(ACTIONS), "startFrom": "earliest",
-                          "pollIntervalSeconds": 2, "aggregationWindowSeconds": 60},
+            "aws": {
+                "region": REGION,
+                "vpcId": vpc,
+                "logGroupName": LOG_GROUP,
+                "deliverLogsRoleArn": role,
+                "endpointUrl": demo.moto,
+                "credentialsSecretRef": {"name": "aws-keys"},
+            },
+            "pce": {
+                "url": pce_url,
+                "orgId": 1,
+                "credentialsSecretRef": {"name": "pce-api-key"},
+                "caBundleSecretRef": {"name": "pce-ca"},
+            },
+            "ingestion": {
+                "actions": sorted(ACTIONS),
+                "startFrom": "earliest",
+                "pollIntervalSeconds": 2,
+                "aggregationWindowSeconds": 60,
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def _created(answer: httpx.Response) -> None:
@@ -220,8 +257,7 @@ def _play(args: argparse.Namespace, demo: Demo) -> int:
     say(f"applied FlowExport {NAMESPACE}/{NAME}")
     started = time.monotonic()
     deadline = started + args.timeout
-    if not _wait(deadline, lambda: demo.conditions().get("SubscriptionReady", ("",))[0]
-                 == "True"):  # fmt: skip
+    if not _wait(deadline, lambda: demo.conditions().get("SubscriptionReady", ("",))[0] == "True"):
         return _fail(demo, "the subscription did not become ready")
     say(f"subscribed: flow log {demo.status().get('flowLogId')} -> log group {LOG_GROUP}")
     traffic = demo.traffic
@@ -289,13 +325,19 @@ def _summary(
     for type_, (state, reason, message) in demo.conditions().items():
         print(f"  {type_:<18} {state:<7} {reason}: {message}")
     skipped = counts.get("recordsSkipped", {})
-    print(f"  records written {demo.written}, read {counts.get('recordsRead', 0)}, "
-          f"skipped {sum(skipped.values())} {skipped}")  # fmt: skip
-    print(f"  flows uploaded {counts.get('flowsUploaded', 0)}, rejected by the PCE "
-          f"{counts.get('flowsFailed', 0)}, lag {status.get('lagSeconds')} s")  # fmt: skip
+    print(
+        f"  records written {demo.written}, read {counts.get('recordsRead', 0)}, "
+        f"skipped {sum(skipped.values())} {skipped}"
+    )
+    print(
+        f"  flows uploaded {counts.get('flowsUploaded', 0)}, rejected by the PCE "
+        f"{counts.get('flowsFailed', 0)}, lag {status.get('lagSeconds')} s"
+    )
     bogus = received - expected
-    print(f"  the PCE has {len(received)} distinct flows; {len(expected & received)} of "
-          f"{len(expected)} expected; {len(bogus)} unexpected (e.g. return legs)")  # fmt: skip
+    print(
+        f"  the PCE has {len(received)} distinct flows; {len(expected & received)} of "
+        f"{len(expected)} expected; {len(bogus)} unexpected (e.g. return legs)"
+    )
     for flow in sorted(received)[:5]:
         print(f"    {flow[0]} -> {flow[1]} port {flow[2]} proto {flow[3]}")
     if bogus:
@@ -309,8 +351,11 @@ def _summary(
 def _fail(demo: Demo, reason: str) -> int:
     conditions = demo.conditions()
     not_true = {t: c[1:] for t, c in conditions.items() if c[0] != "True"}
-    print(f"flowexport demo: {reason}; conditions not True: {not_true or 'none'}; "
-          f"operator log: {demo.workdir / 'operator.log'}", file=sys.stderr)  # fmt: skip
+    print(
+        f"flowexport demo: {reason}; conditions not True: {not_true or 'none'}; "
+        f"operator log: {demo.workdir / 'operator.log'}",
+        file=sys.stderr,
+    )
     return EXIT_REJECTED
 
 
@@ -319,7 +364,9 @@ def _delete(demo: Demo, deadline: float) -> None:
     if _wait(deadline, lambda: demo.kube.get(f"{FE_PATH}/{NAME}").status_code == 404):
         flow_logs = demo.aws("ec2").describe_flow_logs()["FlowLogs"]
         groups = demo.aws("logs").describe_log_groups(logGroupNamePrefix=LOG_GROUP)["logGroups"]
-        say(f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs and "
-            f"{len(groups)} log groups behind")  # fmt: skip
+        say(
+            f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs and "
+            f"{len(groups)} log groups behind"
+        )
     else:
         say("the FlowExport was not deleted in time (its finalizer is still there)")

@@ -34,9 +34,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")
     parser.add_argument("--kubeconfig", type=Path, help="where to write the kubeconfig")
     parser.add_argument(
-        "--as-service-account", action="append", default=[], metavar="NAMESPACE/NAME",
+        "--as-service-account",
+        action="append",
+        default=[],
+        metavar="NAMESPACE/NAME",
         help="also write a kubeconfig for this ServiceAccount, subject to RBAC (repeatable)",
-    )  # fmt: skip
+    )
     parser.set_defaults(run=run)
 
 

@@ -71,11 +71,14 @@ def run(args: argparse.Namespace) -> int:
     )
     sim = PCESimulator(config)
     sim.set_faults(
-        fail_first=args.fail_first, fail_status=args.fail_status,
+        fail_first=args.fail_first,
+        fail_status=args.fail_status,
         throttle_first=args.throttle_first,
         retry_after=None if args.no_retry_after else 1.0,
-        drop_first=args.drop_first, delay_seconds=args.delay, path_contains=args.fault_path,
-    )  # fmt: skip
+        drop_first=args.drop_first,
+        delay_seconds=args.delay,
+        path_contains=args.fault_path,
+    )
     ready: dict[str, Any] = {"org": sorted(config.orgs)[0], "api_key": args.api_key}
     if generated:
         ready["api_secret"] = secret  # the simulator's own throwaway credential

@@ -37,28 +37,38 @@ def add_parser(commands: Any) -> None:
     )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
-        "-n", "--namespace", action="append", default=[],
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
         help="watch this namespace (repeatable; globs allowed)",
-    )  # fmt: skip
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     parser.add_argument(
-        "--liveness", metavar="URL",
+        "--liveness",
+        metavar="URL",
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
-    )  # fmt: skip
+    )
     parser.add_argument("--log-format", choices=["plain", "json"], default="plain")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
-        "--settle", type=float, default=15.0,
+        "--settle",
+        type=float,
+        default=15.0,
         help="seconds an event must have been ingested before it is read (default 15)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--metrics-port", type=int, metavar="PORT",
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
         help="serve Prometheus metrics on this port at /metrics (default: off)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--resync-seconds", type=float, default=RESYNC_SECONDS,
+        "--resync-seconds",
+        type=float,
+        default=RESYNC_SECONDS,
         help="reconcile healthy FlowExports this often, repairing drift (default 300)",
-    )  # fmt: skip
+    )
     parser.set_defaults(run=run)
 
 

@@ -84,10 +84,12 @@ class SyncState:
         counts = Counts()
         if progress is not None:
             counts = Counts(
-                records_read=progress.records_read, records_skipped=progress.records_skipped,
-                flows_uploaded=progress.flows_uploaded, flows_failed=progress.flows_failed,
+                records_read=progress.records_read,
+                records_skipped=progress.records_skipped,
+                flows_uploaded=progress.flows_uploaded,
+                flows_failed=progress.flows_failed,
                 batches_uploaded=progress.batches_uploaded,
-            )  # fmt: skip
+            )
         status = FlowExportStatus(
             observed_generation=self.manifest.generation,
             conditions=self.conditions,
@@ -135,9 +137,12 @@ def _pce_client(manifest: Manifest) -> PCEClient:
             raise UsageError(f"Secret {pce.ca_bundle_secret_ref.name} with key ca.crt not found")
     try:
         return PCEClient(
-            pce.url, pce.org_id, PCECredentials(username, secret),
-            ca_pem=ca_pem, insecure=pce.insecure_skip_tls_verify,
-        )  # fmt: skip
+            pce.url,
+            pce.org_id,
+            PCECredentials(username, secret),
+            ca_pem=ca_pem,
+            insecure=pce.insecure_skip_tls_verify,
+        )
     except PCEError as exc:
         raise UsageError(str(exc)) from None
 

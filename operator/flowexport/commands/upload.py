@@ -131,8 +131,11 @@ async def _upload(
         if args.ensure_workloads:
             addresses = [ip for flow in flows for ip in (flow.client_ip, flow.server_ip)]
             workloads = await client.ensure_unmanaged_workloads(addresses, EXTERNAL_DATA_SET)
-            report["workloads"] = {"existing": workloads.existing, "created": workloads.created,
-                                   "failed": len(workloads.failed)}  # fmt: skip
+            report["workloads"] = {
+                "existing": workloads.existing,
+                "created": workloads.created,
+                "failed": len(workloads.failed),
+            }
         batches = -(-len(flows) // args.batch_size)
         bar = ProgressBar(sys.stderr, batches, "uploading", "batches")
 
@@ -150,8 +153,11 @@ def run(args: argparse.Namespace) -> int:
     client = _client(args)
     total, stats = read_flow_files(args, args.files)
     flows = total.flows()
-    report: dict[str, Any] = {"records": stats.records, "flows": len(flows),
-                              "skipped": stats.as_dict()["skipped"]}  # fmt: skip
+    report: dict[str, Any] = {
+        "records": stats.records,
+        "flows": len(flows),
+        "skipped": stats.as_dict()["skipped"],
+    }
     # Progress is shown by the bar; httpx's per-request lines would drown it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -160,8 +166,14 @@ def run(args: argparse.Namespace) -> int:
         report.update({"retries": client.retries, "error": str(exc), "reason": exc.reason})
         sys.stderr.write(json.dumps(report) + "\n")
         raise UsageError(str(exc)) from None
-    report.update({"uploaded": summary.accepted, "failed": summary.failed,
-                   "batches": summary.batches, "retries": client.retries})  # fmt: skip
+    report.update(
+        {
+            "uploaded": summary.accepted,
+            "failed": summary.failed,
+            "batches": summary.batches,
+            "retries": client.retries,
+        }
+    )
     if summary.failed_flows:
         report["failed_flows_sample"] = summary.failed_flows[:10]
     sys.stderr.write(json.dumps(report) + "\n")

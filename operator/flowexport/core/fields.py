@@ -70,6 +70,7 @@ FIELDS: tuple[FieldSpec, ...] = tuple(
 
 FIELDS_BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 
+# The field tables below keep `# fmt: skip`: several names a line read as the AWS docs list them.
 #: The AWS default format (version 2), in its fixed order.
 DEFAULT_V2_FIELDS: tuple[str, ...] = (
     "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",

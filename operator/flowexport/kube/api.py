@@ -53,9 +53,14 @@ class KubeApi:
         """Merge-patch the FlowExport's status subresource."""
         await asyncio.to_thread(
             self.custom.patch_namespaced_custom_object_status,
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
             _content_type="application/merge-patch+json",
-        )  # fmt: skip
+        )
 
 
 async def _unless_missing(call: Callable[..., Any], *args: Any) -> Any:

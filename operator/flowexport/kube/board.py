@@ -96,10 +96,11 @@ class StatusBoard:
     def document(self) -> dict[str, Any]:
         """The status as it is written."""
         doc: dict[str, Any] = {
-            "conditions": [c.model_dump(by_alias=True, mode="json", exclude_none=True)
-                           for c in self.conditions],
+            "conditions": [
+                c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in self.conditions
+            ],
             **self.fields,
-        }  # fmt: skip
+        }
         if self.generation is not None:
             doc["observedGeneration"] = self.generation
         if self.progress is not None:

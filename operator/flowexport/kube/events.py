@@ -16,9 +16,14 @@ def announce(body: kopf.Body, transitions: list[Transition]) -> None:
     for change in transitions:
         state = {True: "True", False: "False", None: "Unknown"}[change.ok]
         log.info(
-            "%s/%s: %s=%s (%s) %s", body.metadata.namespace, body.metadata.name,
-            change.type, state, change.reason, change.message,
-        )  # fmt: skip
+            "%s/%s: %s=%s (%s) %s",
+            body.metadata.namespace,
+            body.metadata.name,
+            change.type,
+            state,
+            change.reason,
+            change.message,
+        )
         if change.type == "Ready" and change.ok:
             kopf.info(body, reason="Ready", message=change.message)
         elif change.ok is False:

@@ -118,9 +118,13 @@ async def resync(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
 # A short graceful phase: the worker sees `stopped`, saves its cursor and exits; kopf then
 # re-checks within the backoff instead of after the whole timeout.
 @kopf.daemon(
-    GROUP, VERSION, PLURAL,
-    cancellation_backoff=2.0, cancellation_timeout=30.0, cancellation_polling=1.0,
-)  # fmt: skip
+    GROUP,
+    VERSION,
+    PLURAL,
+    cancellation_backoff=2.0,
+    cancellation_timeout=30.0,
+    cancellation_polling=1.0,
+)
 async def ingest(
     stopped: kopf.DaemonStopped, body: kopf.Body, status: kopf.Status, **_: Any
 ) -> None:

@@ -87,8 +87,11 @@ async def pce_client(
             raise ConfigProblem("SecretInvalid", f"Secret {ca_ref} has no key ca.crt")
     try:
         return PCEClient(
-            pce.url, pce.org_id, PCECredentials(username, secret),
-            ca_pem=ca_pem, insecure=pce.insecure_skip_tls_verify,
-        )  # fmt: skip
+            pce.url,
+            pce.org_id,
+            PCECredentials(username, secret),
+            ca_pem=ca_pem,
+            insecure=pce.insecure_skip_tls_verify,
+        )
     except PCEError as exc:
         raise ConfigProblem(exc.reason, str(exc)) from None

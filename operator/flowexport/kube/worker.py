@@ -115,10 +115,15 @@ async def _ingest(
         await board.write()
 
     pipeline = build_pipeline(
-        spec, clients, subscription.log_format, pce, progress, checkpoint,
+        spec,
+        clients,
+        subscription.log_format,
+        pce,
+        progress,
+        checkpoint,
         settle_seconds=op.settle_seconds,
         on_upload=lambda seconds: metrics.observe_upload(namespace, board.name, seconds),
-    )  # fmt: skip
+    )
     stop = asyncio.Event()
 
     async def watch_for_changes() -> None:

@@ -200,9 +200,11 @@ class KubeSimulator:
         if wanted and wanted != user:
             if user != ADMIN:
                 raise ApiError(
-                    403, "Forbidden", f'users "{wanted}" is forbidden: User "{user}" cannot '
+                    403,
+                    "Forbidden",
+                    f'users "{wanted}" is forbidden: User "{user}" cannot '
                     'impersonate resource "users" in API group "" at the cluster scope',
-                )  # fmt: skip
+                )
             return wanted
         return user
 
@@ -210,9 +212,14 @@ class KubeSimulator:
         entry = request[AUDIT]
         kind, namespace, name, sub = route
         attrs = attributes(
-            request.method, kind.group, kind.plural, sub, namespace, name,
+            request.method,
+            kind.group,
+            kind.plural,
+            sub,
+            namespace,
+            name,
             request.query.get("watch") in ("1", "true"),
-        )  # fmt: skip
+        )
         entry["attributes"] = attrs
         if entry["user"] == ADMIN:
             return
@@ -232,9 +239,11 @@ class KubeSimulator:
             return self.objects.get((RBAC, plural), {})
 
         return RbacObjects(
-            bucket("roles"), bucket("clusterroles"),
-            bucket("rolebindings"), bucket("clusterrolebindings"),
-        )  # fmt: skip
+            bucket("roles"),
+            bucket("clusterroles"),
+            bucket("rolebindings"),
+            bucket("clusterrolebindings"),
+        )
 
     def _store(self, kind: ResourceType, obj: dict[str, Any], event: str) -> dict[str, Any]:
         self.revision += 1

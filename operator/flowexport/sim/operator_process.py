@@ -46,16 +46,33 @@ class OperatorProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start it; raises RuntimeError (with the log's tail) if it does not become live."""
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
-               **self.env}  # fmt: skip
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*self.launcher, sys.executable, "-m", "flowexport", "run",
-                 *(["--namespace", self.namespace] if self.namespace else []),
-                 "--settle", "0", "--metrics-port", str(self.metrics_port),
-                 "--liveness", f"http://127.0.0.1:{self.port}/healthz", *self.args],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-            )  # fmt: skip
+                [
+                    *self.launcher,
+                    sys.executable,
+                    "-m",
+                    "flowexport",
+                    "run",
+                    *(["--namespace", self.namespace] if self.namespace else []),
+                    "--settle",
+                    "0",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--liveness",
+                    f"http://127.0.0.1:{self.port}/healthz",
+                    *self.args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

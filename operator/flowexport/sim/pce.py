@@ -264,10 +264,13 @@ class PCESimulator:
             {"org": org, "lines": len(lines), "received": len(lines), "failed": len(failed)}
         )
         return web.json_response(
-            {"num_flows_received": len(lines), "num_flows_failed": len(failed),
-             "failed_flows": failed},
+            {
+                "num_flows_received": len(lines),
+                "num_flows_failed": len(failed),
+                "failed_flows": failed,
+            },
             status=201,
-        )  # fmt: skip
+        )
 
     # labels
 
@@ -299,8 +302,13 @@ class PCESimulator:
             if label["org"] == org and label["key"] == key and label["value"] == value:
                 return _errors(406, "label_key_value_pair_exists", "label already exists")
         number = next(self._label_ids)
-        label = {"href": f"/orgs/{org}/labels/{number}", "key": key, "value": value,
-                 "created_at": _now(), "org": org}  # fmt: skip
+        label = {
+            "href": f"/orgs/{org}/labels/{number}",
+            "key": key,
+            "value": value,
+            "created_at": _now(),
+            "org": org,
+        }
         self.state.labels[number] = label
         return web.json_response(_public(label), status=201)
 
@@ -398,9 +406,14 @@ class PCESimulator:
         if ident not in self.state.datafiles:
             return _errors(404, "not_found", "job not found")
         return web.json_response(
-            {"href": f"/orgs/{org}/jobs/{ident}", "job_type": "collection", "status": "done",
-             "result": {"href": f"/orgs/{org}/datafiles/{ident}"}, "completed_at": _now()}
-        )  # fmt: skip
+            {
+                "href": f"/orgs/{org}/jobs/{ident}",
+                "job_type": "collection",
+                "status": "done",
+                "result": {"href": f"/orgs/{org}/datafiles/{ident}"},
+                "completed_at": _now(),
+            }
+        )
 
     async def _get_datafile(self, request: web.Request) -> web.Response:
         data = self.state.datafiles.get(request.match_info["id"])
@@ -451,9 +464,11 @@ class PCESimulator:
             return web.json_response(
                 {},
                 status=202,
-                headers={"Location": f"/orgs/{org}/jobs/{ident}",
-                         "Retry-After": str(self.config.async_retry_after)},
-            )  # fmt: skip
+                headers={
+                    "Location": f"/orgs/{org}/jobs/{ident}",
+                    "Retry-After": str(self.config.async_retry_after),
+                },
+            )
         raw = request.query.get("max_results", str(MAX_RESULTS_DEFAULT))
         if not raw.isdigit():
             return _errors(406, "invalid_max_results", "max_results must be a whole number")

@@ -16,8 +16,15 @@ from flowexport.core.logformat import LogFormat
 
 #: (port, IANA protocol) of the services servers offer.
 SERVICES: tuple[tuple[int, int], ...] = (
-    (443, 6), (5432, 6), (22, 6), (3389, 6), (8080, 6), (6379, 6), (53, 17), (123, 17),
-)  # fmt: skip
+    (443, 6),
+    (5432, 6),
+    (22, 6),
+    (3389, 6),
+    (8080, 6),
+    (6379, 6),
+    (53, 17),
+    (123, 17),
+)
 SYN, SYN_ACK = 2, 18
 ACCOUNT = "123456789012"
 
@@ -75,9 +82,12 @@ class Traffic:
     def _connection(self, reject_share: float) -> Connection:
         port, protocol = self.rng.choice(SERVICES)
         return Connection(
-            self.rng.choice(self.clients), self.rng.choice(self.servers), port, protocol,
+            self.rng.choice(self.clients),
+            self.rng.choice(self.servers),
+            port,
+            protocol,
             rejected=self.rng.random() < reject_share,
-        )  # fmt: skip
+        )
 
     def expected_flows(self, actions: frozenset[str]) -> set[tuple[str, str, int, int]]:
         """What the PCE should have: one flow per connection written whose action is kept."""
@@ -113,12 +123,24 @@ class Traffic:
         ephemeral = self.rng.randint(32768, 60999)
         tcp = c.protocol == 6
         action = "REJECT" if c.rejected else "ACCEPT"
-        request = {"srcaddr": c.client.ip, "dstaddr": c.server.ip, "srcport": ephemeral,
-                   "dstport": c.port, "protocol": c.protocol, "action": action,
-                   "tcp-flags": SYN if tcp else 0}  # fmt: skip
-        response = {"srcaddr": c.server.ip, "dstaddr": c.client.ip, "srcport": c.port,
-                    "dstport": ephemeral, "protocol": c.protocol, "action": action,
-                    "tcp-flags": SYN_ACK if tcp else 0}  # fmt: skip
+        request = {
+            "srcaddr": c.client.ip,
+            "dstaddr": c.server.ip,
+            "srcport": ephemeral,
+            "dstport": c.port,
+            "protocol": c.protocol,
+            "action": action,
+            "tcp-flags": SYN if tcp else 0,
+        }
+        response = {
+            "srcaddr": c.server.ip,
+            "dstaddr": c.client.ip,
+            "srcport": c.port,
+            "dstport": ephemeral,
+            "protocol": c.protocol,
+            "action": action,
+            "tcp-flags": SYN_ACK if tcp else 0,
+        }
         yield self._record(c.client, request, now, "egress")
         if c.rejected:
             return  # the server's security group dropped it: no answer, no server-side legs
@@ -129,21 +151,37 @@ class Traffic:
     def _record(self, host: Host, values: dict[str, object], now: int, direction: str) -> Record:
         packets = self.rng.randint(1, 400)
         fields: dict[str, object] = {
-            "version": 5, "account-id": ACCOUNT, "interface-id": host.eni,
-            "packets": packets, "bytes": packets * self.rng.randint(60, 1500),
-            "start": now - 60, "end": now, "log-status": "OK", "vpc-id": self.vpc_id,
-            "subnet-id": "subnet-0demo", "instance-id": host.instance, "type": "IPv4",
-            "pkt-srcaddr": values["srcaddr"], "pkt-dstaddr": values["dstaddr"],
-            "flow-direction": direction, **values,
-        }  # fmt: skip
+            "version": 5,
+            "account-id": ACCOUNT,
+            "interface-id": host.eni,
+            "packets": packets,
+            "bytes": packets * self.rng.randint(60, 1500),
+            "start": now - 60,
+            "end": now,
+            "log-status": "OK",
+            "vpc-id": self.vpc_id,
+            "subnet-id": "subnet-0demo",
+            "instance-id": host.instance,
+            "type": "IPv4",
+            "pkt-srcaddr": values["srcaddr"],
+            "pkt-dstaddr": values["dstaddr"],
+            "flow-direction": direction,
+            **values,
+        }
         return Record(f"{host.eni}-all", self._line(fields))
 
     def _nodata(self, host: Host, now: int) -> Record:
         fields: dict[str, object] = {
-            "version": 5, "account-id": ACCOUNT, "interface-id": host.eni, "start": now - 60,
-            "end": now, "log-status": "NODATA", "vpc-id": self.vpc_id,
-            "subnet-id": "subnet-0demo", "instance-id": host.instance,
-        }  # fmt: skip
+            "version": 5,
+            "account-id": ACCOUNT,
+            "interface-id": host.eni,
+            "start": now - 60,
+            "end": now,
+            "log-status": "NODATA",
+            "vpc-id": self.vpc_id,
+            "subnet-id": "subnet-0demo",
+            "instance-id": host.instance,
+        }
         return Record(f"{host.eni}-all", self._line(fields))
 
     def _line(self, fields: dict[str, object]) -> str:
