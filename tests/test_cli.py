@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from flowexport import __version__
 from flowexport.api.crd import render_crd_yaml
+from flowexport.cli import COMMANDS, build_parser, chosen_command
 from flowexport.core.logformat import PIPELINE_FORMAT
 from tests.flowlines import line
 
@@ -127,3 +129,46 @@ def test_version_and_help() -> None:
         result = flowexport(*args)
         assert result.returncode == 0
         assert b"usage: flowexport" in result.stdout
+
+
+def test_each_subcommand_summary_matches_its_module() -> None:
+    full = build_parser()
+    subparsers = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    shown = {choice.dest: choice.help for choice in subparsers._choices_actions}
+    assert shown == {name: summary for name, (_, summary) in COMMANDS.items()}
+
+
+def test_each_subcommand_parses_the_same_alone_as_in_the_full_parser() -> None:
+    for name in COMMANDS:
+        alone = build_parser(name)._subparsers._group_actions[0].choices[name]  # type: ignore[union-attr]
+        full = build_parser()._subparsers._group_actions[0].choices[name]  # type: ignore[union-attr]
+        assert alone.format_help() == full.format_help()
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["parse", "x"], "parse"),
+        (["--log-level", "DEBUG", "sync", "-f", "x"], "sync"),
+        (["--log-level=DEBUG", "run", "-A"], "run"),
+        (["--help"], None),
+        (["nonsense"], None),
+    ],
+)
+def test_the_chosen_subcommand_is_found_after_global_options(
+    argv: list[str], command: str | None
+) -> None:
+    assert chosen_command(argv) == command
+
+
+def test_parse_imports_none_of_the_heavy_edges() -> None:
+    probe = (
+        "import sys; from flowexport.cli import main\n"
+        "try:\n    main(['parse', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'kopf', 'boto3', 'botocore', 'aiohttp', 'kubernetes', 'httpx', 'moto'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -1,19 +1,63 @@
-"""The `flowexport` command: argument parsing and dispatch to `flowexport.commands`."""
+"""The `flowexport` command: argument parsing and dispatch to `flowexport.commands`.
+
+A subcommand's module is imported only when that subcommand runs (or the whole parser is
+asked for), so `flowexport parse` does not pay for kopf, boto3 or the simulators.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from flowexport import __version__
-from flowexport.commands import crd, demo, kube_sim, parse, pce_sim, run, sync, upload
 from flowexport.commands.common import EXIT_USAGE, UsageError
 
+#: Each subcommand: its module in `flowexport.commands` and its one-line help (a test holds
+#: the help equal to the module's own).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "parse": ("parse", "turn flow-log lines into PCE CSV flows (stdout) and counts (stderr)"),
+    "crd": ("crd", "print the FlowExport CustomResourceDefinition"),
+    "upload": ("upload", "parse flow-log files and upload their flows to a PCE"),
+    "sync": (
+        "sync",
+        "run one FlowExport outside Kubernetes (ensure, ingest, upload, print status)",
+    ),
+    "run": (
+        "run",
+        "run the operator (kopf) against the cluster in KUBECONFIG or in-cluster config",
+    ),
+    "demo": (
+        "demo",
+        "run the whole product on loopback: AWS emulator, PCE and Kubernetes simulators",
+    ),
+    "pce-sim": ("pce_sim", "run a simulated Illumio PCE on loopback (for tests and demos)"),
+    "kube-sim": (
+        "kube_sim",
+        "run a simulated Kubernetes API server on loopback (for tests and demos)",
+    ),
+}
+#: Global options that take a value (so the subcommand is found after them).
+_VALUED_OPTIONS = frozenset({"--log-level"})
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv`, or None (help, version, or a usage error)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUED_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: complete for `command`, or for every subcommand when None."""
     parser = argparse.ArgumentParser(
         prog="flowexport",
         description="AWS VPC flow logs to Illumio PCE traffic flows.",
@@ -23,14 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (parse, crd, upload, sync, run, demo, pce_sim, kube_sim):
-        command.add_parser(commands)
+    for name, (module, summary) in COMMANDS.items():
+        if command is None or command == name:
+            importlib.import_module(f"flowexport.commands.{module}").add_parser(commands)
+        else:
+            commands.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flowexport` console script."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(chosen_command(arguments)).parse_args(arguments)
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from flowexport.api.conditions import Reason
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import parse_spec
+from flowexport.errors import ConfigError
+from flowexport.secrets import SecretKind
+
+log = logging.getLogger("flowexport.sync")
 
 
 class ManifestError(ValueError):
@@ -76,3 +84,42 @@ def secret_data(secret: dict[str, Any]) -> dict[str, str]:
             raise ManifestError(f"Secret {name} key {key} is not base64 text") from None
     values.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
     return values
+
+
+class ManifestSecrets:
+    """The Secrets of a manifest file, with the environment as a fallback (for `sync`).
+
+    The PCE key may come from PCE_API_KEY and PCE_API_SECRET; AWS keys missing from the file
+    mean the AWS default credential chain (environment, profile, instance role).
+    """
+
+    def __init__(self, manifest: Manifest, environ: Mapping[str, str] | None = None) -> None:
+        self.manifest = manifest
+        self.environ = os.environ if environ is None else environ
+
+    async def read(self, name: str, kind: SecretKind) -> Mapping[str, str] | None:
+        """The Secret from the file, or for the PCE key the environment's."""
+        values = self.manifest.secrets.get(name)
+        if values is not None:
+            return values
+        if kind is SecretKind.PCE_CREDENTIALS:
+            username = self.environ.get("PCE_API_KEY")
+            secret = self.environ.get("PCE_API_SECRET")
+            if username and secret:
+                return {"username": username, "password": secret}
+        return None
+
+    def missing(self, name: str, kind: SecretKind) -> ConfigError | None:
+        """Where to put a Secret the file lacks; AWS keys fall back to the default chain."""
+        if kind is SecretKind.AWS_CREDENTIALS:
+            log.info("Secret %s not in the file: using the AWS default credential chain", name)
+            return None
+        if kind is SecretKind.PCE_CREDENTIALS:
+            return ConfigError(
+                f"no PCE credentials: put Secret {name} (keys username, password) in the file "
+                "or set PCE_API_KEY and PCE_API_SECRET",
+                Reason.SECRET_NOT_FOUND,
+            )
+        return ConfigError(
+            f"Secret {name} with key ca.crt not found in the file", Reason.SECRET_NOT_FOUND
+        )

@@ -26,15 +26,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowexport.api.models import FlowExportSpec
-from flowexport.aws.errors import AwsError
 from flowexport.aws.reader import Chunk, LogReader, ReaderCursor
 from flowexport.aws.session import AwsClients, RateLimiter
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import LogFormat
 from flowexport.core.normalise import FlowFilter
 from flowexport.core.processor import FlowProcessor
+from flowexport.errors import FlowExportError, unexpected
 from flowexport.pce.client import PCEClient
-from flowexport.pce.errors import PCEError
 
 log = logging.getLogger("flowexport.pipeline")
 
@@ -162,10 +161,14 @@ class Pipeline:
         self,
         stop: asyncio.Event,
         poll_seconds: float,
-        on_error: Callable[[Exception], Awaitable[None]] | None = None,
+        on_error: Callable[[FlowExportError], Awaitable[None]] | None = None,
         on_success: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Poll until `stop` is set; transient errors back off, terminal ones are raised."""
+        """Poll until `stop` is set; retryable errors back off, terminal ones are raised.
+
+        An unexpected exception (a bug, or input nothing foresaw) is logged and retried as an
+        `InternalError`: the cursor stays at the last checkpoint and the worker stays alive.
+        """
         failures = 0
         while not stop.is_set():
             try:
@@ -174,16 +177,19 @@ class Pipeline:
                 delay = poll_seconds
                 if on_success is not None:
                     await on_success()
-            except (AwsError, PCEError) as exc:
-                if isinstance(exc, AwsError) and exc.terminal:
-                    raise
-                if isinstance(exc, PCEError) and not exc.retryable:
-                    raise
+            except Exception as exc:
+                if isinstance(exc, FlowExportError):
+                    error = exc
+                    if not error.retryable:
+                        raise
+                else:
+                    log.exception("ingestion failed unexpectedly")
+                    error = unexpected(exc)
                 failures += 1
                 delay = min(MAX_BACKOFF_SECONDS, poll_seconds * 2 ** min(failures, 10))
-                log.warning("ingestion failed (%s); retrying in %.0fs", exc, delay)
+                log.warning("ingestion failed (%s); retrying in %.0fs", error, delay)
                 if on_error is not None:
-                    await on_error(exc)
+                    await on_error(error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 

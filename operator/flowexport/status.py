@@ -1,59 +1,50 @@
-"""Conditions and status for a FlowExport, computed from what the pipeline observed (pure)."""
+"""A FlowExport's conditions as a front end holds them: updates applied, transitions found.
+
+Both front ends keep their conditions here (the operator's `StatusBoard`, `sync`'s state), so
+`Ready` and the transition rules are computed once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from flowexport.api.conditions import ConditionUpdate, set_condition, with_ready
 from flowexport.api.models import Condition
 
-STAGES = ("SubscriptionReady", "PCEReachable", "Ingesting")
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition whose status (or, while not True, its reason) changed: worth an Event."""
+
+    type: str
+    ok: bool | None
+    reason: str
+    message: str
 
 
-def set_condition(
-    conditions: Sequence[Condition],
-    type_: str,
-    ok: bool | None,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: datetime,
-) -> list[Condition]:
-    """Conditions with `type_` set; its transition time moves only when its status changes."""
-    status = "Unknown" if ok is None else ("True" if ok else "False")
-    previous = next((c for c in conditions if c.type == type_), None)
-    since = previous.last_transition_time if previous and previous.status == status else now
-    updated = Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message[:32768],
-        last_transition_time=since,
-        observed_generation=generation,
-    )
-    others = [c for c in conditions if c.type != type_]
-    return _ordered([*others, updated])
+class ConditionSet:
+    """The conditions of one FlowExport, with `Ready` kept in step with the stages."""
 
+    def __init__(self, conditions: Iterable[Condition] = ()) -> None:
+        self.items: list[Condition] = list(conditions)
 
-def with_ready(
-    conditions: Sequence[Condition], generation: int | None, now: datetime
-) -> list[Condition]:
-    """Add `Ready`: True when every stage is True, else the first stage that is not."""
-    by_type = {c.type: c for c in conditions}
-    for stage in STAGES:
-        condition = by_type.get(stage)
-        if condition is None:
-            return set_condition(
-                conditions, "Ready", None, "Pending", f"{stage} not yet known", generation, now
-            )
-        if condition.status != "True":
-            ok = None if condition.status == "Unknown" else False
-            return set_condition(
-                conditions, "Ready", ok, condition.reason, condition.message, generation, now
-            )
-    return set_condition(conditions, "Ready", True, "Ready", "exporting flows", generation, now)
+    def apply(self, updates: Iterable[ConditionUpdate], generation: int | None) -> list[Transition]:
+        """Apply the updates (then `Ready`); the conditions whose status or reason moved."""
+        before = {c.type: (c.status, c.reason) for c in self.items}
+        now = datetime.now(UTC)
+        for update in updates:
+            self.items = set_condition(self.items, update, generation, now)
+        self.items = with_ready(self.items, generation, now)
+        changed = []
+        for c in self.items:
+            status, reason = before.get(c.type, (None, None))
+            if status != c.status or (c.status != "True" and reason != c.reason):
+                state = None if c.status == "Unknown" else c.status == "True"
+                changed.append(Transition(c.type, state, c.reason, c.message))
+        return changed
 
-
-def _ordered(conditions: list[Condition]) -> list[Condition]:
-    order = {name: i for i, name in enumerate(("Ready", *STAGES))}
-    return sorted(conditions, key=lambda c: (order.get(c.type, len(order)), c.type))
+    def status_of(self, type_: str) -> str | None:
+        """A condition's status (True, False, Unknown), or None when it is not set."""
+        return next((c.status for c in self.items if c.type == type_), None)

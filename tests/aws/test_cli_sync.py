@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from flowexport.core.logformat import PIPELINE_FORMAT
-from tests.aws.conftest import KEYS, REGION
+from tests.cloud import KEYS, REGION
 from tests.flowlines import line
 from tests.moto_server import reset
 from tests.processes import flowexport_server

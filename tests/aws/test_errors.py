@@ -29,7 +29,7 @@ def client_error(code: str, status: int = 400, message: str = "nope") -> ClientE
 )
 def test_classification(code: str, status: int, reason: str, terminal: bool) -> None:
     error = classify(client_error(code, status), "ec2", "DescribeVpcs")
-    assert (error.reason, error.terminal) == (reason, terminal)
+    assert (error.reason, not error.retryable) == (reason, terminal)
 
 
 def test_denied_names_the_permission_to_grant() -> None:
@@ -42,4 +42,4 @@ def test_denied_names_the_permission_to_grant() -> None:
 
 def test_connection_errors_are_retryable() -> None:
     error = classify(EndpointConnectionError(endpoint_url="http://x"), "logs", "FilterLogEvents")
-    assert error.reason == "AWSUnreachable" and not error.terminal
+    assert error.reason == "AWSUnreachable" and error.retryable

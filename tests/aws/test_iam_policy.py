@@ -29,8 +29,8 @@ from flowexport.aws.subscription import (
     delete_subscription,
     ensure_subscription,
 )
-from tests.aws.conftest import KEYS, REGION, Cloud
 from tests.aws.iampolicy import Request, actions, allows, load
+from tests.cloud import KEYS, REGION, Cloud
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "flowexport"

@@ -13,7 +13,7 @@ from flowexport.core.normalise import FlowFilter
 from flowexport.pce.client import PCEClient
 from flowexport.pce.errors import PCEUnavailableError
 from flowexport.pipeline import Pipeline, Progress
-from tests.aws.conftest import Cloud
+from tests.cloud import Cloud
 from tests.flowlines import line
 from tests.pcesim import SimPCE
 

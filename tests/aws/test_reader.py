@@ -11,7 +11,7 @@ from botocore.awsrequest import AWSResponse
 
 from flowexport.aws.errors import AwsError
 from flowexport.aws.reader import Chunk, LogReader, ReaderCursor, initial_cursor
-from tests.aws.conftest import Cloud
+from tests.cloud import Cloud
 
 GROUP = "/flowexport/reader"
 
@@ -139,7 +139,7 @@ def test_throttling_is_survived(group: Cloud) -> None:
 def test_missing_group_is_terminal(cloud: Cloud) -> None:
     with pytest.raises(AwsError) as caught:
         read_all(reader(cloud), initial_cursor("now", now_ms() - 1000))
-    assert caught.value.terminal and caught.value.reason == "LogGroupNotFound"
+    assert not caught.value.retryable and caught.value.reason == "LogGroupNotFound"
 
 
 class _Raw:

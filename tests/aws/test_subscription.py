@@ -13,7 +13,7 @@ from flowexport.aws.subscription import (
     find_log_group,
 )
 from flowexport.core.logformat import PIPELINE_FORMAT
-from tests.aws.conftest import KEYS, REGION, Cloud
+from tests.cloud import KEYS, REGION, Cloud
 
 OWNER = "security/prod-vpc"
 
@@ -118,7 +118,7 @@ def test_reports_a_conflicting_flow_log_it_does_not_own(cloud: Cloud) -> None:
     spec = cloud.spec(logFormat=PIPELINE_FORMAT.render())
     with pytest.raises(AwsError) as caught:
         ensure_subscription(cloud.clients, spec, OWNER)
-    assert caught.value.terminal
+    assert not caught.value.retryable
     assert caught.value.reason == "FlowLogConflict"
     assert "logFormat" in str(caught.value) and "trafficType" in str(caught.value)
     assert len(flow_logs(cloud)) == 1, "someone else's flow log is left alone"
@@ -138,13 +138,13 @@ def test_repairs_drift(cloud: Cloud) -> None:
 def test_unmanaged_log_group_must_exist(cloud: Cloud) -> None:
     with pytest.raises(AwsError, match="does not exist; create it or set") as caught:
         ensure_subscription(cloud.clients, cloud.spec(manageLogGroup=False), OWNER)
-    assert caught.value.terminal and caught.value.reason == "LogGroupNotFound"
+    assert not caught.value.retryable and caught.value.reason == "LogGroupNotFound"
 
 
 def test_missing_vpc_is_terminal(cloud: Cloud) -> None:
     with pytest.raises(AwsError) as caught:
         ensure_subscription(cloud.clients, cloud.spec(vpcId="vpc-0123456789abcdef0"), OWNER)
-    assert caught.value.terminal and caught.value.reason == "VPCNotFound"
+    assert not caught.value.retryable and caught.value.reason == "VPCNotFound"
 
 
 def test_delete_policy(cloud: Cloud) -> None:

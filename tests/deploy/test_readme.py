@@ -1,4 +1,5 @@
-"""The README's install, RBAC, IAM and values tables say what the chart and iam/ really hold."""
+"""docs/install.md's RBAC, IAM and values tables, and the `helm install` commands there and in
+the README's quick start, say what the chart and iam/ really hold."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import json
 import re
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.chart import CHART, ROOT, of_kind, render
 
 README = (ROOT / "README.md").read_text()
-SECTION = README.split("## Running it in a cluster", 1)[1].split("\n## ", 1)[0]
+INSTALL = (ROOT / "docs" / "install.md").read_text()
+QUICK_START = README.split("## Helm quick start", 1)[1].split("\n## ", 1)[0]
 
 
 def table_after(heading: str) -> list[list[str]]:
     """The rows (cells stripped) of the first Markdown table after `heading`."""
-    lines = SECTION.split(heading, 1)[1].splitlines()
+    lines = INSTALL.split(heading, 1)[1].splitlines()
     lines = list(itertools.dropwhile(lambda line: not line.startswith("|"), lines))
     table = itertools.takewhile(lambda line: line.startswith("|"), lines)
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
@@ -75,14 +78,25 @@ def test_the_values_table_names_real_values() -> None:
         parent = ""
         for name in names:
             full = parent + name if name.startswith(".") else name
-            assert full in known, f"README values table: {full} is not in values.yaml"
+            assert full in known, f"install.md values table: {full} is not in values.yaml"
             parent = full.rsplit(".", 1)[0] if not name.startswith(".") else parent
 
 
-def test_the_install_command_uses_real_values() -> None:
-    command = SECTION.split("helm install flowexport", 1)[1].split("```", 1)[0]
+@pytest.mark.parametrize(("where", "text"), [("install.md", INSTALL), ("README", QUICK_START)])
+def test_the_install_command_uses_real_values(where: str, text: str) -> None:
+    command = text.split("helm install flowexport", 1)[1].split("```", 1)[0]
     known = _keys(yaml.safe_load((CHART / "values.yaml").read_text()))
-    for key in re.findall(r"--set '?([\w.\\/-]+?)=", command):
+    keys = re.findall(r"--set '?([\w.\\/-]+?)=", command)
+    assert keys, f"{where}: helm install sets nothing"
+    for key in keys:
         path = re.split(r"(?<!\\)\.", key)
         top = ".".join(p for p in path if "\\" not in p and "/" not in p)
-        assert top in known, f"README helm install sets {key}, which values.yaml lacks"
+        assert top in known, f"{where}: helm install sets {key}, which values.yaml lacks"
+
+
+def test_the_quick_start_installs_as_the_install_guide_does() -> None:
+    def command(text: str) -> list[str]:
+        block = text.split("helm install flowexport", 1)[1].split("```", 1)[0]
+        return [line.strip(" \\") for line in block.splitlines() if line.strip(" \\")]
+
+    assert command(QUICK_START) == command(INSTALL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
 from flowexport.aws.reader import ReaderCursor
 from flowexport.kube.board import StatusBoard
 from flowexport.pipeline import Progress
@@ -22,24 +23,28 @@ def board(min_interval: float = 0.0) -> tuple[StatusBoard, Recorder]:
     return StatusBoard("ns", "fe", recorder, min_interval=min_interval), recorder
 
 
+def update(type_: str, ok: bool | None, reason: str, message: str) -> list[ConditionUpdate]:
+    return [ConditionUpdate(ConditionType(type_), ok, Reason(reason), message)]
+
+
 def test_transitions_name_what_changed_and_ready_follows_the_stages() -> None:
     b, _ = board()
-    changes = b.condition("SubscriptionReady", False, "VPCNotFound", "no such VPC", 1)
+    changes = b.apply(update("SubscriptionReady", False, "VPCNotFound", "no such VPC"), 1)
     assert {(c.type, c.ok, c.reason) for c in changes} == {
         ("SubscriptionReady", False, "VPCNotFound"),
         ("Ready", False, "VPCNotFound"),
     }
-    assert b.condition("SubscriptionReady", False, "VPCNotFound", "no such VPC", 1) == []
+    assert b.apply(update("SubscriptionReady", False, "VPCNotFound", "no such VPC"), 1) == []
     for stage in ("SubscriptionReady", "PCEReachable", "Ingesting"):
-        changes = b.condition(stage, True, "Ok", "fine", 1)
+        changes = b.apply(update(stage, True, "Ready", "fine"), 1)
     assert ("Ready", True) in {(c.type, c.ok) for c in changes}
 
 
 async def test_identical_documents_are_written_once() -> None:
     b, recorder = board()
-    b.condition("Ingesting", True, "Ingesting", "caught up", 1)
+    b.apply(update("Ingesting", True, "Ingesting", "caught up"), 1)
     await b.write()
-    b.condition("Ingesting", True, "Ingesting", "caught up", 1)
+    b.apply(update("Ingesting", True, "Ingesting", "caught up"), 1)
     await b.write()
     await b.write(force=True)
     assert len(recorder.writes) == 1

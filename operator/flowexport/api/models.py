@@ -24,8 +24,6 @@ PLURAL = "flowexports"
 SINGULAR = "flowexport"
 SHORT_NAMES = ["fe"]
 
-CONDITION_TYPES = ("Ready", "SubscriptionReady", "PCEReachable", "Ingesting")
-
 #: Retention values CloudWatch Logs accepts (PutRetentionPolicy); `fmt: skip` keeps the table.
 RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,

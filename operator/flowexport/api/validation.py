@@ -7,11 +7,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flowexport.api.conditions import Reason
 from flowexport.api.models import FlowExportSpec
+from flowexport.errors import FlowExportError
 
 
-class SpecError(ValueError):
+class SpecError(FlowExportError, ValueError):
     """An invalid spec; `problems` pairs each field path (spec.pce.url) with what is wrong."""
+
+    reason = Reason.INVALID_SPEC
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems

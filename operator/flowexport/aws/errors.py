@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
 
+from flowexport.api.conditions import Reason
+from flowexport.errors import FlowExportError
+
 # The code tables below keep `# fmt: skip`: several codes a line read as a table.
 _THROTTLING = {
     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
@@ -21,13 +24,10 @@ _DENIED = {
 _SERVICE_PREFIX = {"ec2": "ec2", "logs": "logs", "cloudwatch logs": "logs", "sts": "sts"}
 
 
-class AwsError(Exception):
-    """A classified AWS failure; `reason` is a CamelCase word for conditions and metrics."""
+class AwsError(FlowExportError):
+    """A classified AWS failure; retryable as its reason says."""
 
-    def __init__(self, message: str, reason: str, terminal: bool) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.terminal = terminal
+    reason = Reason.AWS_UNAVAILABLE
 
 
 def classify(exc: Exception, service: str, operation: str) -> AwsError:
@@ -39,23 +39,22 @@ def classify(exc: Exception, service: str, operation: str) -> AwsError:
         detail = str(error.get("Message", "")).strip()
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _THROTTLING:
-            return AwsError(f"AWS throttled {action} ({code}); backing off", "AWSThrottled", False)
+            return AwsError(f"AWS throttled {action} ({code}); backing off", Reason.AWS_THROTTLED)
         if code in _UNAVAILABLE or (isinstance(status, int) and status >= 500):
-            return AwsError(f"AWS failed {action} ({code}); retrying", "AWSUnavailable", False)
+            return AwsError(f"AWS failed {action} ({code}); retrying", Reason.AWS_UNAVAILABLE)
         if code in _DENIED:
             hint = (
                 " (and iam:PassRole on the delivery role)" if operation == "CreateFlowLogs" else ""
             )
             return AwsError(
                 f"AWS denied {action} ({code}): grant the operator's identity {action}{hint}",
-                "AWSAccessDenied",
-                True,
+                Reason.AWS_ACCESS_DENIED,
             )
         if code == "InvalidVpcID.NotFound":
-            return AwsError(f"the VPC does not exist ({code}: {detail})", "VPCNotFound", True)
-        return AwsError(f"AWS rejected {action} ({code}: {detail})", "AWSInvalidRequest", True)
+            return AwsError(f"the VPC does not exist ({code}: {detail})", Reason.VPC_NOT_FOUND)
+        return AwsError(f"AWS rejected {action} ({code}: {detail})", Reason.AWS_INVALID_REQUEST)
     if isinstance(exc, EndpointConnectionError | ConnectionError):
-        return AwsError(f"cannot reach AWS for {action}: {exc}", "AWSUnreachable", False)
+        return AwsError(f"cannot reach AWS for {action}: {exc}", Reason.AWS_UNREACHABLE)
     if isinstance(exc, BotoCoreError):
-        return AwsError(f"AWS call {action} failed: {exc}", "AWSUnavailable", False)
-    return AwsError(f"AWS call {action} failed: {type(exc).__name__}", "AWSUnavailable", False)
+        return AwsError(f"AWS call {action} failed: {exc}", Reason.AWS_UNAVAILABLE)
+    return AwsError(f"AWS call {action} failed: {type(exc).__name__}", Reason.AWS_UNAVAILABLE)

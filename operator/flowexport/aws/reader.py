@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from flowexport.api.conditions import Reason
 from flowexport.aws.errors import AwsError, classify
 from flowexport.aws.session import AwsClients, RateLimiter
 
@@ -157,7 +160,7 @@ class LogReader:
                 return [], None
             if _is_group_missing(exc):
                 raise AwsError(
-                    f"log group {self.log_group} does not exist", "LogGroupNotFound", True
+                    f"log group {self.log_group} does not exist", Reason.LOG_GROUP_NOT_FOUND
                 ) from None
             raise error from None
         events = [
@@ -168,6 +171,6 @@ class LogReader:
 
 
 def _is_group_missing(exc: Exception) -> bool:
-    response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return code == "ResourceNotFoundException"
+    if not isinstance(exc, ClientError):
+        return False
+    return bool(exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from flowexport.api.conditions import Reason
 from flowexport.api.models import AwsSpec
 from flowexport.aws.errors import AwsError, classify
 from flowexport.aws.session import AwsClients
@@ -103,8 +104,7 @@ def _ensure_log_group(
         if not spec.manage_log_group:
             raise AwsError(
                 f"log group {name} does not exist; create it or set spec.aws.manageLogGroup: true",
-                "LogGroupNotFound",
-                True,
+                Reason.LOG_GROUP_NOT_FOUND,
             )
         _call(
             clients,
@@ -125,7 +125,7 @@ def _ensure_log_group(
         changes.append(f"created log group {name}")
         group = find_log_group(clients, name)
         if group is None:
-            raise AwsError(f"log group {name} vanished after creation", "AWSUnavailable", False)
+            raise AwsError(f"log group {name} vanished after creation", Reason.AWS_UNAVAILABLE)
         return _group_arn(group), True
     arn = _group_arn(group)
     tags = _call(
@@ -217,8 +217,7 @@ def _ensure_flow_log(
             f"flow log {other['FlowLogId']} already delivers {spec.vpc_id} to "
             f"{spec.log_group_name} with a different {', '.join(_differences(other, spec, fmt))}"
             " and is not owned by this FlowExport: delete it, or change spec.aws to match it",
-            "FlowLogConflict",
-            True,
+            Reason.FLOW_LOG_CONFLICT,
         )
     answer = _call(
         clients,
@@ -244,12 +243,11 @@ def _ensure_flow_log(
         error = failure.get("Error", {})
         raise AwsError(
             f"AWS refused to create the flow log ({error.get('Code')}: {error.get('Message')})",
-            "FlowLogCreateFailed",
-            True,
+            Reason.FLOW_LOG_CREATE_FAILED,
         )
     created = [f for f in _flow_logs(clients, spec) if f["FlowLogId"] in answer["FlowLogIds"]]
     if not created:
-        raise AwsError("the new flow log is not visible yet", "AWSUnavailable", False)
+        raise AwsError("the new flow log is not visible yet", Reason.AWS_UNAVAILABLE)
     changes.append(f"created flow log {created[0]['FlowLogId']}")
     return created[0], True
 

@@ -96,7 +96,8 @@ def read_flow_files(
                 processor = FlowProcessor(fmt, flow_filter)
                 processor.feed(chain(first, stream))
         except (OSError, EOFError, zlib.error) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            strerror = exc.strerror if isinstance(exc, OSError) else None
+            reason = strerror or str(exc) or type(exc).__name__
             raise UsageError(f"cannot read {path}: {reason}") from None
         total.merge(processor.aggregator)
         stats.add(processor.stats)

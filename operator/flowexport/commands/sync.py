@@ -6,27 +6,23 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowexport.api.models import Condition, Counts, FlowExportStatus
+from flowexport import lifecycle
+from flowexport.api.conditions import ConditionUpdate
+from flowexport.api.models import Counts, FlowExportStatus
 from flowexport.api.validation import SpecError
-from flowexport.aws.errors import AwsError
 from flowexport.aws.reader import initial_cursor
-from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
-from flowexport.aws.subscription import Subscription, ensure_subscription
+from flowexport.aws.subscription import Subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
-from flowexport.manifest import Manifest, ManifestError, load_manifest
-from flowexport.pce.client import PCEClient, PCECredentials
-from flowexport.pce.errors import PCEError
-from flowexport.pipeline import Pipeline, Progress, build_pipeline
-from flowexport.status import set_condition, with_ready
+from flowexport.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
+from flowexport.pipeline import Progress
+from flowexport.status import ConditionSet
 
 log = logging.getLogger("flowexport.sync")
 
@@ -66,20 +62,22 @@ class SyncState:
     """What a sync observed, for its status and exit code."""
 
     manifest: Manifest
-    conditions: list[Condition] = field(default_factory=list)
+    conditions: ConditionSet = field(default_factory=ConditionSet)
     subscription: Subscription | None = None
     progress: Progress | None = None
     failed_at_start: int = 0
 
-    def condition(self, type_: str, ok: bool | None, reason: str, message: str) -> None:
-        now = datetime.now(UTC)
-        generation = self.manifest.generation
-        self.conditions = set_condition(
-            self.conditions, type_, ok, reason, message, generation, now
-        )
-        self.conditions = with_ready(self.conditions, generation, now)
+    def apply(self, updates: list[ConditionUpdate]) -> None:
+        """Apply a step's condition updates (and Ready)."""
+        self.conditions.apply(updates, self.manifest.generation)
+
+    def fail(self, step: lifecycle.Step) -> UsageError:
+        """Apply a failed step and turn its error into the command's exit-2 error."""
+        self.apply(step.updates)
+        return UsageError(str(step.error))
 
     def status(self) -> dict[str, Any]:
+        """The status the operator would write, as JSON-ready data."""
         progress = self.progress
         counts = Counts()
         if progress is not None:
@@ -92,7 +90,7 @@ class SyncState:
             )
         status = FlowExportStatus(
             observed_generation=self.manifest.generation,
-            conditions=self.conditions,
+            conditions=self.conditions.items,
             flow_log_id=self.subscription.flow_log_id if self.subscription else None,
             log_group_arn=self.subscription.log_group_arn if self.subscription else None,
             counts=counts,
@@ -120,72 +118,22 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _pce_client(manifest: Manifest) -> PCEClient:
-    pce = manifest.spec.pce
-    ref = pce.credentials_secret_ref.name
-    username = manifest.secret(ref, "username") or os.environ.get("PCE_API_KEY")
-    secret = manifest.secret(ref, "password") or os.environ.get("PCE_API_SECRET")
-    if not username or not secret:
-        raise UsageError(
-            f"no PCE credentials: put Secret {ref} (keys username, password) in the file or "
-            "set PCE_API_KEY and PCE_API_SECRET"
-        )
-    ca_pem = None
-    if pce.ca_bundle_secret_ref is not None:
-        ca_pem = manifest.secret(pce.ca_bundle_secret_ref.name, "ca.crt")
-        if ca_pem is None:
-            raise UsageError(f"Secret {pce.ca_bundle_secret_ref.name} with key ca.crt not found")
-    try:
-        return PCEClient(
-            pce.url,
-            pce.org_id,
-            PCECredentials(username, secret),
-            ca_pem=ca_pem,
-            insecure=pce.insecure_skip_tls_verify,
-        )
-    except PCEError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _aws_target(manifest: Manifest) -> AwsTarget:
-    aws = manifest.spec.aws
-    keys = None
-    if aws.credentials_secret_ref is not None:
-        ref = aws.credentials_secret_ref.name
-        key_id = manifest.secret(ref, "aws_access_key_id")
-        secret = manifest.secret(ref, "aws_secret_access_key")
-        if key_id and secret:
-            keys = AwsKeys(key_id, secret, manifest.secret(ref, "aws_session_token"))
-        else:
-            log.info("Secret %s not in the file: using the AWS default credential chain", ref)
-    return AwsTarget(aws.region, aws.endpoint_url, aws.role_arn, keys, aws.api_requests_per_second)
-
-
-async def _subscribe(state: SyncState, clients: AwsClients) -> Subscription:
-    spec = state.manifest.spec
+async def _subscribe(state: SyncState, secrets: ManifestSecrets) -> Subscription:
+    manifest = state.manifest
     for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):
-        try:
-            subscription = await asyncio.to_thread(
-                ensure_subscription, clients, spec.aws, state.manifest.owner
-            )
-        except AwsError as exc:
-            state.condition("SubscriptionReady", False, exc.reason, str(exc))
-            if exc.terminal or attempt == SUBSCRIBE_ATTEMPTS:
-                raise UsageError(str(exc)) from None
+        step = await lifecycle.subscribe(manifest.spec, manifest.owner, secrets)
+        if step.error is not None:
+            if not step.error.retryable or attempt == SUBSCRIBE_ATTEMPTS:
+                raise state.fail(step)
+            state.apply(step.updates)
             await asyncio.sleep(min(30.0, 2.0**attempt))
             continue
-        for change in subscription.changes:
+        for change in step.changes:
             log.info("%s", change)
-        if subscription.delivery_error:
-            state.condition(
-                "SubscriptionReady", False, "DeliveryFailed", subscription.delivery_error
-            )
-        else:
-            owned = "created by" if subscription.flow_log_owned else "adopted by"
-            message = f"flow log {subscription.flow_log_id} {owned} this FlowExport"
-            state.condition("SubscriptionReady", True, "Subscribed", message)
-        state.subscription = subscription
-        return subscription
+        state.apply(step.updates)
+        state.subscription = step.subscription
+        assert step.subscription is not None
+        return step.subscription
     raise AssertionError("unreachable")
 
 
@@ -201,66 +149,52 @@ def _load_progress(args: argparse.Namespace, state: SyncState) -> Progress:
 
 async def _sync(args: argparse.Namespace, state: SyncState) -> int:
     spec = state.manifest.spec
-    pce = _pce_client(state.manifest)
-    clients = make_clients(_aws_target(state.manifest))
-    async with pce:
-        subscription = await _subscribe(state, clients)
-        try:
-            await pce.probe()
-        except PCEError as exc:
-            state.condition("PCEReachable", False, exc.reason, str(exc))
-            raise UsageError(str(exc)) from None
-        state.condition("PCEReachable", True, "Reachable", f"{spec.pce.url} org {spec.pce.org_id}")
-        state.progress = progress = _load_progress(args, state)
-        state.failed_at_start = progress.flows_failed
-        if spec.suspend:
-            state.condition("Ingesting", False, "Suspended", "spec.suspend is true")
-            return EXIT_OK
+    secrets = ManifestSecrets(state.manifest)
+    checked = await lifecycle.check_pce_credentials(spec, secrets)
+    if checked.error is not None:  # before anything is done in AWS
+        raise state.fail(checked)
+    subscription = await _subscribe(state, secrets)
+    probe = await lifecycle.probe(spec, secrets)
+    if probe.error is not None:
+        raise state.fail(probe)
+    state.apply(probe.updates)
+    state.progress = progress = _load_progress(args, state)
+    state.failed_at_start = progress.flows_failed
+    if spec.suspend:
+        state.apply([lifecycle.suspended()])
+        return EXIT_OK
 
-        async def save(saved: Progress) -> None:
-            state.progress = saved
-            if args.state is not None:
-                temporary = args.state.with_suffix(args.state.suffix + ".tmp")
-                temporary.write_text(json.dumps(saved.to_state()))
-                temporary.replace(args.state)
+    async def save(saved: Progress) -> None:
+        state.progress = saved
+        if args.state is not None:
+            temporary = args.state.with_suffix(args.state.suffix + ".tmp")
+            temporary.write_text(json.dumps(saved.to_state()))
+            temporary.replace(args.state)
 
-        ingestion = spec.ingestion
-        pipeline = build_pipeline(
-            spec,
-            clients,
-            subscription.log_format,
-            pce,
-            progress,
-            save,
-            settle_seconds=args.settle,
-        )
-        state.condition("Ingesting", True, "Ingesting", "reading the log group")
-        try:
-            if args.once:
-                state.progress = await pipeline.run_once()
-            else:
-                await _run_until_signalled(pipeline, state, ingestion.poll_interval_seconds)
-        except (AwsError, PCEError) as exc:
-            state.condition("Ingesting", False, exc.reason, str(exc))
-            state.progress = pipeline.progress
-            raise UsageError(str(exc)) from None
-        state.progress = pipeline.progress
-    failed = state.progress.flows_failed - state.failed_at_start
-    return EXIT_REJECTED if failed else EXIT_OK
+    async def report(update: ConditionUpdate) -> None:
+        state.apply([update])
 
-
-async def _run_until_signalled(pipeline: Pipeline, state: SyncState, poll: float) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def failing(exc: Exception) -> None:
-        state.condition("Ingesting", False, getattr(exc, "reason", "Retrying"), f"retrying: {exc}")
-
-    async def healthy() -> None:
-        state.condition("Ingesting", True, "Ingesting", "caught up with the log group")
-
-    await pipeline.run_forever(stop, poll, on_error=failing, on_success=healthy)
-    log.info("stopped; cursor saved")
-    sys.stderr.flush()
+    if not args.once:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    ingested = await lifecycle.ingest(
+        spec,
+        subscription,
+        secrets,
+        progress,
+        save,
+        stop=stop,
+        report=report,
+        settle_seconds=args.settle,
+        once=args.once,
+    )
+    state.progress = ingested.progress
+    if ingested.error is not None:
+        raise state.fail(ingested)
+    if not args.once:
+        log.info("stopped; cursor saved")
+        sys.stderr.flush()
+    failed = state.progress.flows_failed - state.failed_at_start if state.progress else 0
+    return EXIT_REJECTED if failed else EXIT_OK

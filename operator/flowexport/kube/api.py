@@ -1,4 +1,8 @@
-"""The Kubernetes API calls the operator makes itself (kopf makes the others)."""
+"""The Kubernetes API calls the operator makes itself (kopf makes the others).
+
+`KubeClient` is the interface the operator's parts use; `KubeApi` implements it with the
+official client, and the tests' in-memory fake implements it too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import base64
 import binascii
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -15,8 +19,24 @@ from kubernetes.client.exceptions import ApiException
 from flowexport.api.models import GROUP, PLURAL, VERSION
 
 
+class KubeClient(Protocol):
+    """Secrets, discovery and the status subresource."""
+
+    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        """A Secret's decoded values and its resourceVersion, or None if it does not exist."""
+        ...
+
+    async def serves_flowexports(self) -> bool:
+        """Whether the API server serves the FlowExport resource (its CRD is installed)."""
+        ...
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the FlowExport's status subresource."""
+        ...
+
+
 class KubeApi:
-    """Secrets and the status subresource, through the official client (run in threads)."""
+    """`KubeClient` through the official client (its blocking calls run in threads)."""
 
     def __init__(self) -> None:
         try:

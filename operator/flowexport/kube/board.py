@@ -6,26 +6,15 @@ import asyncio
 import copy
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from flowexport import metrics
-from flowexport.api.models import Condition, FlowExportStatus
+from flowexport.api.conditions import ConditionUpdate
+from flowexport.api.models import FlowExportStatus
 from flowexport.pipeline import Progress
-from flowexport.status import set_condition, with_ready
+from flowexport.status import ConditionSet, Transition
 
 Writer = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Transition:
-    """A condition that changed status, for a Kubernetes Event."""
-
-    type: str
-    ok: bool | None
-    reason: str
-    message: str
 
 
 class StatusBoard:
@@ -41,7 +30,7 @@ class StatusBoard:
         self.namespace, self.name = namespace, name
         self.writer = writer
         self.min_interval = min_interval
-        self.conditions: list[Condition] = []
+        self.conditions = ConditionSet()
         self.generation: int | None = None
         self.fields: dict[str, Any] = {}
         self.progress: Progress | None = None
@@ -54,7 +43,7 @@ class StatusBoard:
         if not status:
             return
         parsed = FlowExportStatus.model_validate(status)
-        self.conditions = list(parsed.conditions)
+        self.conditions = ConditionSet(parsed.conditions)
         for key in ("flowLogId", "logGroupArn"):
             if status.get(key):
                 self.fields[key] = status[key]
@@ -64,24 +53,16 @@ class StatusBoard:
             except ValueError:
                 self.progress = None
 
-    def condition(
-        self, type_: str, ok: bool | None, reason: str, message: str, generation: int | None
+    def apply(
+        self, updates: list[ConditionUpdate], generation: int | None = None
     ) -> list[Transition]:
-        """Set a condition (and Ready); returns the conditions whose status changed."""
-        before = {c.type: (c.status, c.reason) for c in self.conditions}
-        now = datetime.now(UTC)
-        self.conditions = set_condition(
-            self.conditions, type_, ok, reason, message, generation, now
+        """Apply condition updates (and Ready) decided for `generation` (default: the last
+        reconciled); returns the conditions whose status changed."""
+        changed = self.conditions.apply(
+            updates, self.generation if generation is None else generation
         )
-        self.conditions = with_ready(self.conditions, generation, now)
-        changed = []
-        for c in self.conditions:
+        for c in self.conditions.items:
             metrics.set_condition(self.namespace, self.name, c.type, c.status == "True")
-            if before.get(c.type, (None, None))[0] != c.status or (
-                c.status != "True" and before.get(c.type, (None, None))[1] != c.reason
-            ):
-                state = None if c.status == "Unknown" else c.status == "True"
-                changed.append(Transition(c.type, state, c.reason, c.message))
         return changed
 
     def update(self, **fields: Any) -> None:
@@ -97,7 +78,8 @@ class StatusBoard:
         """The status as it is written."""
         doc: dict[str, Any] = {
             "conditions": [
-                c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in self.conditions
+                c.model_dump(by_alias=True, mode="json", exclude_none=True)
+                for c in self.conditions.items
             ],
             **self.fields,
         }

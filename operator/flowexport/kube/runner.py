@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 import kopf
 
-from flowexport.kube import handlers
-from flowexport.kube.state import RESYNC_SECONDS
+from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
+from flowexport.kube.api import KubeApi
+from flowexport.kube.events import KopfEvents
+from flowexport.kube.state import RESYNC_SECONDS, Operator
 
 #: Characters that make a kopf namespace argument a pattern rather than a name.
 PATTERN_CHARACTERS = frozenset("!*?,")
@@ -30,7 +32,13 @@ def run(
     ready_flag: threading.Event | asyncio.Event | None = None,
 ) -> None:
     """Run until signalled (or `stop_flag` is set): standalone, no peering, one replica."""
-    handlers.reset(settle_seconds, resync_seconds, scan_cluster=has_patterns(namespaces))
+    operator = Operator(
+        KubeApi(),
+        KopfEvents(),
+        settle_seconds,
+        resync_seconds,
+        scan_cluster=has_patterns(namespaces),
+    )
     kopf.run(
         standalone=True,
         namespaces=list(namespaces),
@@ -38,4 +46,5 @@ def run(
         liveness_endpoint=liveness,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        memo=kopf.Memo(operator=operator),
     )

@@ -1,4 +1,7 @@
-"""What the operator holds in memory: one `Export` per FlowExport, one `Operator` per process."""
+"""What the operator holds in memory: one `Export` per FlowExport, one `Operator` per process.
+
+The `Operator` lives in kopf's memo (see `runner.run`); handlers reach it as `memo.operator`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from typing import Any
 
 from flowexport import metrics
 from flowexport.aws.subscription import Subscription
-from flowexport.kube.api import KubeApi
+from flowexport.kube.api import KubeClient
 from flowexport.kube.board import StatusBoard
+from flowexport.kube.events import EventSink
+from flowexport.kube.secrets import KubeSecrets, Versions
 
 #: Default seconds between reconciles of a healthy FlowExport: how soon drift is repaired.
 RESYNC_SECONDS = 300.0
@@ -32,7 +37,7 @@ class Export:
     #: The generation `subscription` was ensured for; the worker waits until it is current.
     subscribed_generation: int | None = None
     #: resourceVersion of every Secret the last reconcile read; a change triggers a reconcile.
-    secret_versions: dict[str, str] = field(default_factory=dict)
+    secret_versions: Versions = field(default_factory=dict)
     #: Set by a reconcile that changed what the worker uses (subscription, Secrets).
     restart: asyncio.Event = field(default_factory=asyncio.Event)
     next_reconcile: float = 0.0
@@ -69,15 +74,23 @@ class Export:
 
 
 class Operator:
-    """Process-wide state: the API client and the FlowExports being handled."""
+    """Process-wide state: the API client, the event sink and the FlowExports being handled."""
 
     def __init__(
-        self, settle_seconds: float = 15.0, resync_seconds: float = RESYNC_SECONDS
+        self,
+        api: KubeClient,
+        events: EventSink,
+        settle_seconds: float = 15.0,
+        resync_seconds: float = RESYNC_SECONDS,
+        scan_cluster: bool = False,
     ) -> None:
-        self.api = KubeApi()
+        self.api = api
+        self.events = events
         self.exports: dict[tuple[str, str], Export] = {}
         self.settle_seconds = settle_seconds
         self.resync_seconds = resync_seconds
+        #: Let kopf watch namespaces and CRDs, which it needs to resolve namespace patterns.
+        self.scan_cluster = scan_cluster
 
     def export(self, namespace: str, name: str, status: dict[str, Any] | None = None) -> Export:
         """The FlowExport's state, created (from its stored status) on first use."""
@@ -87,6 +100,10 @@ class Operator:
             board.load(status)
             self.exports[key] = Export(board, self.resync_seconds)
         return self.exports[key]
+
+    def secrets(self, namespace: str, versions: Versions | None = None) -> KubeSecrets:
+        """The Secrets of `namespace`, noting the versions read in `versions`."""
+        return KubeSecrets(self.api, namespace, versions)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted FlowExport's state and metrics."""

@@ -1,59 +1,63 @@
-"""PCE errors that say what to fix. No message carries a credential."""
+"""PCE errors that say what to fix; the hierarchy is drawn in `flowexport.errors`.
+
+No message carries a credential.
+"""
 
 from __future__ import annotations
 
+from flowexport.api.conditions import Reason
+from flowexport.errors import FlowExportError
 
-class PCEError(Exception):
-    """Base of every PCE failure; `reason` is a CamelCase word for conditions and metrics."""
 
-    reason = "PCEError"
-    retryable = False
+class PCEError(FlowExportError):
+    """Base of every PCE failure; subclasses name the cause."""
+
+    reason = Reason.PCE_ERROR
 
 
 class PCEConfigError(PCEError):
     """The client is configured wrongly (bad URL, bad CA bundle)."""
 
-    reason = "PCEConfigInvalid"
+    reason = Reason.PCE_CONFIG_INVALID
 
 
 class PCEAuthError(PCEError):
     """401: the API key's username or secret is wrong."""
 
-    reason = "PCEUnauthorized"
+    reason = Reason.PCE_UNAUTHORIZED
 
 
 class PCEPermissionError(PCEError):
     """403: the API key is valid but lacks a permission."""
 
-    reason = "PCEForbidden"
+    reason = Reason.PCE_FORBIDDEN
 
 
 class PCENotFoundError(PCEError):
     """404: wrong PCE URL or org id (or an object that does not exist)."""
 
-    reason = "PCENotFound"
+    reason = Reason.PCE_NOT_FOUND
 
 
 class PCERequestError(PCEError):
     """Another 4xx: the PCE refused the request as sent; retrying will not help."""
 
-    reason = "PCERequestRejected"
+    reason = Reason.PCE_REQUEST_REJECTED
 
 
 class PCETLSError(PCEError):
     """The PCE's certificate could not be verified."""
 
-    reason = "PCETLSVerificationFailed"
+    reason = Reason.PCE_TLS_VERIFICATION_FAILED
 
 
 class PCEProtocolError(PCEError):
     """The PCE answered success with a body that is not what the API documents."""
 
-    reason = "PCEUnexpectedResponse"
+    reason = Reason.PCE_UNEXPECTED_RESPONSE
 
 
 class PCEUnavailableError(PCEError):
     """Retries exhausted on 429, 5xx, timeouts or connection failures."""
 
-    reason = "PCEUnavailable"
-    retryable = True
+    reason = Reason.PCE_UNAVAILABLE

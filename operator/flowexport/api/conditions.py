@@ -1,0 +1,210 @@
+"""Condition types and reasons of a FlowExport, and how `Ready` is computed from the stages.
+
+Every reason the product can write is a `Reason` member; each says when it is set and whether
+it is terminal (only a change to the spec, a Secret, IAM or AWS itself can clear it; the
+operator then waits instead of backing off) or retryable (the operator retries with backoff).
+`docs/conditions.md` holds the same table for users; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from flowexport.api.models import Condition
+
+
+class ConditionType(StrEnum):
+    """The conditions a FlowExport's status carries."""
+
+    # True when every stage below is True; otherwise the first stage that is not, its reason.
+    READY = "Ready"
+    # The log group and the VPC flow log delivering to it exist as the spec asks.
+    SUBSCRIPTION_READY = "SubscriptionReady"
+    # The PCE answered an authenticated request for the spec's org.
+    PCE_REACHABLE = "PCEReachable"
+    # The ingestion worker reads and uploads (False while suspended or failing).
+    INGESTING = "Ingesting"
+
+
+#: The stages whose conjunction is `Ready`, in the order `Ready` reports the first failing one.
+STAGES: tuple[ConditionType, ...] = (
+    ConditionType.SUBSCRIPTION_READY,
+    ConditionType.PCE_REACHABLE,
+    ConditionType.INGESTING,
+)
+
+
+class Reason(StrEnum):
+    """Why a condition has its status: CamelCase, for conditions, Events and metrics."""
+
+    # -- success and neutral states (not errors) --
+    # Ready=True: every stage is True.
+    READY = "Ready"
+    # Ready=Unknown: a stage has not been evaluated yet.
+    PENDING = "Pending"
+    # SubscriptionReady=True: the flow log was created or adopted.
+    SUBSCRIBED = "Subscribed"
+    # PCEReachable=True: the probe succeeded.
+    REACHABLE = "Reachable"
+    # Ingesting=True: the worker caught up with the log group.
+    INGESTING = "Ingesting"
+    # Ingesting=False: spec.suspend is true; not an error.
+    SUSPENDED = "Suspended"
+
+    # -- the spec and its Secrets (terminal: the user changes them) --
+    # SubscriptionReady=False: a spec field is invalid. Terminal.
+    INVALID_SPEC = "InvalidSpec"
+    # Any stage: a referenced Secret is missing. Terminal.
+    SECRET_NOT_FOUND = "SecretNotFound"
+    # Any stage: a Secret lacks a key or holds bad data. Terminal.
+    SECRET_INVALID = "SecretInvalid"
+
+    # -- AWS --
+    # Any stage: AWS throttled a call. Retryable.
+    AWS_THROTTLED = "AWSThrottled"
+    # Any stage: AWS answered 5xx or failed. Retryable.
+    AWS_UNAVAILABLE = "AWSUnavailable"
+    # Any stage: no connection to the endpoint. Retryable.
+    AWS_UNREACHABLE = "AWSUnreachable"
+    # Any stage: IAM denied an action. Terminal.
+    AWS_ACCESS_DENIED = "AWSAccessDenied"
+    # SubscriptionReady: AWS refused a call. Terminal.
+    AWS_INVALID_REQUEST = "AWSInvalidRequest"
+    # SubscriptionReady=False: spec.aws.vpcId does not exist. Terminal.
+    VPC_NOT_FOUND = "VPCNotFound"
+    # Any stage: the log group is gone. Terminal.
+    LOG_GROUP_NOT_FOUND = "LogGroupNotFound"
+    # SubscriptionReady: a foreign flow log differs. Terminal.
+    FLOW_LOG_CONFLICT = "FlowLogConflict"
+    # SubscriptionReady: CreateFlowLogs refused. Terminal.
+    FLOW_LOG_CREATE_FAILED = "FlowLogCreateFailed"
+    # SubscriptionReady=False: the flow log cannot deliver. Terminal.
+    DELIVERY_FAILED = "DeliveryFailed"
+
+    # -- the PCE --
+    # PCEReachable: bad URL or CA bundle. Terminal.
+    PCE_CONFIG_INVALID = "PCEConfigInvalid"
+    # PCEReachable, Ingesting: 401, wrong API key. Terminal.
+    PCE_UNAUTHORIZED = "PCEUnauthorized"
+    # PCEReachable, Ingesting: 403, key lacks a permission. Terminal.
+    PCE_FORBIDDEN = "PCEForbidden"
+    # PCEReachable, Ingesting: 404, wrong URL or org. Terminal.
+    PCE_NOT_FOUND = "PCENotFound"
+    # PCEReachable, Ingesting: another 4xx. Terminal.
+    PCE_REQUEST_REJECTED = "PCERequestRejected"
+    # PCEReachable: bad cert. Terminal.
+    PCE_TLS_VERIFICATION_FAILED = "PCETLSVerificationFailed"
+    # Any PCE stage: undocumented answer. Terminal.
+    PCE_UNEXPECTED_RESPONSE = "PCEUnexpectedResponse"
+    # PCEReachable, Ingesting: 429/5xx/timeouts. Retryable.
+    PCE_UNAVAILABLE = "PCEUnavailable"
+    # PCEReachable, Ingesting: another PCE failure. Terminal.
+    PCE_ERROR = "PCEError"
+
+    # -- the operator itself --
+    # Any stage: an unexpected error (a bug). Retryable.
+    INTERNAL_ERROR = "InternalError"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying with backoff can clear it without any change by the user."""
+        return self in _RETRYABLE
+
+    @property
+    def is_error(self) -> bool:
+        """Whether this reason reports a failure (not success, pending or suspended)."""
+        return self not in _NOT_ERRORS
+
+
+_RETRYABLE = frozenset(
+    {
+        Reason.AWS_THROTTLED,
+        Reason.AWS_UNAVAILABLE,
+        Reason.AWS_UNREACHABLE,
+        Reason.PCE_UNAVAILABLE,
+        Reason.INTERNAL_ERROR,
+    }
+)
+_NOT_ERRORS = frozenset(
+    {
+        Reason.READY,
+        Reason.PENDING,
+        Reason.SUBSCRIBED,
+        Reason.REACHABLE,
+        Reason.INGESTING,
+        Reason.SUSPENDED,
+    }
+)
+
+_KNOWN = frozenset(str(r) for r in Reason)
+
+#: The longest condition message the API accepts (metav1.Condition).
+MAX_MESSAGE = 32768
+
+
+@dataclass(frozen=True)
+class ConditionUpdate:
+    """One condition as a step decided it: True (ok), False or Unknown (None)."""
+
+    type: ConditionType
+    ok: bool | None
+    reason: Reason
+    message: str
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    update: ConditionUpdate,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """Conditions with `update` applied; its transition time moves only when its status does."""
+    status = "Unknown" if update.ok is None else ("True" if update.ok else "False")
+    previous = next((c for c in conditions if c.type == update.type), None)
+    since = previous.last_transition_time if previous and previous.status == status else now
+    updated = Condition(
+        type=str(update.type),
+        status=status,
+        reason=str(update.reason),
+        message=update.message[:MAX_MESSAGE],
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    others = [c for c in conditions if c.type != update.type]
+    return _ordered([*others, updated])
+
+
+def ready_of(conditions: Sequence[Condition]) -> ConditionUpdate:
+    """`Ready` as the stages say: True when every stage is True, else the first that is not."""
+    by_type = {c.type: c for c in conditions}
+    for stage in STAGES:
+        condition = by_type.get(stage)
+        if condition is None:
+            return ConditionUpdate(
+                ConditionType.READY, None, Reason.PENDING, f"{stage} not yet known"
+            )
+        if condition.status != "True":
+            if condition.reason not in _KNOWN:  # written by an older version; re-evaluated soon
+                return ConditionUpdate(
+                    ConditionType.READY, None, Reason.PENDING, f"{stage} being re-evaluated"
+                )
+            ok = None if condition.status == "Unknown" else False
+            return ConditionUpdate(
+                ConditionType.READY, ok, Reason(condition.reason), condition.message
+            )
+    return ConditionUpdate(ConditionType.READY, True, Reason.READY, "exporting flows")
+
+
+def with_ready(
+    conditions: Sequence[Condition], generation: int | None, now: datetime
+) -> list[Condition]:
+    """The conditions with `Ready` recomputed from the stages."""
+    return set_condition(conditions, ready_of(conditions), generation, now)
+
+
+def _ordered(conditions: list[Condition]) -> list[Condition]:
+    order = {str(name): i for i, name in enumerate((ConditionType.READY, *STAGES))}
+    return sorted(conditions, key=lambda c: (order.get(c.type, len(order)), c.type))

@@ -1,0 +1,248 @@
+"""The steps every front end runs for one FlowExport, without Kubernetes.
+
+    subscribe  -> SubscriptionReady   ensure the log group and the flow log (create/adopt/repair)
+    probe      -> PCEReachable        one authenticated PCE request
+    ingest     -> Ingesting           the pipeline until stopped (or caught up, with `once`)
+    clean_up                          remove what the FlowExport created, per deletionPolicy
+
+Each step returns the condition updates it decided (and the error, when it failed); the front
+end applies them: the operator's `kube/` to the FlowExport's status, `flowexport sync` to the
+status it prints. So one state has one reason and one message, whichever front end runs it.
+Secrets come through a `SecretSource`: the Kubernetes API for the operator, the manifest file
+and the environment for `sync`. Blocking AWS work runs in threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
+from flowexport.api.models import FlowExportSpec
+from flowexport.aws.session import AwsKeys, AwsTarget, make_clients
+from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
+from flowexport.errors import ConfigError, FlowExportError, unexpected
+from flowexport.pce.client import PCEClient, PCECredentials
+from flowexport.pipeline import Checkpoint, Progress, build_pipeline
+from flowexport.secrets import SecretKind, SecretSource
+
+log = logging.getLogger("flowexport.lifecycle")
+
+#: The Ingesting message while the worker keeps up with the log group.
+CAUGHT_UP = "caught up with the log group"
+
+
+@dataclass
+class Step:
+    """What one step decided: condition updates, the error if it failed, changes it made."""
+
+    updates: list[ConditionUpdate] = field(default_factory=list)
+    error: FlowExportError | None = None
+    changes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Subscribed(Step):
+    """The subscribe step's result, with the subscription when it succeeded."""
+
+    subscription: Subscription | None = None
+
+
+@dataclass
+class Ingested(Step):
+    """The ingest step's result, with the progress last checkpointed."""
+
+    progress: Progress | None = None
+
+
+def failed(type_: ConditionType, exc: FlowExportError) -> ConditionUpdate:
+    """The condition for a failed stage; a retryable failure says it is being retried."""
+    message = f"retrying: {exc}" if exc.retryable else str(exc)
+    return ConditionUpdate(type_, False, exc.reason, message)
+
+
+def invalid_spec(exc: FlowExportError) -> ConditionUpdate:
+    """An invalid spec is reported on the first stage (it blocks all of them)."""
+    return failed(ConditionType.SUBSCRIPTION_READY, exc)
+
+
+def suspended() -> ConditionUpdate:
+    """Ingesting while `spec.suspend` is true."""
+    return ConditionUpdate(ConditionType.INGESTING, False, Reason.SUSPENDED, "spec.suspend is true")
+
+
+def caught_up() -> ConditionUpdate:
+    """Ingesting after a read that reached the end of the log group."""
+    return ConditionUpdate(ConditionType.INGESTING, True, Reason.INGESTING, CAUGHT_UP)
+
+
+async def _secret(source: SecretSource, name: str, kind: SecretKind) -> Mapping[str, str] | None:
+    values = await source.read(name, kind)
+    if values is None:
+        error = source.missing(name, kind)
+        if error is not None:
+            raise error
+    return values
+
+
+async def aws_target(spec: FlowExportSpec, secrets: SecretSource) -> AwsTarget:
+    """Where and as whom to call AWS: keys from the referenced Secret, else the default chain."""
+    aws = spec.aws
+    keys = None
+    if aws.credentials_secret_ref is not None:
+        ref = aws.credentials_secret_ref.name
+        values = await _secret(secrets, ref, SecretKind.AWS_CREDENTIALS)
+        if values is not None:
+            key_id = values.get("aws_access_key_id")
+            secret = values.get("aws_secret_access_key")
+            if not key_id or not secret:
+                raise ConfigError(
+                    f"Secret {ref} needs keys aws_access_key_id and aws_secret_access_key",
+                    Reason.SECRET_INVALID,
+                )
+            keys = AwsKeys(key_id, secret, values.get("aws_session_token"))
+    return AwsTarget(aws.region, aws.endpoint_url, aws.role_arn, keys, aws.api_requests_per_second)
+
+
+async def pce_client(spec: FlowExportSpec, secrets: SecretSource) -> PCEClient:
+    """A PCE client with the API key (and CA bundle) from the referenced Secrets."""
+    pce = spec.pce
+    ref = pce.credentials_secret_ref.name
+    values = await _secret(secrets, ref, SecretKind.PCE_CREDENTIALS) or {}
+    username, secret = values.get("username"), values.get("password")
+    if not username or not secret:
+        raise ConfigError(
+            f"Secret {ref} needs keys username (the API key's auth username) and password "
+            "(its secret)",
+            Reason.SECRET_INVALID,
+        )
+    ca_pem = None
+    if pce.ca_bundle_secret_ref is not None:
+        ca_ref = pce.ca_bundle_secret_ref.name
+        ca_pem = (await _secret(secrets, ca_ref, SecretKind.CA_BUNDLE) or {}).get("ca.crt")
+        if not ca_pem:
+            raise ConfigError(f"Secret {ca_ref} has no key ca.crt", Reason.SECRET_INVALID)
+    return PCEClient(
+        pce.url,
+        pce.org_id,
+        PCECredentials(username, secret),
+        ca_pem=ca_pem,
+        insecure=pce.insecure_skip_tls_verify,
+    )
+
+
+async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> Subscribed:
+    """Ensure the log group and the flow log; SubscriptionReady says how it went."""
+    try:
+        target = await aws_target(spec, secrets)
+        clients = await asyncio.to_thread(make_clients, target)
+        subscription = await asyncio.to_thread(ensure_subscription, clients, spec.aws, owner)
+    except FlowExportError as exc:
+        return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, exc)], exc)
+    if subscription.delivery_error:
+        update = ConditionUpdate(
+            ConditionType.SUBSCRIPTION_READY,
+            False,
+            Reason.DELIVERY_FAILED,
+            subscription.delivery_error,
+        )
+    else:
+        how = "created by" if subscription.flow_log_owned else "adopted by"
+        message = f"flow log {subscription.flow_log_id} {how} this FlowExport"
+        update = ConditionUpdate(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED, message)
+    return Subscribed([update], None, list(subscription.changes), subscription)
+
+
+async def check_pce_credentials(spec: FlowExportSpec, secrets: SecretSource) -> Step:
+    """The PCE key and CA bundle are there and usable (no request is made)."""
+    try:
+        await (await pce_client(spec, secrets)).aclose()
+    except FlowExportError as exc:
+        return Step([failed(ConditionType.PCE_REACHABLE, exc)], exc)
+    return Step()
+
+
+async def probe(spec: FlowExportSpec, secrets: SecretSource) -> Step:
+    """One authenticated PCE request; PCEReachable says how it went."""
+    try:
+        async with await pce_client(spec, secrets) as pce:
+            await pce.probe()
+    except FlowExportError as exc:
+        return Step([failed(ConditionType.PCE_REACHABLE, exc)], exc)
+    message = f"{spec.pce.url} org {spec.pce.org_id}"
+    return Step([ConditionUpdate(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE, message)])
+
+
+Report = Callable[[ConditionUpdate], Awaitable[None]]
+
+
+async def ingest(
+    spec: FlowExportSpec,
+    subscription: Subscription,
+    secrets: SecretSource,
+    progress: Progress,
+    checkpoint: Checkpoint,
+    *,
+    stop: asyncio.Event,
+    report: Report,
+    settle_seconds: float,
+    once: bool = False,
+    on_upload: Callable[[float], None] | None = None,
+) -> Ingested:
+    """Run the pipeline until `stop` (or, with `once`, until caught up).
+
+    Each read reports Ingesting through `report` (caught up, or retrying a transient failure);
+    a terminal failure ends the step and is returned, with the progress last checkpointed.
+    """
+    try:
+        target = await aws_target(spec, secrets)
+        clients = await asyncio.to_thread(make_clients, target)
+        pce = await pce_client(spec, secrets)
+    except FlowExportError as exc:
+        return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=progress)
+    pipeline = build_pipeline(
+        spec,
+        clients,
+        subscription.log_format,
+        pce,
+        progress,
+        checkpoint,
+        settle_seconds=settle_seconds,
+        on_upload=on_upload,
+    )
+
+    async def on_error(exc: FlowExportError) -> None:
+        await report(failed(ConditionType.INGESTING, exc))
+
+    async def on_success() -> None:
+        await report(caught_up())
+
+    try:
+        async with pce:
+            if once:
+                await pipeline.run_once(stop)
+                await on_success()
+            else:
+                poll = float(spec.ingestion.poll_interval_seconds)
+                await pipeline.run_forever(stop, poll, on_error, on_success)
+    except FlowExportError as exc:
+        return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=pipeline.progress)
+    except Exception as exc:  # a bug must not lose the cursor or kill the worker silently
+        log.exception("ingestion failed unexpectedly")
+        error = unexpected(exc)
+        return Ingested([failed(ConditionType.INGESTING, error)], error, progress=pipeline.progress)
+    return Ingested(progress=pipeline.progress)
+
+
+async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> list[str]:
+    """Remove what the FlowExport created, per its deletion policy; what was removed.
+
+    Raises FlowExportError when AWS cannot be reached or refuses.
+    """
+    target = await aws_target(spec, secrets)
+    clients = await asyncio.to_thread(make_clients, target)
+    return await asyncio.to_thread(
+        delete_subscription, clients, spec.aws, owner, spec.deletion_policy
+    )

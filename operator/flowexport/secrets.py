@@ -1,0 +1,35 @@
+"""How a front end hands Secret values to the lifecycle: one small interface, two sources.
+
+The operator reads them through the Kubernetes API (`kube/secrets.py`); `flowexport sync`
+from its manifest file and the environment (`manifest.py`). Values go straight to the AWS and
+PCE clients; no message built from them carries one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from flowexport.errors import ConfigError
+
+
+class SecretKind(StrEnum):
+    """What a Secret holds for a FlowExport (also the value of its `secret-type` label)."""
+
+    PCE_CREDENTIALS = "pce-credentials"
+    AWS_CREDENTIALS = "aws-credentials"
+    CA_BUNDLE = "ca-bundle"
+
+
+class SecretSource(Protocol):
+    """Where a front end finds the Secrets a FlowExport references."""
+
+    async def read(self, name: str, kind: SecretKind) -> Mapping[str, str] | None:
+        """The Secret's values, or None when it is not there."""
+        ...
+
+    def missing(self, name: str, kind: SecretKind) -> ConfigError | None:
+        """The error for a Secret `read` did not find; None to go on without it (only for
+        AWS credentials: the default credential chain is used then)."""
+        ...

@@ -1,0 +1,127 @@
+"""Condition types and reasons: one enum, documented member by member, equal to the docs'
+table, used everywhere instead of string literals; Ready computed from the stages."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from flowexport.api import conditions
+from flowexport.api.conditions import (
+    STAGES,
+    ConditionType,
+    ConditionUpdate,
+    Reason,
+    ready_of,
+    set_condition,
+    with_ready,
+)
+from flowexport.api.models import Condition
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "operator" / "flowexport"
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def _kind(reason: Reason) -> str:
+    if not reason.is_error:
+        return "ok"
+    return "retryable" if reason.retryable else "terminal"
+
+
+def test_the_docs_reason_table_equals_the_enum() -> None:
+    text = (ROOT / "docs" / "conditions.md").read_text()
+    rows = re.findall(r"^\| `([A-Za-z]+)` \| [^|]+ \| (ok|retryable|terminal) \|", text, re.M)
+    assert rows == [(str(r), _kind(r)) for r in Reason]
+
+
+def test_every_member_has_a_comment_saying_when_and_whether_terminal() -> None:
+    lines = inspect.getsource(conditions).splitlines()
+    for enum in (ConditionType, Reason):
+        for member in enum:
+            index = next(i for i, x in enumerate(lines) if re.match(rf"    {member.name} = ", x))
+            comment = lines[index - 1].strip()
+            assert comment.startswith("# "), f"{enum.__name__}.{member.name} has no comment"
+            if enum is Reason and member.is_error:
+                word = "Retryable." if member.retryable else "Terminal."
+                assert comment.endswith(word), f"{member.name}: {comment!r} should say {word}"
+
+
+# Literals that are not conditions: AWS's own error code, the CRD printer column's header.
+_NOT_CONDITIONS = {("aws/errors.py", "InternalError"), ("api/crd.py", "Ready")}
+
+
+def test_no_condition_type_or_reason_is_spelled_as_a_string_outside_the_enum() -> None:
+    names = {str(v) for v in ConditionType} | {str(v) for v in Reason}
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        where = path.relative_to(PACKAGE).as_posix()
+        if where == "api/conditions.py" or where.startswith("sim/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            literal = isinstance(node, ast.Constant) and node.value in names
+            if literal and (where, node.value) not in _NOT_CONDITIONS:
+                found.append(f"{where}:{node.lineno} {node.value!r}")
+    assert found == []
+
+
+def _stage(type_: ConditionType, ok: bool | None, reason: Reason) -> ConditionUpdate:
+    return ConditionUpdate(type_, ok, reason, f"{type_} {reason}")
+
+
+def _apply(*updates: ConditionUpdate) -> list[Condition]:
+    items: list[Condition] = []
+    for update in updates:
+        items = set_condition(items, update, 3, NOW)
+    return with_ready(items, 3, NOW)
+
+
+def test_ready_is_true_only_when_every_stage_is() -> None:
+    ok = [_stage(t, True, Reason.READY) for t in STAGES]
+    assert ready_of(_apply(*ok)).ok is True
+    assert ready_of(_apply(*ok[:2])) == ConditionUpdate(
+        ConditionType.READY, None, Reason.PENDING, "Ingesting not yet known"
+    )
+
+
+def test_ready_takes_the_first_failing_stage_in_order() -> None:
+    items = _apply(
+        _stage(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED),
+        _stage(ConditionType.PCE_REACHABLE, False, Reason.PCE_UNAUTHORIZED),
+        _stage(ConditionType.INGESTING, False, Reason.SUSPENDED),
+    )
+    ready = next(c for c in items if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "PCEUnauthorized")
+    assert [c.type for c in items] == ["Ready", *STAGES]
+
+
+def test_a_reason_from_an_older_version_is_pending_not_a_crash() -> None:
+    stored = Condition(
+        type="Ingesting", status="False", reason="IngestionFailed", last_transition_time=NOW
+    )
+    subscribed = _stage(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED)
+    reachable = _stage(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE)
+    items = set_condition(set_condition([stored], subscribed, 1, NOW), reachable, 1, NOW)
+    assert ready_of(items).reason is Reason.PENDING
+
+
+def test_the_transition_time_moves_only_with_the_status() -> None:
+    update = _stage(ConditionType.INGESTING, False, Reason.AWS_THROTTLED)
+    first = set_condition([], update, 1, NOW)
+    later = datetime(2026, 11, 25, tzinfo=UTC)
+    again = set_condition(
+        first, _stage(ConditionType.INGESTING, False, Reason.PCE_UNAVAILABLE), 1, later
+    )
+    assert again[0].last_transition_time == NOW
+    turned = set_condition(again, _stage(ConditionType.INGESTING, True, Reason.INGESTING), 1, later)
+    assert turned[0].last_transition_time == later
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_every_reason_is_a_valid_condition_reason(reason: Reason) -> None:
+    Condition(type="Ready", status="False", reason=str(reason), last_transition_time=NOW)

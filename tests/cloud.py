@@ -1,0 +1,62 @@
+"""A fresh moto account per test (moto in server mode, one process per session, reset per test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+from flowexport.api.models import AwsSpec
+from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
+from tests.moto_server import reset
+
+REGION = "us-east-1"
+KEYS = AwsKeys("AKIAFLOWEXPORTTEST", "moto-secret-key-not-real")
+
+
+@dataclass
+class Cloud:
+    """A fresh moto account with a VPC and a flow-log delivery role."""
+
+    url: str
+    clients: AwsClients
+    vpc_id: str
+    role_arn: str
+
+    def spec(self, **overrides: Any) -> AwsSpec:
+        values: dict[str, Any] = {
+            "region": REGION,
+            "vpcId": self.vpc_id,
+            "logGroupName": "/flowexport/test",
+            "deliverLogsRoleArn": self.role_arn,
+            "endpointUrl": self.url,
+        }
+        values.update(overrides)
+        return AwsSpec.model_validate(values)
+
+    def raw(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id=KEYS.access_key_id,
+            aws_secret_access_key=KEYS.secret_access_key,
+        )
+
+
+@pytest.fixture
+def cloud(moto_url: str) -> Cloud:
+    reset(moto_url)
+    clients = make_clients(AwsTarget(REGION, endpoint_url=moto_url, keys=KEYS))
+    vpc_id = clients.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id=KEYS.access_key_id,
+        aws_secret_access_key=KEYS.secret_access_key,
+    )
+    role = iam.create_role(RoleName="flow-logs-delivery", AssumeRolePolicyDocument="{}")
+    return Cloud(moto_url, clients, vpc_id, role["Role"]["Arn"])

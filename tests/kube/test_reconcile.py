@@ -1,0 +1,133 @@
+"""Reconcile in-process: subscription and probe reported as conditions, Events and a schedule;
+invalid specs, bad and missing Secrets, drift repair and Secret changes (the resync timer)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flowexport.api.validation import SpecError
+from flowexport.kube.reconcile import reconcile, resync
+from flowexport.kube.state import TERMINAL_RETRY_SECONDS
+from tests.kube.conftest import NS, World
+from tests.pcesim import API_KEY, API_SECRET
+
+
+async def test_reconcile_subscribes_probes_and_schedules_a_resync(world: World) -> None:
+    export = world.export()
+    await reconcile(world.op, export, world.body())
+    assert world.condition("SubscriptionReady") == ("True", "Subscribed")
+    assert world.condition("PCEReachable") == ("True", "Reachable")
+    assert world.condition("Ready") == ("Unknown", "Pending")  # the worker has not run yet
+    status = world.status()
+    assert status["flowLogId"].startswith("fl-")
+    assert status["logGroupArn"].endswith(":log-group:/flowexport/prod")
+    assert status["observedGeneration"] == 1
+    assert "SubscriptionChanged" in world.events.reasons("Normal")
+    assert export.subscription is not None and export.subscribed_generation == 1
+    assert export.restart.is_set()
+    assert set(export.secret_versions) == {"aws-keys", "pce-key"}
+    assert not export.due  # next: the resync period
+    assert export.next_reconcile - time.monotonic() > 250
+
+
+async def test_a_second_reconcile_changes_nothing_and_restarts_nothing(world: World) -> None:
+    export = world.export()
+    await reconcile(world.op, export, world.body())
+    export.restart.clear()
+    posted = len(world.events.posted)
+    await reconcile(world.op, export, world.body())
+    assert not export.restart.is_set()
+    assert len(world.events.posted) == posted
+
+
+async def test_an_invalid_spec_is_reported_and_never_retried(world: World) -> None:
+    export = world.export("bad-url")
+    with pytest.raises(SpecError):
+        await reconcile(
+            world.op, export, world.body("bad-url", **{"pce.url": "http://pce.example.com"})
+        )
+    assert world.condition("SubscriptionReady", "bad-url") == ("False", "InvalidSpec")
+    assert world.condition("Ready", "bad-url") == ("False", "InvalidSpec")
+    assert export.next_reconcile == float("inf")
+    assert world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"] == []
+
+
+async def test_a_wrong_key_is_reported_without_the_secret(world: World) -> None:
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": "wrong"})
+    export = world.export()
+    await reconcile(world.op, export, world.body())
+    assert world.condition("PCEReachable") == ("False", "PCEUnauthorized")
+    assert world.condition("Ready") == ("False", "PCEUnauthorized")
+    assert "PCEUnauthorized" in world.events.reasons("Warning")
+    assert all("wrong" not in message for _, _, message in world.events.posted)
+    assert all("wrong" not in str(patch) for patch in world.kube.patches)
+    assert export.next_reconcile - time.monotonic() > TERMINAL_RETRY_SECONDS - 5
+
+
+async def test_a_missing_secret_recovers_once_created(world: World) -> None:
+    world.kube.delete_secret(NS, "pce-key")
+    export = world.export()
+    body = world.body()
+    await reconcile(world.op, export, body)
+    assert world.condition("PCEReachable") == ("False", "SecretNotFound")
+    assert world.condition("Ready") == ("False", "SecretNotFound")
+    assert export.secret_versions["pce-key"] == ""
+    assert not await resync(world.op, export, body)  # not due, nothing changed
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET})
+    # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
+    assert await resync(world.op, export, body)
+    assert world.condition("PCEReachable") == ("True", "Reachable")
+
+
+async def test_missing_aws_keys_are_reported_on_the_subscription(world: World) -> None:
+    world.kube.delete_secret(NS, "aws-keys")
+    await reconcile(world.op, world.export(), world.body())
+    assert world.condition("SubscriptionReady") == ("False", "SecretNotFound")
+    message = next(m for t, r, m in world.events.posted if r == "SecretNotFound")
+    assert f"Secret {NS}/aws-keys does not exist" in message
+
+
+async def test_incomplete_keys_name_the_keys_needed(world: World) -> None:
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY})
+    await reconcile(world.op, world.export(), world.body())
+    assert world.condition("PCEReachable") == ("False", "SecretInvalid")
+
+
+async def test_drift_is_repaired_by_the_next_due_reconcile(world: World) -> None:
+    export = world.export()
+    body = world.body()
+    await reconcile(world.op, export, body)
+    ec2, logs = world.cloud.clients.ec2, world.cloud.clients.logs
+    first = world.status()["flowLogId"]
+    ec2.delete_flow_logs(FlowLogIds=[first])
+    logs.put_retention_policy(logGroupName="/flowexport/prod", retentionInDays=30)
+    export.restart.clear()
+    export.request_reconcile()
+    assert await resync(world.op, export, body)
+    flow_logs = ec2.describe_flow_logs()["FlowLogs"]
+    assert len(flow_logs) == 1
+    assert world.status()["flowLogId"] == flow_logs[0]["FlowLogId"] != first
+    group = logs.describe_log_groups(logGroupNamePrefix="/flowexport/prod")["logGroups"][0]
+    assert group["retentionInDays"] == 7
+    assert export.restart.is_set()  # the worker moves to the new flow log
+    assert world.condition("SubscriptionReady") == ("True", "Subscribed")
+
+
+async def test_a_conflicting_flow_log_is_terminal_and_named(world: World) -> None:
+    world.cloud.clients.logs.create_log_group(logGroupName="/flowexport/prod")
+    world.cloud.clients.ec2.create_flow_logs(
+        ResourceIds=[world.cloud.vpc_id],
+        ResourceType="VPC",
+        TrafficType="ALL",
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName="/flowexport/prod",
+        DeliverLogsPermissionArn=world.cloud.role_arn,
+        MaxAggregationInterval=600,
+    )
+    export = world.export()
+    await reconcile(world.op, export, world.body())
+    assert world.condition("SubscriptionReady") == ("False", "FlowLogConflict")
+    assert export.next_reconcile - time.monotonic() > TERMINAL_RETRY_SECONDS - 5
+    assert world.condition("PCEReachable") is None  # not probed while not subscribed

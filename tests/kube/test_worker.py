@@ -1,0 +1,164 @@
+"""The ingestion worker in-process: ingest into status, suspend, spec edits, restart from the
+status cursor, a log group deleted under it, clean-up per deletion policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import kopf
+import pytest
+
+from flowexport.kube.handlers import clean_up
+from flowexport.kube.reconcile import reconcile
+from flowexport.kube.state import Export
+from flowexport.kube.worker import work
+from tests.kube.conftest import NS, World
+from tests.kube.fakes import Stopped, operator
+
+
+async def eventually(check: Callable[[], bool], what: str = "", timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(world: World, export: Export, body: dict[str, Any]) -> AsyncIterator[Stopped]:
+    """The worker as kopf runs it, stopped (and awaited) on exit."""
+    stopped = Stopped()
+    task = asyncio.create_task(work(world.op, export, body, stopped))
+    try:
+        yield stopped
+    finally:
+        stopped.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def uploaded(world: World) -> int:
+    return int(world.status().get("counts", {}).get("flowsUploaded", 0))
+
+
+async def test_the_worker_ingests_and_writes_counts_cursor_and_ready(world: World) -> None:
+    body = world.body()
+    export = world.export()
+    await reconcile(world.op, export, body)
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ready") == ("True", "Ready"), "Ready")
+        world.write_flows(25)
+        await eventually(lambda: len(world.received()) == 25, "25 flows at the PCE")
+    status = world.status()
+    assert status["counts"]["recordsRead"] == 25 and uploaded(world) == 25
+    assert status["cursor"]["ingestedThrough"] > 0
+    assert status["lastUploadTime"].endswith("Z")
+    assert world.condition("Ingesting") == ("True", "Ingesting")
+    assert "Ready" in world.events.reasons("Normal")
+
+
+async def test_suspend_and_resume(world: World) -> None:
+    body = world.body()
+    export = world.export()
+    await reconcile(world.op, export, body)
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ingesting") == ("True", "Ingesting"))
+        body["spec"]["suspend"] = True
+        body["metadata"]["generation"] = 2
+        await reconcile(world.op, export, body)
+        await eventually(lambda: world.condition("Ingesting") == ("False", "Suspended"))
+        assert world.condition("Ready") == ("False", "Suspended")
+        world.write_flows(5)
+        await asyncio.sleep(1.5)
+        assert world.received() == []
+        body["spec"]["suspend"] = False
+        body["metadata"]["generation"] = 3
+        await reconcile(world.op, export, body)
+        await eventually(lambda: len(world.received()) == 5, "flows after resume")
+
+
+async def test_a_spec_edit_restarts_the_worker_with_new_settings(world: World) -> None:
+    body = world.body()
+    export = world.export()
+    await reconcile(world.op, export, body)
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ingesting") == ("True", "Ingesting"))
+        world.write_flows(3, action="REJECT")
+        await asyncio.sleep(1.5)
+        assert world.received() == []  # REJECT records are filtered by default
+        body["spec"]["ingestion"]["actions"] = ["ACCEPT", "REJECT"]
+        body["metadata"]["generation"] = 2
+        await reconcile(world.op, export, body)
+        world.write_flows(3, start=10, action="REJECT")
+        await eventually(lambda: len(world.received()) == 3, "REJECT flows after the edit")
+    assert world.status()["observedGeneration"] == 2
+
+
+async def test_a_new_operator_resumes_from_the_status_cursor(world: World) -> None:
+    body = world.body()
+    export = world.export()
+    await reconcile(world.op, export, body)
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ingesting") == ("True", "Ingesting"))
+        world.write_flows(10)
+        await eventually(lambda: uploaded(world) == 10, "10 flows in status")
+    world.write_flows(10, start=10)
+    world.op = operator(world.kube, world.events)  # a restarted process: memory is gone
+    export = world.export()
+    assert export.board.progress is not None
+    await reconcile(world.op, export, body)
+    async with running(world, export, body):
+        await eventually(lambda: len({f[0] for f in world.received()}) == 20, "all 20 flows")
+        await asyncio.sleep(0.5)
+    assert len(world.received()) - 20 <= 10, "at most one batch uploaded twice"
+    assert world.status()["counts"]["recordsRead"] >= 20
+
+
+async def test_a_log_group_deleted_under_the_worker_is_reported_and_reconciled(
+    world: World,
+) -> None:
+    body = world.body()
+    export = world.export()
+    await reconcile(world.op, export, body)
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ingesting") == ("True", "Ingesting"))
+        world.cloud.clients.logs.delete_log_group(logGroupName="/flowexport/prod")
+        await eventually(
+            lambda: world.condition("Ingesting") == ("False", "LogGroupNotFound"), timeout=30
+        )
+        assert export.due  # the next timer tick reconciles: the group comes back
+        await reconcile(world.op, export, body)
+        await eventually(lambda: world.condition("Ingesting") == ("True", "Ingesting"))
+        world.write_flows(4)
+        await eventually(lambda: len(world.received()) == 4, "flows after the repair")
+
+
+async def test_delete_removes_what_it_created(world: World) -> None:
+    body = world.body()
+    await reconcile(world.op, world.export(), body)
+    await clean_up(world.op, body, body["spec"])
+    assert world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"] == []
+    groups = world.cloud.clients.logs.describe_log_groups(logGroupNamePrefix="/flowexport/prod")
+    assert groups["logGroups"] == []
+    assert "Deleted" in world.events.reasons("Normal")
+    assert (NS, "prod") not in world.op.exports
+
+
+async def test_retain_policy_keeps_aws_resources(world: World) -> None:
+    body = world.body(deletionPolicy="Retain")
+    await reconcile(world.op, world.export(), body)
+    await clean_up(world.op, body, body["spec"])
+    assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
+
+
+async def test_a_clean_up_that_cannot_reach_aws_says_why_and_is_retried(world: World) -> None:
+    body = world.body()
+    await reconcile(world.op, world.export(), body)
+    world.kube.delete_secret(NS, "aws-keys")
+    with pytest.raises(kopf.TemporaryError):
+        await clean_up(world.op, body, body["spec"])
+    assert "SecretNotFound" in world.events.reasons("Warning")
+    assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
