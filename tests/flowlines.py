@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flowexport.core.logformat import LogFormat
+import contextlib
+import time
+from typing import Any
+
+from flowexport.core.logformat import PIPELINE_FORMAT, LogFormat
 
 DEFAULTS: dict[str, str] = {
     "version": "5",
@@ -34,3 +38,28 @@ def line(fmt: LogFormat, **values: object) -> str:
     """A line in `fmt`; keywords spell `-` as `_` (log_status=...); unset fields get defaults."""
     given = {k.replace("_", "-"): str(v) for k, v in values.items()}
     return " ".join(given.get(name, DEFAULTS.get(name, "-")) for name in fmt.fields)
+
+
+def put_connections(
+    logs: Any, group: str, count: int, start: int = 0, stream: str = "eni-a-all", **values: object
+) -> None:
+    """Write `count` client connections (10.0.0.<i+1>:<40000+i> -> 10.1.0.9:443) to a log
+    group as CloudWatch Logs events in the pipeline's format, creating the stream if needed."""
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = int(time.time() * 1000)
+    events = [
+        {
+            "timestamp": now,
+            "message": line(
+                PIPELINE_FORMAT,
+                srcaddr=f"10.0.0.{i + 1}",
+                dstaddr="10.1.0.9",
+                srcport=40000 + i,
+                dstport=443,
+                **values,
+            ),
+        }
+        for i in range(start, start + count)
+    ]
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)

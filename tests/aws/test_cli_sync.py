@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,9 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from flowexport.core.logformat import PIPELINE_FORMAT
 from tests.cloud import KEYS, REGION
-from tests.flowlines import line
+from tests.flowlines import put_connections
 from tests.moto_server import reset
 from tests.processes import flowexport_server
 
@@ -131,24 +129,7 @@ def conditions(doc: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def write_flows(
     world: dict[str, Any], count: int, start: int = 0, stream: str = "eni-a-all"
 ) -> None:
-    logs = world["logs"]
-    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
-        logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
-    now = int(time.time() * 1000)
-    events = [
-        {
-            "timestamp": now,
-            "message": line(
-                PIPELINE_FORMAT,
-                srcaddr=f"10.0.0.{i + 1}",
-                dstaddr="10.1.0.9",
-                srcport=40000 + i,
-                dstport=443,
-            ),
-        }
-        for i in range(start, start + count)
-    ]
-    logs.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=events)
+    put_connections(world["logs"], GROUP, count, start, stream)
 
 
 def received(world: dict[str, Any]) -> list[list[Any]]:

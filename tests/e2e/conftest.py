@@ -9,17 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 import yaml
 
-from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator, kubeconfig
+from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator
 from flowexport.sim.operator_process import OperatorProcess
-from flowexport.sim.serve import ServerThread
-from tests.aws.conftest import KEYS, REGION
+from flowexport.sim.stack import LoopbackStack, PCEStandIn
 from tests.chart import RELEASE_NAMESPACE, container_args, of_kind, render
-from tests.moto_server import reset
+from tests.cloud import KEYS, REGION
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,22 +35,23 @@ RBAC_KINDS = {
 
 @dataclass
 class Stack:
-    kube: httpx.Client
-    sim: KubeSimulator
-    pce: SimPCE
-    moto: str
+    """The loopback stack, with a VPC and a delivery role in moto, and the operator."""
+
+    loop: LoopbackStack
     vpc: str
     role: str
     operator: OperatorProcess
 
+    @property
+    def kube(self) -> httpx.Client:
+        return self.loop.kube
+
+    @property
+    def sim(self) -> KubeSimulator:
+        return self.loop.sim
+
     def aws(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.moto,
-            region_name=REGION,
-            aws_access_key_id=KEYS.access_key_id,
-            aws_secret_access_key=KEYS.secret_access_key,
-        )
+        return self.loop.aws(service)
 
     def flowexport(self, name: str = "prod", **spec: Any) -> dict[str, Any]:
         body = {
@@ -65,11 +64,11 @@ class Stack:
                     "vpcId": self.vpc,
                     "logGroupName": f"/flowexport/{name}",
                     "deliverLogsRoleArn": self.role,
-                    "endpointUrl": self.moto,
+                    "endpointUrl": self.loop.moto_url,
                     "credentialsSecretRef": {"name": "aws-keys"},
                 },
                 "pce": {
-                    "url": self.pce.url,
+                    "url": self.loop.pce.url,
                     "orgId": 1,
                     "credentialsSecretRef": {"name": "pce-key"},
                 },
@@ -101,7 +100,7 @@ class Stack:
         return None
 
     def received(self) -> list[tuple[str, str, int, int]]:
-        return list(self.pce.call(lambda: list(self.pce.sim.state.flows)))
+        return self.loop.pce.flows()
 
     def events(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.kube.get(f"/api/v1/namespaces/{NS}/events").json()[
@@ -151,56 +150,37 @@ def stack(
     chart's RBAC, with exactly the arguments of the chart's Deployment (rendered with this
     test's free ports, no settle delay and a 3 s resync)."""
     chart_values: dict[str, Any] | None = getattr(request, "param", None)
-    reset(moto_url)
-    sim = KubeSimulator()
-    server = ServerThread(sim.app)
-    url = server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(kubeconfig(url)))
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    operator_config = tmp_path / "operator-kubeconfig"
-    operator = OperatorProcess(
-        operator_config, tmp_path / "operator.log", NS, ["--resync-seconds", "3", "--verbose"]
-    )
-    if chart_values is not None:
-        chart_values = {
-            **chart_values,
-            "health": {"port": operator.port},
-            "metrics": {"port": operator.metrics_port},
-            "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
-        }
-        operator.namespace, operator.args = None, container_args(render(chart_values))
-    try:
-        with httpx.Client(base_url=url, timeout=30) as kube:
+    served = PCEStandIn(pce.url, pce.sim, pce.server, API_KEY, API_SECRET)
+    with LoopbackStack.running(
+        tmp_path, moto_url=moto_url, pce=served, aws_keys=KEYS, region=REGION
+    ) as loop:
+        monkeypatch.setenv("KUBECONFIG", str(loop.kubeconfig))
+        operator_config = tmp_path / "operator-kubeconfig"
+        operator = loop.operator(NS, ["--resync-seconds", "3", "--verbose"], operator_config)
+        if chart_values is not None:
+            chart_values = {
+                **chart_values,
+                "health": {"port": operator.port},
+                "metrics": {"port": operator.metrics_port},
+                "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
+            }
+            operator.namespace, operator.args = None, container_args(render(chart_values))
+        try:
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
-            kube.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
-            kube.post("/api/v1/namespaces", json={"metadata": {"name": NS}})
+            loop.install(
+                NS,
+                {"pce-key": served.credentials(), "aws-keys": loop.aws_credentials()},
+                crd,
+            )
             token = ADMIN_TOKEN
             if chart_values is not None:
-                token = install_chart_rbac(kube, sim, chart_values)
-            operator_config.write_text(yaml.safe_dump(kubeconfig(url, token)))
-            for name, data in (
-                ("pce-key", {"username": API_KEY, "password": API_SECRET}),
-                (
-                    "aws-keys",
-                    {
-                        "aws_access_key_id": KEYS.access_key_id,
-                        "aws_secret_access_key": KEYS.secret_access_key,
-                    },
-                ),
-            ):
-                kube.post(
-                    f"/api/v1/namespaces/{NS}/secrets",
-                    json={"metadata": {"name": name}, "stringData": data},
-                )
-            stack = Stack(kube, sim, pce, moto_url, "", "", operator)
-            stack.vpc = stack.aws("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-            role = stack.aws("iam").create_role(RoleName="d", AssumeRolePolicyDocument="{}")
-            stack.role = role["Role"]["Arn"]
+                token = install_chart_rbac(loop.kube, loop.sim, chart_values)
+            loop.write_kubeconfig(operator_config, token)
+            vpc, role = loop.create_vpc_and_role("d")
+            stack = Stack(loop, vpc, role, operator)
             operator.start()
             yield stack
-    finally:
-        code = operator.stop()
-        server.stop()
-        # pytest shows this only when the test failed
-        print(f"operator log (exit {code}):\n{operator.tail(200)}")
+        finally:
+            code = operator.stop()
+            # pytest shows this only when the test failed
+            print(f"operator log (exit {code}):\n{operator.tail(200)}")

@@ -1,4 +1,7 @@
-"""The operator end to end: apply -> subscribed -> records at the PCE -> status -> delete."""
+"""The operator as a real process: the full life (apply -> subscribed -> records at the PCE ->
+status -> delete), restart, watched namespaces, logs, start-up, running unprivileged.
+
+Behaviours of reconcile, worker, Secrets and clean-up are tested in-process in `tests/kube/`."""
 
 from __future__ import annotations
 
@@ -14,36 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.sim.kube import KubeSimulator, kubeconfig
 from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.serve import ServerThread
-from tests.e2e.conftest import FE, MERGE, NS, Stack, eventually
-from tests.flowlines import line
-from tests.pcesim import API_KEY, API_SECRET
+from tests.e2e.conftest import FE, NS, Stack, eventually
+from tests.flowlines import put_connections
+from tests.pcesim import API_SECRET
 
 
 def write_flows(stack: Stack, group: str, count: int, start: int = 0, **values: object) -> None:
-    logs = stack.aws("logs")
-    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
-    if not streams:
-        logs.create_log_stream(logGroupName=group, logStreamName="eni-a-all")
-    now = int(time.time() * 1000)
-    events = [
-        {
-            "timestamp": now,
-            "message": line(
-                PIPELINE_FORMAT,
-                srcaddr=f"10.0.0.{i + 1}",
-                dstaddr="10.1.0.9",
-                srcport=40000 + i,
-                dstport=443,
-                **values,
-            ),
-        }
-        for i in range(start, start + count)
-    ]
-    logs.put_log_events(logGroupName=group, logStreamName="eni-a-all", logEvents=events)
+    put_connections(stack.aws("logs"), group, count, start, **values)
 
 
 def test_apply_ingest_status_and_delete(stack: Stack) -> None:
@@ -80,57 +63,6 @@ def test_apply_ingest_status_and_delete(stack: Stack) -> None:
     assert groups == []
 
 
-def test_retain_policy_keeps_aws_resources(stack: Stack) -> None:
-    stack.apply(stack.flowexport(deletionPolicy="Retain"))
-    eventually(lambda: stack.condition("prod", "SubscriptionReady") == ("True", "Subscribed"))
-    stack.kube.delete(f"{FE}/prod")
-    eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
-    assert len(stack.aws("ec2").describe_flow_logs()["FlowLogs"]) == 1
-
-
-def test_invalid_spec_and_bad_secret_are_reported(stack: Stack) -> None:
-    stack.apply(stack.flowexport("bad-url", **{"pce.url": "http://pce.example.com"}))
-    eventually(lambda: stack.condition("bad-url", "SubscriptionReady") == ("False", "InvalidSpec"))
-    assert stack.condition("bad-url", "Ready") == ("False", "InvalidSpec")
-    stack.kube.patch(
-        "/api/v1/namespaces/security/secrets/pce-key",
-        json={"stringData": {"password": "wrong"}},
-        headers=MERGE,
-    )
-    stack.apply(stack.flowexport("bad-key"))
-    eventually(lambda: stack.condition("bad-key", "PCEReachable") == ("False", "PCEUnauthorized"))
-    assert stack.condition("bad-key", "Ready")[0] == "False"  # type: ignore[index]
-    warnings = [e for e in stack.events() if e["type"] == "Warning"]
-    assert any(e["reason"] == "PCEUnauthorized" for e in warnings)
-    assert all("wrong" not in e["message"] for e in stack.events())
-
-
-def test_suspend_and_resume(stack: Stack) -> None:
-    stack.apply(stack.flowexport())
-    eventually(lambda: stack.condition("prod", "Ingesting") == ("True", "Ingesting"))
-    stack.kube.patch(f"{FE}/prod", json={"spec": {"suspend": True}}, headers=MERGE)
-    eventually(lambda: stack.condition("prod", "Ingesting") == ("False", "Suspended"))
-    write_flows(stack, "/flowexport/prod", 5)
-    time.sleep(3)
-    assert stack.received() == []
-    stack.kube.patch(f"{FE}/prod", json={"spec": {"suspend": False}}, headers=MERGE)
-    eventually(lambda: len(stack.received()) == 5, what="flows after resume")
-
-
-def test_spec_edit_restarts_the_worker_with_new_settings(stack: Stack) -> None:
-    stack.apply(stack.flowexport())
-    eventually(lambda: stack.condition("prod", "Ingesting") == ("True", "Ingesting"))
-    write_flows(stack, "/flowexport/prod", 3, action="REJECT")
-    time.sleep(3)
-    assert stack.received() == []  # REJECT records are filtered by default
-    stack.kube.patch(
-        f"{FE}/prod", json={"spec": {"ingestion": {"actions": ["ACCEPT", "REJECT"]}}}, headers=MERGE
-    )
-    write_flows(stack, "/flowexport/prod", 3, start=10, action="REJECT")
-    eventually(lambda: len(stack.received()) == 3, what="REJECT flows after the edit")
-    eventually(lambda: stack.get()["status"].get("observedGeneration") == 2)
-
-
 def test_operator_restart_resumes_from_the_status_cursor(stack: Stack) -> None:
     stack.apply(stack.flowexport())
     eventually(lambda: stack.condition("prod", "Ingesting") == ("True", "Ingesting"))
@@ -144,52 +76,6 @@ def test_operator_restart_resumes_from_the_status_cursor(stack: Stack) -> None:
     time.sleep(2)
     assert len(stack.received()) - 20 <= 10, "at most one batch uploaded twice"
     eventually(lambda: stack.get()["status"]["counts"]["recordsRead"] >= 20)
-
-
-def test_drift_is_repaired(stack: Stack) -> None:
-    stack.apply(stack.flowexport())
-    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
-    first = stack.get()["status"]["flowLogId"]
-    stack.aws("ec2").delete_flow_logs(FlowLogIds=[first])
-    stack.aws("logs").put_retention_policy(logGroupName="/flowexport/prod", retentionInDays=30)
-
-    def repaired() -> bool:
-        logs = stack.aws("ec2").describe_flow_logs()["FlowLogs"]
-        status = stack.get()["status"]
-        return len(logs) == 1 and status["flowLogId"] == logs[0]["FlowLogId"] != first
-
-    eventually(repaired, what="the flow log recreated")
-    eventually(
-        lambda: (
-            stack.aws("logs")
-            .describe_log_groups(logGroupNamePrefix="/flowexport/prod")["logGroups"][0]
-            .get("retentionInDays")
-            == 7
-        ),
-        what="retention restored",
-    )
-    assert stack.condition("prod", "Ready") == ("True", "Ready")
-    # Ingestion goes on with the new flow log.
-    write_flows(stack, "/flowexport/prod", 4)
-    eventually(lambda: len(stack.received()) == 4, what="flows after the repair")
-
-
-def test_a_missing_secret_recovers_once_created(stack: Stack) -> None:
-    stack.kube.delete(f"/api/v1/namespaces/{NS}/secrets/pce-key")
-    stack.apply(stack.flowexport())
-    eventually(lambda: stack.condition("prod", "PCEReachable") == ("False", "SecretNotFound"))
-    assert stack.condition("prod", "Ready") == ("False", "SecretNotFound")
-    stack.kube.post(
-        f"/api/v1/namespaces/{NS}/secrets",
-        json={
-            "metadata": {"name": "pce-key"},
-            "stringData": {"username": API_KEY, "password": API_SECRET},
-        },
-    )
-    # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
-    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
-    write_flows(stack, "/flowexport/prod", 3)
-    eventually(lambda: len(stack.received()) == 3, what="flows with the new Secret")
 
 
 def test_flowexports_outside_the_watched_namespace_are_left_alone(stack: Stack) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flowexport.sim.kuberbac import SA_PREFIX, Attributes, rule_allows
+from flowexport.sim.kube.rbac import SA_PREFIX, Attributes, rule_allows
 from tests.chart import of_kind, render
 from tests.e2e.conftest import FE, NS, Stack, eventually
 from tests.e2e.test_operator import write_flows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +9,9 @@ from typing import Any
 import pytest
 
 from flowexport import metrics
-from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.kube.state import Export, Operator
 from tests.cloud import KEYS, Cloud, cloud
-from tests.flowlines import line
+from tests.flowlines import put_connections
 from tests.kube.fakes import FakeKube, RecordingEvents, body, operator
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
 
@@ -70,25 +68,7 @@ class World:
     def write_flows(
         self, count: int, start: int = 0, group: str = "/flowexport/prod", **values: Any
     ) -> None:
-        logs = self.cloud.clients.logs
-        if not logs.describe_log_streams(logGroupName=group)["logStreams"]:
-            logs.create_log_stream(logGroupName=group, logStreamName="eni-a-all")
-        now = int(time.time() * 1000)
-        events = [
-            {
-                "timestamp": now,
-                "message": line(
-                    PIPELINE_FORMAT,
-                    srcaddr=f"10.0.0.{i + 1}",
-                    dstaddr="10.1.0.9",
-                    srcport=40000 + i,
-                    dstport=443,
-                    **values,
-                ),
-            }
-            for i in range(start, start + count)
-        ]
-        logs.put_log_events(logGroupName=group, logStreamName="eni-a-all", logEvents=events)
+        put_connections(self.cloud.clients.logs, group, count, start, **values)
 
     def received(self) -> list[tuple[str, ...]]:
         """The flows the simulator holds: (src, dst, port, proto)."""

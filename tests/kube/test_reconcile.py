@@ -8,10 +8,10 @@ import time
 import pytest
 
 from flowexport.api.validation import SpecError
-from flowexport.kube.reconcile import reconcile, resync
+from flowexport.kube.reconcile import reconcile
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS
 from tests.kube.conftest import NS, World
-from tests.pcesim import API_KEY, API_SECRET
+from tests.pcesim import API_KEY
 
 
 async def test_reconcile_subscribes_probes_and_schedules_a_resync(world: World) -> None:
@@ -66,21 +66,6 @@ async def test_a_wrong_key_is_reported_without_the_secret(world: World) -> None:
     assert export.next_reconcile - time.monotonic() > TERMINAL_RETRY_SECONDS - 5
 
 
-async def test_a_missing_secret_recovers_once_created(world: World) -> None:
-    world.kube.delete_secret(NS, "pce-key")
-    export = world.export()
-    body = world.body()
-    await reconcile(world.op, export, body)
-    assert world.condition("PCEReachable") == ("False", "SecretNotFound")
-    assert world.condition("Ready") == ("False", "SecretNotFound")
-    assert export.secret_versions["pce-key"] == ""
-    assert not await resync(world.op, export, body)  # not due, nothing changed
-    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET})
-    # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
-    assert await resync(world.op, export, body)
-    assert world.condition("PCEReachable") == ("True", "Reachable")
-
-
 async def test_missing_aws_keys_are_reported_on_the_subscription(world: World) -> None:
     world.kube.delete_secret(NS, "aws-keys")
     await reconcile(world.op, world.export(), world.body())
@@ -93,26 +78,6 @@ async def test_incomplete_keys_name_the_keys_needed(world: World) -> None:
     world.kube.put_secret(NS, "pce-key", {"username": API_KEY})
     await reconcile(world.op, world.export(), world.body())
     assert world.condition("PCEReachable") == ("False", "SecretInvalid")
-
-
-async def test_drift_is_repaired_by_the_next_due_reconcile(world: World) -> None:
-    export = world.export()
-    body = world.body()
-    await reconcile(world.op, export, body)
-    ec2, logs = world.cloud.clients.ec2, world.cloud.clients.logs
-    first = world.status()["flowLogId"]
-    ec2.delete_flow_logs(FlowLogIds=[first])
-    logs.put_retention_policy(logGroupName="/flowexport/prod", retentionInDays=30)
-    export.restart.clear()
-    export.request_reconcile()
-    assert await resync(world.op, export, body)
-    flow_logs = ec2.describe_flow_logs()["FlowLogs"]
-    assert len(flow_logs) == 1
-    assert world.status()["flowLogId"] == flow_logs[0]["FlowLogId"] != first
-    group = logs.describe_log_groups(logGroupNamePrefix="/flowexport/prod")["logGroups"][0]
-    assert group["retentionInDays"] == 7
-    assert export.restart.is_set()  # the worker moves to the new flow log
-    assert world.condition("SubscriptionReady") == ("True", "Subscribed")
 
 
 async def test_a_conflicting_flow_log_is_terminal_and_named(world: World) -> None:

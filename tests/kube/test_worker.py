@@ -13,11 +13,12 @@ import kopf
 import pytest
 
 from flowexport.kube.handlers import clean_up
-from flowexport.kube.reconcile import reconcile
+from flowexport.kube.reconcile import reconcile, resync
 from flowexport.kube.state import Export
 from flowexport.kube.worker import work
 from tests.kube.conftest import NS, World
 from tests.kube.fakes import Stopped, operator
+from tests.pcesim import API_KEY, API_SECRET
 
 
 async def eventually(check: Callable[[], bool], what: str = "", timeout: float = 20.0) -> None:
@@ -162,3 +163,46 @@ async def test_a_clean_up_that_cannot_reach_aws_says_why_and_is_retried(world: W
         await clean_up(world.op, body, body["spec"])
     assert "SecretNotFound" in world.events.reasons("Warning")
     assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
+
+
+async def test_a_missing_secret_recovers_once_created(world: World) -> None:
+    world.kube.delete_secret(NS, "pce-key")
+    export = world.export()
+    body = world.body()
+    await reconcile(world.op, export, body)
+    assert world.condition("PCEReachable") == ("False", "SecretNotFound")
+    assert world.condition("Ready") == ("False", "SecretNotFound")
+    assert export.secret_versions["pce-key"] == ""
+    assert not await resync(world.op, export, body)  # not due, nothing changed
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET})
+    # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
+    assert await resync(world.op, export, body)
+    assert world.condition("PCEReachable") == ("True", "Reachable")
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ready") == ("True", "Ready"), "Ready")
+        world.write_flows(3)
+        await eventually(lambda: len(world.received()) == 3, "flows with the new Secret")
+
+
+async def test_drift_is_repaired_by_the_next_due_reconcile(world: World) -> None:
+    export = world.export()
+    body = world.body()
+    await reconcile(world.op, export, body)
+    ec2, logs = world.cloud.clients.ec2, world.cloud.clients.logs
+    async with running(world, export, body):
+        await eventually(lambda: world.condition("Ready") == ("True", "Ready"), "Ready")
+        first = world.status()["flowLogId"]
+        ec2.delete_flow_logs(FlowLogIds=[first])
+        logs.put_retention_policy(logGroupName="/flowexport/prod", retentionInDays=30)
+        export.request_reconcile()  # the resync period has passed
+        assert await resync(world.op, export, body)
+        flow_logs = ec2.describe_flow_logs()["FlowLogs"]
+        assert len(flow_logs) == 1
+        assert world.status()["flowLogId"] == flow_logs[0]["FlowLogId"] != first
+        group = logs.describe_log_groups(logGroupNamePrefix="/flowexport/prod")["logGroups"][0]
+        assert group["retentionInDays"] == 7
+        assert world.condition("SubscriptionReady") == ("True", "Subscribed")
+        await eventually(lambda: world.condition("Ready") == ("True", "Ready"), "Ready again")
+        # Ingestion goes on with the new flow log.
+        world.write_flows(4)
+        await eventually(lambda: len(world.received()) == 4, "flows after the repair")

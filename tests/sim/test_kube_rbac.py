@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from flowexport.sim.kube import KubeSimulator
-from flowexport.sim.kuberbac import Attributes, rule_allows
+from flowexport.sim.kube.rbac import Attributes, rule_allows
 from flowexport.sim.serve import ServerThread
 
 RBAC = "/apis/rbac.authorization.k8s.io/v1"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flowexport.sim.kube import KubeSimulator
-from flowexport.sim.kubeproto import ProtobufError, decode_object
+from flowexport.sim.kube.proto import ProtobufError, decode_object
 from flowexport.sim.serve import ServerThread
 
 ROOT = Path(__file__).resolve().parents[2]

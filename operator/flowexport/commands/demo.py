@@ -9,34 +9,24 @@ shows the FlowExport's status and what the PCE received until done.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
-import yaml
 
-from flowexport.api.crd import build_crd
+from flowexport.api.conditions import ConditionType, Reason
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.core.logformat import PIPELINE_FORMAT
-from flowexport.sim.kube import KubeSimulator, kubeconfig
-from flowexport.sim.moto import moto_server
-from flowexport.sim.operator_process import OperatorProcess
-from flowexport.sim.pce import PCESimConfig, PCESimulator
-from flowexport.sim.serve import ServerThread
-from flowexport.sim.tls import make_loopback_tls
+from flowexport.sim.stack import REGION, LoopbackStack
 from flowexport.sim.traffic import Traffic
 
 NAMESPACE = "security"
 NAME = "demo-vpc"
-REGION = "us-east-1"
 FE_PATH = f"/apis/flowexport.io/v1alpha1/namespaces/{NAMESPACE}/flowexports"
 LOG_GROUP = f"/flowexport/{NAME}"
 #: The demo's FlowExport keeps both, so rejected attempts show on the PCE too.
@@ -86,24 +76,18 @@ def add_parser(commands: Any) -> None:
 class Demo:
     """The running stand-ins and what the demo has done to them."""
 
-    kube: httpx.Client
-    pce: PCESimulator
-    pce_server: ServerThread
-    moto: str
-    workdir: Path
+    stack: LoopbackStack
     traffic: Traffic | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     written: int = 0
     streams: set[str] = field(default_factory=set)
 
+    @property
+    def kube(self) -> httpx.Client:
+        return self.stack.kube
+
     def aws(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.moto,
-            region_name=REGION,
-            aws_access_key_id="demo",
-            aws_secret_access_key="demo",
-        )
+        return self.stack.aws(service)
 
     def status(self) -> dict[str, Any]:
         answer = self.kube.get(f"{FE_PATH}/{NAME}")
@@ -119,10 +103,7 @@ class Demo:
         }
 
     def received(self) -> set[tuple[str, str, int, int]]:
-        flows: list[tuple[str, str, int, int]] = self.pce_server.call(
-            lambda: list(self.pce.state.flows)
-        )
-        return set(flows)
+        return set(self.stack.pce.flows())
 
     def write(self, count: int, group: str) -> None:
         assert self.traffic is not None
@@ -153,12 +134,16 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flowexport-demo-"))
     say(f"working directory {workdir} (operator log: {workdir / 'operator.log'})")
     try:
-        with (
-            _stack(workdir, args.connections) as demo,
-            OperatorProcess(workdir / "kubeconfig", workdir / "operator.log", NAMESPACE) as op,
-        ):
-            say(f"operator running (pid {op.pid}), watching namespace {NAMESPACE}")
-            return _play(args, demo)
+        with LoopbackStack.running(workdir) as stack:
+            say(
+                f"AWS emulator (moto) {stack.moto_url}; PCE simulator {stack.pce.url}; "
+                f"Kubernetes API simulator {stack.kube_url}"
+            )
+            demo = Demo(stack)
+            demo.manifest = _install(demo, args.connections)
+            with stack.operator(NAMESPACE) as op:
+                say(f"operator running (pid {op.pid}), watching namespace {NAMESPACE}")
+                return _play(args, demo)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
 
@@ -168,53 +153,18 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-@contextlib.contextmanager
-def _stack(workdir: Path, connections: int) -> Iterator[Demo]:
-    tls = make_loopback_tls("flowexport demo PCE")
-    key, secret = f"api_{secrets.token_hex(6)}", secrets.token_urlsafe(18)
-    pce = PCESimulator(PCESimConfig(api_keys={key: secret}))
-    pce_server = ServerThread(pce.app, ssl_context=tls.server_context())
-    kube_server = ServerThread(KubeSimulator().app)
-    with moto_server() as moto_url:
-        pce_url = pce_server.start()
-        kube_url = kube_server.start()
-        try:
-            (workdir / "kubeconfig").write_text(yaml.safe_dump(kubeconfig(kube_url)))
-            say(
-                f"AWS emulator (moto) {moto_url}; PCE simulator {pce_url}; "
-                f"Kubernetes API simulator {kube_url}"
-            )
-            with httpx.Client(base_url=kube_url, timeout=30) as kube:
-                demo = Demo(kube, pce, pce_server, moto_url, workdir)
-                demo.manifest = _install(demo, pce_url, key, secret, tls.ca_pem, connections)
-                yield demo
-        finally:
-            kube_server.stop()
-            pce_server.stop()
-
-
-def _install(
-    demo: Demo, pce_url: str, key: str, secret: str, ca_pem: str, connections: int
-) -> dict[str, Any]:
+def _install(demo: Demo, connections: int) -> dict[str, Any]:
     """The CRD, namespace, Secrets, VPC and delivery role; returns the FlowExport to apply."""
-    kube = demo.kube
-    _created(kube.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=build_crd()))
-    _created(kube.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}}))
-    for name, data in (
-        ("pce-api-key", {"username": key, "password": secret}),
-        ("pce-ca", {"ca.crt": ca_pem}),
-        ("aws-keys", {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}),
-    ):
-        _created(
-            kube.post(
-                f"/api/v1/namespaces/{NAMESPACE}/secrets",
-                json={"metadata": {"name": name}, "stringData": data},
-            )
-        )
-    vpc = demo.aws("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    role = demo.aws("iam").create_role(
-        RoleName="flow-logs-delivery", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
+    stack = demo.stack
+    stack.install(
+        NAMESPACE,
+        {
+            "pce-api-key": stack.pce.credentials(),
+            "pce-ca": {"ca.crt": stack.pce.ca_pem},
+            "aws-keys": stack.aws_credentials(),
+        },
+    )
+    vpc, role = stack.create_vpc_and_role("flow-logs-delivery")
     demo.traffic = Traffic(PIPELINE_FORMAT, vpc, connections=connections)
     say(f"installed the CRD, namespace {NAMESPACE} and Secrets; created {vpc} and {role}")
     return {
@@ -227,11 +177,11 @@ def _install(
                 "vpcId": vpc,
                 "logGroupName": LOG_GROUP,
                 "deliverLogsRoleArn": role,
-                "endpointUrl": demo.moto,
+                "endpointUrl": stack.moto_url,
                 "credentialsSecretRef": {"name": "aws-keys"},
             },
             "pce": {
-                "url": pce_url,
+                "url": stack.pce.url,
                 "orgId": 1,
                 "credentialsSecretRef": {"name": "pce-api-key"},
                 "caBundleSecretRef": {"name": "pce-ca"},
@@ -246,18 +196,16 @@ def _install(
     }
 
 
-def _created(answer: httpx.Response) -> None:
-    if answer.status_code not in (200, 201):
-        raise RuntimeError(f"the Kubernetes simulator refused a set-up request: {answer.text}")
-
-
 def _play(args: argparse.Namespace, demo: Demo) -> int:
     """Apply, feed records, report progress; then summarise and (unless told not to) delete."""
-    _created(demo.kube.post(FE_PATH, json=demo.manifest))
+    demo.stack.create(FE_PATH, demo.manifest)
     say(f"applied FlowExport {NAMESPACE}/{NAME}")
     started = time.monotonic()
     deadline = started + args.timeout
-    if not _wait(deadline, lambda: demo.conditions().get("SubscriptionReady", ("",))[0] == "True"):
+    if not _wait(
+        deadline,
+        lambda: demo.conditions().get(ConditionType.SUBSCRIPTION_READY, ("",))[0] == "True",
+    ):
         return _fail(demo, "the subscription did not become ready")
     say(f"subscribed: flow log {demo.status().get('flowLogId')} -> log group {LOG_GROUP}")
     traffic = demo.traffic
@@ -305,7 +253,7 @@ def _wait(deadline: float, check: Callable[[], bool]) -> bool:
 def _report(demo: Demo, elapsed: float) -> None:
     status = demo.status()
     counts = status.get("counts", {})
-    ready = demo.conditions().get("Ready", ("Unknown", "Pending", ""))
+    ready = demo.conditions().get(ConditionType.READY, ("Unknown", Reason.PENDING, ""))
     say(
         f"t={elapsed:5.1f}s Ready={ready[0]} ({ready[1]}) | records written {demo.written} | "
         f"read {counts.get('recordsRead', 0)} | flows uploaded {counts.get('flowsUploaded', 0)} "
@@ -353,7 +301,7 @@ def _fail(demo: Demo, reason: str) -> int:
     not_true = {t: c[1:] for t, c in conditions.items() if c[0] != "True"}
     print(
         f"flowexport demo: {reason}; conditions not True: {not_true or 'none'}; "
-        f"operator log: {demo.workdir / 'operator.log'}",
+        f"operator log: {demo.stack.workdir / 'operator.log'}",
         file=sys.stderr,
     )
     return EXIT_REJECTED

@@ -13,7 +13,7 @@ import yaml
 
 from flowexport.commands.common import EXIT_OK, UsageError
 from flowexport.sim.kube import KubeSimulator, kubeconfig
-from flowexport.sim.kuberbac import service_account_user
+from flowexport.sim.kube.rbac import service_account_user
 from flowexport.sim.serve import serve_until_signalled
 from flowexport.urls import is_loopback_host
 

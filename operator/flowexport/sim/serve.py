@@ -16,7 +16,8 @@ async def start_site(
     app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
 ) -> tuple[web.AppRunner, str]:
     """Start serving `app`; returns the runner and the base URL (the real port if 0 was asked)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A stand-in needs no long grace: open watches and keep-alives are cut after a second.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()

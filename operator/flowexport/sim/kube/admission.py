@@ -1,0 +1,56 @@
+"""Admission of a write: what the API server does to an object before it stores it."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from typing import Any
+
+from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.resources import ResourceType
+from flowexport.sim.kube.schema import prune_and_default, validate
+
+
+def admit(
+    kind: ResourceType, obj: dict[str, Any], query: Iterable[tuple[str, str]]
+) -> dict[str, Any]:
+    """Prune, default and validate a custom resource against its schema; fold a Secret's
+    `stringData` into base64 `data`, as the API server does on every write."""
+    if kind.key == ("", "secrets") and obj.get("stringData"):
+        data = obj.setdefault("data", {})
+        for key, value in obj.pop("stringData").items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+    if kind.schema is None:
+        return obj
+    unknown: list[str] = []
+    admitted: dict[str, Any] = prune_and_default(obj, kind.schema, unknown)
+    if unknown and dict(query).get("fieldValidation") == "Strict":
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'{kind.kind} in version "{kind.version}" cannot be handled '
+            f"as a {kind.kind}: strict decoding error: unknown field "
+            + ", ".join(f'"{u}"' for u in unknown),
+        )
+    problems = validate(admitted, kind.schema)
+    if problems:
+        name = obj.get("metadata", {}).get("name", "")
+        raise ApiError(
+            422,
+            "Invalid",
+            f'{kind.kind}.{kind.group} "{name}" is invalid: ' + "; ".join(problems),
+            {
+                "name": name,
+                "group": kind.group,
+                "kind": kind.kind,
+                "causes": [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": p.split(": ", 1)[0],
+                        "message": p.split(": ", 1)[-1],
+                    }
+                    for p in problems
+                ],
+            },
+        )
+    return admitted
