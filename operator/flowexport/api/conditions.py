@@ -61,6 +61,8 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"
     # Any stage: a Secret lacks a key or holds bad data. Terminal.
     SECRET_INVALID = "SecretInvalid"
+    # Any stage: a Secret lacks the label flowexport.io/secret-type for its use. Terminal.
+    SECRET_NOT_LABELLED = "SecretNotLabelled"
 
     # -- AWS --
     # Any stage: AWS throttled a call. Retryable.
@@ -71,6 +73,14 @@ class Reason(StrEnum):
     AWS_UNREACHABLE = "AWSUnreachable"
     # Any stage: IAM denied an action. Terminal.
     AWS_ACCESS_DENIED = "AWSAccessDenied"
+    # Any stage: no AWS credentials at all (no IRSA, no keys Secret). Terminal.
+    AWS_CREDENTIALS_MISSING = "AWSCredentialsMissing"
+    # Any stage: the AWS credentials are expired or not valid. Terminal.
+    AWS_CREDENTIALS_INVALID = "AWSCredentialsInvalid"
+    # Any stage: STS refused to let the operator assume spec.aws.roleArn. Terminal.
+    AWS_ASSUME_ROLE_DENIED = "AWSAssumeRoleDenied"
+    # Any stage: STS, needed to assume spec.aws.roleArn, cannot be reached. Retryable.
+    STS_UNREACHABLE = "STSUnreachable"
     # SubscriptionReady: AWS refused a call. Terminal.
     AWS_INVALID_REQUEST = "AWSInvalidRequest"
     # SubscriptionReady=False: spec.aws.vpcId does not exist. Terminal.
@@ -87,6 +97,8 @@ class Reason(StrEnum):
     # -- the PCE --
     # PCEReachable: bad URL or CA bundle. Terminal.
     PCE_CONFIG_INVALID = "PCEConfigInvalid"
+    # PCEReachable: the PCE host is not in the operator's allowed hosts. Terminal.
+    PCE_HOST_NOT_ALLOWED = "PCEHostNotAllowed"
     # PCEReachable, Ingesting: 401, wrong API key. Terminal.
     PCE_UNAUTHORIZED = "PCEUnauthorized"
     # PCEReachable, Ingesting: 403, key lacks a permission. Terminal.
@@ -124,6 +136,7 @@ _RETRYABLE = frozenset(
         Reason.AWS_THROTTLED,
         Reason.AWS_UNAVAILABLE,
         Reason.AWS_UNREACHABLE,
+        Reason.STS_UNREACHABLE,
         Reason.PCE_UNAVAILABLE,
         Reason.INTERNAL_ERROR,
     }
