@@ -10,17 +10,24 @@ Invariants:
   they reach half a batch, so a flush is one PCE request: a crash between the PCE's answer
   and the checkpoint re-uploads at most that one batch.
 - Within an aggregation window a flow is uploaded once, however many records and polls
-  repeat it; memory holds the window's unique flows, not its records.
+  repeat it; memory holds an 8-byte digest per unique flow of the window, not its records.
+- The window (its start and those digests) is checkpointed with the cursor, so a restart
+  does not upload the window's flows again: a clean stop repeats nothing, a crash repeats at
+  most the one batch in flight. Past `MAX_CHECKPOINTED_FLOWS` unique flows in one window, the
+  checkpoint keeps that many; the others may be uploaded once more after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import copy
+import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +46,58 @@ log = logging.getLogger("flowexport.pipeline")
 
 #: Longest wait between retries after transient failures.
 MAX_BACKOFF_SECONDS = 300.0
+#: Unique flows of one window kept in a checkpoint (8 bytes each: 128 KiB, ~171 KiB in base64,
+#: well inside the API server's object size limit of about 1.5 MiB).
+MAX_CHECKPOINTED_FLOWS = 16_384
+_DIGEST_SIZE = 8
+
+
+def flow_digest(flow: Flow) -> bytes:
+    """A flow's 8-byte identity in the window record (a collision chance of ~1e-11 per pair
+    of flows in a window of 16k: negligible against the loss it would cause)."""
+    key = f"{flow.client_ip}|{flow.server_ip}|{flow.server_port}|{flow.protocol}"
+    return hashlib.blake2b(key.encode(), digest_size=_DIGEST_SIZE).digest()
+
+
+@dataclass(frozen=True)
+class Window:
+    """The aggregation window in progress: its start and the digests of the flows uploaded
+    in it, concatenated (at most MAX_CHECKPOINTED_FLOWS; immutable, so cheap to keep)."""
+
+    start_ms: int
+    digests: bytes = b""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Window:
+        return self
+
+    def with_flows(self, digests: Iterable[bytes]) -> Window:
+        """This window with more uploaded flows recorded (up to the checkpoint's room)."""
+        room = MAX_CHECKPOINTED_FLOWS * _DIGEST_SIZE - len(self.digests)
+        added = b"".join(digests)[: max(0, room)]
+        return Window(self.start_ms, self.digests + added) if added else self
+
+    def flows(self) -> set[bytes]:
+        """The digests, as a set."""
+        blob = self.digests
+        return {blob[i : i + _DIGEST_SIZE] for i in range(0, len(blob), _DIGEST_SIZE)}
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready: the start and the digests in base64."""
+        return {"start": self.start_ms, "flows": base64.b64encode(self.digests).decode()}
+
+    @classmethod
+    def from_state(cls, state: Any) -> Window | None:
+        """Read back what `to_state` wrote; None when absent or damaged (a new window)."""
+        if not isinstance(state, dict):
+            return None
+        try:
+            raw = base64.b64decode(str(state.get("flows") or ""), validate=True)
+            start = int(state["start"])
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            return None
+        if len(raw) % _DIGEST_SIZE:
+            return None
+        return cls(start, raw)
 
 
 @dataclass
@@ -53,11 +112,16 @@ class Progress:
     batches_uploaded: int = 0
     last_upload_time: datetime | None = None
     lag_seconds: int | None = None
+    #: The aggregation window at this checkpoint (kept in the status's cursor).
+    window: Window | None = None
 
     def to_state(self) -> dict[str, Any]:
         """JSON-ready, in the status's field names."""
         return {
-            "cursor": self.cursor.to_status(),
+            "cursor": {
+                **self.cursor.to_status(),
+                "window": self.window.to_state() if self.window else None,
+            },
             "counts": {
                 "recordsRead": self.records_read,
                 "recordsSkipped": dict(sorted(self.records_skipped.items())),
@@ -79,6 +143,7 @@ class Progress:
             last = state.get("lastUploadTime")
             return cls(
                 cursor=ReaderCursor.from_status(state["cursor"]),
+                window=Window.from_state(state["cursor"].get("window")),
                 records_read=int(counts.get("recordsRead", 0)),
                 records_skipped={
                     str(k): int(v) for k, v in (counts.get("recordsSkipped") or {}).items()
@@ -129,8 +194,11 @@ class Pipeline:
         self._saved = copy.deepcopy(progress)
         self._processor = FlowProcessor(fmt, flow_filter)
         self._pending: dict[Flow, int] = {}
-        self._window_start = clock()
-        self._uploaded_in_window: set[Flow] = set()
+        saved = progress.window
+        if saved is None or clock() * 1000 - saved.start_ms >= window_seconds * 1000:
+            saved = Window(int(clock() * 1000))
+        self._window = saved
+        self._uploaded_in_window: set[bytes] = saved.flows()
         self._newest_ms = 0
 
     async def run_once(self, stop: asyncio.Event | None = None) -> Progress:
@@ -208,14 +276,14 @@ class Pipeline:
         self.progress.records_read += len(chunk.events)
         self._newest_ms = max(self._newest_ms, *(e.timestamp for e in chunk.events))
         for flow, records in self._processor.drain():
-            if flow not in self._uploaded_in_window:
+            if flow_digest(flow) not in self._uploaded_in_window:
                 self._pending[flow] = self._pending.get(flow, 0) + records
 
     def _should_flush(self) -> bool:
         return len(self._pending) >= self._chunk or self._window_over()
 
     def _window_over(self) -> bool:
-        return self.clock() - self._window_start >= self.window_seconds
+        return self.clock() * 1000 - self._window.start_ms >= self.window_seconds * 1000
 
     async def _flush(self, cursor: ReaderCursor) -> None:
         """Upload pending flows (one request), then checkpoint the cursor after them."""
@@ -231,12 +299,15 @@ class Pipeline:
             self.progress.batches_uploaded += summary.batches
             self.progress.last_upload_time = datetime.fromtimestamp(now, UTC)
             self.progress.lag_seconds = max(0, int(now - self._newest_ms / 1000))
-            self._uploaded_in_window.update(flows)
+            digests = [flow_digest(f) for f in flows]
+            self._uploaded_in_window.update(digests)
+            self._window = self._window.with_flows(digests)
             log.debug("uploaded %d flows (%d rejected)", summary.accepted, summary.failed)
         self._pending.clear()
         if self._window_over():
-            self._window_start = self.clock()
+            self._window = Window(int(self.clock() * 1000))
             self._uploaded_in_window.clear()
+        self.progress.window = self._window
         self.progress.cursor = cursor
         await self.checkpoint(self.progress)
         self._saved = copy.deepcopy(self.progress)

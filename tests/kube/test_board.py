@@ -6,8 +6,9 @@ from typing import Any
 
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
 from flowexport.aws.reader import ReaderCursor
-from flowexport.kube.board import StatusBoard
+from flowexport.kube.board import StatusBoard, merge_patch
 from flowexport.pipeline import Progress
+from tests.kube.fakes import FakeKube
 
 
 class Recorder:
@@ -91,3 +92,26 @@ def test_a_damaged_cursor_is_ignored_not_fatal() -> None:
     b, _ = board()
     b.load({"cursor": {"ingestedThrough": "not a number"}})
     assert b.progress is None
+
+
+def test_merge_patch_nulls_what_the_document_no_longer_has() -> None:
+    stored = {"cursor": {"ingestedThrough": 1, "sliceEnd": 9, "pageToken": "t@9"}, "lag": 3}
+    wanted = {"cursor": {"ingestedThrough": 9}, "counts": {"recordsRead": 4}}
+    assert merge_patch(stored, wanted) == {
+        "lag": None,
+        "cursor": {"ingestedThrough": 9, "sliceEnd": None, "pageToken": None},
+        "counts": {"recordsRead": 4},
+    }
+    assert merge_patch(wanted, wanted) == {}
+
+
+async def test_a_restarted_writer_clears_stale_paging_fields_from_the_stored_status() -> None:
+    kube = FakeKube()
+    stale = {"ingestedThrough": 5, "sliceEnd": 9, "pageToken": "t@9999", "pageOffset": 1700}
+    await kube.patch_status("ns", "fe", {"cursor": stale})
+    b = StatusBoard("ns", "fe", kube.patch_status, min_interval=0)
+    b.load(kube.status("ns", "fe"))
+    b.record(Progress(ReaderCursor(ingested_through=12)))
+    await b.write(force=True)
+    assert kube.status("ns", "fe")["cursor"] == {"ingestedThrough": 12}
+    assert Progress.from_state(kube.status("ns", "fe")).cursor == ReaderCursor(12)

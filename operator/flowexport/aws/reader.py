@@ -46,13 +46,15 @@ class ReaderCursor:
     page_offset: int = 0
 
     def to_status(self) -> dict[str, Any]:
-        """The cursor as stored in the FlowExport's status."""
-        data: dict[str, Any] = {"ingestedThrough": self.ingested_through}
-        if self.slice_end is not None:
-            data.update(sliceEnd=self.slice_end, pageOffset=self.page_offset)
-            if self.page_token is not None:
-                data["pageToken"] = self.page_token
-        return data
+        """The cursor as stored in the FlowExport's status: a whole value, every field named
+        (null when unused), so no merge with an older cursor can leave a stale field."""
+        in_slice = self.slice_end is not None
+        return {
+            "ingestedThrough": self.ingested_through,
+            "sliceEnd": self.slice_end,
+            "pageToken": self.page_token if in_slice else None,
+            "pageOffset": self.page_offset if in_slice else None,
+        }
 
     @classmethod
     def from_status(cls, data: dict[str, Any]) -> ReaderCursor:
@@ -60,11 +62,14 @@ class ReaderCursor:
         try:
             ingested = int(data["ingestedThrough"])
             slice_end = data.get("sliceEnd")
+            if slice_end is None:  # between slices: paging fields mean nothing
+                return cls(ingested_through=ingested)
+            token = data.get("pageToken")
             return cls(
                 ingested_through=ingested,
-                slice_end=int(slice_end) if slice_end is not None else None,
-                page_token=data.get("pageToken"),
-                page_offset=int(data.get("pageOffset", 0)),
+                slice_end=int(slice_end),
+                page_token=str(token) if token is not None else None,
+                page_offset=int(data.get("pageOffset") or 0),
             )
         except (KeyError, TypeError, ValueError):
             raise ValueError("status.cursor is not a reader cursor") from None

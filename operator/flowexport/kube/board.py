@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from flowexport import metrics
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportStatus
@@ -42,8 +44,11 @@ class StatusBoard:
         """Start from the status stored in the object (after an operator restart)."""
         if not status:
             return
-        parsed = FlowExportStatus.model_validate(status)
-        self.conditions = ConditionSet(parsed.conditions)
+        self._last = copy.deepcopy(status)  # what a patch must turn into the new document
+        try:
+            self.conditions = ConditionSet(FlowExportStatus.model_validate(status).conditions)
+        except ValidationError:
+            self.conditions = ConditionSet()  # written by another version: recomputed
         for key in ("flowLogId", "logGroupArn"):
             if status.get(key):
                 self.fields[key] = status[key]
@@ -86,8 +91,9 @@ class StatusBoard:
         if self.generation is not None:
             doc["observedGeneration"] = self.generation
         if self.progress is not None:
-            doc.update({k: v for k, v in self.progress.to_state().items() if v is not None})
-        return doc
+            doc.update(self.progress.to_state())
+        clean: dict[str, Any] = _without_nulls(doc)
+        return clean
 
     async def write(self, force: bool = False) -> None:
         """Patch the status if it changed since the last write and the throttle allows (or
@@ -96,7 +102,30 @@ class StatusBoard:
             if not force and time.monotonic() - self._written < self.min_interval:
                 return
             document = self.document()
-            if document != self._last:
-                await self.writer(self.namespace, self.name, document)
+            patch = merge_patch(self._last or {}, document)
+            if patch:
+                await self.writer(self.namespace, self.name, patch)
                 self._last = document
                 self._written = time.monotonic()
+
+
+def merge_patch(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `stored` into `wanted`: changed fields, and
+    null for each field `wanted` no longer has, at any depth. A field the patch left out would
+    survive from an older write (e.g. a cursor's page token after its slice closed)."""
+    patch: dict[str, Any] = {key: None for key in stored if key not in wanted}
+    for key, value in wanted.items():
+        old = stored.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif key not in stored or old != value:
+            patch[key] = value
+    return patch
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value

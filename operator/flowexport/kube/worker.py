@@ -99,8 +99,12 @@ async def _ingest(
     )
 
     async def checkpoint(saved: Progress) -> None:
+        # A checkpoint after an upload is written at once, so a crash repeats at most the
+        # batch in flight; one that only moves the cursor over nothing may wait its turn.
+        before = board.progress
+        uploaded = before is None or saved.batches_uploaded != before.batches_uploaded
         board.record(saved)
-        await board.write()
+        await board.write(force=uploaded)
 
     async def report(update: ConditionUpdate) -> None:
         if update.ok is False:
