@@ -42,3 +42,15 @@ def test_bad_manifests(tmp_path: Path, text: str, error: type[Exception], messag
     path.write_text(text)
     with pytest.raises(error, match=message):
         load_manifest(path)
+
+
+def test_credentials_in_the_pce_url_are_refused_unrepeated(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        EXAMPLE.read_text().replace(
+            "url: https://pce.example.com:8443", "url: https://api_0123:T0pS3cret@pce.example.com"
+        )
+    )
+    with pytest.raises(SpecError, match=r"spec\.pce\.url: .*must not contain credentials") as e:
+        load_manifest(path)
+    assert "T0pS3cret" not in str(e.value)

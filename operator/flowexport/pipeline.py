@@ -27,12 +27,13 @@ import copy
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from flowexport.api.models import FlowExportSpec
+from flowexport.aws.blocking import off_loop, until_stopped
 from flowexport.aws.reader import Chunk, LogReader, ReaderCursor
 from flowexport.aws.session import AwsClients, RateLimiter
 from flowexport.core.flows import Flow
@@ -40,12 +41,15 @@ from flowexport.core.logformat import LogFormat
 from flowexport.core.normalise import FlowFilter
 from flowexport.core.processor import FlowProcessor
 from flowexport.errors import FlowExportError, unexpected
-from flowexport.pce.client import PCEClient
+from flowexport.pce.client import PCEClient, UploadSummary
 
 log = logging.getLogger("flowexport.pipeline")
 
 #: Longest wait between retries after transient failures.
 MAX_BACKOFF_SECONDS = 300.0
+#: Once asked to stop, how long an upload in flight may still take before it is abandoned
+#: (its flows may then reach the PCE once more after a restart: the batch in flight).
+STOP_GRACE_SECONDS = 5.0
 #: Unique flows of one window kept in a checkpoint (8 bytes each: 128 KiB, ~171 KiB in base64,
 #: well inside the API server's object size limit of about 1.5 MiB).
 MAX_CHECKPOINTED_FLOWS = 16_384
@@ -205,21 +209,29 @@ class Pipeline:
         """Read until caught up (one slice), uploading and checkpointing as flows accumulate.
 
         On any failure the in-memory state rolls back to the last checkpoint and the error is
-        raised; the next call re-reads from there.
+        raised; the next call re-reads from there. When `stop` is set, a read under way is
+        abandoned, what was read is uploaded and checkpointed (the request in flight gets
+        `STOP_GRACE_SECONDS`, then is abandoned too) and the call returns.
         """
         chunks = self.reader.chunks(self.progress.cursor, int(self.clock() * 1000), self._chunk)
+        last: ReaderCursor | None = None
         try:
             while True:
-                chunk = await asyncio.to_thread(next, chunks, None)
+                chunk = await until_stopped(off_loop(_next_chunk, chunks), stop)
+                stopping = stop is not None and stop.is_set()
                 if chunk is None:
+                    if stopping and last is not None and self._pending:
+                        await self._flush(last, stop)
                     break
                 self._consume(chunk)
+                last = chunk.cursor
                 closing = chunk.cursor.slice_end is None
-                stopping = stop is not None and stop.is_set()
                 if closing or stopping or self._should_flush():
-                    await self._flush(chunk.cursor)
+                    await self._flush(chunk.cursor, stop)
                 if stopping:
                     break
+        except _AbandonedError:
+            self._rollback()
         except BaseException:
             self._rollback()
             raise
@@ -285,12 +297,12 @@ class Pipeline:
     def _window_over(self) -> bool:
         return self.clock() * 1000 - self._window.start_ms >= self.window_seconds * 1000
 
-    async def _flush(self, cursor: ReaderCursor) -> None:
+    async def _flush(self, cursor: ReaderCursor, stop: asyncio.Event | None = None) -> None:
         """Upload pending flows (one request), then checkpoint the cursor after them."""
         flows = list(self._pending)
         if flows:
             started = time.monotonic()
-            summary = await self.pce.upload_all(flows, self.batch_size)
+            summary = await _with_grace(self.pce.upload_all(flows, self.batch_size), stop)
             if self.on_upload is not None:
                 self.on_upload(time.monotonic() - started)
             now = self.clock()
@@ -316,6 +328,36 @@ class Pipeline:
         self.progress = copy.deepcopy(self._saved)
         self._processor = FlowProcessor(self.fmt, self.filter)
         self._pending.clear()
+
+
+def _next_chunk(chunks: Iterator[Chunk]) -> Chunk | None:
+    return next(chunks, None)
+
+
+class _AbandonedError(Exception):
+    """The upload in flight outlived the grace after a stop: nothing is checkpointed."""
+
+
+async def _with_grace(
+    upload: Awaitable[UploadSummary], stop: asyncio.Event | None
+) -> UploadSummary:
+    """The upload's summary; once `stop` is set it gets STOP_GRACE_SECONDS, then is cancelled
+    (retry sleeps included) and `_AbandonedError` is raised."""
+    task = asyncio.ensure_future(upload)
+    if stop is not None:
+        await until_stopped(asyncio.shield(task), stop)
+        if not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.warning(
+                "stopping: abandoned an upload still in flight after %.0fs", STOP_GRACE_SECONDS
+            )
+            raise _AbandonedError
+    return await task
 
 
 def build_pipeline(

@@ -13,6 +13,10 @@ from typing import Protocol
 
 from flowexport.errors import ConfigError
 
+#: The label by which a Secret's owner marks it for the operator, valued with a `SecretKind`
+#: (the convention of Argo CD's `argocd.argoproj.io/secret-type`).
+SECRET_TYPE_LABEL = "flowexport.io/secret-type"
+
 
 class SecretKind(StrEnum):
     """What a Secret holds for a FlowExport (also the value of its `secret-type` label)."""
@@ -20,6 +24,22 @@ class SecretKind(StrEnum):
     PCE_CREDENTIALS = "pce-credentials"
     AWS_CREDENTIALS = "aws-credentials"
     CA_BUNDLE = "ca-bundle"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys the operator reads from such a Secret."""
+        return _KEYS[self]
+
+
+_KEYS = {
+    SecretKind.PCE_CREDENTIALS: ("username", "password"),
+    SecretKind.AWS_CREDENTIALS: (
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+    ),
+    SecretKind.CA_BUNDLE: ("ca.crt",),
+}
 
 
 class SecretSource(Protocol):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from flowexport.api.crd import build_crd, render_crd_yaml
 from flowexport.api.validation import SpecError, parse_spec
@@ -106,6 +108,8 @@ def schema_accepts(obj: dict[str, Any]) -> bool:
         {"ingestion.includeCidrs": ["10.0.0.0/8", "2001:db8::/32"]},
         {"ingestion.startFrom": "2026-11-23T08:00:00Z"},
         {"aws.vpcId": "vpc-12345678", "deletionPolicy": "Retain", "suspend": True},
+        {"aws.endpointUrl": "http://127.0.0.1:4566", "pce.url": "https://[2001:db8::1]:8443/p"},
+        {"pce.orgId": 2**31 - 1},
     ],
 )
 def test_crd_and_model_agree_on_valid_specs(overrides: dict[str, Any]) -> None:
@@ -123,6 +127,11 @@ def test_crd_and_model_agree_on_valid_specs(overrides: dict[str, Any]) -> None:
         {"aws.logGroupRetentionDays": 8},
         {"pce.orgId": 0},
         {"pce.url": "ftp://pce"},
+        {"pce.url": "https://127.0.0.1:99999"},
+        {"pce.url": "https://pce.example.com/?x=1"},
+        {"pce.orgId": 10**20},
+        {"aws.endpointUrl": "http://logs.example.com"},
+        {"aws.endpointUrl": "https://logs.example.com:0"},
         {"ingestion.batchSize": 5000},
         {"ingestion.actions": []},
         {"ingestion.includeCidrs": ["not-a-cidr"]},
@@ -144,3 +153,121 @@ def test_missing_required_field_is_rejected_by_both() -> None:
     assert not schema_accepts(resource(broken))
     with pytest.raises(SpecError, match=r"spec\.pce\.credentialsSecretRef"):
         parse_spec(broken)
+
+
+def _url_node(field: str) -> dict[str, Any]:
+    node = schema()["properties"]["spec"]
+    for key in field.split("."):
+        node = node["properties"][key]
+    return node
+
+
+_CEL_SHAPES = (
+    re.compile(r"!self\.matches\(r'(?P<regex>[^']*)'\)"),
+    re.compile(
+        r"!self\.startsWith\('(?P<prefix>[^']*)'\) \|\| self\.matches\(r'(?P<regex>[^']*)'\)"
+    ),
+)
+
+
+def cel_allows(rule: str, value: str) -> bool:
+    """Evaluate a URL rule: only the two CEL shapes the models write (`matches` is a search)."""
+    negated, either = (shape.fullmatch(rule) for shape in _CEL_SHAPES)
+    if negated:
+        return re.search(negated["regex"], value) is None
+    assert either, f"a new CEL rule shape: {rule}"
+    return not value.startswith(either["prefix"]) or re.search(either["regex"], value) is not None
+
+
+def crd_allows(field: str, url: str) -> bool:
+    node = _url_node(field)
+    rules = node["x-kubernetes-validations"]
+    return schema_accepts(resource(minimal_spec(**{field: url}))) and all(
+        cel_allows(r["rule"], url) for r in rules
+    )
+
+
+def model_allows(field: str, url: str) -> bool:
+    try:
+        parse_spec(minimal_spec(**{field: url}))
+    except SpecError:
+        return False
+    return True
+
+
+URLS = [
+    "https://pce.example.com:8443",
+    "https://pce.example.com:65535/base/",
+    "https://[::1]:8443",
+    "http://127.0.0.1:8080",
+    "http://localhost",
+    "http://[::1]/x",
+    "https://h/p@th",
+    "https://api/v2",
+    "https://pce/api/v2",
+    "https://u:p@pce.example.com",
+    "u:p@pce.example.com",
+    "http://u:p@localhost",
+    "https://u:p@pce.example.com:99999?x",
+    "http://pce.example.com",
+    "http://localhost.example.com",
+    "https://127.0.0.1:99999",
+    "https://h:0",
+    "https://h:08443",
+    "https://h:abc",
+    "https://h?x=1",
+    "https://h#f",
+    "HTTPS://h",
+    "https://exa mple.com",
+    "https://h/caf\u00e9",
+    "https://[fe80::1%25eth0]",
+]
+#: What only the operator refuses: an impossible IPv4 address looks like a DNS name to a pattern.
+MODEL_ONLY = {"https://999.1.1.1"}
+
+
+@pytest.mark.parametrize("field", ["pce.url", "aws.endpointUrl"])
+def test_crd_url_rules_agree_with_the_models(field: str) -> None:
+    for url in URLS:
+        assert crd_allows(field, url) == model_allows(field, url), url
+    for url in MODEL_ONLY:
+        assert crd_allows(field, url) and not model_allows(field, url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://u:p@h:99999/?q", "must not contain credentials"),
+        ("u:p@h", "must not contain credentials"),
+        ("http://pce.example.com", "plain http is only allowed"),
+        ("http://127.0.0.1.example.com:80", "plain http is only allowed"),
+        ("https://pce.example.com/api/v2", "give the PCE base URL"),
+    ],
+)
+def test_cel_rules_say_what_is_wrong(url: str, message: str) -> None:
+    rules = _url_node("pce.url")["x-kubernetes-validations"]
+    refusing = [r["message"] for r in rules if not cel_allows(r["rule"], url)]
+    assert len(refusing) == 1
+    assert refusing[0].startswith(message)
+
+
+@pytest.mark.parametrize("field", ["pce.url", "aws.endpointUrl"])
+def test_urls_with_credentials_are_left_to_the_cel_rule(field: str) -> None:
+    """A pattern failure quotes the value in the API server's answer; a CEL rule's does not."""
+    pattern = _url_node(field)["pattern"]
+    for url in ("https://u:p@h:99999/?q", "u:p@h", "http://u:p@pce.example.com", "x@y z"):
+        assert re.search(pattern, url), url
+        assert not crd_allows(field, url)
+
+
+def test_every_pattern_and_rule_regex_compiles_as_re2() -> None:
+    """The API server is written in Go: no look-around, no back-references."""
+    regexes = [node["pattern"] for _, node in _walk(schema()) if "pattern" in node]
+    for _, node in _walk(schema()):
+        for rule in node.get("x-kubernetes-validations", []):
+            regexes += re.findall(r"r'([^']*)'", rule["rule"])
+    assert len(regexes) > 10
+    for regex in regexes:
+        TypeAdapter(
+            Annotated[str, Field(pattern=regex)], config=ConfigDict(regex_engine="rust-regex")
+        )

@@ -1,9 +1,14 @@
+from datetime import UTC, datetime
 from typing import Any
 
+import pydantic
 import pytest
 
-from flowexport.api.models import FlowExport, FlowExportSpec, FlowExportStatus
+from flowexport import lifecycle
+from flowexport.api.conditions import set_condition
+from flowexport.api.models import MAX_ORG_ID, FlowExport, FlowExportSpec, FlowExportStatus
 from flowexport.api.validation import SpecError, parse_spec
+from flowexport.urls import check_pce_url
 
 
 def minimal_spec(**overrides: Any) -> dict[str, Any]:
@@ -84,6 +89,119 @@ def test_invalid_specs_name_the_field(overrides: dict[str, Any], field: str, mes
         parse_spec(minimal_spec(**overrides))
     assert field in caught.value.fields
     assert message in str(caught.value)
+
+
+URL_FIELDS = ("pce.url", "aws.endpointUrl")
+
+
+@pytest.mark.parametrize("field", URL_FIELDS)
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://admin:pw@pce.example.com", "must not contain credentials"),
+        ("https://token@pce.example.com/x", "must not contain credentials"),
+        ("admin:pw@pce.example.com:8443", "must not contain credentials"),
+        ("https://127.0.0.1:99999", "invalid port"),
+        ("https://pce.example.com:0", "invalid port"),
+        ("https://pce.example.com:08443", "invalid port"),
+        ("https://pce.example.com:https", "invalid port"),
+        ("https://pce.example.com:", "invalid port"),
+        ("https://pce.example.com/?debug=1", "query"),
+        ("https://pce.example.com#top", "fragment"),
+        ("http://pce.example.com:8080", "loopback"),
+        ("http://localhost.example.com", "loopback"),
+        ("http://127.0.0.1.example.com", "loopback"),
+        ("ftp://pce.example.com", "must look like https://"),
+        ("HTTPS://pce.example.com", "must look like https://"),
+        ("https://pce.example.com\n", "control characters"),
+        ("https://pce example.com", "spaces"),
+        ("https://999.1.1.1", "invalid host"),
+        ("https://[fe80::1%25eth0]", "invalid host"),
+        ("https://:8443", "invalid host"),
+        ("https://pce.example.com/caf\u00e9", "ASCII"),
+    ],
+)
+def test_bad_urls_are_refused_naming_the_field(field: str, url: str, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(minimal_spec(**{field: url}))
+    assert caught.value.fields == [f"spec.{field}"]
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://pce.example.com:8443",
+        "https://pce-1.internal_zone.example:65535/",
+        "https://10.0.0.5:1",
+        "https://[2001:db8::1]:8443/pce/",
+        "https://pce/v2-proxy/path@with-at",
+        "http://localhost.localdomain:8080",
+        "http://127.255.0.1",
+        "http://ip6-localhost/x",
+    ],
+)
+def test_good_urls_are_kept_without_a_trailing_slash(url: str) -> None:
+    spec = parse_spec(minimal_spec(**{"pce.url": url, "aws.endpointUrl": url}))
+    assert spec.pce.url == spec.aws.endpoint_url == url.rstrip("/")
+
+
+def test_an_api_path_is_refused_only_in_the_pce_url() -> None:
+    assert parse_spec(minimal_spec(**{"aws.endpointUrl": "https://h/api/v2"})).aws.endpoint_url
+    assert parse_spec(minimal_spec(**{"pce.url": "https://api/v2"})).pce.url == "https://api/v2"
+    with pytest.raises(SpecError, match=r"spec\.pce\.url: give the PCE base URL without"):
+        parse_spec(minimal_spec(**{"pce.url": "https://pce.example.com/x/api/v2"}))
+
+
+SECRET = "hunter2-Zq9"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://admin:{SECRET}@pce.example.com:8443",
+        f"https://admin:{SECRET}@pce.example.com:99999/?q#f",
+        f"http://admin:{SECRET}@pce.example.com",
+        f"admin:{SECRET}@pce.example.com",
+        f"https://admin:{SECRET} x@pce.example.com",
+    ],
+)
+@pytest.mark.parametrize("field", URL_FIELDS)
+def test_credentials_in_a_url_are_never_echoed(field: str, url: str) -> None:
+    raw = minimal_spec(**{field: url})
+    with pytest.raises(SpecError) as caught:
+        parse_spec(raw)
+    update = lifecycle.invalid_spec(caught.value)
+    [condition] = set_condition([], update, 1, datetime.now(UTC))
+    with pytest.raises(pydantic.ValidationError) as raw_error:
+        FlowExport.model_validate({"spec": raw})
+    with pytest.raises(ValueError, match="credentials") as cli_error:
+        check_pce_url(url)
+    texts = [
+        str(caught.value),
+        condition.message,
+        str(raw_error.value),
+        repr(raw_error.value),
+        str(cli_error.value),
+    ]
+    assert all(f"spec.{field}" in text for text in texts[:2])
+    assert all("credentials" in text for text in texts)
+    assert not [text for text in texts if SECRET in text]
+
+
+def test_org_id_is_a_positive_32_bit_integer() -> None:
+    assert parse_spec(minimal_spec(**{"pce.orgId": MAX_ORG_ID})).pce.org_id == 2**31 - 1
+    for bad in (MAX_ORG_ID + 1, 10**20):
+        with pytest.raises(SpecError, match=r"spec\.pce\.orgId: .*less than or equal"):
+            parse_spec(minimal_spec(**{"pce.orgId": bad}))
+
+
+def test_duplicate_actions_are_refused() -> None:
+    both = parse_spec(minimal_spec(**{"ingestion.actions": ["REJECT", "ACCEPT"]}))
+    assert both.ingestion.actions == ["REJECT", "ACCEPT"]
+    with pytest.raises(SpecError, match="list each action once") as caught:
+        parse_spec(minimal_spec(**{"ingestion.actions": ["ACCEPT", "ACCEPT"]}))
+    assert caught.value.fields == ["spec.ingestion.actions"]
 
 
 def test_loopback_http_is_allowed_for_simulators() -> None:

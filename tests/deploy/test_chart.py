@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "logFormat": "plain",
             "extraArgs": ["--settle=30"],
             "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+            "allowedPceHosts": ["pce.example.com", "pce2.example.com"],
         },
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
@@ -356,3 +357,14 @@ def test_the_network_policy_opens_the_container_ports_and_the_egress_asked_for()
     )
     assert len(without_metrics["spec"]["ingress"]) == 1
     assert of_kind(render(), "NetworkPolicy") == []
+
+
+def test_allowed_pce_hosts_reach_the_operator() -> None:
+    assert parsed_args(render(VARIANTS["digest-and-extras"])).allowed_pce_hosts == [
+        "pce.example.com",
+        "pce2.example.com",
+    ]
+    assert parsed_args(render({})).allowed_pce_hosts == []
+    assert any(
+        "allowedPceHosts" in p for p in lint_problems({"operator": {"allowedPceHosts": ["a b"]}})
+    )

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from flowexport.secrets import SecretKind
 from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator
 from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.stack import LoopbackStack, PCEStandIn
@@ -169,7 +170,10 @@ def stack(
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
             loop.install(
                 NS,
-                {"pce-key": served.credentials(), "aws-keys": loop.aws_credentials()},
+                {
+                    "pce-key": (SecretKind.PCE_CREDENTIALS, served.credentials()),
+                    "aws-keys": (SecretKind.AWS_CREDENTIALS, loop.aws_credentials()),
+                },
                 crd,
             )
             token = ADMIN_TOKEN

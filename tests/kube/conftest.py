@@ -10,6 +10,7 @@ import pytest
 
 from flowexport import metrics
 from flowexport.kube.state import Export, Operator
+from flowexport.secrets import SecretKind
 from tests.cloud import KEYS, Cloud, cloud
 from tests.flowlines import put_connections
 from tests.kube.fakes import FakeKube, RecordingEvents, body, operator
@@ -18,6 +19,8 @@ from tests.pcesim import API_KEY, API_SECRET, SimPCE
 __all__ = ["World", "cloud", "world"]
 
 NS = "security"
+
+PCE = SecretKind.PCE_CREDENTIALS
 
 
 @dataclass
@@ -79,11 +82,12 @@ class World:
 @pytest.fixture
 def world(cloud: Cloud, pce: SimPCE) -> Iterator[World]:
     kube = FakeKube()
-    kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET})
+    kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET}, PCE)
     kube.put_secret(
         NS,
         "aws-keys",
         {"aws_access_key_id": KEYS.access_key_id, "aws_secret_access_key": KEYS.secret_access_key},
+        SecretKind.AWS_CREDENTIALS,
     )
     events = RecordingEvents()
     yield World(cloud, pce, kube, events, operator(kube, events))

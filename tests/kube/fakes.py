@@ -11,32 +11,42 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowexport.kube.api import SecretRecord
 from flowexport.kube.events import EventType
 from flowexport.kube.state import Operator
+from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 
 
 class FakeKube:
     """`KubeClient` in memory: Secrets with resourceVersions, status patches recorded."""
 
     def __init__(self, serves: bool = True) -> None:
-        self.secrets: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
+        self.secrets: dict[tuple[str, str], SecretRecord] = {}
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
         self.secret_reads = 0
         self.serves = serves
         self._versions = itertools.count(1)
 
-    def put_secret(self, namespace: str, name: str, values: dict[str, str]) -> None:
-        """Create or replace a Secret (a new resourceVersion each time)."""
-        self.secrets[(namespace, name)] = (dict(values), str(next(self._versions)))
+    def put_secret(
+        self,
+        namespace: str,
+        name: str,
+        values: dict[str, str],
+        kind: SecretKind | None = None,
+        not_text: tuple[str, ...] = (),
+    ) -> None:
+        """Create or replace a Secret (a new resourceVersion each time), labelled for `kind`."""
+        labels = {SECRET_TYPE_LABEL: str(kind)} if kind else {}
+        version = str(next(self._versions))
+        self.secrets[(namespace, name)] = SecretRecord(dict(values), version, labels, not_text)
 
     def delete_secret(self, namespace: str, name: str) -> None:
         self.secrets.pop((namespace, name), None)
 
-    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+    async def read_secret(self, namespace: str, name: str) -> SecretRecord | None:
         self.secret_reads += 1
-        found = self.secrets.get((namespace, name))
-        return (dict(found[0]), found[1]) if found else None
+        return self.secrets.get((namespace, name))
 
     async def serves_flowexports(self) -> bool:
         return self.serves

@@ -41,7 +41,7 @@ def _sync_once(world: World, tmp_path: Path, spec: dict[str, Any], capsys: Any) 
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "aws-keys"},
-            "stringData": dict(world.kube.secrets[(NS, "aws-keys")][0]),
+            "stringData": dict(world.kube.secrets[(NS, "aws-keys")].values),
         },
     ]
     path = tmp_path / "export.yaml"

@@ -10,8 +10,11 @@ import pytest
 from flowexport.api.validation import SpecError
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS
+from flowexport.secrets import SecretKind
 from tests.kube.conftest import NS, World
 from tests.pcesim import API_KEY
+
+PCE = SecretKind.PCE_CREDENTIALS
 
 
 async def test_reconcile_subscribes_probes_and_schedules_a_resync(world: World) -> None:
@@ -55,7 +58,7 @@ async def test_an_invalid_spec_is_reported_and_never_retried(world: World) -> No
 
 
 async def test_a_wrong_key_is_reported_without_the_secret(world: World) -> None:
-    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": "wrong"})
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": "wrong"}, PCE)
     export = world.export()
     await reconcile(world.op, export, world.body())
     assert world.condition("PCEReachable") == ("False", "PCEUnauthorized")
@@ -75,7 +78,7 @@ async def test_missing_aws_keys_are_reported_on_the_subscription(world: World) -
 
 
 async def test_incomplete_keys_name_the_keys_needed(world: World) -> None:
-    world.kube.put_secret(NS, "pce-key", {"username": API_KEY})
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY}, PCE)
     await reconcile(world.op, world.export(), world.body())
     assert world.condition("PCEReachable") == ("False", "SecretInvalid")
 

@@ -16,9 +16,12 @@ from flowexport.kube.handlers import clean_up
 from flowexport.kube.reconcile import reconcile, resync
 from flowexport.kube.state import Export
 from flowexport.kube.worker import work
+from flowexport.secrets import SecretKind
 from tests.kube.conftest import NS, World
 from tests.kube.fakes import Stopped, operator
 from tests.pcesim import API_KEY, API_SECRET
+
+PCE = SecretKind.PCE_CREDENTIALS
 
 
 async def eventually(check: Callable[[], bool], what: str = "", timeout: float = 20.0) -> None:
@@ -93,6 +96,8 @@ async def test_a_spec_edit_restarts_the_worker_with_new_settings(world: World) -
         body["spec"]["ingestion"]["actions"] = ["ACCEPT", "REJECT"]
         body["metadata"]["generation"] = 2
         await reconcile(world.op, export, body)
+        # Records ingested before the worker restarts are read with the old settings.
+        await eventually(lambda: not export.restart.is_set(), "the worker restarted")
         world.write_flows(3, start=10, action="REJECT")
         await eventually(lambda: len(world.received()) == 3, "REJECT flows after the edit")
     assert world.status()["observedGeneration"] == 2
@@ -174,7 +179,7 @@ async def test_a_missing_secret_recovers_once_created(world: World) -> None:
     assert world.condition("Ready") == ("False", "SecretNotFound")
     assert export.secret_versions["pce-key"] == ""
     assert not await resync(world.op, export, body)  # not due, nothing changed
-    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET})
+    world.kube.put_secret(NS, "pce-key", {"username": API_KEY, "password": API_SECRET}, PCE)
     # Noticed by the Secret check, well before the 10-minute retry of a terminal problem.
     assert await resync(world.op, export, body)
     assert world.condition("PCEReachable") == ("True", "Reachable")

@@ -198,9 +198,32 @@ class TestTLS:
         server, _ = self.serve_tls()
         with server as url:
             async with SimPCE(url, PCESimulator(), server).client() as c:
-                with pytest.raises(PCETLSError, match="CA bundle"):
+                with pytest.raises(PCETLSError, match="unknown issuer; supply its CA bundle"):
                     await c.probe()
                 assert c.retries == 0
+
+    async def test_hostname_mismatch_says_so(self) -> None:
+        tls = make_loopback_tls()  # for localhost, 127.0.0.1 and ::1, not 127.0.0.2
+        sim = PCESimulator(make_config())
+        server = ServerThread(sim.app, host="127.0.0.2", ssl_context=tls.server_context())
+        with server as url:
+            async with SimPCE(url, sim, server).client(ca_pem=tls.ca_pem) as c:
+                with pytest.raises(PCETLSError) as caught:
+                    await c.probe()
+                assert c.retries == 0
+        message = str(caught.value)
+        assert "hostname mismatch" in message
+        assert "does not name 127.0.0.2" in message
+        assert "spec.pce.url" in message
+        assert "CA bundle" not in message
+
+    async def test_plain_http_on_an_https_url_fails_fast(self, pce: SimPCE) -> None:
+        https = pce.url.replace("http://", "https://")
+        async with SimPCE(https, pce.sim, pce.server).client() as c:
+            with pytest.raises(PCEConfigError, match="plain HTTP on an https URL") as caught:
+                await c.probe()
+            assert c.retries == 0
+        assert "check the port" in str(caught.value)
 
     async def test_insecure_is_loud(self, caplog: pytest.LogCaptureFixture) -> None:
         server, _ = self.serve_tls()
@@ -214,6 +237,30 @@ class TestTLS:
             tls_verify("not a certificate", insecure=False)
         with pytest.raises(PCEConfigError, match="exclude"):
             tls_verify(make_loopback_tls().ca_pem, insecure=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://127.0.0.1:99999", "invalid port"),
+        ("https://127.0.0.1:0", "invalid port"),
+        ("https://127.0.0.1:https", "invalid port"),
+        ("https://pce.example.com/?org=1", "query"),
+        ("http://pce.example.com", "loopback"),
+        ("https://pce.example.com/api/v2", "without the /api/v2 path"),
+        ("pce.example.com", "must look like https://"),
+    ],
+)
+def test_a_bad_url_is_a_config_error(url: str, message: str) -> None:
+    with pytest.raises(PCEConfigError, match=message):
+        PCEClient(url, 1, CREDS)
+
+
+def test_credentials_in_the_url_are_refused_unrepeated(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(PCEConfigError, match="must not contain credentials") as caught:
+        PCEClient(f"https://{API_KEY}:{API_SECRET}@127.0.0.1:8443", 1, CREDS)
+    assert API_SECRET not in str(caught.value) + caplog.text
 
 
 async def test_secret_never_appears_in_logs_errors_or_repr(

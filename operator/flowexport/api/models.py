@@ -15,7 +15,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from flowexport.core.logformat import LogFormat, LogFormatError
-from flowexport.urls import check_pce_url
+from flowexport.urls import (
+    API_PATH,
+    CREDENTIALS,
+    HTTP_LOOPBACK,
+    URL_PATTERN,
+    check_pce_url,
+    check_url,
+)
 
 GROUP = "flowexport.io"
 VERSION = "v1alpha1"
@@ -40,6 +47,29 @@ _RFC3339 = (
 )
 _START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
 
+#: The PCE's org ids are small positive integers (1 on a single-org PCE); 2^31-1, the largest
+#: 32-bit id, leaves them all room and keeps far below where JSON numbers lose precision.
+MAX_ORG_ID = 2**31 - 1
+
+
+def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
+    """The CRD's checks of a URL field: the pattern, and CEL rules whose messages (unlike a
+    pattern's) never repeat the value. The model validators apply the same rules."""
+    return {
+        "pattern": URL_PATTERN,
+        "x-kubernetes-validations": [
+            {
+                "rule": f"!self.matches(r'{CREDENTIALS}')",
+                "message": f"must not contain credentials (user:password@); {credentials_hint}",
+            },
+            {
+                "rule": f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
+                "message": "plain http is only allowed for loopback hosts; use https",
+            },
+            *more,
+        ],
+    }
+
 
 class ApiModel(BaseModel):
     """Base for API objects: camelCase on the wire, unknown fields refused."""
@@ -49,6 +79,7 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        hide_input_in_errors=True,
     )
 
 
@@ -76,7 +107,7 @@ def _check_cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise ValueError(f"not a valid CIDR: {value!r}") from None
+        raise ValueError("not a valid CIDR") from None
     return value
 
 
@@ -157,10 +188,18 @@ class AwsSpec(ApiModel):
     )
     endpoint_url: str | None = Field(
         default=None,
-        description="Override the AWS endpoint (VPC endpoints, local emulators).",
-        pattern=r"^https?://[^\s]+$",
+        description=(
+            "Override the AWS endpoint (VPC endpoints, local emulators): https, or plain http to "
+            "a loopback host; no credentials, query or fragment; a port from 1 to 65535."
+        ),
         max_length=2048,
+        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
     )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, "the endpoint URL")
 
 
 class PceSpec(ApiModel):
@@ -169,12 +208,19 @@ class PceSpec(ApiModel):
     url: str = Field(
         description=(
             "PCE base URL, e.g. https://pce.example.com:8443 (without /api/v2). Plain http is "
-            "accepted only for loopback hosts such as a local simulator."
+            "accepted only for loopback hosts such as a local simulator; no credentials, query "
+            "or fragment; a port from 1 to 65535."
         ),
-        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         max_length=2048,
+        json_schema_extra=_url_rules(
+            "the API key belongs in credentialsSecretRef",
+            {
+                "rule": f"!self.matches(r'{API_PATH}')",
+                "message": "give the PCE base URL without the /api/v2 path",
+            },
+        ),
     )
-    org_id: int = Field(description="PCE organisation id.", ge=1)
+    org_id: int = Field(description="PCE organisation id.", ge=1, le=MAX_ORG_ID)
     credentials_secret_ref: SecretRef = Field(
         description=(
             "Secret of type kubernetes.io/basic-auth: key username holds the API key's auth "
@@ -208,7 +254,7 @@ def _check_start_from(value: str) -> str:
         try:
             parsed = datetime.fromisoformat(value.replace("z", "Z"))
         except ValueError:
-            raise ValueError(f"not now, earliest or an RFC 3339 time: {value!r}") from None
+            raise ValueError("not now, earliest or an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise ValueError("an RFC 3339 time needs a zone offset (Z or +hh:mm)")
     return value
@@ -260,6 +306,13 @@ class IngestionSpec(ApiModel):
         description="Where a new FlowExport starts reading: now, earliest, or an RFC 3339 time.",
         pattern=_START_FROM,
     )
+
+    @field_validator("actions")
+    @classmethod
+    def _actions_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each action once: ACCEPT, REJECT or both")
+        return value
 
 
 class FlowExportSpec(ApiModel):

@@ -12,6 +12,7 @@ from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 
 from flowexport import __version__
+from flowexport.aws.errors import classify
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,14 @@ class AwsClients:
 
 
 def make_clients(target: AwsTarget) -> AwsClients:
-    """EC2 and CloudWatch Logs clients for the target."""
-    session = make_session(target)
+    """EC2 and CloudWatch Logs clients for the target (blocking: assumes the role if any).
+
+    Raises AwsError, classified (STS unreachable, AssumeRole denied, bad credentials).
+    """
+    try:
+        session = make_session(target)
+    except Exception as exc:
+        raise classify(exc, "sts", "AssumeRole") from None
     kwargs = {"endpoint_url": target.endpoint_url, "config": CLIENT_CONFIG}
     return AwsClients(session.client("ec2", **kwargs), session.client("logs", **kwargs), target)
 

@@ -22,6 +22,7 @@ import httpx
 from flowexport.api.conditions import ConditionType, Reason
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.secrets import SecretKind
 from flowexport.sim.stack import REGION, LoopbackStack
 from flowexport.sim.traffic import Traffic
 
@@ -159,9 +160,9 @@ def _install(demo: Demo, connections: int) -> dict[str, Any]:
     stack.install(
         NAMESPACE,
         {
-            "pce-api-key": stack.pce.credentials(),
-            "pce-ca": {"ca.crt": stack.pce.ca_pem},
-            "aws-keys": stack.aws_credentials(),
+            "pce-api-key": (SecretKind.PCE_CREDENTIALS, stack.pce.credentials()),
+            "pce-ca": (SecretKind.CA_BUNDLE, {"ca.crt": stack.pce.ca_pem}),
+            "aws-keys": (SecretKind.AWS_CREDENTIALS, stack.aws_credentials()),
         },
     )
     vpc, role = stack.create_vpc_and_role("flow-logs-delivery")

@@ -69,6 +69,17 @@ def add_parser(commands: Any) -> None:
         default=RESYNC_SECONDS,
         help="reconcile healthy FlowExports this often, repairing drift (default 300)",
     )
+    parser.add_argument(
+        "--allowed-pce-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        dest="allowed_pce_hosts",
+        help=(
+            "a PCE host the operator may send API keys to (repeatable); default: any host a "
+            "FlowExport names"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -95,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
     run_operator(
-        args.namespace, args.all_namespaces, args.liveness, args.settle, args.resync_seconds
+        args.namespace,
+        args.all_namespaces,
+        args.liveness,
+        args.settle,
+        args.resync_seconds,
+        allowed_pce_hosts=frozenset(args.allowed_pce_hosts),
     )
     return EXIT_OK

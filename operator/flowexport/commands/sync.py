@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import Counts, FlowExportStatus
 from flowexport.api.validation import SpecError
+from flowexport.aws.blocking import until_stopped
 from flowexport.aws.reader import initial_cursor
 from flowexport.aws.subscription import Subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
@@ -28,6 +31,8 @@ log = logging.getLogger("flowexport.sync")
 
 #: Attempts at the subscription before a transient AWS failure ends a sync.
 SUBSCRIBE_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 def add_parser(commands: Any) -> None:
@@ -118,15 +123,31 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-async def _subscribe(state: SyncState, secrets: ManifestSecrets) -> Subscription:
+class _StoppedError(Exception):
+    """A signal asked sync to stop before ingestion began."""
+
+
+async def _unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T:
+    result = await until_stopped(step, stop)
+    if result is None:
+        raise _StoppedError
+    return result
+
+
+async def _subscribe(
+    state: SyncState, secrets: ManifestSecrets, stop: asyncio.Event
+) -> Subscription:
     manifest = state.manifest
     for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):
-        step = await lifecycle.subscribe(manifest.spec, manifest.owner, secrets)
+        step = await _unless_stopped(
+            lifecycle.subscribe(manifest.spec, manifest.owner, secrets), stop
+        )
         if step.error is not None:
             if not step.error.retryable or attempt == SUBSCRIBE_ATTEMPTS:
                 raise state.fail(step)
             state.apply(step.updates)
-            await asyncio.sleep(min(30.0, 2.0**attempt))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(30.0, 2.0**attempt))
             continue
         for change in step.changes:
             log.info("%s", change)
@@ -148,13 +169,34 @@ def _load_progress(args: argparse.Namespace, state: SyncState) -> Progress:
 
 
 async def _sync(args: argparse.Namespace, state: SyncState) -> int:
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        code = await _run(args, state, stop)
+    except _StoppedError:
+        log.info("stopped before ingesting")
+        code = EXIT_OK
+    if args.once and stop.is_set():
+        return 128 + received[0]  # interrupted: not everything was read
+    return code
+
+
+async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) -> int:
     spec = state.manifest.spec
     secrets = ManifestSecrets(state.manifest)
-    checked = await lifecycle.check_pce_credentials(spec, secrets)
+    checked = await _unless_stopped(lifecycle.check_pce_credentials(spec, secrets), stop)
     if checked.error is not None:  # before anything is done in AWS
         raise state.fail(checked)
-    subscription = await _subscribe(state, secrets)
-    probe = await lifecycle.probe(spec, secrets)
+    subscription = await _subscribe(state, secrets, stop)
+    probe = await _unless_stopped(lifecycle.probe(spec, secrets), stop)
     if probe.error is not None:
         raise state.fail(probe)
     state.apply(probe.updates)
@@ -174,11 +216,6 @@ async def _sync(args: argparse.Namespace, state: SyncState) -> int:
     async def report(update: ConditionUpdate) -> None:
         state.apply([update])
 
-    stop = asyncio.Event()
-    if not args.once:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
     ingested = await lifecycle.ingest(
         spec,
         subscription,
@@ -193,7 +230,7 @@ async def _sync(args: argparse.Namespace, state: SyncState) -> int:
     state.progress = ingested.progress
     if ingested.error is not None:
         raise state.fail(ingested)
-    if not args.once:
+    if stop.is_set():
         log.info("stopped; cursor saved")
         sys.stderr.flush()
     failed = state.progress.flows_failed - state.failed_at_start if state.progress else 0

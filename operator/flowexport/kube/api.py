@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubernetes import client, config
@@ -19,11 +20,22 @@ from kubernetes.client.exceptions import ApiException
 from flowexport.api.models import GROUP, PLURAL, VERSION
 
 
+@dataclass(frozen=True)
+class SecretRecord:
+    """A Secret as read: its text values, resourceVersion, labels, and the keys whose value
+    is not UTF-8 text (kept apart, so they are reported as such, not as missing)."""
+
+    values: dict[str, str] = field(repr=False)
+    version: str
+    labels: dict[str, str] = field(default_factory=dict)
+    not_text: tuple[str, ...] = ()
+
+
 class KubeClient(Protocol):
     """Secrets, discovery and the status subresource."""
 
-    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        """A Secret's decoded values and its resourceVersion, or None if it does not exist."""
+    async def read_secret(self, namespace: str, name: str) -> SecretRecord | None:
+        """The Secret, or None if it does not exist."""
         ...
 
     async def serves_flowexports(self) -> bool:
@@ -49,19 +61,22 @@ class KubeApi:
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
 
-    async def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        """A Secret's decoded values and its resourceVersion, or None if it does not exist."""
+    async def read_secret(self, namespace: str, name: str) -> SecretRecord | None:
+        """The Secret, or None if it does not exist."""
         secret = await _unless_missing(self.core.read_namespaced_secret, name, namespace)
         if secret is None:
             return None
         values: dict[str, str] = {}
+        not_text: list[str] = []
         for key, encoded in (secret.data or {}).items():
             try:
                 values[key] = base64.b64decode(encoded).decode()
             except (binascii.Error, UnicodeDecodeError):
-                continue
-        version = secret.metadata.resource_version if secret.metadata else None
-        return values, str(version or "")
+                not_text.append(key)
+        metadata = secret.metadata
+        version = metadata.resource_version if metadata else None
+        labels = dict((metadata.labels if metadata else None) or {})
+        return SecretRecord(values, str(version or ""), labels, tuple(not_text))
 
     async def serves_flowexports(self) -> bool:
         """Whether the API server serves the FlowExport resource (its CRD is installed)."""

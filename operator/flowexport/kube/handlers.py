@@ -124,7 +124,7 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
         op.forget(namespace, name)
         return  # an invalid spec never subscribed anything
     try:
-        removed = await lifecycle.clean_up(spec, f"{namespace}/{name}", op.secrets(namespace))
+        removed = await lifecycle.clean_up(spec, f"{namespace}/{name}", op.secrets(namespace, spec))
     except FlowExportError as exc:
         op.events.post(body, "Warning", exc.reason, f"cannot clean up AWS resources: {exc}")
         raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from None

@@ -40,7 +40,7 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             raise
         read_before = dict(export.secret_versions)
         export.secret_versions.clear()
-        secrets = op.secrets(namespace, export.secret_versions)
+        secrets = op.secrets(namespace, spec, export.secret_versions)
         subscribed = await lifecycle.subscribe(spec, owner, secrets)
         announce(op.events, body, board.apply(subscribed.updates))
         for change in subscribed.changes:

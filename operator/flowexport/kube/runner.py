@@ -30,6 +30,7 @@ def run(
     resync_seconds: float = RESYNC_SECONDS,
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
+    allowed_pce_hosts: frozenset[str] = frozenset(),
 ) -> None:
     """Run until signalled (or `stop_flag` is set): standalone, no peering, one replica."""
     operator = Operator(
@@ -38,6 +39,7 @@ def run(
         settle_seconds,
         resync_seconds,
         scan_cluster=has_patterns(namespaces),
+        allowed_pce_hosts=allowed_pce_hosts,
     )
     kopf.run(
         standalone=True,

@@ -2,6 +2,11 @@
 
 Each Secret read records its resourceVersion, so the resync timer notices when one changes
 (or appears) and reconciles. Values go straight to the clients; no message carries one.
+
+Whoever may create a FlowExport names the Secrets it uses, so the operator guards against
+being a confused deputy: it uses only Secrets their owner labelled for it
+(`flowexport.io/secret-type`, valued with the use), and releases PCE credentials only for a
+PCE host the operator's administrator allowed (when a list is set).
 """
 
 from __future__ import annotations
@@ -11,29 +16,69 @@ from collections.abc import Mapping
 from flowexport.api.conditions import Reason
 from flowexport.errors import ConfigError
 from flowexport.kube.api import KubeClient
-from flowexport.secrets import SecretKind
+from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 
 #: resourceVersion of each Secret read ("" for one that did not exist).
 Versions = dict[str, str]
 
 
 class KubeSecrets:
-    """Secrets of one namespace; `versions` holds what was read, for change detection."""
+    """Secrets of one namespace; `versions` holds what was read, for change detection.
 
-    def __init__(self, api: KubeClient, namespace: str, versions: Versions | None = None) -> None:
+    `pce_host` is the host the FlowExport sends its PCE credentials to; with `allowed_hosts`
+    set, credentials for any other host are not released.
+    """
+
+    def __init__(
+        self,
+        api: KubeClient,
+        namespace: str,
+        versions: Versions | None = None,
+        pce_host: str | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.versions: Versions = {} if versions is None else versions
+        self.pce_host = pce_host
+        self.allowed_hosts = allowed_hosts
 
     async def read(self, name: str, kind: SecretKind) -> Mapping[str, str] | None:
-        """The Secret's values, or None when it does not exist (noted, so its creation counts)."""
+        """The Secret's values, or None when it does not exist (noted, so its creation counts).
+
+        Raises ConfigError when the Secret is not labelled for `kind`, holds a needed value
+        that is not text, or is PCE credentials for a host not allowed."""
+        if kind is not SecretKind.AWS_CREDENTIALS and not self._host_allowed():
+            raise ConfigError(
+                f"the PCE host {self.pce_host} is not one the operator may send credentials "
+                "to (its allowed PCE hosts)",
+                Reason.PCE_HOST_NOT_ALLOWED,
+            )
         found = await self.api.read_secret(self.namespace, name)
         if found is None:
             self.versions[name] = ""
             return None
-        values, version = found
-        self.versions[name] = version
-        return values
+        self.versions[name] = found.version
+        label = found.labels.get(SECRET_TYPE_LABEL)
+        if label != kind:
+            found_as = f" (it is labelled {label})" if label else ""
+            raise ConfigError(
+                f"Secret {self.namespace}/{name} is not marked for this use{found_as}: label it "
+                f"{SECRET_TYPE_LABEL}={kind} if the operator may use it",
+                Reason.SECRET_NOT_LABELLED,
+            )
+        binary = [key for key in found.not_text if key in kind.keys]
+        if binary:
+            raise ConfigError(
+                f"Secret {self.namespace}/{name} key {binary[0]} is not UTF-8 text",
+                Reason.SECRET_INVALID,
+            )
+        return found.values
+
+    def _host_allowed(self) -> bool:
+        if not self.allowed_hosts:
+            return True
+        return (self.pce_host or "").lower() in self.allowed_hosts
 
     def missing(self, name: str, kind: SecretKind) -> ConfigError:
         """In a cluster every referenced Secret must exist."""
@@ -46,6 +91,6 @@ async def secrets_changed(api: KubeClient, versions: Versions, namespace: str) -
     """Whether any Secret in `versions` has changed (or appeared, or gone) since it was read."""
     for name, version in list(versions.items()):
         found = await api.read_secret(namespace, name)
-        if (found[1] if found else "") != version:
+        if (found.version if found else "") != version:
             return True
     return False

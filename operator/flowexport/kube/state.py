@@ -9,8 +9,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from flowexport import metrics
+from flowexport.api.models import FlowExportSpec
 from flowexport.aws.subscription import Subscription
 from flowexport.kube.api import KubeClient
 from flowexport.kube.board import StatusBoard
@@ -83,6 +85,7 @@ class Operator:
         settle_seconds: float = 15.0,
         resync_seconds: float = RESYNC_SECONDS,
         scan_cluster: bool = False,
+        allowed_pce_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.api = api
         self.events = events
@@ -91,6 +94,8 @@ class Operator:
         self.resync_seconds = resync_seconds
         #: Let kopf watch namespaces and CRDs, which it needs to resolve namespace patterns.
         self.scan_cluster = scan_cluster
+        #: PCE hosts the operator may send credentials to (lower case); empty: any.
+        self.allowed_pce_hosts = frozenset(h.lower() for h in allowed_pce_hosts)
 
     def export(self, namespace: str, name: str, status: dict[str, Any] | None = None) -> Export:
         """The FlowExport's state, created (from its stored status) on first use."""
@@ -101,9 +106,12 @@ class Operator:
             self.exports[key] = Export(board, self.resync_seconds)
         return self.exports[key]
 
-    def secrets(self, namespace: str, versions: Versions | None = None) -> KubeSecrets:
-        """The Secrets of `namespace`, noting the versions read in `versions`."""
-        return KubeSecrets(self.api, namespace, versions)
+    def secrets(
+        self, namespace: str, spec: FlowExportSpec, versions: Versions | None = None
+    ) -> KubeSecrets:
+        """The Secrets of `namespace` for `spec`, noting the versions read in `versions`."""
+        host = urlsplit(spec.pce.url).hostname
+        return KubeSecrets(self.api, namespace, versions, host, self.allowed_pce_hosts)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted FlowExport's state and metrics."""

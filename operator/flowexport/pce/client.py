@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -36,6 +36,7 @@ from flowexport.pce.errors import (
     PCEUnavailableError,
 )
 from flowexport.pce.ratelimit import TokenBucket
+from flowexport.urls import check_pce_url
 
 log = logging.getLogger("flowexport.pce")
 
@@ -47,6 +48,13 @@ MAX_RESULTS = 500
 MAX_RETRY_AFTER = 300.0
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+#: OpenSSL's verify codes for a certificate that does not name the host or address asked for.
+_NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+#: ... and for one whose issuer is not trusted (unknown CA, self-signed).
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})
+#: OpenSSL's reasons when the peer's first bytes are not TLS (e.g. an HTTP answer).
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG"})
 
 
 @dataclass(frozen=True)
@@ -146,10 +154,10 @@ class PCEClient:
         rate_per_minute: float = DEFAULT_RATE_PER_MINUTE,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PCEConfigError("the PCE URL must look like https://pce.example.com:8443")
-        self.base_url = url.rstrip("/")
+        try:
+            self.base_url = check_pce_url(url)
+        except ValueError as exc:
+            raise PCEConfigError(str(exc)) from None
         self.org_id = org_id
         self.retry = retry or RetryPolicy()
         self.retries = 0
@@ -342,11 +350,9 @@ class PCEClient:
             except httpx.TimeoutException:
                 last_problem = "timed out"
             except httpx.TransportError as exc:
-                if _is_tls_failure(exc):
-                    raise PCETLSError(
-                        f"the PCE at {self.base_url} presented a certificate that could not be "
-                        "verified; supply its CA bundle (caBundleSecretRef / --ca-bundle)"
-                    ) from None
+                tls_error = self._tls_error(exc)
+                if tls_error is not None:
+                    raise tls_error from None
                 last_problem = f"connection failed ({type(exc).__name__})"
             else:
                 if response.status_code < 400:
@@ -374,6 +380,35 @@ class PCEClient:
             f"PCE at {self.base_url} unavailable: {method} {path} failed "
             f"{self.retry.attempts} times, last: {last_problem}"
         )
+
+    def _tls_error(self, exc: httpx.TransportError) -> PCEError | None:
+        """The error for a TLS failure that retrying cannot fix, or None."""
+        where = f"the PCE at {self.base_url}"
+        for cause in _causes(exc):
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                if cause.verify_code in _NAME_MISMATCH:
+                    host = urlsplit(self.base_url).hostname
+                    return PCETLSError(
+                        f"hostname mismatch: the certificate of {where} does not name {host}; "
+                        "put a name it lists in the PCE URL (spec.pce.url / --pce-url)"
+                    )
+                if cause.verify_code in _UNKNOWN_ISSUER:
+                    return PCETLSError(
+                        f"{where} presented a certificate from an unknown issuer; supply its CA "
+                        "bundle (caBundleSecretRef / --ca-bundle)"
+                    )
+                return PCETLSError(
+                    f"{where} presented a certificate that could not be verified: "
+                    f"{cause.verify_message}"
+                )
+            if isinstance(cause, ssl.SSLError) and cause.reason in _NOT_TLS:
+                return PCEConfigError(
+                    f"{where} answered without TLS (plain HTTP on an https URL?): check the port "
+                    "in the PCE URL (spec.pce.url / --pce-url)"
+                )
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return PCETLSError(f"{where} presented a certificate that could not be verified")
+        return None
 
     def _status_error(self, method: str, path: str, response: httpx.Response) -> PCEError:
         status = response.status_code
@@ -455,13 +490,12 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def _is_tls_failure(exc: httpx.TransportError) -> bool:
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from, outermost first."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
+        yield cause
         cause = cause.__cause__ or cause.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _has_address(

@@ -23,6 +23,7 @@ import yaml
 
 from flowexport.api.crd import build_crd
 from flowexport.aws.session import AwsKeys
+from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator, kubeconfig
 from flowexport.sim.moto import moto_server, reset
 from flowexport.sim.operator_process import OperatorProcess
@@ -150,17 +151,19 @@ class LoopbackStack:
     def install(
         self,
         namespace: str,
-        secret_data: Mapping[str, Mapping[str, str]],
+        secrets: Mapping[str, tuple[SecretKind, Mapping[str, str]]],
         crd: dict[str, Any] | None = None,
     ) -> None:
         """Create the FlowExport CRD (`build_crd()` unless given), `namespace`, and in it a
-        Secret per entry of `secret_data` (its `stringData`); RuntimeError if one is refused."""
+        Secret per entry of `secrets` (name -> its use and `stringData`), labelled for the
+        operator with its use; RuntimeError if one is refused."""
         self.create(CRD_PATH, crd if crd is not None else build_crd())
         self.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
-        for name, data in secret_data.items():
+        for name, (kind, data) in secrets.items():
+            metadata = {"name": name, "labels": {SECRET_TYPE_LABEL: str(kind)}}
             self.create(
                 f"/api/v1/namespaces/{namespace}/secrets",
-                {"metadata": {"name": name}, "stringData": dict(data)},
+                {"metadata": metadata, "stringData": dict(data)},
             )
 
     def create(self, path: str, body: dict[str, Any]) -> None:
