@@ -40,11 +40,18 @@ def line(fmt: LogFormat, **values: object) -> str:
     return " ".join(given.get(name, DEFAULTS.get(name, "-")) for name in fmt.fields)
 
 
+def connection_address(i: int) -> str:
+    """The client address of connection `i` of `put_connections` (10.0.0.1, 10.0.0.2, ...)."""
+    n = i + 1
+    return f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
+
+
 def put_connections(
     logs: Any, group: str, count: int, start: int = 0, stream: str = "eni-a-all", **values: object
 ) -> None:
-    """Write `count` client connections (10.0.0.<i+1>:<40000+i> -> 10.1.0.9:443) to a log
-    group as CloudWatch Logs events in the pipeline's format, creating the stream if needed."""
+    """Write `count` client connections (`connection_address(i)`:<port> -> 10.1.0.9:443) to a
+    log group as CloudWatch Logs events in the pipeline's format, creating the stream if
+    needed."""
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
     now = int(time.time() * 1000)
@@ -53,9 +60,9 @@ def put_connections(
             "timestamp": now,
             "message": line(
                 PIPELINE_FORMAT,
-                srcaddr=f"10.0.0.{i + 1}",
+                srcaddr=connection_address(i),
                 dstaddr="10.1.0.9",
-                srcport=40000 + i,
+                srcport=40000 + i % 20000,
                 dstport=443,
                 **values,
             ),

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import subprocess
 import sys
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from flowexport import __version__
 from flowexport.api.crd import render_crd_yaml
 from flowexport.cli import COMMANDS, build_parser, chosen_command
 from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.core.records import MAX_RECORD_CHARS
+from flowexport.textinput import LINE_PIECE, open_lines
 from tests.flowlines import line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +85,16 @@ def test_parse_custom_format(tmp_path: Path) -> None:
     assert result.stdout.decode() == "10.0.1.15,10.0.2.40,5432,6\n"
 
 
+def test_blank_lines_before_the_header_are_counted_and_the_header_still_used() -> None:
+    result = flowexport("parse", stdin=b"\n  \r\n" + SAMPLE.read_bytes())
+    assert result.stdout == flowexport("parse", str(SAMPLE)).stdout
+    summary = counts(result)
+    assert summary["records"] == 25 + 2
+    skipped = summary["skipped"]
+    assert isinstance(skipped, dict)
+    assert skipped["empty"] == 2
+
+
 def test_parse_survives_binary_garbage(tmp_path: Path) -> None:
     junk = tmp_path / "junk.log"
     junk.write_bytes(b"\xff\xfe\x00garbage\n" + SAMPLE.read_bytes()[:0] + b"\x80\x81\n")
@@ -88,17 +103,44 @@ def test_parse_survives_binary_garbage(tmp_path: Path) -> None:
     assert counts(result)["records"] == 2
 
 
-def test_truncated_or_corrupt_gzip_is_a_clear_error(tmp_path: Path) -> None:
-    packed = gzip.compress(SAMPLE.read_bytes() * 50)
+def test_damaged_and_unreadable_files_are_reported_and_the_others_go_through(
+    tmp_path: Path,
+) -> None:
+    data = SAMPLE.read_bytes() * 50
+    packed = gzip.compress(data)
     truncated = tmp_path / "truncated.log.gz"
     truncated.write_bytes(packed[: len(packed) // 2])
+    # The complete lines before the damage: what a streaming decompressor gets out of it.
+    before = zlib.decompressobj(31).decompress(truncated.read_bytes()).count(b"\n")
+    assert 0 < before < data.count(b"\n")
     corrupt = tmp_path / "corrupt.log.gz"
     corrupt.write_bytes(packed[:20] + b"\x00" * 200 + packed[220:])
-    for path in (truncated, corrupt):
-        result = flowexport("parse", str(path))
-        assert result.returncode == 2
-        assert f"cannot read {path}" in result.stderr.decode()
-        assert b"Traceback" not in result.stderr
+    header = tmp_path / "header.log"
+    header.write_text("srcaddr dstaddr\n")
+    missing = tmp_path / "missing.log"
+    paths = (truncated, SAMPLE, corrupt, header, missing)
+    result = flowexport("parse", *map(str, paths))
+    assert result.returncode == 1
+    assert result.stdout == flowexport("parse", str(SAMPLE)).stdout  # every good flow
+    errors = result.stderr.decode().splitlines()[:-1]
+    assert len(errors) == 4
+    assert errors[0] == (
+        f"flowexport parse: cannot read all of {truncated}: the gzip data is truncated "
+        f"(the file ends before the end of the stream); the {before} lines before that count"
+    )
+    assert re.fullmatch(
+        f"flowexport parse: cannot read all of {re.escape(str(corrupt))}: the gzip data is "
+        r"corrupt \(.+\); the \d+ lines before that count",
+        errors[1],
+    )
+    assert errors[2:] == [
+        f"flowexport parse: cannot use {header}: its header is not a usable log format "
+        "(log format lacks field(s) every flow needs: srcport, dstport, protocol)",
+        f"flowexport parse: cannot read {missing}: No such file or directory",
+    ]
+    summary = counts(result)
+    assert summary["records"] == before + 25
+    assert summary["file_errors"] == 4
 
 
 @pytest.mark.parametrize(
@@ -107,14 +149,108 @@ def test_truncated_or_corrupt_gzip_is_a_clear_error(tmp_path: Path) -> None:
         (["parse", "--format", "${srcaddr}"], "lacks"),
         (["parse", "--actions", "ALLOW"], "ALLOW"),
         (["parse", "--include-cidr", "10.0.0.0/99"], "10.0.0.0/99"),
-        (["parse", "/no/such/file"], "cannot read /no/such/file"),
     ],
 )
 def test_parse_usage_errors_exit_2(args: list[str], message: str) -> None:
-    result = flowexport(*args)
+    result = flowexport(*args, str(SAMPLE))
     assert result.returncode == 2
     assert message in result.stderr.decode()
+    assert result.stdout == b""
     assert b"Traceback" not in result.stderr
+
+
+def test_over_long_lines_are_counted_and_the_rest_parsed(tmp_path: Path) -> None:
+    log = tmp_path / "long.log"
+    sample = SAMPLE.read_bytes()
+    at_limit = b"x" * MAX_RECORD_CHARS
+    with log.open("wb") as out:
+        out.write(sample)
+        out.write(b"y" * (3 * 2**20) + b"\n")  # read past in pieces
+        out.write(at_limit + b"\r\n" + at_limit + b"x\n" + at_limit + b"\n")
+        out.write(sample.replace(b"\n", b"\r\n"))
+        out.write(b"z" * (MAX_RECORD_CHARS + 5))  # the last line, without a line break
+    result = flowexport("parse", str(log))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == flowexport("parse", str(SAMPLE)).stdout
+    summary = counts(result)
+    assert summary["records"] == 2 * 25 + 5
+    skipped = summary["skipped"]
+    assert isinstance(skipped, dict)
+    assert (skipped["too_long"], skipped["field_count"]) == (3, 2 * 1 + 2)
+
+
+def test_files_are_read_in_bounded_pieces(tmp_path: Path) -> None:
+    path = tmp_path / "long.log"
+    path.write_bytes(b"a" * (5 * 2**20) + b"\nb\r\n" + b"c" * (LINE_PIECE - 1) + b"\n")
+    with open_lines(str(path)) as source:
+        assert [len(text) for text in source] == [LINE_PIECE, 2, LINE_PIECE]
+    assert source.error is None
+
+
+def peak_rss(*args: str) -> tuple[int, dict[str, object]]:
+    """Run `flowexport ARGS` as the only child of a fresh interpreter: its peak RSS in bytes,
+    and its counts."""
+    probe = (
+        "import json, resource, subprocess, sys\n"
+        "child = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "print(json.dumps([child.returncode, peak, child.stderr.decode()]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "flowexport", *args],
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    code, peak, stderr = json.loads(result.stdout)
+    assert code == 0, stderr
+    summary: dict[str, object] = json.loads(stderr.strip().splitlines()[-1])
+    return peak, summary
+
+
+def write_gzip_lines(path: Path, heads: Iterable[bytes], body: bytes, copies: int = 1) -> None:
+    """One line per head, `head + body * copies`, gzip-compressed as concatenated members (one
+    stream to any gzip reader), each distinct piece compressed once: a gigabyte in milliseconds."""
+    body_member, newline = gzip.compress(body, 1), gzip.compress(b"\n", 1)
+    with path.open("wb") as out:
+        for head in heads:
+            out.write(gzip.compress(head, 1))
+            for _ in range(copies):
+                out.write(body_member)
+            out.write(newline)
+
+
+#: What `flowexport parse` may take whatever its input (the interpreter alone is ~15 MB).
+HOSTILE_RSS_LIMIT = 200 * 2**20
+MB = 2**20
+KEYED = line(PIPELINE_FORMAT, srcport="9" * (MAX_RECORD_CHARS - 200)).encode()
+
+
+@pytest.mark.parametrize(
+    ("heads", "body", "copies", "args", "skipped"),
+    [
+        ([b"%d " % i for i in range(600)], b"y" * MB, 1, [], "too_long"),
+        ([b"x"], b"y" * MB, 1024, [], "too_long"),
+        # Distinct records just under the limit, long in a key field: ~8 KB keys to cache.
+        (
+            [KEYED[:20] + b"%d" % i for i in range(30_000)],
+            KEYED[20:],
+            1,
+            ["--format", PIPELINE_FORMAT.render()],
+            "bad_int",
+        ),
+    ],
+    ids=["600-lines-of-1MB", "one-1GB-line", "30000-distinct-8KB-records"],
+)
+def test_parse_memory_follows_neither_line_length_nor_distinct_lines(
+    tmp_path: Path, heads: list[bytes], body: bytes, copies: int, args: list[str], skipped: str
+) -> None:
+    path = tmp_path / "hostile.log.gz"
+    write_gzip_lines(path, heads, body, copies)
+    peak, summary = peak_rss("parse", *args, str(path))
+    assert summary["records"] == len(heads)
+    assert summary["skipped"] == {skipped: len(heads)}
+    assert peak < HOSTILE_RSS_LIMIT, f"peak RSS {peak / MB:.0f} MB"
 
 
 def test_crd_command_prints_the_generated_crd() -> None:

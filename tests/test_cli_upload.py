@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -208,3 +209,47 @@ def test_plain_http_to_a_remote_pce_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "only allowed for loopback" in result.stderr
+
+
+def test_a_failure_part_way_reports_what_the_pce_had_accepted() -> None:
+    # The PCE answers two requests a minute; the third batch fails with no retries left.
+    with flowexport_server(
+        "pce-sim", "--tls", "--api-key", "api_cli", "--api-secret", SECRET, "--rate-limit", "2"
+    ) as limited:
+        httpx.post(
+            f"{limited['url']}/_sim/faults",
+            json={"reject_flows_containing": "10.0.2.40"},
+            verify=False,
+        )
+        result = upload(limited, "--batch-size", "2", "--retries", "0", str(SAMPLE))
+        assert len(received(limited)) == 3
+    assert result.returncode == 2
+    report = summary(result)
+    shown = {key: report[key] for key in ("flows", "uploaded", "failed", "batches", "reason")}
+    assert shown == {
+        "flows": 7,
+        "uploaded": 3,
+        "failed": 1,
+        "batches": 2,
+        "reason": "PCEUnavailable",
+    }
+    assert report["failed_flows_sample"] == ["10.0.1.15,10.0.2.40,5432,6"]
+    message = result.stderr.splitlines()[-1]
+    assert (
+        "before that the PCE had accepted 3 of the 7 flows and rejected 1, in 2 batches" in message
+    )
+
+
+def test_a_damaged_file_is_reported_and_the_others_uploaded(
+    sim: dict[str, Any], tmp_path: Path
+) -> None:
+    truncated = tmp_path / "truncated.log.gz"
+    truncated.write_bytes(gzip.compress(SAMPLE.read_bytes())[:-30])
+    result = upload(sim, str(truncated), str(tmp_path / "missing.log"), str(SAMPLE))
+    assert result.returncode == 1
+    assert f"cannot read all of {truncated}: the gzip data is truncated" in result.stderr
+    assert "missing.log: No such file or directory" in result.stderr
+    report = summary(result)
+    assert report["file_errors"] == 2
+    assert report["uploaded"] == report["flows"] == 7
+    assert len(received(sim)) == 7

@@ -344,20 +344,23 @@ async def _with_grace(
     """The upload's summary; once `stop` is set it gets STOP_GRACE_SECONDS, then is cancelled
     (retry sleeps included) and `_AbandonedError` is raised."""
     task = asyncio.ensure_future(upload)
-    if stop is not None:
-        await until_stopped(asyncio.shield(task), stop)
-        if not task.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
-        if not task.done():
+    try:
+        if stop is not None:
+            await until_stopped(asyncio.shield(task), stop)
+            if not task.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), STOP_GRACE_SECONDS)
+            if not task.done():
+                log.warning(
+                    "stopping: abandoned the upload in flight after %.0fs", STOP_GRACE_SECONDS
+                )
+                raise _AbandonedError
+        return await task
+    finally:
+        if not task.done():  # abandoned, or this coroutine was cancelled: no orphan goes on
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            log.warning(
-                "stopping: abandoned an upload still in flight after %.0fs", STOP_GRACE_SECONDS
-            )
-            raise _AbandonedError
-    return await task
 
 
 def build_pipeline(

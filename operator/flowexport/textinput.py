@@ -1,23 +1,77 @@
-"""Open flow-log files for reading: plain or gzip (by content, not name), or standard input."""
+"""Read flow-log files line by line in bounded memory: plain or gzip (by content), or stdin."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import IO, Any, cast
+
+from flowexport.core.records import MAX_RECORD_CHARS
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
+#: The most of a line handed on: a record at the limit plus a line break, or one character
+#: more, which the core counts as `too_long`.
+LINE_PIECE = MAX_RECORD_CHARS + 2
+
+#: Characters read at a time while passing over the rest of an over-long line.
+_SKIP_PIECE = 2**16
+
+#: What a damaged or unreadable input raises part way (gzip.BadGzipFile is an OSError).
+READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class FlowLines:
+    """The lines of one input, none longer than LINE_PIECE characters.
+
+    A longer line is handed on as its first LINE_PIECE characters (the core counts it as
+    `too_long`) and the rest is read past in bounded pieces, never held whole. A read error
+    part way (truncated or corrupt gzip, I/O error) ends the lines there and is kept in
+    `error`: every line before the damage is handed on, none after.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.error: str | None = None
+        self._lines = self._read(stream)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._lines
+
+    def _read(self, stream: IO[str]) -> Iterator[str]:
+        skip = partial(stream.readline, _SKIP_PIECE)
+        try:
+            for line in iter(partial(stream.readline, LINE_PIECE), ""):
+                yield line
+                if len(line) == LINE_PIECE and line[-1] != "\n":
+                    while (rest := skip()) and rest[-1] != "\n":
+                        pass
+        except READ_ERRORS as exc:
+            self.error = describe(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong reading an input, in words for the user."""
+    if isinstance(exc, EOFError):
+        return "the gzip data is truncated (the file ends before the end of the stream)"
+    if isinstance(exc, zlib.error | gzip.BadGzipFile):
+        return f"the gzip data is corrupt ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
 
 @contextmanager
-def open_lines(path: str) -> Iterator[IO[str]]:
-    """A text stream of `path` (`-` is standard input); gzip is detected by its magic bytes.
+def open_lines(path: str) -> Iterator[FlowLines]:
+    """The lines of `path` (`-` is standard input); gzip is detected by its magic bytes.
 
     Undecodable bytes become U+FFFD instead of raising, so a damaged file costs the damaged
-    lines (counted as malformed), never the run.
+    lines (counted as malformed), never the run. Raises OSError when the file cannot be
+    opened; damage found while reading is reported in `FlowLines.error` instead.
     """
     raw: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     try:
@@ -26,7 +80,7 @@ def open_lines(path: str) -> Iterator[IO[str]]:
         binary: IO[bytes] = buffered
         if buffered.peek(2)[:2] == _GZIP_MAGIC:
             binary = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
-        yield io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None)
+        yield FlowLines(io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline=None))
     finally:
         if path != "-":
             raw.close()

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,10 +208,8 @@ def test_configuration_errors_exit_2(
         assert conditions(status(result))["Ready"][0] == "False"
 
 
-def test_long_running_sync_stops_cleanly_on_sigterm(world: dict[str, Any]) -> None:
-    path = manifest(world)
-    state = world["tmp"] / "state.json"
-    process = subprocess.Popen(
+def start_sync(path: Path, state: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -229,20 +227,67 @@ def test_long_running_sync_stops_cleanly_on_sigterm(world: dict[str, Any]) -> No
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def stop_sync(process: subprocess.Popen[str]) -> tuple[str, str, float]:
+    """SIGTERM, then its output and how long it took to exit (killed after 30 s)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 60
-        while not state.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        write_flows(world, 12)
-        while len(received(world)) < 12 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(received(world)) == 12
-        process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate(timeout=10)
+    return out, err, time.monotonic() - started
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_long_running_sync_stops_cleanly_on_sigterm(world: dict[str, Any]) -> None:
+    path = manifest(world)
+    state = world["tmp"] / "state.json"
+    process = start_sync(path, state)
+    try:
+        wait_for(state.exists)
+        write_flows(world, 12)
+        wait_for(lambda: len(received(world)) >= 12)
+        assert len(received(world)) == 12
+    finally:
+        out, err, _ = stop_sync(process)
     assert process.returncode == 0, err
     assert json.loads(out)["counts"]["flowsUploaded"] == 12
     assert json.loads(state.read_text())["counts"]["flowsUploaded"] == 12
+
+
+def test_sigterm_ends_sync_within_10_s_while_the_pce_hangs(world: dict[str, Any]) -> None:
+    pce = world["pce"]["url"]
+    path = manifest(world)
+    state = world["tmp"] / "state.json"
+    process = start_sync(path, state)
+    try:
+        wait_for(state.exists)
+        hang = {"delay_seconds": 120, "path_contains": "bulk_traffic_flows"}
+        httpx.post(f"{pce}/_sim/faults", json=hang).raise_for_status()
+        write_flows(world, 5)
+        uploads = f"{pce}/_sim/requests"
+
+        def uploading() -> bool:
+            requests = httpx.get(uploads).json()
+            return any("bulk_traffic_flows" in r["path"] for r in requests)
+
+        wait_for(uploading)
+    finally:
+        _, err, took = stop_sync(process)
+    assert process.returncode == 0, err
+    assert took < 10, f"sync took {took:.1f}s to stop"
+    assert json.loads(state.read_text())["counts"]["flowsUploaded"] == 0  # nothing claimed
+    httpx.post(f"{pce}/_sim/faults", json={}).raise_for_status()
+    resumed = sync(path, "--once", "--state", str(state))
+    assert resumed.returncode == 0, resumed.stderr
+    assert len({tuple(f) for f in received(world)}) == 5, "nothing lost"

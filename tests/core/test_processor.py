@@ -1,9 +1,12 @@
+import sys
+
 from flowexport.core.fields import KEY_FIELDS
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
 from flowexport.core.normalise import FlowFilter
 from flowexport.core.processor import CHUNK_LINES, FlowProcessor, process_lines
 from flowexport.core.reasons import SkipReason
+from flowexport.core.records import MAX_RECORD_CHARS
 from tests.flowlines import line
 
 PG = Flow("10.0.1.15", "10.0.2.40", 5432, 6)
@@ -127,3 +130,46 @@ def test_whitespace_inside_a_token_never_shifts_fields() -> None:
         processor.feed([damaged, shifted, damaged + "\n"])
         assert processor.drain() == [(PG, 2)], fmt
         assert processor.stats.malformed == 1
+
+
+def test_over_long_records_are_counted_never_parsed_or_cached() -> None:
+    for fmt in (PIPELINE_FORMAT, DEFAULT_V2_FORMAT):
+        # A 256 KB CloudWatch event whose key fields are long: no key of it is ever taken.
+        event = line(fmt, srcaddr="10." + "0" * 256 * 1024 + ".0.1")
+        just_over = line(fmt, account_id="1" * MAX_RECORD_CHARS)
+        lines = [line(fmt), event, just_over, line(fmt, **RESPONSE), event + "\n"]
+        processor = FlowProcessor(fmt)
+        processor.feed(lines)
+        assert processor.drain() == [(PG, 2)], fmt
+        assert processor.stats.skipped == {SkipReason.TOO_LONG: 3}
+        assert processor.stats.records == 5
+        assert processor.stats.malformed == 3
+        assert max(map(len, map(str, processor._cache))) < 200
+
+
+def test_a_chunk_of_only_over_long_records() -> None:
+    processor = FlowProcessor(PIPELINE_FORMAT)
+    processor.feed(["x" * (MAX_RECORD_CHARS + 1)] * 3)
+    assert processor.stats.skipped == {SkipReason.TOO_LONG: 3}
+    assert (processor.stats.records, processor.stats.flowed) == (3, 0)
+
+
+def test_cache_is_bounded_in_bytes() -> None:
+    budget = 1_000_000
+    for fmt in (PIPELINE_FORMAT, DEFAULT_V2_FORMAT):
+        processor = FlowProcessor(fmt, cache_bytes=budget)
+        # Distinct records just under the limit, their length in a key field: each key is ~8 KB.
+        pad = "9" * (MAX_RECORD_CHARS - 200)
+        lines = [line(fmt, srcport=f"{i}{pad}") for i in range(CHUNK_LINES // 4)]
+        for start in range(0, len(lines), 16):
+            processor.feed(lines[start : start + 16])
+            assert held_bytes(processor) <= budget + 16 * 2 * MAX_RECORD_CHARS  # + one chunk
+        assert processor.stats.skipped == {SkipReason.BAD_INT: len(lines)}
+        assert len(processor._cache) < len(lines), "emptied for its bytes, not its entries"
+
+
+def held_bytes(processor: FlowProcessor) -> int:
+    """What the key cache's keys take, tokens of tuple keys included."""
+    keys = list(processor._cache)
+    tokens = [token for key in keys if isinstance(key, tuple) for token in key]
+    return sum(map(sys.getsizeof, keys + tokens))

@@ -13,7 +13,7 @@ from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFor
 from flowexport.core.normalise import FlowFilter, normalise
 from flowexport.core.processor import FlowProcessor
 from flowexport.core.reasons import SkipReason
-from flowexport.core.records import parse_line
+from flowexport.core.records import MAX_RECORD_CHARS, parse_line, too_long
 from tests.flowlines import line
 
 FIELD_NAMES = [f.name for f in FIELDS]
@@ -159,3 +159,27 @@ def test_both_legs_in_any_order_on_either_eni_yield_exactly_one_flow(
     processor = FlowProcessor(fmt)
     processor.feed(legs)
     assert [flow for flow, _ in processor.drain()] == [expected]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(MAX_RECORD_CHARS - 2, MAX_RECORD_CHARS + 2),
+            st.sampled_from(["", "\n", "\r\n"]),
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([DEFAULT_V2_FORMAT, PIPELINE_FORMAT]),
+)
+@settings(max_examples=50)
+def test_too_long_is_exactly_the_records_over_the_limit(
+    sizes: list[tuple[int, str]], fmt: LogFormat
+) -> None:
+    record = line(fmt)
+    lines = [record.replace(" ", " " + "x" * (n - len(record)), 1) + end for n, end in sizes]
+    processor = FlowProcessor(fmt)
+    processor.feed(lines)
+    over = sum(n > MAX_RECORD_CHARS for n, _ in sizes)
+    assert processor.stats.skipped.get(SkipReason.TOO_LONG, 0) == over
+    assert processor.stats.records == len(lines)
+    assert all(parse_line(text, fmt) is SkipReason.TOO_LONG for text in lines if too_long(text))

@@ -1,9 +1,19 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowexport.core.fields import FIELDS
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
 from flowexport.core.reasons import SkipReason
-from flowexport.core.records import parse_line
+from flowexport.core.records import (
+    COUNTER_MAX,
+    MAX_ADDRESS_CHARS,
+    MAX_INT_DIGITS,
+    MAX_RECORD_CHARS,
+    parse_int,
+    parse_ip,
+    parse_line,
+)
 from tests.flowlines import line
 
 # AWS's documented examples (flow-logs-records-examples).
@@ -97,3 +107,62 @@ def test_structure_reasons() -> None:
     assert parse_line("2 123", DEFAULT_V2_FORMAT) is SkipReason.FIELD_COUNT
     assert SkipReason.FIELD_COUNT.malformed
     assert not SkipReason.NODATA.malformed
+
+
+@pytest.mark.parametrize("text", ["٤٤٣", "4_43", "+443", "４４３", "44³", "443\u200b", "-1"])
+def test_integer_fields_take_only_ascii_digits(text: str) -> None:
+    assert parse_int(text, "dstport") is None
+    record = line(PIPELINE_FORMAT, dstport=text)
+    assert parse_line(record, PIPELINE_FORMAT) is SkipReason.BAD_INT
+
+
+def test_integer_ranges() -> None:
+    assert parse_int("443", "dstport") == parse_int("00443", "dstport") == 443
+    assert parse_int("65536", "dstport") is None
+    assert parse_int(str(COUNTER_MAX), "bytes") == COUNTER_MAX
+    assert parse_int(str(COUNTER_MAX + 1), "bytes") is None
+    assert parse_int("0" + str(COUNTER_MAX), "bytes") == COUNTER_MAX
+    assert parse_int("00" + str(COUNTER_MAX), "bytes") is None  # more than MAX_INT_DIGITS
+    assert parse_int("9" * 5000, "bytes") is None
+    assert parse_int("", "bytes") is None
+
+
+@given(
+    st.one_of(st.text(max_size=12), st.integers(0, 2**64).map(str)),
+    st.sampled_from(["dstport", "protocol", "tcp-flags", "bytes"]),
+)
+def test_an_integer_field_is_its_ascii_digits_or_nothing(text: str, name: str) -> None:
+    value = parse_int(text, name)
+    if 0 < len(text) <= MAX_INT_DIGITS and all("0" <= c <= "9" for c in text):
+        limit = {"dstport": 65535, "protocol": 255, "tcp-flags": 511}.get(name, COUNTER_MAX)
+        assert value == (int(text) if int(text) <= limit else None)
+    else:
+        assert value is None
+
+
+@given(st.integers(0, 65535), st.sampled_from(["", "_", "+", " ", "\u0663", "\u00b2"]))
+def test_a_port_with_anything_but_ascii_digits_is_refused(port: int, extra: str) -> None:
+    digits = str(port)
+    assert parse_int(digits, "srcport") == port
+    if extra:
+        assert parse_int(digits[:1] + extra + digits[1:], "srcport") is None
+
+
+def test_addresses_are_bounded_and_unscoped() -> None:
+    longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+    assert len(longest) == MAX_ADDRESS_CHARS
+    assert parse_ip(longest) == "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+    assert parse_ip("0" + longest) is None
+    assert parse_ip("fe80::1%eth0") is None
+    assert parse_ip("fe80::1%" + "x" * 10_000) is None
+
+
+def test_records_longer_than_the_limit_are_too_long() -> None:
+    record = line(DEFAULT_V2_FORMAT)
+    at_limit = record.replace("eni-", "eni-" + "x" * (MAX_RECORD_CHARS - len(record)), 1)
+    assert len(at_limit) == MAX_RECORD_CHARS
+    for text in (at_limit, at_limit + "\n", at_limit + "\r\n"):
+        assert isinstance(parse_line(text, DEFAULT_V2_FORMAT), dict)
+    assert parse_line(at_limit + "x", DEFAULT_V2_FORMAT) is SkipReason.TOO_LONG
+    assert parse_line(" " * (MAX_RECORD_CHARS + 1), DEFAULT_V2_FORMAT) is SkipReason.TOO_LONG
+    assert SkipReason.TOO_LONG.malformed

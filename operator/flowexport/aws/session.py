@@ -36,7 +36,9 @@ class AwsTarget:
 
 
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 8},  # backs off on throttling and 5xx
+    # A few quick retries (throttling, 5xx); past them the pipeline backs off and says so in a
+    # condition, rather than botocore hiding a minute of retries inside one call.
+    retries={"mode": "standard", "total_max_attempts": 4},
     connect_timeout=10,
     read_timeout=60,
     user_agent_extra=f"flowexport/{__version__}",

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import zlib
-from collections.abc import Sequence
-from itertools import chain
-from typing import IO
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, repeat
 
 from flowexport.core.aggregate import Aggregator
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, LogFormat, LogFormatError
 from flowexport.core.normalise import FlowFilter
 from flowexport.core.processor import FlowProcessor, ProcessStats
-from flowexport.core.records import is_header
-from flowexport.textinput import open_lines
+from flowexport.core.records import is_header, too_long
+from flowexport.textinput import describe, open_lines
 
 EXIT_OK = 0
+#: The PCE rejected some flows.
 EXIT_REJECTED = 1
+#: Some input file was unreadable, damaged or unusable; the others were processed.
+EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
 
 
@@ -61,44 +64,77 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _format_for(stream: IO[str], explicit: LogFormat | None) -> tuple[LogFormat, list[str]]:
-    """The format of a stream and the lines read while finding it (to be processed too)."""
+def _format_for(
+    lines: Iterator[str], explicit: LogFormat | None
+) -> tuple[LogFormat, Iterable[str]]:
+    """The format of an input, and the lines read while finding it (blank ones as ''), to be
+    processed too.
+
+    Raises LogFormatError when the input's header line is not a usable format.
+    """
     if explicit is not None:
-        return explicit, []
-    for line in stream:
+        return explicit, ()
+    blank = 0
+    for line in lines:
+        if too_long(line):
+            return DEFAULT_V2_FORMAT, chain(repeat("", blank), (line,))
         tokens = line.split()
-        if not tokens:
-            continue
-        if is_header(tokens):
-            try:
-                return LogFormat.parse(line), [line]
-            except LogFormatError as exc:
-                raise UsageError(f"header line is not a usable log format: {exc}") from None
-        return DEFAULT_V2_FORMAT, [line]
-    return DEFAULT_V2_FORMAT, []
+        if tokens:
+            fmt = LogFormat.parse(line) if is_header(tokens) else DEFAULT_V2_FORMAT
+            return fmt, chain(repeat("", blank), (line,))
+        blank += 1
+    return DEFAULT_V2_FORMAT, repeat("", blank)
 
 
-def read_flow_files(
-    args: argparse.Namespace, paths: Sequence[str]
-) -> tuple[Aggregator, ProcessStats]:
-    """Parse, normalise and aggregate the files named, as the reading options say."""
+@dataclass
+class FlowFiles:
+    """What reading flow-log files gave: their flows, the counts of their lines, and one
+    message for each file that could not be read to its end."""
+
+    flows: Aggregator = field(default_factory=Aggregator)
+    stats: ProcessStats = field(default_factory=ProcessStats)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_flow_files(args: argparse.Namespace, paths: Sequence[str]) -> FlowFiles:
+    """Parse, normalise and aggregate the files named, as the reading options say.
+
+    A file that cannot be opened, is damaged part way (its lines before the damage still
+    count) or has an unusable header is reported on stderr and in `problems`; the other
+    files still go through.
+    """
     try:
         explicit = LogFormat.parse(args.log_format) if args.log_format else None
         flow_filter = FlowFilter.build(args.actions, args.include_cidr, args.exclude_cidr)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    total = Aggregator()
-    stats = ProcessStats()
+    files = FlowFiles()
     for path in paths:
-        try:
-            with open_lines(path) as stream:
-                fmt, first = _format_for(stream, explicit)
-                processor = FlowProcessor(fmt, flow_filter)
-                processor.feed(chain(first, stream))
-        except (OSError, EOFError, zlib.error) as exc:
-            strerror = exc.strerror if isinstance(exc, OSError) else None
-            reason = strerror or str(exc) or type(exc).__name__
-            raise UsageError(f"cannot read {path}: {reason}") from None
-        total.merge(processor.aggregator)
-        stats.add(processor.stats)
-    return total, stats
+        problem = _read_file(path, explicit, flow_filter, files)
+        if problem is not None:
+            files.problems.append(problem)
+            print(f"flowexport {args.command}: {problem}", file=sys.stderr)
+    return files
+
+
+def _read_file(
+    path: str, explicit: LogFormat | None, flow_filter: FlowFilter, files: FlowFiles
+) -> str | None:
+    """Fold one file into `files`; what went wrong with it, if anything."""
+    try:
+        with open_lines(path) as source:
+            lines = iter(source)
+            try:
+                fmt, first = _format_for(lines, explicit)
+            except LogFormatError as exc:
+                return f"cannot use {path}: its header is not a usable log format ({exc})"
+            processor = FlowProcessor(fmt, flow_filter)
+            processor.feed(chain(first, lines))
+    except OSError as exc:
+        return f"cannot read {path}: {describe(exc)}"
+    files.flows.merge(processor.aggregator)
+    files.stats.add(processor.stats)
+    if source.error is None:
+        return None
+    records = processor.stats.records
+    return f"cannot read all of {path}: {source.error}; the {records} lines before that count"

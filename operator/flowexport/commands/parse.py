@@ -7,7 +7,12 @@ import json
 import sys
 from typing import Any
 
-from flowexport.commands.common import EXIT_OK, add_reading_options, read_flow_files
+from flowexport.commands.common import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    add_reading_options,
+    read_flow_files,
+)
 from flowexport.core.encode import encode_csv
 
 
@@ -19,7 +24,10 @@ def add_parser(commands: Any) -> None:
         description=(
             "Read flow-log lines (plain or gzip, '-' for stdin), normalise them to client -> "
             "server flows, aggregate duplicates and print PCE bulk CSV "
-            "(src_ip,dst_ip,dst_port,proto) on stdout. One JSON line of counts goes to stderr."
+            "(src_ip,dst_ip,dst_port,proto) on stdout. One JSON line of counts goes to stderr. "
+            "Exit 0 when every file was read, 1 when some file could not be read to its end "
+            "(each is named on stderr; the flows of everything read are still printed), 2 on "
+            "a usage error."
         ),
     )
     add_reading_options(parser)
@@ -31,8 +39,13 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the flows of the files as CSV, and their counts as JSON on stderr."""
-    total, stats = read_flow_files(args, args.files)
-    sys.stdout.write(encode_csv(total.flows()))
-    summary = {"records": stats.records, "flows": len(total), **stats.as_dict()}
+    files = read_flow_files(args, args.files)
+    sys.stdout.write(encode_csv(files.flows.flows()))
+    summary = {
+        "records": files.stats.records,
+        "flows": len(files.flows),
+        **files.stats.as_dict(),
+        "file_errors": len(files.problems),
+    }
     sys.stderr.write(json.dumps(summary) + "\n")
-    return EXIT_OK
+    return EXIT_INCOMPLETE if files.problems else EXIT_OK

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowexport.commands.common import (
+    EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_REJECTED,
     EXIT_USAGE,
@@ -48,8 +49,10 @@ def add_parser(commands: Any) -> None:
             "Parse flow-log files (plain or gzip), normalise and aggregate them, and upload "
             "the flows with the PCE's bulk_traffic_flows API. Credentials come from the "
             "environment: PCE_API_KEY (the API key's auth username) and PCE_API_SECRET. "
-            "Exit 0 when every flow was accepted, 1 when the PCE rejected some, 2 on usage, "
-            "authentication or connection errors. A JSON summary goes to stderr."
+            "Exit 0 when every flow was accepted, 1 when the PCE rejected some or some file "
+            "could not be read to its end (the flows of the rest are uploaded), 2 on usage, "
+            "authentication or connection errors. A JSON summary goes to stderr, with what "
+            "the PCE had accepted when an upload fails part way."
         ),
     )
     parser.add_argument("--pce-url", required=True, help="PCE base URL, e.g. https://pce:8443")
@@ -125,8 +128,13 @@ def _client(args: argparse.Namespace) -> PCEClient:
 
 
 async def _upload(
-    client: PCEClient, args: argparse.Namespace, flows: list[Flow], report: dict[str, Any]
-) -> UploadSummary:
+    client: PCEClient,
+    args: argparse.Namespace,
+    flows: list[Flow],
+    report: dict[str, Any],
+    done: UploadSummary,
+) -> None:
+    """Upload the flows, counting each batch the PCE answered in `done` as it comes."""
     async with client:
         if args.ensure_workloads:
             addresses = [ip for flow in flows for ip in (flow.client_ip, flow.server_ip)]
@@ -140,10 +148,11 @@ async def _upload(
         bar = ProgressBar(sys.stderr, batches, "uploading", "batches")
 
         def on_batch(result: BatchResult) -> None:
+            done.add(result)
             bar.advance()
 
         try:
-            return await client.upload_all(flows, args.batch_size, on_batch)
+            await client.upload_all(flows, args.batch_size, on_batch)
         finally:
             bar.close()
 
@@ -151,33 +160,48 @@ async def _upload(
 def run(args: argparse.Namespace) -> int:
     """Read, aggregate, upload; print a JSON summary on stderr."""
     client = _client(args)
-    total, stats = read_flow_files(args, args.files)
-    flows = total.flows()
+    files = read_flow_files(args, args.files)
+    flows = files.flows.flows()
     report: dict[str, Any] = {
-        "records": stats.records,
+        "records": files.stats.records,
         "flows": len(flows),
-        "skipped": stats.as_dict()["skipped"],
+        "skipped": files.stats.as_dict()["skipped"],
+        "file_errors": len(files.problems),
     }
     # Progress is shown by the bar; httpx's per-request lines would drown it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    done = UploadSummary()
     try:
-        summary = asyncio.run(_upload(client, args, flows, report))
+        asyncio.run(_upload(client, args, flows, report, done))
     except PCEError as exc:
-        report.update({"retries": client.retries, "error": str(exc), "reason": exc.reason})
+        _add_upload(report, done, client)
+        report.update({"error": str(exc), "reason": exc.reason})
         sys.stderr.write(json.dumps(report) + "\n")
-        raise UsageError(str(exc)) from None
+        if not done.batches:
+            raise UsageError(str(exc)) from None
+        raise UsageError(
+            f"{exc}; before that the PCE had accepted {done.accepted} of the {len(flows)} "
+            f"flows and rejected {done.failed}, in {done.batches} batches"
+        ) from None
+    _add_upload(report, done, client)
+    sys.stderr.write(json.dumps(report) + "\n")
+    if done.failed:
+        return EXIT_REJECTED
+    return EXIT_INCOMPLETE if files.problems else EXIT_OK
+
+
+def _add_upload(report: dict[str, Any], done: UploadSummary, client: PCEClient) -> None:
+    """Put what the PCE answered so far into the report."""
     report.update(
         {
-            "uploaded": summary.accepted,
-            "failed": summary.failed,
-            "batches": summary.batches,
+            "uploaded": done.accepted,
+            "failed": done.failed,
+            "batches": done.batches,
             "retries": client.retries,
         }
     )
-    if summary.failed_flows:
-        report["failed_flows_sample"] = summary.failed_flows[:10]
-    sys.stderr.write(json.dumps(report) + "\n")
-    return EXIT_REJECTED if summary.failed else EXIT_OK
+    if done.failed_flows:
+        report["failed_flows_sample"] = done.failed_flows[:10]
 
 
 __all__ = ["EXIT_USAGE", "add_parser", "run"]

@@ -13,6 +13,10 @@ Two ways to take the key, chosen by the format:
 - fields: otherwise, a tuple of the key fields' tokens from a whitespace split.
 Lines that are not cleanly single-space separated, or have the wrong number of fields, go
 through a per-line path that gives the same canonical key or a skip reason.
+
+Memory follows neither line length nor the number of distinct lines: a record longer than
+MAX_RECORD_CHARS is counted `too_long` before any key is taken from it, and the key cache is
+emptied when it holds too many keys or too many bytes of them.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from itertools import islice, repeat
+from itertools import chain, filterfalse, islice, repeat
 from operator import itemgetter, methodcaller, sub
+from sys import getsizeof
+from typing import cast
 
 from flowexport.core.aggregate import Aggregator
 from flowexport.core.fields import KEY_FIELDS
@@ -29,14 +35,19 @@ from flowexport.core.flows import Flow
 from flowexport.core.logformat import LogFormat
 from flowexport.core.normalise import FlowFilter, normalise
 from flowexport.core.reasons import SkipReason
-from flowexport.core.records import is_header, parse_values
+from flowexport.core.records import MAX_RECORD_CHARS, is_header, parse_values, too_long
 
 #: Resolved keys kept before the cache is emptied (it may hold one chunk more); bounds
 #: memory on high-churn logs.
 DEFAULT_CACHE_SIZE = 200_000
 
-#: Lines handled at a time: bounds the transient memory of a chunk's tokens.
-CHUNK_LINES = 4096
+#: Bytes of keys kept before the cache is emptied (it may hold one chunk more): the bound
+#: when keys are long. A real key takes about 100 bytes (a prefix) or 500 (a tuple of tokens).
+DEFAULT_CACHE_BYTES = 32 * 2**20
+
+#: Lines handled at a time: bounds the transient memory of a chunk, its keys and tokens
+#: (at most 1024 lines of MAX_RECORD_CHARS each). Larger chunks are no faster.
+CHUNK_LINES = 1024
 
 
 @dataclass
@@ -81,6 +92,7 @@ class FlowProcessor:
         fmt: LogFormat,
         flow_filter: FlowFilter | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.format = fmt
         self.filter = flow_filter or FlowFilter()
@@ -98,6 +110,8 @@ class FlowProcessor:
         self._rest = itemgetter(self._prefix_len)
         self._cache: dict[Hashable, Flow | SkipReason] = {}
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
 
     def feed(self, lines: Iterable[str]) -> None:
         """Process lines (with or without trailing newlines) into the current window."""
@@ -110,13 +124,23 @@ class FlowProcessor:
         return self.aggregator.drain()
 
     def _feed_chunk(self, chunk: list[str]) -> None:
+        records = len(chunk)
+        if max(map(len, chunk)) > MAX_RECORD_CHARS:
+            chunk = self._without_too_long(chunk)
         keys = self._prefix_keys(chunk) if self._prefix_len else self._field_keys(chunk)
         cache = self._cache
         new = set(keys).difference(cache)
         if new:
-            if len(cache) + len(new) > self._cache_size:
+            size = self._size(new)
+            if (
+                len(cache) + len(new) > self._cache_size
+                or self._cached_bytes + size > self._cache_bytes
+            ):
                 cache.clear()
                 new = set(keys)
+                size = self._size(new)
+                self._cached_bytes = 0
+            self._cached_bytes += size
             for key in new:
                 cache[key] = self._resolve(key)
         skipped = self.stats.skipped
@@ -128,8 +152,25 @@ class FlowProcessor:
                 skipped[result] = skipped.get(result, 0) + count
             else:
                 table[result] = table.get(result, 0) + count
-        self.stats.records += len(chunk)
+        self.stats.records += records
         self.stats.flowed = self.stats.records - sum(skipped.values())
+
+    def _without_too_long(self, chunk: list[str]) -> list[str]:
+        """The chunk without its over-long lines, which are counted as `too_long`."""
+        kept = list(filterfalse(too_long, chunk))
+        if len(kept) < len(chunk):
+            skipped = self.stats.skipped
+            skipped[SkipReason.TOO_LONG] = (
+                skipped.get(SkipReason.TOO_LONG, 0) + len(chunk) - len(kept)
+            )
+        return kept
+
+    def _size(self, keys: set[Hashable]) -> int:
+        """The bytes that keys take, with their tokens when they are tuples."""
+        size = sum(map(getsizeof, keys))
+        if not self._prefix_len:
+            size += sum(map(getsizeof, chain.from_iterable(cast(set[tuple[str, ...]], keys))))
+        return size
 
     def _clean_lines(self, chunk: list[str]) -> tuple[list[str], list[str]]:
         """Split a chunk into single-space separated lines of the right field count, and others."""

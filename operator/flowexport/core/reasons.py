@@ -9,6 +9,7 @@ class SkipReason(StrEnum):
     """The reason a line was skipped; the value is the key used in counts and metrics."""
 
     EMPTY = "empty"
+    TOO_LONG = "too_long"
     HEADER = "header"
     NODATA = "nodata"
     SKIPDATA = "skipdata"
@@ -28,6 +29,7 @@ class SkipReason(StrEnum):
 
 _MALFORMED = frozenset(
     {
+        SkipReason.TOO_LONG,
         SkipReason.FIELD_COUNT,
         SkipReason.BAD_IP,
         SkipReason.BAD_INT,

@@ -24,6 +24,7 @@ from flowexport.kube.reconcile import reconcile
 from flowexport.kube.reconcile import resync as resync_if_due
 from flowexport.kube.state import Operator
 from flowexport.kube.worker import work
+from flowexport.pipeline import STOP_GRACE_SECONDS
 
 FINALIZER = "flowexport.io/cleanup"
 #: Seconds between the resync timer's checks (it reconciles only when due or a Secret moved).
@@ -90,15 +91,16 @@ async def resync(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
     await resync_if_due(op, op.export(*_key(body), dict(status)), body)
 
 
-# A short graceful phase: the worker sees `stopped`, saves its cursor and exits; kopf then
-# re-checks within the backoff instead of after the whole timeout.
+# On stop, the worker gets a graceful phase longer than the pipeline's grace for an upload in
+# flight (`STOP_GRACE_SECONDS`) plus the final status write: it saves its cursor and exits.
+# Only then does kopf cancel it, so a SIGTERM ends the operator within about 10 s.
 @kopf.daemon(
     GROUP,
     VERSION,
     PLURAL,
-    cancellation_backoff=2.0,
-    cancellation_timeout=30.0,
-    cancellation_polling=1.0,
+    cancellation_backoff=STOP_GRACE_SECONDS + 2.0,
+    cancellation_timeout=2.0,
+    cancellation_polling=0.5,
 )
 async def ingest(
     stopped: kopf.DaemonStopped, body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
