@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,34 @@ class Cloud:
         }
         values.update(overrides)
         return AwsSpec.model_validate(values)
+
+    def lambda_subscription(
+        self, group: str, name: str, clients: dict[str, Any] | None = None
+    ) -> str:
+        """A Lambda function subscribed to `group` (as the original Lambda was); its ARN.
+        `clients` (service -> client) are used where given, e.g. a test bench's."""
+        given = clients or {}
+
+        def raw(service: str) -> Any:
+            return given[service] if service in given else self.raw(service)
+
+        role = raw("iam").create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument="{}")[
+            "Role"
+        ]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("handler.py", "def handler(event, context):\n    return None\n")
+        function = raw("lambda").create_function(
+            FunctionName=name,
+            Runtime="python3.11",
+            Role=role,
+            Handler="handler.handler",
+            Code={"ZipFile": code.getvalue()},
+        )["FunctionArn"]
+        raw("logs").put_subscription_filter(
+            logGroupName=group, filterName=name, filterPattern="", destinationArn=function
+        )
+        return str(function)
 
     def raw(self, service: str) -> Any:
         return boto3.client(

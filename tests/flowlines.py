@@ -47,7 +47,13 @@ def connection_address(i: int) -> str:
 
 
 def put_connections(
-    logs: Any, group: str, count: int, start: int = 0, stream: str = "eni-a-all", **values: object
+    logs: Any,
+    group: str,
+    count: int,
+    start: int = 0,
+    stream: str = "eni-a-all",
+    fmt: LogFormat = PIPELINE_FORMAT,
+    **values: object,
 ) -> None:
     """Write `count` client connections (`connection_address(i)`:<port> -> 10.1.0.9:443) to a
     log group as CloudWatch Logs events in the pipeline's format, creating the stream if
@@ -59,7 +65,7 @@ def put_connections(
         {
             "timestamp": now,
             "message": line(
-                PIPELINE_FORMAT,
+                fmt,
                 srcaddr=connection_address(i),
                 dstaddr="10.1.0.9",
                 srcport=40000 + i % 20000,

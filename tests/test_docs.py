@@ -48,6 +48,7 @@ def test_the_docs_pages_exist() -> None:
         "install.md",
         "how-it-works.md",
         "development.md",
+        "migrating.md",
     } <= names
     for name in names:
         assert f"(docs/{name})" in README, f"the README does not link docs/{name}"

@@ -104,7 +104,15 @@ async def aws_target(spec: FlowExportSpec, secrets: SecretSource) -> AwsTarget:
                     Reason.SECRET_INVALID,
                 )
             keys = AwsKeys(key_id, secret, values.get("aws_session_token"))
-    return AwsTarget(aws.region, aws.endpoint_url, aws.role_arn, keys, aws.api_requests_per_second)
+    endpoints = aws.endpoints.model_dump(exclude_none=True) if aws.endpoints else {}
+    return AwsTarget(
+        aws.region,
+        aws.endpoint_url,
+        aws.role_arn,
+        keys,
+        aws.api_requests_per_second,
+        tuple(sorted(endpoints.items())),
+    )
 
 
 async def pce_client(spec: FlowExportSpec, secrets: SecretSource) -> PCEClient:
@@ -142,6 +150,10 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
         subscription = await off_loop(ensure_subscription, clients, spec.aws, owner)
     except FlowExportError as exc:
         return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, exc)], exc)
+    except Exception as exc:  # a bug: reported and retried, never a crash of the handler
+        log.exception("subscribing failed unexpectedly")
+        error = unexpected(exc)
+        return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, error)], error)
     if subscription.delivery_error:
         update = ConditionUpdate(
             ConditionType.SUBSCRIPTION_READY,
@@ -152,6 +164,15 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
     else:
         how = "created by" if subscription.flow_log_owned else "adopted by"
         message = f"flow log {subscription.flow_log_id} {how} this FlowExport"
+        if subscription.other_filters:
+            names = ", ".join(
+                f"{name} (to {target})"
+                for name, target in sorted(subscription.other_filters.items())
+            )
+            message += (
+                f"; the log group also has subscription filter {names}: once flows arrive "
+                "here, remove it (spec.aws.removeSubscriptionFilters) or the PCE gets them twice"
+            )
         update = ConditionUpdate(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED, message)
     return Subscribed([update], None, list(subscription.changes), subscription)
 
@@ -172,6 +193,10 @@ async def probe(spec: FlowExportSpec, secrets: SecretSource) -> Step:
             await pce.probe()
     except FlowExportError as exc:
         return Step([failed(ConditionType.PCE_REACHABLE, exc)], exc)
+    except Exception as exc:  # a bug: reported and retried, never a crash of the handler
+        log.exception("probing the PCE failed unexpectedly")
+        error = unexpected(exc)
+        return Step([failed(ConditionType.PCE_REACHABLE, error)], error)
     message = f"{spec.pce.url} org {spec.pce.org_id}"
     return Step([ConditionUpdate(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE, message)])
 

@@ -1,7 +1,7 @@
 """A FlowExport's conditions as a front end holds them: updates applied, transitions found.
 
 Both front ends keep their conditions here (the operator's `StatusBoard`, `sync`'s state), so
-`Ready` and the transition rules are computed once.
+`Ready`, `Reconciling`, `Stalled` and the transition rules are computed once.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flowexport.api.conditions import ConditionUpdate, set_condition, with_ready
+from flowexport.api.conditions import ABNORMAL_TRUE, ConditionUpdate, set_condition, with_ready
 from flowexport.api.models import Condition
 
 
 @dataclass(frozen=True)
 class Transition:
-    """A condition whose status (or, while not True, its reason) changed: worth an Event."""
+    """A condition whose status changed, or whose reason changed while it reports a problem
+    (not True; for `Reconciling` and `Stalled`, True): logged, and but for those two an Event."""
 
     type: str
     ok: bool | None
@@ -31,7 +32,7 @@ class ConditionSet:
         self.items: list[Condition] = list(conditions)
 
     def apply(self, updates: Iterable[ConditionUpdate], generation: int | None) -> list[Transition]:
-        """Apply the updates (then `Ready`); the conditions whose status or reason moved."""
+        """Apply the updates (then `Ready`, `Reconciling`, `Stalled`); the transitions."""
         before = {c.type: (c.status, c.reason) for c in self.items}
         now = datetime.now(UTC)
         for update in updates:
@@ -40,7 +41,8 @@ class ConditionSet:
         changed = []
         for c in self.items:
             status, reason = before.get(c.type, (None, None))
-            if status != c.status or (c.status != "True" and reason != c.reason):
+            problem = (c.status == "True") == (c.type in ABNORMAL_TRUE)
+            if status != c.status or (problem and reason != c.reason):
                 state = None if c.status == "Unknown" else c.status == "True"
                 changed.append(Transition(c.type, state, c.reason, c.message))
         return changed

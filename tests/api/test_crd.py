@@ -42,7 +42,9 @@ def test_names_and_columns() -> None:
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "VPC", "Uploaded", "Lag", "Age"]
+    assert columns == ["Ready", "Reason", "VPC", "Uploaded", "Lag", "Age"]
+    reason = version["additionalPrinterColumns"][1]
+    assert reason["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -77,9 +79,8 @@ def test_status_subtree_is_described() -> None:
 def test_required_fields() -> None:
     spec = schema()["properties"]["spec"]
     assert set(spec["required"]) == {"aws", "pce"}
-    assert {"region", "vpcId", "logGroupName", "deliverLogsRoleArn"} <= set(
-        spec["properties"]["aws"]["required"]
-    )
+    # deliverLogsRoleArn is needed only to create a flow log: unset, an existing one is adopted
+    assert set(spec["properties"]["aws"]["required"]) == {"region", "vpcId", "logGroupName"}
     assert spec["properties"]["ingestion"]["default"] == {}
 
 

@@ -37,8 +37,9 @@ def minimal_spec(**overrides: Any) -> dict[str, Any]:
 def test_defaults() -> None:
     spec = parse_spec(minimal_spec())
     assert spec.aws.manage_log_group is True
-    assert spec.aws.traffic_type == "ALL"
-    assert spec.aws.max_aggregation_interval == 60
+    # unset flow-log fields adopt what exists; a new flow log gets ALL and 60 s
+    assert spec.aws.traffic_type is None
+    assert spec.aws.max_aggregation_interval is None
     assert spec.aws.log_format is None
     assert spec.pce.insecure_skip_tls_verify is False
     assert spec.ingestion.actions == ["ACCEPT"]
@@ -254,3 +255,25 @@ def test_resource_with_status_parses() -> None:
     assert isinstance(resource.status, FlowExportStatus)
     assert resource.status.counts.records_skipped == {"nodata": 2}
     assert resource.status.conditions[0].reason == "Ingesting"
+
+
+def test_unset_flow_log_fields_stay_unset_to_adopt_what_exists() -> None:
+    aws = FlowExportSpec.model_validate(minimal_spec()).aws
+    assert aws.max_aggregation_interval is None and aws.traffic_type is None
+    assert aws.log_format is None and aws.management_policy == "AdoptOrCreate"
+
+
+def test_observe_may_not_remove_subscription_filters() -> None:
+    spec = minimal_spec()
+    spec["aws"].update(managementPolicy="Observe", removeSubscriptionFilters=["lambda"])
+    with pytest.raises(SpecError, match="Observe never does"):
+        parse_spec(spec)
+
+
+def test_per_service_endpoints_follow_the_url_rules() -> None:
+    spec = minimal_spec()
+    spec["aws"]["endpoints"] = {"sts": "http://sts.example.com"}
+    with pytest.raises(SpecError, match=r"spec\.aws\.endpoints\.sts"):
+        parse_spec(spec)
+    spec["aws"]["endpoints"] = {"sts": "https://sts.eu-west-1.amazonaws.com"}
+    assert parse_spec(spec).aws.endpoint_for("sts") == "https://sts.eu-west-1.amazonaws.com"

@@ -88,3 +88,14 @@ def test_make_clients_classifies_what_assuming_the_role_raises() -> None:
     with pytest.raises(AwsError) as caught:
         make_clients(target)
     assert caught.value.reason == "STSUnreachable"
+
+
+def test_each_service_can_have_its_own_endpoint() -> None:
+    target = AwsTarget(
+        "us-east-1",
+        endpoint_url="https://vpce-1.example",
+        service_endpoints=(("sts", "https://sts.example"),),
+    )
+    assert target.endpoint("sts") == "https://sts.example"
+    assert target.endpoint("logs") == "https://vpce-1.example"
+    assert AwsTarget("us-east-1").endpoint("ec2") is None

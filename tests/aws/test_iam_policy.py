@@ -93,7 +93,7 @@ class Recording:
 @pytest.fixture
 def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recording]:
     """Every AWS call made through boto3 sessions while the test runs, with its parameters."""
-    bench = {service: cloud.raw(service) for service in ("ec2", "iam", "logs")}
+    bench = {service: cloud.raw(service) for service in ("ec2", "iam", "logs", "lambda")}
     calls: list[Call] = []
     original = boto3.session.Session.client
 
@@ -140,6 +140,14 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
         logGroupName="/flowexport/prod", deliverLogsRoleArn=role, maxAggregationInterval=60
     )
     ensure_subscription(clients, replaced, owner)  # replaces its flow log
+    cloud.lambda_subscription("/flowexport/prod", "lambda-export", bench)  # what it replaces
+    migrated = cloud.spec(
+        logGroupName="/flowexport/prod",
+        deliverLogsRoleArn=role,
+        maxAggregationInterval=60,
+        removeSubscriptionFilters=["lambda-export"],
+    )
+    ensure_subscription(clients, migrated, owner)  # removes the Lambda's subscription filter
     logs = bench["logs"]
     logs.create_log_stream(logGroupName="/flowexport/prod", logStreamName="eni-1")
     reader = LogReader(clients, "/flowexport/prod", lookback_seconds=60, settle_seconds=0)
@@ -181,7 +189,13 @@ def requirements(call: Call) -> list[Request]:
             if p.get("tags"):
                 checks.append(Request("logs:TagResource", group_arn))
             return checks
-        case "logs:PutRetentionPolicy" | "logs:DeleteLogGroup" | "logs:FilterLogEvents":
+        case (
+            "logs:PutRetentionPolicy"
+            | "logs:DeleteLogGroup"
+            | "logs:FilterLogEvents"
+            | "logs:DescribeSubscriptionFilters"
+            | "logs:DeleteSubscriptionFilter"
+        ):
             return [Request(call.action, group_arn)]
         case "logs:ListTagsForResource":
             return [Request(call.action, p["resourceArn"])]

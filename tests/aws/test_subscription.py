@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from flowexport.aws.errors import AwsError
@@ -12,7 +14,7 @@ from flowexport.aws.subscription import (
     ensure_subscription,
     find_log_group,
 )
-from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT
 from tests.cloud import KEYS, REGION, Cloud
 
 OWNER = "security/prod-vpc"
@@ -115,7 +117,7 @@ def test_reports_a_conflicting_flow_log_it_does_not_own(cloud: Cloud) -> None:
         LogGroupName="/flowexport/test",
         DeliverLogsPermissionArn=cloud.role_arn,
     )
-    spec = cloud.spec(logFormat=PIPELINE_FORMAT.render())
+    spec = cloud.spec(logFormat=PIPELINE_FORMAT.render(), trafficType="ALL")
     with pytest.raises(AwsError) as caught:
         ensure_subscription(cloud.clients, spec, OWNER)
     assert not caught.value.retryable
@@ -136,7 +138,9 @@ def test_repairs_drift(cloud: Cloud) -> None:
 
 
 def test_unmanaged_log_group_must_exist(cloud: Cloud) -> None:
-    with pytest.raises(AwsError, match="does not exist; create it or set") as caught:
+    with pytest.raises(
+        AwsError, match=r"does not exist and spec\.aws\.manageLogGroup is false"
+    ) as caught:
         ensure_subscription(cloud.clients, cloud.spec(manageLogGroup=False), OWNER)
     assert not caught.value.retryable and caught.value.reason == "LogGroupNotFound"
 
@@ -172,3 +176,89 @@ def test_assumed_role_credentials(cloud: Cloud) -> None:
     sts = make_session(target).client("sts", endpoint_url=cloud.url)
     identity = sts.get_caller_identity()["Arn"]
     assert ":assumed-role/flowexport-operator/flowexport-operator" in identity
+
+
+def lambda_era_flow_log(cloud: Cloud, **overrides: Any) -> str:
+    """What the Lambda's users have: AWS's default format and aggregation, ALL traffic."""
+    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
+    arguments: dict[str, Any] = {
+        "ResourceIds": [cloud.vpc_id],
+        "ResourceType": "VPC",
+        "TrafficType": "ALL",
+        "LogDestinationType": "cloud-watch-logs",
+        "LogGroupName": "/flowexport/test",
+        "DeliverLogsPermissionArn": cloud.role_arn,
+        **overrides,
+    }
+    return str(cloud.clients.ec2.create_flow_logs(**arguments)["FlowLogIds"][0])
+
+
+def test_a_minimal_spec_adopts_the_lambda_era_flow_log_as_it_is(cloud: Cloud) -> None:
+    existing = lambda_era_flow_log(cloud)
+    spec = cloud.spec(deliverLogsRoleArn=None)
+    adopted = ensure_subscription(cloud.clients, spec, OWNER)
+    assert adopted.flow_log_id == existing and not adopted.flow_log_owned
+    assert adopted.log_format == DEFAULT_V2_FORMAT
+    assert adopted.changes == []
+    assert len(flow_logs(cloud)) == 1
+
+
+def test_a_conflict_names_both_values_and_the_least_risky_fix(cloud: Cloud) -> None:
+    lambda_era_flow_log(cloud)
+    with pytest.raises(AwsError) as caught:
+        ensure_subscription(cloud.clients, cloud.spec(maxAggregationInterval=60), OWNER)
+    message = str(caught.value)
+    assert caught.value.reason == "FlowLogConflict"
+    assert "maxAggregationInterval 600 (spec.aws asks 60)" in message
+    assert "remove spec.aws.maxAggregationInterval from the spec" in message
+    assert "delete it" not in message
+
+
+@pytest.mark.parametrize("policy", ["Adopt", "Observe"])
+def test_adopt_and_observe_never_create(cloud: Cloud, policy: str) -> None:
+    with pytest.raises(AwsError) as caught:
+        ensure_subscription(cloud.clients, cloud.spec(managementPolicy=policy), OWNER)
+    assert caught.value.reason == "LogGroupNotFound" and f"managementPolicy {policy}" in str(
+        caught.value
+    )
+    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
+    with pytest.raises(AwsError) as caught:
+        ensure_subscription(cloud.clients, cloud.spec(managementPolicy=policy), OWNER)
+    assert caught.value.reason == "FlowLogNotFound"
+    assert flow_logs(cloud) == []
+
+
+def test_observe_changes_repairs_and_deletes_nothing(cloud: Cloud) -> None:
+    ensure_subscription(cloud.clients, cloud.spec(), OWNER)  # created while managed
+    cloud.clients.logs.put_retention_policy(logGroupName="/flowexport/test", retentionInDays=30)
+    observing = cloud.spec(managementPolicy="Observe", logFormat=DEFAULT_V2_FORMAT.render())
+    with pytest.raises(AwsError) as caught:  # differs, owned: not replaced under Observe
+        ensure_subscription(cloud.clients, observing, OWNER)
+    assert caught.value.reason == "FlowLogConflict"
+    watched = ensure_subscription(cloud.clients, cloud.spec(managementPolicy="Observe"), OWNER)
+    assert watched.changes == []
+    group = find_log_group(cloud.clients, "/flowexport/test")
+    assert group is not None and group["retentionInDays"] == 30, "retention not repaired"
+    observe = cloud.spec(managementPolicy="Observe")
+    assert delete_subscription(cloud.clients, observe, OWNER, "Delete") == []
+    assert len(flow_logs(cloud)) == 1
+
+
+def test_without_a_delivery_role_nothing_can_be_created(cloud: Cloud) -> None:
+    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
+    with pytest.raises(AwsError, match=r"needs spec\.aws\.deliverLogsRoleArn") as caught:
+        ensure_subscription(cloud.clients, cloud.spec(deliverLogsRoleArn=None), OWNER)
+    assert caught.value.reason == "FlowLogNotFound"
+
+
+def test_another_subscription_filter_is_reported_and_removed_only_when_asked(cloud: Cloud) -> None:
+    lambda_era_flow_log(cloud)
+    function = cloud.lambda_subscription("/flowexport/test", "vpc-flow-to-pce")
+    found = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert found.other_filters == {"vpc-flow-to-pce": function}
+    asked = cloud.spec(removeSubscriptionFilters=["vpc-flow-to-pce"])
+    removed = ensure_subscription(cloud.clients, asked, OWNER)
+    assert removed.other_filters == {}
+    assert removed.changes == [f"removed subscription filter vpc-flow-to-pce (to {function})"]
+    filters = cloud.clients.logs.describe_subscription_filters(logGroupName="/flowexport/test")
+    assert filters["subscriptionFilters"] == []

@@ -67,6 +67,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "priorityClassName": "system-cluster-critical",
     },
+    # As a subchart: helm hands it the parent's `global` values, whatever keys they hold.
+    "subchart-globals": {
+        "global": {
+            "imageRegistry": "registry.example.com/",
+            "imagePullSecrets": [{"name": "regcred"}],
+            "storageClass": "fast",
+        }
+    },
 }
 EXAMPLE_VALUES = sorted((ROOT / "examples" / "helm").glob("*.yaml"))
 
@@ -181,7 +189,7 @@ def test_all_namespaces_uses_a_cluster_role_with_the_same_rules() -> None:
     assert of_kind(objects, "Role") == []
 
 
-def test_secrets_are_only_read_by_name_and_nothing_is_written_but_status_and_events() -> None:
+def test_secrets_are_read_by_name_and_only_finalizers_status_and_events_are_written() -> None:
     (role,) = of_kind(render(), "Role")
     verbs = {
         (g, r): set(rule["verbs"])
@@ -189,11 +197,13 @@ def test_secrets_are_only_read_by_name_and_nothing_is_written_but_status_and_eve
         for g in rule["apiGroups"]
         for r in rule["resources"]
     }
-    assert verbs[("", "secrets")] == {"get"}
+    # get by name (never list or watch); patch only to hold the in-use finalizer
+    assert verbs[("", "secrets")] == {"get", "patch"}
     written = {k for k, v in verbs.items() if v & {"create", "update", "patch", "delete"}}
     assert written == {
         ("flowexport.io", "flowexports"),
         ("flowexport.io", "flowexports/status"),
+        ("", "secrets"),
         ("", "events"),
     }
     assert all("*" not in str(rule) for rule in role["rules"])
@@ -282,6 +292,15 @@ def test_operator_settings_reach_the_command_line() -> None:
     assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container(objects)["env"]
     defaults = parsed_args(render())
     assert (defaults.log_format, defaults.resync_seconds, defaults.settle) == ("json", 300, 15)
+
+
+def test_global_values_are_accepted_and_the_registry_prefixes_the_image() -> None:
+    image = container(render(VARIANTS["subchart-globals"]))["image"]
+    assert image == f"registry.example.com/flowexport-operator:{__version__}"
+    digest = {"repository": "team/flowexport-operator", "digest": "sha256:" + "b" * 64}
+    pinned = container(render({"global": {"imageRegistry": "r.example"}, "image": digest}))
+    assert pinned["image"] == "r.example/team/flowexport-operator@sha256:" + "b" * 64
+    assert any("imageRegistry" in p for p in lint_problems({"global": {"imageRegistry": 5}}))
 
 
 def test_notes_say_what_is_watched_and_how_to_upgrade_crds() -> None:

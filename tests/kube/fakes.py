@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,16 @@ class FakeKube:
 
     async def serves_flowexports(self) -> bool:
         return self.serves
+
+    async def set_secret_finalizer(
+        self, namespace: str, name: str, finalizer: str, present: bool
+    ) -> None:
+        found = self.secrets.get((namespace, name))
+        if found is None:
+            return
+        others = tuple(f for f in found.finalizers if f != finalizer)
+        finalizers = (*others, finalizer) if present else others
+        self.secrets[(namespace, name)] = dataclasses.replace(found, finalizers=finalizers)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status, as the API server applies it."""

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from flowexport import lifecycle
 from flowexport.api.validation import SpecError
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS
@@ -95,7 +96,22 @@ async def test_a_conflicting_flow_log_is_terminal_and_named(world: World) -> Non
         MaxAggregationInterval=600,
     )
     export = world.export()
-    await reconcile(world.op, export, world.body())
+    await reconcile(world.op, export, world.body(**{"aws.maxAggregationInterval": 60}))
     assert world.condition("SubscriptionReady") == ("False", "FlowLogConflict")
     assert export.next_reconcile - time.monotonic() > TERMINAL_RETRY_SECONDS - 5
     assert world.condition("PCEReachable") is None  # not probed while not subscribed
+
+
+async def test_an_unexpected_error_is_reported_as_internal_and_retried(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise KeyError("api_secret_in_a_bug")
+
+    monkeypatch.setattr(lifecycle, "ensure_subscription", broken)
+    export = world.export()
+    await reconcile(world.op, export, world.body())
+    assert world.condition("SubscriptionReady") == ("False", "InternalError")
+    message = next(m for _, r, m in world.events.posted if r == "InternalError")
+    assert "KeyError" in message and "api_secret_in_a_bug" not in message
+    assert export.next_reconcile - time.monotonic() < 60  # retried with backoff, not waited out

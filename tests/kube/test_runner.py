@@ -1,10 +1,19 @@
-"""Which namespace arguments make kopf watch the cluster's namespaces and CRDs."""
+"""Starting the operator: which namespace arguments make kopf watch the cluster; start-up
+failures said in one line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 
 from flowexport.kube.runner import has_patterns
+from flowexport.sim.kube import kubeconfig
+from flowexport.sim.moto import free_ports
 
 
 @pytest.mark.parametrize(
@@ -22,3 +31,31 @@ from flowexport.kube.runner import has_patterns
 )
 def test_only_patterns_need_the_cluster_scan(namespaces: list[str], expected: bool) -> None:
     assert has_patterns(namespaces) is expected
+
+
+def _run_operator(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowexport", "run", "-n", "security"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_without_credentials_run_says_so_in_one_line(tmp_path: Path) -> None:
+    result = _run_operator({"KUBECONFIG": str(tmp_path / "absent"), "HOME": str(tmp_path)})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and "no Kubernetes credentials" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(kubeconfig(f"http://127.0.0.1:{free_ports(1)[0]}")))
+    result = _run_operator({"KUBECONFIG": str(config)})
+    assert result.returncode == 2
+    assert "cannot reach the Kubernetes API" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2

@@ -39,11 +39,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The image; global.imageRegistry (set by a parent chart) prefixes the repository. */}}
 {{- define "flowexport.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- $registry := get (.Values.global | default dict) "imageRegistry" }}
+{{- if $registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -67,10 +73,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["flowexport.io"]
   resources: ["flowexports/status"]
   verbs: ["patch"]
-# The PCE API key and the AWS keys (if any) named by each FlowExport: read, never listed.
+# The PCE API key and the AWS keys (if any) named by each FlowExport: read, never listed;
+# patched to hold the finalizer flowexport.io/in-use on AWS keys until the clean-up used them.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "patch"]
 # Events on FlowExports for state transitions.
 - apiGroups: [""]
   resources: ["events"]

@@ -1,9 +1,19 @@
-"""Condition types and reasons of a FlowExport, and how `Ready` is computed from the stages.
+"""Condition types and reasons of a FlowExport, and how `Ready`, `Reconciling` and `Stalled`
+are computed from the stages.
 
 Every reason the product can write is a `Reason` member; each says when it is set and whether
 it is terminal (only a change to the spec, a Secret, IAM or AWS itself can clear it; the
 operator then waits instead of backing off) or retryable (the operator retries with backoff).
 `docs/conditions.md` holds the same table for users; a test keeps the two equal.
+
+Beside `Ready` the status carries `Reconciling` and `Stalled`, the "abnormal-true" conditions
+that Flux's kstatus (sigs.k8s.io/cli-utils pkg/kstatus/status) and the Argo CD health check read:
+`Stalled` is True while the first failing stage has a terminal reason (kstatus: Failed),
+`Reconciling` while a stage is not yet known, not yet evaluated for the newest generation, or
+failing with a retryable reason (kstatus: InProgress). Both are False, not removed, when `Ready`
+is True and while suspended (kstatus treats False and absent alike; a condition that is always
+there lets `kubectl wait --for=condition=Stalled=false` work). Both carry `Ready`'s reason and
+message, so the three never disagree.
 """
 
 from __future__ import annotations
@@ -21,6 +31,10 @@ class ConditionType(StrEnum):
 
     # True when every stage below is True; otherwise the first stage that is not, its reason.
     READY = "Ready"
+    # Abnormal-true (kstatus): a stage is pending, re-evaluated or failing with a retryable reason.
+    RECONCILING = "Reconciling"
+    # Abnormal-true (kstatus): a stage failed with a terminal reason; only the user can clear it.
+    STALLED = "Stalled"
     # The log group and the VPC flow log delivering to it exist as the spec asks.
     SUBSCRIPTION_READY = "SubscriptionReady"
     # The PCE answered an authenticated request for the spec's org.
@@ -36,6 +50,16 @@ STAGES: tuple[ConditionType, ...] = (
     ConditionType.INGESTING,
 )
 
+#: The conditions computed from the stages (never set by a step), in the order they are listed.
+SUMMARY: tuple[ConditionType, ...] = (
+    ConditionType.READY,
+    ConditionType.RECONCILING,
+    ConditionType.STALLED,
+)
+
+#: The conditions that are True when something is wrong or in flight (kstatus's convention).
+ABNORMAL_TRUE = frozenset({ConditionType.RECONCILING, ConditionType.STALLED})
+
 
 class Reason(StrEnum):
     """Why a condition has its status: CamelCase, for conditions, Events and metrics."""
@@ -43,7 +67,7 @@ class Reason(StrEnum):
     # -- success and neutral states (not errors) --
     # Ready=True: every stage is True.
     READY = "Ready"
-    # Ready=Unknown: a stage has not been evaluated yet.
+    # Ready=Unknown: a stage has not been evaluated yet (or not for the newest generation).
     PENDING = "Pending"
     # SubscriptionReady=True: the flow log was created or adopted.
     SUBSCRIBED = "Subscribed"
@@ -89,6 +113,8 @@ class Reason(StrEnum):
     LOG_GROUP_NOT_FOUND = "LogGroupNotFound"
     # SubscriptionReady: a foreign flow log differs. Terminal.
     FLOW_LOG_CONFLICT = "FlowLogConflict"
+    # SubscriptionReady: no flow log, and the operator may not create one. Terminal.
+    FLOW_LOG_NOT_FOUND = "FlowLogNotFound"
     # SubscriptionReady: CreateFlowLogs refused. Terminal.
     FLOW_LOG_CREATE_FAILED = "FlowLogCreateFailed"
     # SubscriptionReady=False: the flow log cannot deliver. Terminal.
@@ -191,13 +217,23 @@ def set_condition(
 
 
 def ready_of(conditions: Sequence[Condition]) -> ConditionUpdate:
-    """`Ready` as the stages say: True when every stage is True, else the first that is not."""
+    """`Ready` as the stages say: True when every stage is True, else the first that is not; a
+    stage not yet evaluated for the newest generation any stage was set for counts as pending."""
     by_type = {c.type: c for c in conditions}
+    newest = _newest_generation(conditions)
     for stage in STAGES:
         condition = by_type.get(stage)
         if condition is None:
             return ConditionUpdate(
                 ConditionType.READY, None, Reason.PENDING, f"{stage} not yet known"
+            )
+        seen = condition.observed_generation
+        if newest is not None and seen is not None and seen < newest:
+            return ConditionUpdate(
+                ConditionType.READY,
+                None,
+                Reason.PENDING,
+                f"{stage} not yet evaluated for generation {newest}",
             )
         if condition.status != "True":
             if condition.reason not in _KNOWN:  # written by an older version; re-evaluated soon
@@ -211,13 +247,38 @@ def ready_of(conditions: Sequence[Condition]) -> ConditionUpdate:
     return ConditionUpdate(ConditionType.READY, True, Reason.READY, "exporting flows")
 
 
+def kstatus_of(ready: ConditionUpdate) -> tuple[ConditionUpdate, ConditionUpdate]:
+    """`Reconciling` and `Stalled` for a `Ready` (see the module docstring): Stalled when it is
+    False with a terminal reason, Reconciling when it is not True for any other reason than a
+    suspension; both with `Ready`'s reason and message."""
+    stalled = ready.ok is False and ready.reason.is_error and not ready.reason.retryable
+    settled = ready.ok is True or ready.reason is Reason.SUSPENDED or stalled
+    return (
+        ConditionUpdate(ConditionType.RECONCILING, not settled, ready.reason, ready.message),
+        ConditionUpdate(ConditionType.STALLED, stalled, ready.reason, ready.message),
+    )
+
+
 def with_ready(
     conditions: Sequence[Condition], generation: int | None, now: datetime
 ) -> list[Condition]:
-    """The conditions with `Ready` recomputed from the stages."""
-    return set_condition(conditions, ready_of(conditions), generation, now)
+    """The conditions with `Ready`, `Reconciling` and `Stalled` recomputed from the stages, set
+    for the newest generation seen (a step of an older one does not move them back)."""
+    ready = ready_of(conditions)
+    newest = _newest_generation(conditions)
+    if generation is not None and (newest is None or generation > newest):
+        newest = generation
+    items = list(conditions)
+    for update in (ready, *kstatus_of(ready)):
+        items = set_condition(items, update, newest, now)
+    return items
+
+
+def _newest_generation(conditions: Sequence[Condition]) -> int | None:
+    seen = [c.observed_generation for c in conditions if c.type in STAGES]
+    return max((g for g in seen if g is not None), default=None)
 
 
 def _ordered(conditions: list[Condition]) -> list[Condition]:
-    order = {str(name): i for i, name in enumerate((ConditionType.READY, *STAGES))}
+    order = {str(name): i for i, name in enumerate((*SUMMARY, *STAGES))}
     return sorted(conditions, key=lambda c: (order.get(c.type, len(order)), c.type))

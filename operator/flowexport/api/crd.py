@@ -27,6 +27,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         "description": "Whether the export is subscribed, reaching the PCE and ingesting.",
     },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why Ready is what it is (the first stage that is not True).",
+    },
     {"name": "VPC", "type": "string", "jsonPath": ".spec.aws.vpcId", "description": "VPC id."},
     {
         "name": "Uploaded",

@@ -114,6 +114,19 @@ def _check_cidr(value: str) -> str:
 Cidr = Annotated[str, Field(pattern=_CIDR, max_length=64), AfterValidator(_check_cidr)]
 
 
+class AwsEndpoints(ApiModel):
+    """Endpoint URLs per AWS service."""
+
+    ec2: str | None = Field(default=None, description="EC2 (flow logs).", max_length=2048)
+    logs: str | None = Field(default=None, description="CloudWatch Logs.", max_length=2048)
+    sts: str | None = Field(default=None, description="STS (for roleArn).", max_length=2048)
+
+    @field_validator("ec2", "logs", "sts")
+    @classmethod
+    def _endpoint_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, "the endpoint URL")
+
+
 class AwsSpec(ApiModel):
     """Where the flow logs come from and how the operator reaches AWS."""
 
@@ -142,25 +155,45 @@ class AwsSpec(ApiModel):
         default=7,
         description="Retention of a managed log group, in days (a CloudWatch Logs value).",
     )
-    deliver_logs_role_arn: str = Field(
+    management_policy: Literal["AdoptOrCreate", "Adopt", "Observe"] = Field(
+        default="AdoptOrCreate",
         description=(
-            "IAM role the VPC Flow Logs service assumes to write to the log group "
-            "(trusts vpc-flow-logs.amazonaws.com)."
+            "What the operator may do in AWS. AdoptOrCreate: use a matching log group and flow "
+            "log, create what is missing, repair what it created. Adopt: use only what exists "
+            "(a missing log group or flow log is reported, never created). Observe: read only: "
+            "never create, change, repair or delete anything in AWS."
+        ),
+    )
+    deliver_logs_role_arn: str | None = Field(
+        default=None,
+        description=(
+            "IAM role the VPC Flow Logs service assumes to write to the log group (trusts "
+            "vpc-flow-logs.amazonaws.com). Needed only to create a flow log; unset, an existing "
+            "flow log is adopted with the role it has."
         ),
         pattern=_IAM_ROLE_ARN,
     )
-    traffic_type: Literal["ACCEPT", "REJECT", "ALL"] = Field(
-        default="ALL", description="Which traffic the flow log captures."
+    traffic_type: Literal["ACCEPT", "REJECT", "ALL"] | None = Field(
+        default=None,
+        description=(
+            "Which traffic the flow log captures. Unset: an existing flow log's is adopted; a "
+            "new one captures ALL."
+        ),
     )
-    max_aggregation_interval: Literal[60, 600] = Field(
-        default=60,
-        description="Seconds over which a flow is aggregated into one record (60 or 600).",
+    max_aggregation_interval: Literal[60, 600] | None = Field(
+        default=None,
+        description=(
+            "Seconds over which a flow is aggregated into one record (60 or 600). Unset: an "
+            "existing flow log's is adopted (AWS's own default is 600); a new one uses 60."
+        ),
     )
     log_format: Annotated[str | None, AfterValidator(_check_log_format)] = Field(
         default=None,
         description=(
-            "Custom flow-log format ('${version} ${srcaddr} ...'). Default: a format carrying "
-            "every field the pipeline uses. Changing it replaces a flow log the operator owns."
+            "Custom flow-log format ('${version} ${srcaddr} ...'). Unset: an existing flow "
+            "log's format is adopted (AWS's default format included); a new one gets a format "
+            "carrying every field the pipeline uses. Changing it replaces a flow log the "
+            "operator owns."
         ),
         pattern=_LOG_FORMAT,
         max_length=4096,
@@ -196,10 +229,42 @@ class AwsSpec(ApiModel):
         json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
     )
 
+    endpoints: AwsEndpoints | None = Field(
+        default=None,
+        description=(
+            "Per-service endpoints (e.g. VPC interface endpoints), each overriding endpointUrl "
+            "for its service."
+        ),
+    )
+    remove_subscription_filters: list[
+        Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^:*]+$")]
+    ] = Field(
+        default_factory=list,
+        description=(
+            "Subscription filters on the log group to delete (e.g. the Lambda this replaces), "
+            "by name, once this FlowExport's subscription is ready. Filters not named here are "
+            "only reported. Not allowed with managementPolicy Observe."
+        ),
+        max_length=2,
+    )
+
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint_is_safe(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value, "the endpoint URL")
+
+    @model_validator(mode="after")
+    def _observe_changes_nothing(self) -> AwsSpec:
+        if self.management_policy == "Observe" and self.remove_subscription_filters:
+            raise ValueError(
+                "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does"
+            )
+        return self
+
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint URL for `service` (ec2, logs, sts): its own, else endpointUrl."""
+        own = getattr(self.endpoints, service, None) if self.endpoints else None
+        return own or self.endpoint_url
 
 
 class PceSpec(ApiModel):
@@ -342,7 +407,9 @@ class Condition(ApiModel):
     """A Kubernetes-style condition (metav1.Condition)."""
 
     type: str = Field(
-        description="Ready, SubscriptionReady, PCEReachable or Ingesting.",
+        description=(
+            "Ready, Reconciling, Stalled, SubscriptionReady, PCEReachable or Ingesting."
+        ),
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
     )
@@ -383,7 +450,11 @@ class FlowExportStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, SubscriptionReady, PCEReachable and Ingesting.",
+        description=(
+            "Ready (True when every stage is), Reconciling and Stalled (kstatus: True while "
+            "working or retrying, and after a terminal failure), and the stages "
+            "SubscriptionReady, PCEReachable and Ingesting."
+        ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     flow_log_id: str | None = Field(default=None, description="The VPC flow log delivering.")

@@ -7,6 +7,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
@@ -89,7 +90,8 @@ def classify(exc: Exception, service: str, operation: str) -> AwsError:
         if code == "InvalidVpcID.NotFound":
             return AwsError(f"the VPC does not exist ({code}: {detail})", Reason.VPC_NOT_FOUND)
         return AwsError(f"AWS rejected {action} ({code}: {detail})", Reason.AWS_INVALID_REQUEST)
-    if isinstance(exc, EndpointConnectionError | ConnectionError):
+    if isinstance(exc, EndpointConnectionError | ConnectionError | HTTPClientError):
+        # no connection, a closed one, or no answer in time: the endpoint is out of reach
         if service.lower() == "sts":
             return AwsError(f"cannot reach STS to assume the role: {exc}", Reason.STS_UNREACHABLE)
         return AwsError(f"cannot reach AWS for {action}: {exc}", Reason.AWS_UNREACHABLE)

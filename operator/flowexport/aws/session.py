@@ -33,6 +33,12 @@ class AwsTarget:
     role_arn: str | None = None
     keys: AwsKeys | None = None
     requests_per_second: float = 5.0
+    #: Per-service endpoints ((service, url), ...) overriding `endpoint_url`.
+    service_endpoints: tuple[tuple[str, str], ...] = ()
+
+    def endpoint(self, service: str) -> str | None:
+        """The endpoint URL for `service` (ec2, logs, sts)."""
+        return dict(self.service_endpoints).get(service, self.endpoint_url)
 
 
 CLIENT_CONFIG = Config(
@@ -56,7 +62,7 @@ def make_session(target: AwsTarget) -> boto3.Session:
     )
     if not target.role_arn:
         return base
-    sts = base.client("sts", endpoint_url=target.endpoint_url, config=CLIENT_CONFIG)
+    sts = base.client("sts", endpoint_url=target.endpoint("sts"), config=CLIENT_CONFIG)
     role_arn = target.role_arn
 
     def assume() -> dict[str, Any]:
@@ -97,8 +103,9 @@ def make_clients(target: AwsTarget) -> AwsClients:
         session = make_session(target)
     except Exception as exc:
         raise classify(exc, "sts", "AssumeRole") from None
-    kwargs = {"endpoint_url": target.endpoint_url, "config": CLIENT_CONFIG}
-    return AwsClients(session.client("ec2", **kwargs), session.client("logs", **kwargs), target)
+    ec2 = session.client("ec2", endpoint_url=target.endpoint("ec2"), config=CLIENT_CONFIG)
+    logs = session.client("logs", endpoint_url=target.endpoint("logs"), config=CLIENT_CONFIG)
+    return AwsClients(ec2, logs, target)
 
 
 class RateLimiter:

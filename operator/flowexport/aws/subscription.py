@@ -35,11 +35,27 @@ class Subscription:
     flow_log_owned: bool
     delivery_error: str | None = None
     changes: list[str] = field(default_factory=list)
+    #: Other subscription filters on the log group (name -> destination), e.g. the Lambda's.
+    other_filters: dict[str, str] = field(default_factory=dict)
+
+
+#: What a new flow log gets for the fields the spec leaves unset (an existing one is adopted
+#: with whatever it has).
+NEW_TRAFFIC_TYPE = "ALL"
+NEW_AGGREGATION_INTERVAL = 60
 
 
 def desired_format(spec: AwsSpec) -> LogFormat:
-    """The log format a FlowExport asks for."""
+    """The log format of a flow log the FlowExport creates."""
     return LogFormat.parse(spec.log_format) if spec.log_format else PIPELINE_FORMAT
+
+
+def _may_change(spec: AwsSpec) -> bool:
+    return spec.management_policy != "Observe"
+
+
+def _may_create(spec: AwsSpec) -> bool:
+    return spec.management_policy == "AdoptOrCreate"
 
 
 def _call(clients: AwsClients, service: str, operation: str, fn: Callable[..., T], **kw: Any) -> T:
@@ -67,6 +83,7 @@ def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subsc
     fmt = desired_format(spec)
     flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, fmt, changes)
     error = flow_log.get("DeliverLogsErrorMessage")
+    others = _subscription_filters(clients, spec, changes)
     return Subscription(
         log_group_arn=arn,
         flow_log_id=flow_log["FlowLogId"],
@@ -75,7 +92,36 @@ def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subsc
         flow_log_owned=flow_log_owned,
         delivery_error=str(error) if error else None,
         changes=changes,
+        other_filters=others,
     )
+
+
+def _subscription_filters(clients: AwsClients, spec: AwsSpec, changes: list[str]) -> dict[str, str]:
+    """The log group's subscription filters (name -> destination), less those the spec asks
+    to remove, which are deleted here."""
+    answer = _call(
+        clients,
+        "logs",
+        "DescribeSubscriptionFilters",
+        clients.logs.describe_subscription_filters,
+        logGroupName=spec.log_group_name,
+    )
+    found = {
+        str(f["filterName"]): str(f.get("destinationArn", ""))
+        for f in answer.get("subscriptionFilters", [])
+    }
+    for name in spec.remove_subscription_filters:
+        if name in found and _may_change(spec):
+            _call(
+                clients,
+                "logs",
+                "DeleteSubscriptionFilter",
+                clients.logs.delete_subscription_filter,
+                logGroupName=spec.log_group_name,
+                filterName=name,
+            )
+            changes.append(f"removed subscription filter {name} (to {found.pop(name)})")
+    return found
 
 
 def find_log_group(clients: AwsClients, name: str) -> dict[str, Any] | None:
@@ -101,9 +147,15 @@ def _ensure_log_group(
     name = spec.log_group_name
     group = find_log_group(clients, name)
     if group is None:
-        if not spec.manage_log_group:
+        if not spec.manage_log_group or not _may_create(spec):
+            why = (
+                f"managementPolicy {spec.management_policy} never creates one"
+                if spec.manage_log_group
+                else "spec.aws.manageLogGroup is false"
+            )
             raise AwsError(
-                f"log group {name} does not exist; create it or set spec.aws.manageLogGroup: true",
+                f"log group {name} does not exist and {why}: create it, or let the operator "
+                "(manageLogGroup: true, managementPolicy: AdoptOrCreate)",
                 Reason.LOG_GROUP_NOT_FOUND,
             )
         _call(
@@ -137,7 +189,8 @@ def _ensure_log_group(
     ).get("tags", {})
     owned = tags.get(OWNER_TAG) == owner
     retention = spec.log_group_retention_days
-    if owned and spec.manage_log_group and group.get("retentionInDays") != retention:
+    repairs = owned and spec.manage_log_group and _may_create(spec)
+    if repairs and group.get("retentionInDays") != retention:
         _call(
             clients,
             "logs",
@@ -176,48 +229,71 @@ def flow_log_format(flow_log: dict[str, Any]) -> LogFormat:
     return LogFormat.parse(text) if text else DEFAULT_V2_FORMAT
 
 
-def _differences(flow_log: dict[str, Any], spec: AwsSpec, fmt: LogFormat) -> list[str]:
-    """Spec fields an existing flow log disagrees with. Without a logFormat in the spec, any
-    usable format is accepted (and learned from the flow log)."""
-    found = []
+def _differences(flow_log: dict[str, Any], spec: AwsSpec) -> list[tuple[str, Any, Any]]:
+    """(field, the flow log's value, the spec's) for each field the spec sets and the flow log
+    disagrees with. A field the spec leaves unset adopts what the flow log has; without a
+    logFormat any usable format is accepted (and learned from the flow log)."""
+    found: list[tuple[str, Any, Any]] = []
     try:
-        actual = flow_log_format(flow_log)
-        if spec.log_format is not None and actual != fmt:
-            found.append("logFormat")
+        actual: Any = flow_log_format(flow_log)
     except ValueError:
-        found.append("logFormat")
-    if flow_log.get("DeliverLogsPermissionArn") != spec.deliver_logs_role_arn:
-        found.append("deliverLogsRoleArn")
-    if flow_log.get("MaxAggregationInterval", 600) != spec.max_aggregation_interval:
-        found.append("maxAggregationInterval")
-    if flow_log.get("TrafficType") != spec.traffic_type:
-        found.append("trafficType")
+        actual = None
+        found.append(("logFormat", flow_log.get("LogFormat"), spec.log_format or "usable"))
+    if spec.log_format is not None and actual is not None and actual != desired_format(spec):
+        found.append(("logFormat", flow_log.get("LogFormat") or "AWS default", spec.log_format))
+    role = flow_log.get("DeliverLogsPermissionArn")
+    if spec.deliver_logs_role_arn is not None and role != spec.deliver_logs_role_arn:
+        found.append(("deliverLogsRoleArn", role, spec.deliver_logs_role_arn))
+    interval = flow_log.get("MaxAggregationInterval", 600)
+    if spec.max_aggregation_interval is not None and interval != spec.max_aggregation_interval:
+        found.append(("maxAggregationInterval", interval, spec.max_aggregation_interval))
+    traffic = flow_log.get("TrafficType")
+    if spec.traffic_type is not None and traffic != spec.traffic_type:
+        found.append(("trafficType", traffic, spec.traffic_type))
     return found
+
+
+def _described(differences: list[tuple[str, Any, Any]]) -> str:
+    return ", ".join(f"{name} {have} (spec.aws asks {want})" for name, have, want in differences)
 
 
 def _ensure_flow_log(
     clients: AwsClients, spec: AwsSpec, owner: str, fmt: LogFormat, changes: list[str]
 ) -> tuple[dict[str, Any], bool]:
     existing = _flow_logs(clients, spec)
-    matching = [f for f in existing if not _differences(f, spec, fmt)]
+    matching = [f for f in existing if not _differences(f, spec)]
     stale_owned = [f for f in existing if f not in matching and _owner_of(f) == owner]
     foreign = [f for f in existing if f not in matching and _owner_of(f) != owner]
-    if stale_owned:
+    if stale_owned and _may_create(spec):
         ids = [f["FlowLogId"] for f in stale_owned]
         _call(clients, "ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=ids)
         for f in stale_owned:
-            what = ", ".join(_differences(f, spec, fmt))
+            what = ", ".join(name for name, _, _ in _differences(f, spec))
             changes.append(f"replaced flow log {f['FlowLogId']} ({what} changed)")
+        stale_owned = []
     if matching:
         chosen = next((f for f in matching if _owner_of(f) == owner), matching[0])
         return chosen, _owner_of(chosen) == owner
-    if foreign:
-        other = foreign[0]
+    if foreign or stale_owned:
+        other = (foreign or stale_owned)[0]
+        differences = _differences(other, spec)
+        fields = " and ".join(f"spec.aws.{name}" for name, _, _ in differences)
         raise AwsError(
             f"flow log {other['FlowLogId']} already delivers {spec.vpc_id} to "
-            f"{spec.log_group_name} with a different {', '.join(_differences(other, spec, fmt))}"
-            " and is not owned by this FlowExport: delete it, or change spec.aws to match it",
+            f"{spec.log_group_name} with {_described(differences)}; the operator never changes "
+            f"a flow log it did not create. To adopt it as it is, remove {fields} from the "
+            "spec (or set them to its values)",
             Reason.FLOW_LOG_CONFLICT,
+        )
+    if not _may_create(spec) or spec.deliver_logs_role_arn is None:
+        why = (
+            f"managementPolicy {spec.management_policy} never creates one"
+            if not _may_create(spec)
+            else "creating one needs spec.aws.deliverLogsRoleArn"
+        )
+        raise AwsError(
+            f"no flow log delivers {spec.vpc_id} to {spec.log_group_name}, and {why}",
+            Reason.FLOW_LOG_NOT_FOUND,
         )
     answer = _call(
         clients,
@@ -226,12 +302,12 @@ def _ensure_flow_log(
         clients.ec2.create_flow_logs,
         ResourceIds=[spec.vpc_id],
         ResourceType="VPC",
-        TrafficType=spec.traffic_type,
+        TrafficType=spec.traffic_type or NEW_TRAFFIC_TYPE,
         LogDestinationType="cloud-watch-logs",
         LogGroupName=spec.log_group_name,
         DeliverLogsPermissionArn=spec.deliver_logs_role_arn,
         LogFormat=fmt.render(),
-        MaxAggregationInterval=spec.max_aggregation_interval,
+        MaxAggregationInterval=spec.max_aggregation_interval or NEW_AGGREGATION_INTERVAL,
         TagSpecifications=[
             {
                 "ResourceType": "vpc-flow-log",
@@ -253,8 +329,9 @@ def _ensure_flow_log(
 
 
 def delete_subscription(clients: AwsClients, spec: AwsSpec, owner: str, policy: str) -> list[str]:
-    """With policy Delete, remove the flow log and log group this FlowExport created."""
-    if policy != "Delete":
+    """With policy Delete, remove the flow log and log group this FlowExport created (never
+    under managementPolicy Observe, which changes nothing in AWS)."""
+    if policy != "Delete" or not _may_change(spec):
         return []
     removed = []
     owned = [f["FlowLogId"] for f in _flow_logs(clients, spec) if _owner_of(f) == owner]

@@ -10,6 +10,7 @@ import kopf
 
 from flowexport import metrics
 from flowexport.commands.common import EXIT_OK, UsageError
+from flowexport.kube.runner import StartupError, has_patterns, preflight
 from flowexport.kube.runner import run as run_operator
 from flowexport.kube.state import RESYNC_SECONDS
 
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for noisy in QUIET_LOGGERS:  # their debug output is wire dumps, not the operator's story
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # urllib3's retry warnings repeat what the one-line start-up error or kopf says anyway
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     if args.settle < 0 or args.resync_seconds <= 0:
         raise UsageError("--settle must be >= 0 and --resync-seconds > 0")
     if args.metrics_port is not None:
@@ -105,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             metrics.serve(args.metrics_port)
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
+    try:
+        api = preflight(check_crd=not has_patterns(args.namespace))
+    except StartupError as exc:
+        raise UsageError(str(exc)) from None
     run_operator(
         args.namespace,
         args.all_namespaces,
@@ -112,5 +119,6 @@ def run(args: argparse.Namespace) -> int:
         args.settle,
         args.resync_seconds,
         allowed_pce_hosts=frozenset(args.allowed_pce_hosts),
+        api=api,
     )
     return EXIT_OK

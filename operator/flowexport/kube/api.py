@@ -29,6 +29,7 @@ class SecretRecord:
     version: str
     labels: dict[str, str] = field(default_factory=dict)
     not_text: tuple[str, ...] = ()
+    finalizers: tuple[str, ...] = ()
 
 
 class KubeClient(Protocol):
@@ -40,6 +41,13 @@ class KubeClient(Protocol):
 
     async def serves_flowexports(self) -> bool:
         """Whether the API server serves the FlowExport resource (its CRD is installed)."""
+        ...
+
+    async def set_secret_finalizer(
+        self, namespace: str, name: str, finalizer: str, present: bool
+    ) -> None:
+        """Add (or remove) a finalizer on a Secret, keeping the others; a missing Secret is
+        left alone."""
         ...
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -76,7 +84,37 @@ class KubeApi:
         metadata = secret.metadata
         version = metadata.resource_version if metadata else None
         labels = dict((metadata.labels if metadata else None) or {})
-        return SecretRecord(values, str(version or ""), labels, tuple(not_text))
+        finalizers = tuple((metadata.finalizers if metadata else None) or ())
+        return SecretRecord(values, str(version or ""), labels, tuple(not_text), finalizers)
+
+    async def set_secret_finalizer(
+        self, namespace: str, name: str, finalizer: str, present: bool
+    ) -> None:
+        """Add (or remove) a finalizer on a Secret, keeping the others; a missing Secret is
+        left alone. A JSON patch guarded by the resourceVersion, retried on a race."""
+        for _ in range(5):
+            secret = await _unless_missing(self.core.read_namespaced_secret, name, namespace)
+            if secret is None:
+                return
+            metadata = secret.metadata
+            current = list(metadata.finalizers or [])
+            wanted = [f for f in current if f != finalizer] + ([finalizer] if present else [])
+            if sorted(wanted) == sorted(current):
+                return
+            patch = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": metadata.resource_version,
+                },
+                {"op": "add", "path": "/metadata/finalizers", "value": wanted},
+            ]
+            try:
+                await asyncio.to_thread(self.core.patch_namespaced_secret, name, namespace, patch)
+                return
+            except ApiException as exc:
+                if exc.status not in (409, 422):
+                    raise
 
     async def serves_flowexports(self) -> bool:
         """Whether the API server serves the FlowExport resource (its CRD is installed)."""

@@ -1,22 +1,34 @@
 """Kubernetes Events for condition transitions (one per change, so nothing floods).
 
-`EventSink` is what the operator's parts post to: `KopfEvents` through kopf's event poster,
-the tests' recorder in memory.
+`EventSink` is what the operator's parts post to: `KopfEvents` through kopf's event poster
+(reporting component `flowexport-operator`, set in `handlers.configure`), the tests' recorder in
+memory.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any, Literal, Protocol
 
 import kopf
 
-from flowexport.api.conditions import ConditionType, Reason
+from flowexport.api.conditions import ABNORMAL_TRUE, ConditionType, Reason
 from flowexport.status import Transition
 
 log = logging.getLogger("flowexport.operator")
 
 EventType = Literal["Normal", "Warning"]
+
+#: Who reports the Events (`kubectl describe`'s "From", an Event's `reportingComponent`).
+REPORTING_COMPONENT = "flowexport-operator"
+
+
+def configure_posting(settings: kopf.OperatorSettings) -> None:
+    """Name the operator and its pod as the Events' reporter, not kopf's defaults (kopf/dev)."""
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = socket.gethostname()  # the pod's name in a cluster
+    settings.posting.event_name_prefix = f"{REPORTING_COMPONENT}-"
 
 
 class EventSink(Protocol):
@@ -39,8 +51,9 @@ class KopfEvents:
 
 
 def announce(events: EventSink, body: Any, transitions: list[Transition]) -> None:
-    """An Event and a log line per transition: Normal when a condition turned True, Warning
-    when it turned False."""
+    """A log line per transition, and an Event: Normal when a condition turned True, Warning
+    when it turned False. `Reconciling` and `Stalled` only log: they restate `Ready`, whose
+    Event (and the stage's) says it already."""
     metadata = body["metadata"]
     for change in transitions:
         state = {True: "True", False: "False", None: "Unknown"}[change.ok]
@@ -53,6 +66,8 @@ def announce(events: EventSink, body: Any, transitions: list[Transition]) -> Non
             change.reason,
             change.message,
         )
+        if change.type in ABNORMAL_TRUE:
+            continue
         if change.type == ConditionType.READY and change.ok:
             events.post(body, "Normal", Reason.READY, change.message)
         elif change.ok is False:

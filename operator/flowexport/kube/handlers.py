@@ -11,16 +11,19 @@ The process's state is the `Operator` in kopf's memo (`memo.operator`, set by `r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 import kopf
 
 from flowexport import lifecycle
+from flowexport.api.conditions import ConditionType, ConditionUpdate
 from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.errors import FlowExportError
-from flowexport.kube.reconcile import reconcile
+from flowexport.kube.events import configure_posting
+from flowexport.kube.reconcile import reconcile, release_secret
 from flowexport.kube.reconcile import resync as resync_if_due
 from flowexport.kube.state import Operator
 from flowexport.kube.worker import work
@@ -44,13 +47,15 @@ def _key(body: kopf.Body) -> tuple[str, str]:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Finalizer name; kopf's own bookkeeping in annotations (the status schema is ours)."""
+    """Finalizer name; kopf's own bookkeeping in annotations (the status schema is ours);
+    Events reported as the operator's."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowexport.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="flowexport.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    configure_posting(settings)
     op = _operator(memo)
     # Without patterns to resolve, kopf's cluster-wide watches of namespaces and CRDs buy
     # nothing but the RBAC to read them: the CRD must exist when the operator starts instead.
@@ -116,8 +121,14 @@ async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -
     await clean_up(_operator(memo), body, dict(spec))
 
 
+#: Annotation that lets an admin release a FlowExport whose clean-up cannot succeed, without
+#: touching AWS (what it created stays there).
+SKIP_CLEANUP_ANNOTATION = "flowexport.io/skip-cleanup"
+
+
 async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
-    """The delete handler's body: raises kopf.TemporaryError to be retried."""
+    """The delete handler's body: raises kopf.TemporaryError to be retried, after saying why
+    in a condition and an Event."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
     try:
@@ -125,11 +136,32 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
     except SpecError:
         op.forget(namespace, name)
         return  # an invalid spec never subscribed anything
-    try:
-        removed = await lifecycle.clean_up(spec, f"{namespace}/{name}", op.secrets(namespace, spec))
-    except FlowExportError as exc:
-        op.events.post(body, "Warning", exc.reason, f"cannot clean up AWS resources: {exc}")
-        raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from None
-    for what in removed:
-        op.events.post(body, "Normal", "Deleted", what)
+    annotations = metadata.get("annotations") or {}
+    if annotations.get(SKIP_CLEANUP_ANNOTATION) == "true":
+        op.events.post(
+            body,
+            "Warning",
+            "CleanupSkipped",
+            f"{SKIP_CLEANUP_ANNOTATION} is set: the AWS resources are left as they are",
+        )
+    else:
+        try:
+            removed = await lifecycle.clean_up(
+                spec, f"{namespace}/{name}", op.secrets(namespace, spec)
+            )
+        except FlowExportError as exc:
+            message = (
+                f"cannot clean up AWS resources: {exc}; to release this FlowExport without "
+                f"touching AWS, annotate it {SKIP_CLEANUP_ANNOTATION}=true"
+            )
+            op.events.post(body, "Warning", exc.reason, message)
+            board = op.export(namespace, name).board
+            update = ConditionUpdate(ConditionType.SUBSCRIPTION_READY, False, exc.reason, message)
+            board.apply([update])
+            with contextlib.suppress(Exception):  # the status is best effort while deleting
+                await board.write(force=True)
+            raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from None
+        for what in removed:
+            op.events.post(body, "Normal", "Deleted", what)
     op.forget(namespace, name)
+    await release_secret(op, namespace, spec)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any
 
 from flowexport import lifecycle, metrics
 from flowexport.api.conditions import ConditionType
+from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
+from flowexport.aws.reader import initial_cursor
 from flowexport.kube.events import announce
 from flowexport.kube.secrets import secrets_changed
 from flowexport.kube.state import Export, Operator
+from flowexport.pipeline import Progress
 
 log = logging.getLogger("flowexport.operator")
 
@@ -38,6 +42,11 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             export.schedule_never()
             await board.write(force=True)
             raise
+        if board.progress is None:
+            # startFrom is resolved once, when the FlowExport is first seen, and kept in
+            # status: records written while it waits (a conflict, a missing Secret) are read.
+            now_ms = int(time.time() * 1000)
+            board.record(Progress(initial_cursor(spec.ingestion.start_from, now_ms)))
         read_before = dict(export.secret_versions)
         export.secret_versions.clear()
         secrets = op.secrets(namespace, spec, export.secret_versions)
@@ -60,6 +69,17 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             subscription = subscribed.subscription
             assert subscription is not None
             previous = export.subscription
+            seen = previous.other_filters if previous else {}
+            for name, target in sorted(subscription.other_filters.items()):
+                if name not in seen:
+                    op.events.post(
+                        body,
+                        "Warning",
+                        "OtherSubscriptionFilter",
+                        f"log group {spec.aws.log_group_name} also has subscription filter "
+                        f"{name} (to {target}): remove it once flows arrive here "
+                        "(spec.aws.removeSubscriptionFilters), or the PCE gets them twice",
+                    )
             if (
                 subscribed.changes
                 or previous is None
@@ -80,6 +100,8 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
                 )
             else:
                 export.schedule_resync()
+        if subscribed.error is None:
+            await _hold_secret(op, export, namespace, spec)
         if export.secret_versions != read_before:
             export.restart.set()  # the worker takes the new credentials
         await board.write(force=True)
@@ -94,3 +116,42 @@ async def resync(op: Operator, export: Export, body: Any) -> bool:
     with contextlib.suppress(SpecError):
         await reconcile(op, export, body)
     return True
+
+
+#: The finalizer that keeps an AWS keys Secret until the clean-up of the FlowExports using it
+#: has run (a prune deleting both at once would otherwise strand the clean-up).
+IN_USE_FINALIZER = "flowexport.io/in-use"
+
+
+def _cleanup_needs(spec: FlowExportSpec) -> str | None:
+    """The Secret the clean-up will need, if any."""
+    aws = spec.aws
+    deletes = spec.deletion_policy == "Delete" and aws.management_policy != "Observe"
+    return aws.credentials_secret_ref.name if deletes and aws.credentials_secret_ref else None
+
+
+async def _hold_secret(op: Operator, export: Export, namespace: str, spec: FlowExportSpec) -> None:
+    needed = _cleanup_needs(spec)
+    if needed != export.held_secret and export.held_secret is not None:
+        held, export.held_secret = export.held_secret, None
+        await _release_if_unused(op, namespace, held)
+    if needed is not None and export.held_secret != needed:
+        try:
+            await op.api.set_secret_finalizer(namespace, needed, IN_USE_FINALIZER, True)
+        except Exception as exc:  # RBAC without patch: deletion then needs the Secret kept
+            log.warning("%s: cannot hold Secret %s for the clean-up: %s", namespace, needed, exc)
+            return
+        export.held_secret = needed
+
+
+async def release_secret(op: Operator, namespace: str, spec: FlowExportSpec) -> None:
+    """After a FlowExport's clean-up: let its AWS keys Secret go, unless another still uses it."""
+    needed = _cleanup_needs(spec)
+    if needed is not None:
+        await _release_if_unused(op, namespace, needed)
+
+
+async def _release_if_unused(op: Operator, namespace: str, secret: str) -> None:
+    users = [e for (ns, _), e in op.exports.items() if ns == namespace and e.held_secret == secret]
+    if not users:
+        await op.api.set_secret_finalizer(namespace, secret, IN_USE_FINALIZER, False)

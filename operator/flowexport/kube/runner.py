@@ -7,7 +7,11 @@ import threading
 from collections.abc import Sequence
 
 import kopf
+import urllib3
+from kubernetes import config
+from kubernetes.client.exceptions import ApiException
 
+from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
 from flowexport.kube.api import KubeApi
 from flowexport.kube.events import KopfEvents
@@ -22,6 +26,45 @@ def has_patterns(namespaces: Sequence[str]) -> bool:
     return any(PATTERN_CHARACTERS & set(ns) for ns in namespaces)
 
 
+class StartupError(Exception):
+    """The operator cannot start; the message says why, in one line."""
+
+
+CRD_MISSING = (
+    f"the FlowExport CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: apply "
+    "crds/flowexport.yaml, then start the operator"
+)
+
+
+def preflight(check_crd: bool) -> KubeApi:
+    """Credentials for the API server, and (unless kopf must resolve namespace patterns and
+    so waits for it) the FlowExport CRD: a failure is one line, not a retry loop."""
+    try:
+        api = KubeApi()
+    except (config.ConfigException, OSError) as exc:
+        raise StartupError(
+            "no Kubernetes credentials: not running in a pod, and no usable kubeconfig "
+            f"(set KUBECONFIG) ({type(exc).__name__})"
+        ) from None
+    if not check_crd:
+        return api
+    try:
+        served = asyncio.run(api.serves_flowexports())
+    except ApiException as exc:
+        raise StartupError(
+            f"the Kubernetes API refused the operator ({exc.status} {exc.reason}): check its "
+            "credentials and RBAC"
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        host = api.custom.api_client.configuration.host
+        raise StartupError(
+            f"cannot reach the Kubernetes API at {host} ({type(exc).__name__})"
+        ) from None
+    if not served:
+        raise StartupError(CRD_MISSING)
+    return api
+
+
 def run(
     namespaces: Sequence[str] = (),
     clusterwide: bool = False,
@@ -31,10 +74,11 @@ def run(
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
     allowed_pce_hosts: frozenset[str] = frozenset(),
+    api: KubeApi | None = None,
 ) -> None:
     """Run until signalled (or `stop_flag` is set): standalone, no peering, one replica."""
     operator = Operator(
-        KubeApi(),
+        api or KubeApi(),
         KopfEvents(),
         settle_seconds,
         resync_seconds,

@@ -44,6 +44,8 @@ class Export:
     restart: asyncio.Event = field(default_factory=asyncio.Event)
     next_reconcile: float = 0.0
     transient_failures: int = 0
+    #: The AWS keys Secret this FlowExport holds with the in-use finalizer (for its clean-up).
+    held_secret: str | None = None
 
     def schedule_resync(self) -> None:
         """Healthy: reconcile again after the resync period."""

@@ -109,8 +109,10 @@ async def _ingest(
     async def report(update: ConditionUpdate) -> None:
         if update.ok is False:
             metrics.count_error(namespace, name, ConditionType.INGESTING, update.reason)
-        announce(op.events, body, board.apply([update], generation))
-        await board.write(force=update.ok is not True)
+        changes = board.apply([update], generation)
+        announce(op.events, body, changes)
+        # A transition (Ready turning True included) is written at once, never throttled away.
+        await board.write(force=bool(changes) or update.ok is not True)
 
     stop = asyncio.Event()
 

@@ -6,15 +6,19 @@ RBAC Roles, ClusterRoles and bindings; CRDs (`apiextensions.k8s.io/v1`), which r
 resources when created. Custom resources are pruned, defaulted and validated against their
 schema (422 `Invalid`; 400 for unknown fields under `fieldValidation=Strict`). Lists and
 watches take label and field (`metadata.name`, `metadata.namespace`) selectors; `kubectl get`
-receives server-side Tables built from the CRD's printer columns.
+receives server-side Tables built from the CRD's printer columns. What GitOps tools rely on:
+`dryRun=All` on every write, server-side apply with field managers and conflicts
+(`managedFields`), and namespace deletion that cascades to the namespace's content.
 
 Modules, one job each:
 
 - `server`: `KubeSimulator` (the aiohttp app: authentication, RBAC, routing) and `kubeconfig`
-- `store`: objects, resourceVersions, generations, finalizers, writes and patches, history
+- `store`: objects, resourceVersions, generations, finalizers, writes, patches and apply,
+  dry runs, namespace termination, history
+- `fields`: server-side apply's field sets, `managedFields` and conflicts (pure)
 - `watch`: watch streams (replay, bookmarks, timeouts, 410 `Expired`)
 - `discovery`: `/version`, `/api`, `/apis`, resource lists and OpenAPI v3
-- `tables`: server-side Tables for `kubectl get`
+- `tables`: server-side Tables for `kubectl get` (lists and single objects)
 - `admission`: pruning, defaulting and validation of a write; a Secret's `stringData`
 - `resources`: the served resource types, built-in and from CRDs
 - `errors`: `ApiError`, answered as a `Status` object

@@ -22,16 +22,7 @@ def admit(
             data[key] = base64.b64encode(str(value).encode()).decode()
     if kind.schema is None:
         return obj
-    unknown: list[str] = []
-    admitted: dict[str, Any] = prune_and_default(obj, kind.schema, unknown)
-    if unknown and dict(query).get("fieldValidation") == "Strict":
-        raise ApiError(
-            400,
-            "BadRequest",
-            f'{kind.kind} in version "{kind.version}" cannot be handled '
-            f"as a {kind.kind}: strict decoding error: unknown field "
-            + ", ".join(f'"{u}"' for u in unknown),
-        )
+    admitted = pruned(kind, obj, query)
     problems = validate(admitted, kind.schema)
     if problems:
         name = obj.get("metadata", {}).get("name", "")
@@ -54,3 +45,26 @@ def admit(
             },
         )
     return admitted
+
+
+def pruned(
+    kind: ResourceType,
+    obj: dict[str, Any],
+    query: Iterable[tuple[str, str]],
+    defaults: bool = True,
+) -> dict[str, Any]:
+    """`obj` without the fields its schema does not know (400 for them under
+    `fieldValidation=Strict`), defaulted unless told not to (an apply configuration is not)."""
+    if kind.schema is None:
+        return obj
+    unknown: list[str] = []
+    out: dict[str, Any] = prune_and_default(obj, kind.schema, unknown, defaults=defaults)
+    if unknown and dict(query).get("fieldValidation") == "Strict":
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'{kind.kind} in version "{kind.version}" cannot be handled '
+            f"as a {kind.kind}: strict decoding error: unknown field "
+            + ", ".join(f'"{u}"' for u in unknown),
+        )
+    return out

@@ -38,7 +38,16 @@ class ResourceType:
 
 
 BUILTINS = [
-    ResourceType("", "v1", "Namespace", "namespaces", "namespace", False, ["ns"]),
+    ResourceType(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        False,
+        ["ns"],
+        columns=[{"name": "Status", "type": "string", "jsonPath": ".status.phase"}],
+    ),
     ResourceType("", "v1", "Secret", "secrets", "secret", True),
     ResourceType("", "v1", "ConfigMap", "configmaps", "configmap", True, ["cm"]),
     ResourceType("", "v1", "Event", "events", "event", True, ["ev"]),

@@ -17,14 +17,14 @@ _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 
 
 def prune_and_default(
-    value: Any, schema: dict[str, Any], unknown: list[str], path: str = ""
+    value: Any, schema: dict[str, Any], unknown: list[str], path: str = "", defaults: bool = True
 ) -> Any:
-    """A copy of `value` with unknown fields dropped (their paths added to `unknown`) and
-    schema defaults applied, as the API server does before validation."""
+    """A copy of `value` with unknown fields dropped (their paths added to `unknown`) and,
+    unless told not to, schema defaults applied, as the API server does before validation."""
     if not isinstance(value, dict) or schema.get("type") != "object":
         if isinstance(value, list) and isinstance(schema.get("items"), dict):
             return [
-                prune_and_default(v, schema["items"], unknown, f"{path}[{i}]")
+                prune_and_default(v, schema["items"], unknown, f"{path}[{i}]", defaults)
                 for i, v in enumerate(value)
             ]
         return value
@@ -34,14 +34,14 @@ def prune_and_default(
     for key, item in value.items():
         child = f"{path}.{key}" if path else key
         if properties is not None and key in properties:
-            out[key] = prune_and_default(item, properties[key], unknown, child)
+            out[key] = prune_and_default(item, properties[key], unknown, child, defaults)
         elif isinstance(extra, dict):
-            out[key] = prune_and_default(item, extra, unknown, child)
+            out[key] = prune_and_default(item, extra, unknown, child, defaults)
         elif schema.get(_PRESERVE) or properties is None:
             out[key] = item
         else:
             unknown.append(child)
-    for key, sub in (properties or {}).items():
+    for key, sub in (properties or {}).items() if defaults else ():
         if key not in out and "default" in sub:
             out[key] = prune_and_default(copy.deepcopy(sub["default"]), sub, [], f"{path}.{key}")
     return out

@@ -5,12 +5,14 @@ from `service_account_token` authenticates as that ServiceAccount, and so does a
 request impersonating it (`Impersonate-User`, i.e. `kubectl --as`); such requests are
 authorized by the Roles, ClusterRoles and bindings in the store (403 `Forbidden` otherwise,
 see `rbac.py`); an unknown token gets 401. Every request is recorded in `requests` with its
-user and RBAC attributes. Resource paths are routed to the store (`store.py`), watches to
-`watch.py`, lists asked as Tables to `tables.py`, and discovery to `discovery.py`.
+user and RBAC attributes. Resource paths are routed to the store (`store.py`) with the
+write's options (`dryRun=All`, `fieldManager`, `force`), watches to `watch.py`, reads asked
+as Tables to `tables.py`, and discovery to `discovery.py`.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -21,7 +23,7 @@ from flowexport.sim.kube.errors import ApiError
 from flowexport.sim.kube.proto import ProtobufError, decode_object
 from flowexport.sim.kube.rbac import RbacObjects, attributes, service_account_user
 from flowexport.sim.kube.resources import RBAC, ResourceType, with_type
-from flowexport.sim.kube.store import HISTORY, Store
+from flowexport.sim.kube.store import HISTORY, Options, Store
 from flowexport.sim.kube.tables import table, wants_table
 from flowexport.sim.kube.watch import watch
 
@@ -163,23 +165,33 @@ class KubeSimulator:
                     return await watch(request, store, kind, namespace)
                 return self._list(request, kind, namespace)
             if method == "POST":
-                return web.json_response(
-                    store.create(kind, namespace, await _body(request), request.query), status=201
-                )
+                options = await _options(request, "CreateOptions")
+                body = await _body(request)
+                return web.json_response(store.create(kind, namespace, body, options), status=201)
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection")
         if method == "GET":
-            return web.json_response(store.get(kind, namespace, name))
+            obj = store.get(kind, namespace, name)
+            if wants_table(request.headers.get("Accept", "")):
+                return web.json_response(table(kind, [obj], store.revision))
+            return web.json_response(obj)
         if method == "PUT":
+            options = await _options(request, "UpdateOptions")
             body = await _body(request)
-            return web.json_response(store.replace(kind, namespace, name, body, sub, request.query))
+            return web.json_response(store.replace(kind, namespace, name, body, sub, options))
         if method == "PATCH":
-            patch_text = await request.text()
             content_type = request.headers.get("Content-Type", "")
+            apply = "apply-patch" in content_type
+            options = await _options(request, "PatchOptions", apply)
+            patch_text = await request.text()
+            if apply:
+                obj, created = store.apply(kind, namespace, name, patch_text, sub, options)
+                return web.json_response(obj, status=201 if created else 200)
             return web.json_response(
-                store.patch(kind, namespace, name, patch_text, content_type, sub, request.query)
+                store.patch(kind, namespace, name, patch_text, content_type, sub, options)
             )
         if method == "DELETE":
-            return web.json_response(store.delete(kind, namespace, name))
+            options = await _options(request, "DeleteOptions")
+            return web.json_response(store.delete(kind, namespace, name, options))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed")
 
     def _route(self, path: str) -> Route | dict[str, Any] | None:
@@ -238,6 +250,45 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the request body must be an object")
     return body
+
+
+async def _options(request: web.Request, kind: str, apply: bool = False) -> Options:
+    """A write's options from its query (and a DELETE's `DeleteOptions` body), checked as the
+    API server checks them (422 `Invalid`). Without `fieldManager` an Update is recorded
+    under the user agent's product name (`kubectl/v1.31.0 ...` -> `kubectl`)."""
+    query = request.query
+    dry_run = query.getall("dryRun", [])
+    if kind == "DeleteOptions" and request.can_read_body:
+        try:
+            body = json.loads(await request.text() or "{}")
+        except ValueError:
+            body = {}
+        if isinstance(body, dict) and isinstance(body.get("dryRun"), list):
+            dry_run = [*dry_run, *map(str, body["dryRun"])]
+    manager = query.get("fieldManager", "")
+    problems = []
+    if apply and not manager:
+        problems.append("fieldManager: Required value: is required for apply patch")
+    if kind == "PatchOptions" and not apply and "force" in query:
+        problems.append("force: Forbidden: may not be specified for non-apply patch")
+    if len(manager) > 128:
+        problems.append("fieldManager: Too long: may not be more than 128 bytes")
+    if any(value != "All" for value in dry_run):
+        shown = ", ".join(json.dumps(v) for v in dry_run)
+        problems.append(f'dryRun: Unsupported value: []string{{{shown}}}: supported values: "All"')
+    if problems:
+        listed = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
+        raise ApiError(
+            422,
+            "Invalid",
+            f'{kind}.meta.k8s.io "" is invalid: {listed}',
+            {"group": "meta.k8s.io", "kind": kind},
+        )
+    if not manager:
+        agent = request.headers.get("User-Agent", "")
+        manager = "".join(c for c in agent.split("/")[0] if c.isprintable())[:128]
+    force = query.get("force", "").lower() in ("1", "t", "true")
+    return Options(manager, bool(dry_run), force, query)
 
 
 def kubeconfig(url: str, token: str = ADMIN_TOKEN, as_user: str | None = None) -> dict[str, Any]:

@@ -2,11 +2,15 @@
 
 Objects get `uid`, `creationTimestamp`, a `resourceVersion` that every write bumps, and a
 `generation` that only changes when the spec does. Writes are create, replace (409 on a stale
-resourceVersion), merge patch, strategic merge patch (as merge patch) and JSON patch (with
-`test`: 422 on mismatch); the `/status` subresource changes only `.status` and main-object
-writes ignore `.status`. Deletion honours finalizers (`deletionTimestamp`, removal when the
-last one goes). Each change is kept in a bounded history and handed to the subscriptions it
-matches (the open watches); storing a CRD registers or removes its resources.
+resourceVersion), merge patch, strategic merge patch (as merge patch), JSON patch (with
+`test`: 422 on mismatch) and server-side apply; each records its field manager in
+`metadata.managedFields` (`fields.py`). The `/status` subresource changes only `.status` and
+main-object writes ignore `.status`. A dry run (`Options.dry_run`) admits and answers the
+write and keeps nothing. Deletion honours finalizers (`deletionTimestamp`, removal when the
+last one goes); deleting a namespace terminates it: no new objects in it, everything in it
+deleted, the namespace gone when they all are. Each change is kept in a bounded history and
+handed to the subscriptions it matches (the open watches); storing a CRD registers or
+removes its resources.
 """
 
 from __future__ import annotations
@@ -17,14 +21,26 @@ import json
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import jsonpatch
+import yaml
 
-from flowexport.sim.kube.admission import admit
+from flowexport.sim.kube.admission import admit, pruned
 from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.fields import (
+    APPLY,
+    UPDATE,
+    Entry,
+    Path,
+    applied_paths,
+    drop_unapplied,
+    entries,
+    merge_applied,
+    track,
+)
 from flowexport.sim.kube.resources import (
     BUILTINS,
     CRDS,
@@ -40,6 +56,23 @@ Key = tuple[str, str]
 Bucket = dict[Key, dict[str, Any]]
 #: (revision, resource key, event type, the object as it was then)
 Change = tuple[int, Key, str, dict[str, Any]]
+NAMESPACES = ("", "namespaces")
+#: Namespaces the API server refuses to delete.
+IMMORTAL = ("default", "kube-system", "kube-public")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a write is made: its field manager, whether it is a dry run, whether an apply
+    forces conflicts, and the request's query (for `fieldValidation`)."""
+
+    manager: str = ""
+    dry_run: bool = False
+    force: bool = False
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+DEFAULT = Options()
 
 
 @dataclass
@@ -63,11 +96,8 @@ class Store:
         self.history: deque[Change] = deque(maxlen=history)
         self.subscriptions: list[Subscription] = []
         for name in ("default", "kube-system"):
-            self.save(
-                self.types[("", "namespaces")],
-                _new_meta({"metadata": {"name": name}}, None),
-                "ADDED",
-            )
+            namespace = _namespace_defaults(_new_meta({"metadata": {"name": name}}, None))
+            self.save(self.types[NAMESPACES], namespace, "ADDED")
 
     def save(self, kind: ResourceType, obj: dict[str, Any], event: str) -> dict[str, Any]:
         """Record a change (ADDED, MODIFIED or DELETED) under a new resourceVersion."""
@@ -135,9 +165,11 @@ class Store:
         kind: ResourceType,
         namespace: str | None,
         body: dict[str, Any],
-        query: Mapping[str, str],
+        options: Options = DEFAULT,
+        applied: set[Path] | None = None,
     ) -> dict[str, Any]:
-        """POST: a new object (409 if it exists, 404 if its namespace does not)."""
+        """POST: a new object (409 if it exists, 404 if its namespace does not, 403 if that is
+        being terminated); `applied`: made by an apply naming those fields."""
         meta = body.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -145,15 +177,49 @@ class Store:
             raise ApiError(422, "Invalid", "metadata.name: Required value")
         if kind.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
-            if ("", namespace) not in self.bucket(self.types[("", "namespaces")]):
-                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
+            self._check_namespace(kind, namespace, meta["name"])
         if (namespace or "", meta["name"]) in self.bucket(kind):
             raise ApiError(409, "AlreadyExists", f'{kind.plural} "{meta["name"]}" already exists')
-        obj = admit(kind, _new_meta(body, namespace if kind.namespaced else None), query.items())
+        obj = admit(
+            kind, _new_meta(body, namespace if kind.namespaced else None), options.query.items()
+        )
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         if kind.status:
             obj.pop("status", None)
+        actor = Entry(
+            options.manager, UPDATE if applied is None else APPLY, kind.api_version, _now()
+        )
+        _set_managed(obj, track({}, obj, kind.schema, actor, applied))
+        if kind.key == NAMESPACES:
+            _namespace_defaults(obj)
+        if options.dry_run:
+            return with_type(kind, obj)
         return with_type(kind, self.save(kind, obj, "ADDED"))
+
+    def _check_namespace(self, kind: ResourceType, namespace: str, name: str) -> None:
+        found = self.bucket(self.types[NAMESPACES]).get(("", namespace))
+        if found is None:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found')
+        if found["metadata"].get("deletionTimestamp"):
+            resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{resource} "{name}" is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated",
+                {
+                    "name": name,
+                    "group": kind.group,
+                    "kind": kind.plural,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": f"namespace {namespace} is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
+            )
 
     def _write(
         self,
@@ -161,9 +227,11 @@ class Store:
         current: dict[str, Any],
         proposed: dict[str, Any],
         sub: str | None,
-        query: Mapping[str, str] | None = None,
+        options: Options,
+        applied: set[Path] | None = None,
     ) -> dict[str, Any]:
-        """Apply an update: status/main split, immutable metadata, generation, finalizers."""
+        """Apply an update: status/main split, immutable metadata, generation, finalizers,
+        managed fields (an Update, or with `applied` an Apply)."""
         new = copy.deepcopy(current)
         if sub == "status":
             new["status"] = proposed.get("status")
@@ -186,7 +254,11 @@ class Store:
                     new["metadata"][key] = meta[key]
                 else:
                     new["metadata"].pop(key, None)
-        new = admit(kind, new, (query or {}).items())
+            if kind.key == NAMESPACES:  # spec.finalizers and status are the server's
+                for key in ("spec", "status"):
+                    if key in current:
+                        new[key] = {**new.get(key, {}), **copy.deepcopy(current[key])}
+        new = admit(kind, new, options.query.items())
         spec_of = {
             k: v for k, v in new.items() if k not in ("metadata", "status", "apiVersion", "kind")
         }
@@ -197,10 +269,21 @@ class Store:
         }
         if spec_of != old_spec:
             new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+        operation = UPDATE if applied is None else APPLY
+        actor = Entry(options.manager, operation, kind.api_version, _now(), sub or "")
+        requested = proposed.get("metadata", {}).get("managedFields")
+        _set_managed(
+            new, track(current, new, kind.schema, actor, applied, options.force, requested)
+        )
         if new == current:
             return current
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            return self.save(kind, new, "DELETED")
+        if options.dry_run:
+            return new
+        if _finalized(kind, new):
+            self.save(kind, new, "DELETED")
+            if kind.namespaced:
+                self._reap(new["metadata"]["namespace"])
+            return new
         return self.save(kind, new, "MODIFIED")
 
     def replace(
@@ -210,13 +293,13 @@ class Store:
         name: str,
         body: dict[str, Any],
         sub: str | None,
-        query: Mapping[str, str] | None = None,
+        options: Options = DEFAULT,
     ) -> dict[str, Any]:
         """PUT: the object (or, with `sub="status"`, its status) becomes `body`."""
         current = self.get(kind, namespace, name)
         wanted = body.get("metadata", {}).get("resourceVersion")
         _check_version(kind, name, current, wanted)
-        return with_type(kind, self._write(kind, current, body, sub, query))
+        return with_type(kind, self._write(kind, current, body, sub, options))
 
     def patch(
         self,
@@ -226,7 +309,7 @@ class Store:
         body: str,
         content_type: str,
         sub: str | None,
-        query: Mapping[str, str] | None = None,
+        options: Options = DEFAULT,
     ) -> dict[str, Any]:
         """PATCH: a JSON patch, or a merge patch (strategic merge patches are merged so)."""
         current = self.get(kind, namespace, name)
@@ -249,21 +332,121 @@ class Store:
             patch.get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
         )
         _check_version(kind, name, current, wanted)
-        return with_type(kind, self._write(kind, current, proposed, sub, query))
+        return with_type(kind, self._write(kind, current, proposed, sub, options))
 
-    def delete(self, kind: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
-        """DELETE: gone at once, or marked for deletion while finalizers remain."""
+    def apply(
+        self,
+        kind: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: str,
+        sub: str | None,
+        options: Options,
+    ) -> tuple[dict[str, Any], bool]:
+        """PATCH `application/apply-patch+yaml`: server-side apply of a configuration by
+        `options.manager`, creating the object if there is none; (object, whether created)."""
+        config = pruned(
+            kind, _apply_config(kind, namespace, name, body), options.query.items(), False
+        )
+        applied = applied_paths(config, kind.schema, sub, kind.status)
+        live = self.bucket(kind).get((namespace or "", name))
+        if live is None:
+            if sub is not None:
+                self.get(kind, namespace, name)
+            return self.create(kind, namespace, config, options, applied), True
+        _check_version(kind, name, live, config["metadata"].get("resourceVersion"))
+        if sub == "status":
+            config = {"status": config["status"]} if "status" in config else {}
+        elif kind.status:
+            config.pop("status", None)
+        proposed = merge_applied(live, config, kind.schema)
+        managers = entries(live["metadata"].get("managedFields"))
+        me = (options.manager, APPLY, sub or "", "")
+        drop_unapplied(
+            proposed, managers, next((e for e in managers if e.identity == me), None), applied
+        )
+        return with_type(kind, self._write(kind, live, proposed, sub, options, applied)), False
+
+    def delete(
+        self, kind: ResourceType, namespace: str | None, name: str, options: Options = DEFAULT
+    ) -> dict[str, Any]:
+        """DELETE: gone at once, or marked for deletion while finalizers remain; a namespace
+        is terminated (see `_terminate`)."""
         current = self.get(kind, namespace, name)
-        if current["metadata"].get("finalizers"):
-            if not current["metadata"].get("deletionTimestamp"):
-                new = copy.deepcopy(current)
-                new["metadata"]["deletionTimestamp"] = _now()
-                new["metadata"]["deletionGracePeriodSeconds"] = 0
-                return with_type(kind, self.save(kind, new, "MODIFIED"))
+        if kind.key == NAMESPACES and not current["metadata"].get("deletionTimestamp"):
+            return with_type(kind, self._terminate(kind, current, options.dry_run))
+        if kind.key == NAMESPACES and current.get("spec", {}).get("finalizers"):
             return with_type(kind, current)
-        gone = copy.deepcopy(current)
-        self.save(kind, gone, "DELETED")
+        gone = self._delete(kind, current, options.dry_run)
+        if kind.namespaced and not options.dry_run:
+            self._reap(gone["metadata"]["namespace"])
         return with_type(kind, gone)
+
+    def _delete(self, kind: ResourceType, current: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        if current["metadata"].get("finalizers"):
+            if current["metadata"].get("deletionTimestamp"):
+                return current
+            new = copy.deepcopy(current)
+            new["metadata"]["deletionTimestamp"] = _now()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            return new if dry_run else self.save(kind, new, "MODIFIED")
+        gone = copy.deepcopy(current)
+        if not dry_run:
+            self.save(kind, gone, "DELETED")
+        return gone
+
+    def _terminate(
+        self, kind: ResourceType, current: dict[str, Any], dry_run: bool
+    ) -> dict[str, Any]:
+        """Start a namespace's deletion as the API server and its namespace controller do:
+        Terminating, then every object in it deleted (those with finalizers marked), the
+        namespace itself going once they are all gone (`_reap`)."""
+        name = current["metadata"]["name"]
+        if name in IMMORTAL:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                {"name": name, "kind": "namespaces"},
+            )
+        new = copy.deepcopy(current)
+        new["metadata"]["deletionTimestamp"] = _now()
+        new.setdefault("status", {})["phase"] = "Terminating"
+        if dry_run:
+            return new
+        terminating = copy.deepcopy(self.save(kind, new, "MODIFIED"))
+        for content in list(self.types.values()):
+            if content.namespaced:
+                for key in [k for k in self.bucket(content) if k[0] == name]:
+                    self._delete(content, self.bucket(content)[key], False)
+        self._reap(name)
+        return terminating
+
+    def _reap(self, namespace: str) -> None:
+        """If `namespace` is terminating: remove it when nothing is left in it, else say in its
+        conditions what remains."""
+        kind = self.types[NAMESPACES]
+        current = self.bucket(kind).get(("", namespace))
+        if current is None or not current["metadata"].get("deletionTimestamp"):
+            return
+        remaining = [
+            (content, obj)
+            for content in self.types.values()
+            if content.namespaced
+            for key, obj in self.bucket(content).items()
+            if key[0] == namespace
+        ]
+        new = copy.deepcopy(current)
+        if remaining:
+            new["status"]["conditions"] = _remaining(remaining, current)
+        else:
+            spec = new.setdefault("spec", {})
+            spec["finalizers"] = [f for f in spec.get("finalizers", []) if f != "kubernetes"]
+            if _finalized(kind, new):
+                self.save(kind, new, "DELETED")
+                return
+        if new != current:
+            self.save(kind, new, "MODIFIED")
 
     def stored(self, group: str, plural: str) -> list[dict[str, Any]]:
         """Everything stored of a resource (a copy)."""
@@ -337,3 +520,113 @@ def _merge(target: Any, patch: Any) -> Any:
         else:
             target[key] = _merge(target.get(key), value)
     return target
+
+
+def _set_managed(obj: dict[str, Any], managed: list[dict[str, Any]]) -> None:
+    if managed:
+        obj["metadata"]["managedFields"] = managed
+    else:
+        obj["metadata"].pop("managedFields", None)
+
+
+def _namespace_defaults(namespace: dict[str, Any]) -> dict[str, Any]:
+    """A new namespace as the API server stores it: the `kubernetes` finalizer, Active."""
+    namespace["spec"] = {"finalizers": ["kubernetes"]}
+    namespace["status"] = {"phase": "Active"}
+    return namespace
+
+
+def _finalized(kind: ResourceType, obj: dict[str, Any]) -> bool:
+    """Whether an object being deleted has no finalizers left (a namespace's spec ones too)."""
+    meta = obj["metadata"]
+    if not meta.get("deletionTimestamp") or meta.get("finalizers"):
+        return False
+    return not (kind.key == NAMESPACES and obj.get("spec", {}).get("finalizers"))
+
+
+def _remaining(
+    remaining: list[tuple[ResourceType, dict[str, Any]]], namespace: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The conditions of a terminating namespace that say what is left in it."""
+    counts: dict[str, int] = {}
+    finalizers: dict[str, int] = {}
+    for kind, obj in remaining:
+        resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+        counts[resource] = counts.get(resource, 0) + 1
+        for name in obj["metadata"].get("finalizers", []):
+            finalizers[name] = finalizers.get(name, 0) + 1
+    wanted = [
+        (
+            "NamespaceContentRemaining",
+            "SomeResourcesRemain",
+            "Some resources are remaining: "
+            + ", ".join(f"{r} has {n} resource instances" for r, n in sorted(counts.items())),
+        ),
+        (
+            "NamespaceFinalizersRemaining",
+            "SomeFinalizersRemain",
+            "Some content in the namespace has finalizers remaining: "
+            + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())),
+        ),
+    ]
+    before = {c["type"]: c for c in namespace.get("status", {}).get("conditions", [])}
+    conditions = []
+    for type_, reason, message in wanted[: 2 if finalizers else 1]:
+        same = before.get(type_, {})
+        if same.get("reason") == reason and same.get("message") == message:
+            conditions.append(same)
+        else:
+            conditions.append(
+                {
+                    "type": type_,
+                    "status": "True",
+                    "lastTransitionTime": _now(),
+                    "reason": reason,
+                    "message": message,
+                }
+            )
+    return conditions
+
+
+def _apply_config(
+    kind: ResourceType, namespace: str | None, name: str, body: str
+) -> dict[str, Any]:
+    """An apply request's configuration (YAML or JSON), checked against the request."""
+    try:
+        config = json.loads(body)
+    except ValueError:
+        try:
+            config = yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise ApiError(400, "BadRequest", f"error decoding YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ApiError(400, "BadRequest", "error decoding YAML: the configuration is no object")
+    if config.get("apiVersion") != kind.api_version:
+        raise ApiError(
+            400,
+            "BadRequest",
+            "Incorrect version specified in apply patch. Specified patch version: "
+            f"{config.get('apiVersion')}, expected: {kind.api_version}",
+        )
+    if config.get("kind") != kind.kind:
+        raise ApiError(
+            400, "BadRequest", f"the kind of the object ({config.get('kind')}) is not {kind.kind}"
+        )
+    meta = config.get("metadata")
+    if not isinstance(meta, dict):
+        meta = config["metadata"] = {}
+    if meta.setdefault("name", name) != name:
+        raise ApiError(
+            400,
+            "BadRequest",
+            f"the name of the object ({meta['name']}) does not match the name on the URL ({name})",
+        )
+    if kind.namespaced and meta.get("namespace") not in (None, namespace):
+        raise ApiError(
+            400,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )
+    if meta.get("managedFields") is not None:
+        raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
+    return config
