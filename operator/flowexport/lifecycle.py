@@ -79,6 +79,16 @@ def caught_up() -> ConditionUpdate:
     return ConditionUpdate(ConditionType.INGESTING, True, Reason.INGESTING, CAUGHT_UP)
 
 
+def _internal(
+    stage: ConditionType, exc: Exception, doing: str
+) -> tuple[list[ConditionUpdate], FlowExportError]:
+    """A bug met while `doing`: logged with its traceback, reported as InternalError (retried
+    with backoff), never a crash of the handler or the worker."""
+    log.exception("%s failed unexpectedly", doing)
+    error = unexpected(exc)
+    return [failed(stage, error)], error
+
+
 async def _secret(source: SecretSource, name: str, kind: SecretKind) -> Mapping[str, str] | None:
     values = await source.read(name, kind)
     if values is None:
@@ -150,10 +160,8 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
         subscription = await off_loop(ensure_subscription, clients, spec.aws, owner)
     except FlowExportError as exc:
         return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, exc)], exc)
-    except Exception as exc:  # a bug: reported and retried, never a crash of the handler
-        log.exception("subscribing failed unexpectedly")
-        error = unexpected(exc)
-        return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, error)], error)
+    except Exception as exc:
+        return Subscribed(*_internal(ConditionType.SUBSCRIPTION_READY, exc, "subscribing"))
     if subscription.delivery_error:
         update = ConditionUpdate(
             ConditionType.SUBSCRIPTION_READY,
@@ -193,10 +201,8 @@ async def probe(spec: FlowExportSpec, secrets: SecretSource) -> Step:
             await pce.probe()
     except FlowExportError as exc:
         return Step([failed(ConditionType.PCE_REACHABLE, exc)], exc)
-    except Exception as exc:  # a bug: reported and retried, never a crash of the handler
-        log.exception("probing the PCE failed unexpectedly")
-        error = unexpected(exc)
-        return Step([failed(ConditionType.PCE_REACHABLE, error)], error)
+    except Exception as exc:
+        return Step(*_internal(ConditionType.PCE_REACHABLE, exc, "probing the PCE"))
     message = f"{spec.pce.url} org {spec.pce.org_id}"
     return Step([ConditionUpdate(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE, message)])
 

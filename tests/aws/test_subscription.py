@@ -52,21 +52,28 @@ def test_is_idempotent(cloud: Cloud) -> None:
     assert len(flow_logs(cloud)) == 1
 
 
-def test_adopts_a_matching_foreign_flow_log_and_log_group(cloud: Cloud) -> None:
+def lambda_era_flow_log(cloud: Cloud, **overrides: Any) -> str:
+    """What the Lambda's users have: AWS's default format and aggregation, ALL traffic."""
     cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
-    created = cloud.clients.ec2.create_flow_logs(
-        ResourceIds=[cloud.vpc_id],
-        ResourceType="VPC",
-        TrafficType="ALL",
-        LogDestinationType="cloud-watch-logs",
-        LogGroupName="/flowexport/test",
-        DeliverLogsPermissionArn=cloud.role_arn,
-        LogFormat=PIPELINE_FORMAT.render(),
-        MaxAggregationInterval=60,
+    arguments: dict[str, Any] = {
+        "ResourceIds": [cloud.vpc_id],
+        "ResourceType": "VPC",
+        "TrafficType": "ALL",
+        "LogDestinationType": "cloud-watch-logs",
+        "LogGroupName": "/flowexport/test",
+        "DeliverLogsPermissionArn": cloud.role_arn,
+        **overrides,
+    }
+    return str(cloud.clients.ec2.create_flow_logs(**arguments)["FlowLogIds"][0])
+
+
+def test_adopts_a_matching_foreign_flow_log_and_log_group(cloud: Cloud) -> None:
+    created = lambda_era_flow_log(
+        cloud, LogFormat=PIPELINE_FORMAT.render(), MaxAggregationInterval=60
     )
     result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
     assert result.changes == []
-    assert result.flow_log_id == created["FlowLogIds"][0]
+    assert result.flow_log_id == created
     assert not result.flow_log_owned and not result.log_group_owned
     # Adopted resources are never deleted.
     assert delete_subscription(cloud.clients, cloud.spec(), OWNER, "Delete") == []
@@ -74,18 +81,8 @@ def test_adopts_a_matching_foreign_flow_log_and_log_group(cloud: Cloud) -> None:
 
 
 def test_without_a_format_in_the_spec_the_flow_logs_own_format_is_learned(cloud: Cloud) -> None:
-    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
     fmt = "${version} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${tcp-flags}"
-    cloud.clients.ec2.create_flow_logs(
-        ResourceIds=[cloud.vpc_id],
-        ResourceType="VPC",
-        TrafficType="ALL",
-        LogDestinationType="cloud-watch-logs",
-        LogGroupName="/flowexport/test",
-        DeliverLogsPermissionArn=cloud.role_arn,
-        LogFormat=fmt,
-        MaxAggregationInterval=60,
-    )
+    lambda_era_flow_log(cloud, LogFormat=fmt, MaxAggregationInterval=60)
     result = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
     assert result.changes == []
     assert result.log_format.render() == fmt
@@ -108,15 +105,7 @@ def test_replaces_its_own_flow_log_when_an_immutable_field_changes(cloud: Cloud)
 
 
 def test_reports_a_conflicting_flow_log_it_does_not_own(cloud: Cloud) -> None:
-    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
-    cloud.clients.ec2.create_flow_logs(
-        ResourceIds=[cloud.vpc_id],
-        ResourceType="VPC",
-        TrafficType="REJECT",
-        LogDestinationType="cloud-watch-logs",
-        LogGroupName="/flowexport/test",
-        DeliverLogsPermissionArn=cloud.role_arn,
-    )
+    lambda_era_flow_log(cloud, TrafficType="REJECT")
     spec = cloud.spec(logFormat=PIPELINE_FORMAT.render(), trafficType="ALL")
     with pytest.raises(AwsError) as caught:
         ensure_subscription(cloud.clients, spec, OWNER)
@@ -176,21 +165,6 @@ def test_assumed_role_credentials(cloud: Cloud) -> None:
     sts = make_session(target).client("sts", endpoint_url=cloud.url)
     identity = sts.get_caller_identity()["Arn"]
     assert ":assumed-role/flowexport-operator/flowexport-operator" in identity
-
-
-def lambda_era_flow_log(cloud: Cloud, **overrides: Any) -> str:
-    """What the Lambda's users have: AWS's default format and aggregation, ALL traffic."""
-    cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")
-    arguments: dict[str, Any] = {
-        "ResourceIds": [cloud.vpc_id],
-        "ResourceType": "VPC",
-        "TrafficType": "ALL",
-        "LogDestinationType": "cloud-watch-logs",
-        "LogGroupName": "/flowexport/test",
-        "DeliverLogsPermissionArn": cloud.role_arn,
-        **overrides,
-    }
-    return str(cloud.clients.ec2.create_flow_logs(**arguments)["FlowLogIds"][0])
 
 
 def test_a_minimal_spec_adopts_the_lambda_era_flow_log_as_it_is(cloud: Cloud) -> None:
