@@ -40,7 +40,9 @@ class ConditionSet:
         self.items = with_ready(self.items, generation, now)
         changed = []
         for c in self.items:
-            status, reason = before.get(c.type, (None, None))
+            # An abnormal-true condition not yet set counts as False (as kstatus reads it).
+            absent = ("False", None) if c.type in ABNORMAL_TRUE else (None, None)
+            status, reason = before.get(c.type, absent)
             problem = (c.status == "True") == (c.type in ABNORMAL_TRUE)
             if status != c.status or (problem and reason != c.reason):
                 state = None if c.status == "Unknown" else c.status == "True"

@@ -34,6 +34,7 @@ def test_transitions_name_what_changed_and_ready_follows_the_stages() -> None:
     assert {(c.type, c.ok, c.reason) for c in changes} == {
         ("SubscriptionReady", False, "VPCNotFound"),
         ("Ready", False, "VPCNotFound"),
+        ("Stalled", True, "VPCNotFound"),  # terminal: kstatus reads it as Failed
     }
     assert b.apply(update("SubscriptionReady", False, "VPCNotFound", "no such VPC"), 1) == []
     for stage in ("SubscriptionReady", "PCEReachable", "Ingesting"):

@@ -55,7 +55,7 @@ def applied(cluster: dict[str, Any]) -> dict[str, Any]:
 def test_get_shows_the_printer_columns(applied: dict[str, Any]) -> None:
     out = ok(kubectl(applied, "get", "fe", "-n", "security"))
     header, row = out.splitlines()[:2]
-    assert header.split() == ["NAME", "READY", "VPC", "UPLOADED", "LAG", "AGE"]
+    assert header.split() == ["NAME", "READY", "REASON", "VPC", "UPLOADED", "LAG", "AGE"]
     assert row.split()[:2] == ["prod-vpc", "vpc-0123456789abcdef0"]
 
 

@@ -407,9 +407,7 @@ class Condition(ApiModel):
     """A Kubernetes-style condition (metav1.Condition)."""
 
     type: str = Field(
-        description=(
-            "Ready, Reconciling, Stalled, SubscriptionReady, PCEReachable or Ingesting."
-        ),
+        description="Ready, Reconciling, Stalled, SubscriptionReady, PCEReachable or Ingesting.",
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
     )
