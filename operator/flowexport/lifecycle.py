@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
-from flowexport.aws.session import AwsKeys, AwsTarget, make_clients
+from flowexport.aws.session import AwsKeys, AwsTarget, shared_clients
 from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
 from flowexport.errors import ConfigError, FlowExportError, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
@@ -156,7 +156,7 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
     """Ensure the log group and the flow log; SubscriptionReady says how it went."""
     try:
         target = await aws_target(spec, secrets)
-        clients = await off_loop(make_clients, target)
+        clients = await off_loop(shared_clients, target)
         subscription = await off_loop(ensure_subscription, clients, spec.aws, owner)
     except FlowExportError as exc:
         return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, exc)], exc)
@@ -230,7 +230,7 @@ async def ingest(
     """
     try:
         target = await aws_target(spec, secrets)
-        clients = await off_loop(make_clients, target)
+        clients = await off_loop(shared_clients, target)
         pce = await pce_client(spec, secrets)
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=progress)
@@ -274,5 +274,5 @@ async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> l
     Raises FlowExportError when AWS cannot be reached or refuses.
     """
     target = await aws_target(spec, secrets)
-    clients = await off_loop(make_clients, target)
+    clients = await off_loop(shared_clients, target)
     return await off_loop(delete_subscription, clients, spec.aws, owner, spec.deletion_policy)

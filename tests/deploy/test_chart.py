@@ -30,6 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "all-namespaces": {"watch": {"scope": "all"}},
     "irsa": {"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": IRSA_ROLE}}},
     "metrics-off": {"metrics": {"enabled": False}},
+    "replicas": {"replicas": 3, "sharding": {"leaseSeconds": 20}},
     "service-monitor": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}
     },
@@ -189,7 +190,7 @@ def test_all_namespaces_uses_a_cluster_role_with_the_same_rules() -> None:
     assert of_kind(objects, "Role") == []
 
 
-def test_secrets_are_read_by_name_and_only_finalizers_status_and_events_are_written() -> None:
+def test_secrets_are_watched_and_only_finalizers_status_and_events_are_written() -> None:
     (role,) = of_kind(render(), "Role")
     verbs = {
         (g, r): set(rule["verbs"])
@@ -197,8 +198,8 @@ def test_secrets_are_read_by_name_and_only_finalizers_status_and_events_are_writ
         for g in rule["apiGroups"]
         for r in rule["resources"]
     }
-    # get by name (never list or watch); patch only to hold the in-use finalizer
-    assert verbs[("", "secrets")] == {"get", "patch"}
+    # list+watch with the label selector, get by name; patch only to hold the in-use finalizer
+    assert verbs[("", "secrets")] == {"get", "list", "watch", "patch"}
     written = {k for k, v in verbs.items() if v & {"create", "update", "patch", "delete"}}
     assert written == {
         ("flowexport.io", "flowexports"),
@@ -239,9 +240,35 @@ def test_the_pod_is_locked_down() -> None:
 
 
 def test_one_replica_and_no_overlap_on_upgrade() -> None:
-    spec = deployment(render())["spec"]
+    objects = render()
+    spec = deployment(objects)["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
+    assert not any("--shard" in a for a in container_args(objects))
+    assert not any(r["metadata"]["name"].endswith("-shards") for r in of_kind(objects, "Role"))
+
+
+def test_replicas_share_flowexports_through_leases_in_the_release_namespace() -> None:
+    objects = render(VARIANTS["replicas"])
+    spec = deployment(objects)["spec"]
+    assert spec["replicas"] == 3 and spec["strategy"]["type"] == "RollingUpdate"
+    args = container_args(objects)
+    assert f"--shard-namespace={RELEASE_NAMESPACE}" in args
+    assert "--replica-id=$(POD_NAME)" in args and "--shard-lease-seconds=20" in args
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (role,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-shards")]
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["list", "create", "patch", "delete"],
+        }
+    ]
+    assert any("replicas" in p for p in lint_problems({"replicas": 0}))
+    assert any("leaseSeconds" in p for p in lint_problems({"sharding": {"leaseSeconds": 1}}))
 
 
 def test_probes_hit_the_liveness_endpoint_the_operator_serves() -> None:

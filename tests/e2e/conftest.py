@@ -165,7 +165,12 @@ def stack(
                 "metrics": {"port": operator.metrics_port},
                 "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
             }
-            operator.namespace, operator.args = None, container_args(render(chart_values))
+            # As the kubelet does: $(VAR) in arguments expanded from the container's env.
+            args = [
+                a.replace("$(POD_NAME)", "flowexport-0")
+                for a in container_args(render(chart_values))
+            ]
+            operator.namespace, operator.args = None, args
         try:
             crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
             loop.install(

@@ -18,6 +18,8 @@ from tests.e2e.test_operator import write_flows
 
 NAMESPACED = {"watch": {"scope": "namespaces", "namespaces": [NS]}}
 CLUSTER_WIDE = {"watch": {"scope": "all"}}
+#: Two replicas sharing FlowExports through Leases (this one runs alone: it takes them all).
+SHARDED = {**NAMESPACED, "replicas": 2, "sharding": {"leaseSeconds": 3}}
 
 
 def operator_requests(stack: Stack) -> list[dict[str, Any]]:
@@ -58,12 +60,16 @@ def lifecycle(stack: Stack) -> None:
     eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
 
 
-@pytest.mark.parametrize("stack", [NAMESPACED, CLUSTER_WIDE], indirect=True, ids=["ns", "all"])
+@pytest.mark.parametrize(
+    "stack", [NAMESPACED, CLUSTER_WIDE, SHARDED], indirect=True, ids=["ns", "all", "sharded"]
+)
 def test_the_chart_grants_exactly_what_the_operator_uses(
     stack: Stack, request: pytest.FixtureRequest
 ) -> None:
     values = request.node.callspec.params["stack"]
     lifecycle(stack)
+    assert stack.operator.metric("flowexport_workers") == 0  # the FlowExport is gone
+    assert stack.operator.stop() == 0  # what a clean stop does is part of what it uses
     requests = operator_requests(stack)
     refused = [(e["method"], e["path"], e["status"]) for e in requests if e["status"] == 403]
     assert refused == [], f"the chart's RBAC refused the operator: {refused}"
@@ -71,7 +77,6 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
     assert "forbidden" not in log.lower()
     # It ran with the chart's own arguments: JSON logs (operator.logFormat), its metrics port.
     assert all(line.startswith("{") for line in log.splitlines() if line.strip())
-    assert stack.operator.metric("flowexport_workers") == 0  # the FlowExport is gone
     unused = []
     for group, resource, verb in granted(values):
         rule = {"apiGroups": [group], "resources": [resource], "verbs": [verb]}
@@ -102,5 +107,5 @@ def test_a_namespaced_install_cannot_read_secrets_elsewhere(stack: Stack) -> Non
     assert elsewhere.json()["reason"] == "Forbidden"
     here = stack.kube.get(f"/api/v1/namespaces/{NS}/secrets/pce-key", headers=headers)
     assert here.status_code == 200
-    listing = stack.kube.get(f"/api/v1/namespaces/{NS}/secrets", headers=headers)
-    assert listing.status_code == 403  # get by name only, never list
+    elsewhere = stack.kube.get("/api/v1/namespaces/payments/secrets", headers=headers)
+    assert elsewhere.status_code == 403  # no list outside the watched namespaces either

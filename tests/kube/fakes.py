@@ -60,7 +60,11 @@ class FakeKube:
             return
         others = tuple(f for f in found.finalizers if f != finalizer)
         finalizers = (*others, finalizer) if present else others
-        self.secrets[(namespace, name)] = dataclasses.replace(found, finalizers=finalizers)
+        if finalizers != found.finalizers:  # as the API server: any change, a new version
+            version = str(next(self._versions))
+            self.secrets[(namespace, name)] = dataclasses.replace(
+                found, finalizers=finalizers, version=version
+            )
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status, as the API server applies it."""

@@ -116,3 +116,20 @@ async def test_a_restarted_writer_clears_stale_paging_fields_from_the_stored_sta
     await b.write(force=True)
     assert kube.status("ns", "fe")["cursor"] == {"ingestedThrough": 12}
     assert Progress.from_state(kube.status("ns", "fe")).cursor == ReaderCursor(12)
+
+
+async def test_a_cursor_moving_over_an_idle_log_group_is_written_once_per_idle_interval() -> None:
+    recorder = Recorder()
+    b = StatusBoard("ns", "fe", recorder, min_interval=0.0, idle_interval=3600)
+    b.record(Progress(ReaderCursor(ingested_through=1)))
+    await b.write()
+    b.record(Progress(ReaderCursor(ingested_through=2)))  # a poll that found nothing
+    await b.write()
+    assert len(recorder.writes) == 1, "an idle poll patched the status"
+    b.record(Progress(ReaderCursor(ingested_through=3), records_read=4))  # it found records
+    await b.write()
+    assert len(recorder.writes) == 2
+    assert recorder.writes[1]["cursor"]["ingestedThrough"] == 3
+    b.record(Progress(ReaderCursor(ingested_through=4), records_read=4))
+    await b.write(force=True)  # a stop or an upload: written whatever moved
+    assert [w["cursor"]["ingestedThrough"] for w in recorder.writes] == [1, 3, 4]

@@ -60,3 +60,15 @@ async def test_a_clean_up_that_cannot_succeed_says_why_and_how_to_release_it(
     await clean_up(world.op, body, body["spec"])  # released, AWS untouched
     assert "CleanupSkipped" in world.events.reasons("Warning")
     assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
+
+
+async def test_a_deletion_run_again_after_the_clean_up_finds_it_done(world: World) -> None:
+    # kopf runs the deletion again when a daemon stops after the handlers: by then the keys
+    # Secret the first clean-up released may be gone.
+    body = world.body()
+    body["metadata"]["uid"] = "uid-1"
+    await reconcile(world.op, world.export(), body)
+    await clean_up(world.op, body, body["spec"])
+    world.kube.delete_secret(NS, "aws-keys")
+    await clean_up(world.op, body, body["spec"])  # no SecretNotFound: done already
+    assert "SecretNotFound" not in {r for _, r, _ in world.events.posted}

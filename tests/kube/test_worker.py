@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 import pytest
 
+from flowexport.kube import worker
 from flowexport.kube.handlers import clean_up
 from flowexport.kube.reconcile import reconcile, resync
 from flowexport.kube.state import Export
@@ -211,3 +212,33 @@ async def test_drift_is_repaired_by_the_next_due_reconcile(world: World) -> None
         # Ingestion goes on with the new flow log.
         world.write_flows(4)
         await eventually(lambda: len(world.received()) == 4, "flows after the repair")
+
+
+async def test_a_worker_is_started_once_and_rebuilt_only_when_a_secret_really_changes(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level("INFO", logger="flowexport.operator")
+    # The worker looks for its subscription often, so it starts while the reconcile is still
+    # probing the PCE (as under a busy event loop).
+    monkeypatch.setattr(worker, "WAKE_SECONDS", 0.01)
+    export = world.export()
+    body = world.body()
+
+    def rebuilt() -> int:
+        return caplog.text.count("ingestion pipeline stopped")
+
+    # As kopf runs them: the daemon starts alongside the first reconcile, not after it.
+    async with running(world, export, body):
+        await reconcile(world.op, export, body)
+        await eventually(lambda: world.condition("Ready") == ("True", "Ready"), "Ready")
+        export.request_reconcile()
+        assert await resync(world.op, export, body)  # a due reconcile, nothing changed
+        world.write_flows(3)
+        await eventually(lambda: len(world.received()) == 3, "flows")
+        assert rebuilt() == 0, "the first reconcile or a resync rebuilt the worker"
+        rotated = {"username": API_KEY, "password": API_SECRET, "rotated": "yes"}
+        world.kube.put_secret(NS, "pce-key", rotated, PCE)
+        assert await resync(world.op, export, body)  # the Secret's version moved
+        await eventually(lambda: rebuilt() == 1, "the worker rebuilt with the new Secret")
+        world.write_flows(2, start=3)
+        await eventually(lambda: len(world.received()) == 5, "flows after the rebuild")

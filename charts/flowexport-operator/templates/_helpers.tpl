@@ -73,11 +73,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["flowexport.io"]
   resources: ["flowexports/status"]
   verbs: ["patch"]
-# The PCE API key and the AWS keys (if any) named by each FlowExport: read, never listed;
+# The PCE API key and the AWS keys (if any) named by each FlowExport: listed and watched only
+# with the label selector flowexport.io/secret-type (so only Secrets marked for the operator are
+# ever sent to it; `get` alone already reads any Secret by name), read by name when unmarked;
 # patched to hold the finalizer flowexport.io/in-use on AWS keys until the clean-up used them.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Events on FlowExports for state transitions.
 - apiGroups: [""]
   resources: ["events"]

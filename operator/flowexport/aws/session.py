@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
@@ -51,10 +55,22 @@ CLIENT_CONFIG = Config(
 )
 
 
+#: One loader for every session: botocore then reads and decodes each service model (EC2's
+#: is megabytes of JSON) once per process, not once per session.
+_LOADER = botocore.loaders.create_loader()
+
+
+def _botocore_session() -> botocore.session.Session:
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _LOADER)
+    return core
+
+
 def make_session(target: AwsTarget) -> boto3.Session:
     """A session from static keys or the default chain (IRSA), optionally assuming a role."""
     keys = target.keys
     base = boto3.Session(
+        botocore_session=_botocore_session(),
         region_name=target.region,
         aws_access_key_id=keys.access_key_id if keys else None,
         aws_secret_access_key=keys.secret_access_key if keys else None,
@@ -79,7 +95,7 @@ def make_session(target: AwsTarget) -> boto3.Session:
     credentials = RefreshableCredentials.create_from_metadata(
         metadata=assume(), refresh_using=assume, method="sts-assume-role"
     )
-    core = botocore.session.get_session()
+    core = _botocore_session()
     core._credentials = credentials  # botocore's documented way to inject refreshable creds
     core.set_config_variable("region", target.region)
     return boto3.Session(botocore_session=core)
@@ -106,6 +122,29 @@ def make_clients(target: AwsTarget) -> AwsClients:
     ec2 = session.client("ec2", endpoint_url=target.endpoint("ec2"), config=CLIENT_CONFIG)
     logs = session.client("logs", endpoint_url=target.endpoint("logs"), config=CLIENT_CONFIG)
     return AwsClients(ec2, logs, target)
+
+
+#: How many targets' clients `shared_clients` keeps (least recently used go first).
+SHARED_CLIENTS = 256
+_shared: OrderedDict[AwsTarget, AwsClients] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_clients(target: AwsTarget) -> AwsClients:
+    """The clients for `target`, made once and shared by every FlowExport with the same
+    region, endpoints and credentials (boto3 clients are thread-safe; a rate is not part of
+    what is shared). Blocking on the first call for a target, like `make_clients`."""
+    key = dataclasses.replace(target, requests_per_second=1.0)
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is not None:
+            _shared.move_to_end(key)
+            return dataclasses.replace(found, target=target)
+        made = make_clients(key)
+        _shared[key] = made
+        while len(_shared) > SHARED_CLIENTS:
+            _shared.popitem(last=False)
+    return dataclasses.replace(made, target=target)
 
 
 class RateLimiter:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import socket
 from typing import Any
 
 import kopf
@@ -12,6 +14,7 @@ from flowexport import metrics
 from flowexport.commands.common import EXIT_OK, UsageError
 from flowexport.kube.runner import StartupError, has_patterns, preflight
 from flowexport.kube.runner import run as run_operator
+from flowexport.kube.shards import SOLO, Shards, Timing, timing
 from flowexport.kube.state import RESYNC_SECONDS
 
 #: Libraries kept at WARNING even with --verbose.
@@ -33,7 +36,8 @@ def add_parser(commands: Any) -> None:
         help="run the operator (kopf) against the cluster in KUBECONFIG or in-cluster config",
         description=(
             "Reconcile FlowExports: ensure their subscriptions, run one ingestion worker per "
-            "FlowExport, write status and Events. Standalone (no peering): run one replica."
+            "FlowExport, write status and Events. One replica handles every FlowExport; with "
+            "--shard-namespace, several replicas share them (each FlowExport handled by one)."
         ),
     )
     scope = parser.add_mutually_exclusive_group()
@@ -81,6 +85,31 @@ def add_parser(commands: Any) -> None:
             "FlowExport names"
         ),
     )
+    shards = parser.add_argument_group("sharding over several replicas")
+    shards.add_argument(
+        "--shard-namespace",
+        metavar="NS",
+        help=(
+            "spread FlowExports over the replicas that hold Leases in this namespace (each "
+            "FlowExport handled by one replica; a dead replica's taken over); default: off, "
+            "this replica handles every FlowExport"
+        ),
+    )
+    shards.add_argument(
+        "--replica-id",
+        metavar="ID",
+        help="this replica's name among them (default: the host name, i.e. the pod name)",
+    )
+    shards.add_argument(
+        "--shard-lease-seconds",
+        type=float,
+        default=Timing().lease,
+        metavar="S",
+        help=(
+            "how long a replica's Lease lasts unrenewed (default 15): a dead replica's "
+            "FlowExports move within about twice this"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -108,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
             metrics.serve(args.metrics_port)
         except OSError as exc:
             raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
+    if args.shard_lease_seconds < 3:
+        raise UsageError("--shard-lease-seconds must be at least 3")
+    if args.replica_id is not None and not REPLICA_ID.fullmatch(args.replica_id):
+        raise UsageError("--replica-id must be a DNS label (lower case, digits, '-')")
     try:
         api = preflight(check_crd=not has_patterns(args.namespace))
     except StartupError as exc:
@@ -120,5 +153,19 @@ def run(args: argparse.Namespace) -> int:
         args.resync_seconds,
         allowed_pce_hosts=frozenset(args.allowed_pce_hosts),
         api=api,
+        shards=_shards(args, api),
     )
     return EXIT_OK
+
+
+#: What a replica id may be: it names a Lease (flowexport-shard-<id>).
+REPLICA_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _shards(args: argparse.Namespace, api: Any) -> Shards:
+    if not args.shard_namespace:
+        return SOLO
+    identity = args.replica_id or socket.gethostname().lower()
+    if not REPLICA_ID.fullmatch(identity):
+        raise UsageError(f"the host name {identity!r} is no replica id: give --replica-id")
+    return Shards(identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api)

@@ -2,15 +2,16 @@
 
 Most lines repeat a small set of connections; only packets, bytes and times change. So a
 line is reduced to a key made of the fields that decide its flow (addresses, ports,
-protocol, action, status, TCP flags), a chunk's keys are counted with C-level iteration
-(`map`, `itemgetter`, `Counter`), and each distinct key is resolved once, through the same
-parser and normaliser as any other record, then cached. Python-level work is per distinct
-key, not per line.
+protocol, action, status, TCP flags); each key is looked up in a cache that resolves a key seen
+for the first time through the same parser and normaliser as any other record, and the result
+is counted into the window's table, all by C-level iteration (`map`, `itemgetter`,
+`Counter.update`'s counter). Python-level work is per distinct key, not per line.
 
 Two ways to take the key, chosen by the format:
 - prefix: when the key fields lead the format (the operator's default format is built so),
   the key is the line's leading text up to the last key field, one string slice;
-- fields: otherwise, a tuple of the key fields' tokens from a whitespace split.
+- fields: otherwise, the key fields' tokens from a split, joined by single spaces (one string
+  hashes once; a tuple of fresh tokens hashes each of them).
 Lines that are not cleanly single-space separated, or have the wrong number of fields, go
 through a per-line path that gives the same canonical key or a skip reason.
 
@@ -22,12 +23,12 @@ emptied when it holds too many keys or too many bytes of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from itertools import chain, filterfalse, islice, repeat
+from itertools import filterfalse, islice, repeat
 from operator import itemgetter, methodcaller, sub
 from sys import getsizeof
-from typing import cast
+from typing import Any, cast
 
 from flowexport.core.aggregate import Aggregator
 from flowexport.core.fields import KEY_FIELDS
@@ -42,7 +43,7 @@ from flowexport.core.records import MAX_RECORD_CHARS, is_header, parse_values, t
 DEFAULT_CACHE_SIZE = 200_000
 
 #: Bytes of keys kept before the cache is emptied (it may hold one chunk more): the bound
-#: when keys are long. A real key takes about 100 bytes (a prefix) or 500 (a tuple of tokens).
+#: when keys are long. A real key takes about 100 bytes.
 DEFAULT_CACHE_BYTES = 32 * 2**20
 
 #: Lines handled at a time: bounds the transient memory of a chunk, its keys and tokens
@@ -108,7 +109,7 @@ class FlowProcessor:
             self._prefix_len = 0
         self._split_prefix = methodcaller("split", " ", self._prefix_len)
         self._rest = itemgetter(self._prefix_len)
-        self._cache: dict[Hashable, Flow | SkipReason] = {}
+        self._cache = _Resolved(self._resolve)
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self._cached_bytes = 0
@@ -129,29 +130,22 @@ class FlowProcessor:
             chunk = self._without_too_long(chunk)
         keys = self._prefix_keys(chunk) if self._prefix_len else self._field_keys(chunk)
         cache = self._cache
-        new = set(keys).difference(cache)
-        if new:
-            size = self._size(new)
-            if (
-                len(cache) + len(new) > self._cache_size
-                or self._cached_bytes + size > self._cache_bytes
-            ):
-                cache.clear()
-                new = set(keys)
-                size = self._size(new)
-                self._cached_bytes = 0
-            self._cached_bytes += size
-            for key in new:
-                cache[key] = self._resolve(key)
-        skipped = self.stats.skipped
         table = self.aggregator.table
-        # Distinct results (flows, skip reasons) are far fewer than distinct keys: ephemeral
-        # ports collapse. Counting them is the only per-line work, and it is C-level.
-        for result, count in Counter(map(cache.__getitem__, keys)).items():
-            if isinstance(result, SkipReason):
-                skipped[result] = skipped.get(result, 0) + count
-            else:
-                table[result] = table.get(result, 0) + count
+        # The only per-line work, all of it C-level: each key looked up once (a key seen for
+        # the first time is resolved by the cache's __missing__), its result counted straight
+        # into the window's table. Skip reasons are counted there too and moved out below.
+        _count_into(table, map(cache.__getitem__, keys))
+        if cache.added:
+            self._cached_bytes += self._size(set(cache.added))
+            cache.added.clear()
+            if len(cache) > self._cache_size or self._cached_bytes > self._cache_bytes:
+                cache.clear()
+                self._cached_bytes = 0
+        skipped = self.stats.skipped
+        for reason in _SKIP_REASONS:
+            count = table.pop(reason, 0)  # type: ignore[call-overload]
+            if count:
+                skipped[reason] = skipped.get(reason, 0) + count
         self.stats.records += records
         self.stats.flowed = self.stats.records - sum(skipped.values())
 
@@ -166,11 +160,8 @@ class FlowProcessor:
         return kept
 
     def _size(self, keys: set[Hashable]) -> int:
-        """The bytes that keys take, with their tokens when they are tuples."""
-        size = sum(map(getsizeof, keys))
-        if not self._prefix_len:
-            size += sum(map(getsizeof, chain.from_iterable(cast(set[tuple[str, ...]], keys))))
-        return size
+        """The bytes that keys take."""
+        return sum(map(getsizeof, keys))
 
     def _clean_lines(self, chunk: list[str]) -> tuple[list[str], list[str]]:
         """Split a chunk into single-space separated lines of the right field count, and others."""
@@ -196,7 +187,8 @@ class FlowProcessor:
         # Split on the single spaces just counted (a tab inside a token must not shift the
         # fields), streamed so each token list is freed as soon as its key is taken.
         rows = map(_split_on_space, map(str.rstrip, lines))
-        keys: list[Hashable] = list(map(self._key_fields, rows))
+        # Joined into one string: one hash per lookup instead of one per field of a tuple.
+        keys: list[Hashable] = list(map(_join, map(self._key_fields, rows)))
         return keys + self._slow_keys(odd)
 
     def _slow_keys(self, lines: list[str]) -> list[Hashable]:
@@ -215,14 +207,13 @@ class FlowProcessor:
     def _canonical_key(self, tokens: list[str]) -> Hashable:
         if self._prefix_len:
             return " ".join(tokens[: self._prefix_len]) + " "
-        key: tuple[str, ...] = self._key_fields(tokens)
-        return key
+        return _join(self._key_fields(tokens))
 
     def _key_tokens(self, key: Hashable) -> tuple[str, ...]:
-        if isinstance(key, str):
+        assert isinstance(key, str)
+        if self._prefix_len:
             return tuple(key.split(" ")[: self._prefix_len])
-        assert isinstance(key, tuple)
-        return key
+        return tuple(key.split(" "))
 
     def _resolve(self, key: Hashable) -> Flow | SkipReason:
         tokens = self._key_tokens(key)
@@ -233,6 +224,27 @@ class FlowProcessor:
 
 
 _split_on_space = methodcaller("split", " ")
+_join = " ".join
+_SKIP_REASONS = tuple(SkipReason)
+#: Counts an iterable's items into a dict in C (what `Counter.update` does).
+_count_into = cast(Callable[[dict[Any, int], Iterable[Any]], None], Counter.update)
+
+
+class _Resolved(dict[Hashable, "Flow | SkipReason"]):
+    """Keys resolved to their flow or skip reason; a missing key is resolved on lookup and
+    noted in `added` (for the cache's byte count)."""
+
+    __slots__ = ("added", "resolve")
+
+    def __init__(self, resolve: Callable[[Hashable], Flow | SkipReason]) -> None:
+        super().__init__()
+        self.resolve = resolve
+        self.added: list[Hashable] = []
+
+    def __missing__(self, key: Hashable) -> Flow | SkipReason:
+        value = self[key] = self.resolve(key)
+        self.added.append(key)
+        return value
 
 
 def _odd_line(tokens: list[str]) -> SkipReason:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flowexport.api.models import GROUP, PLURAL, VERSION
+from flowexport.kube.secret_watch import SecretWatch
+from flowexport.kube.shards import GROUP_LABEL, now_micro
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,18 @@ class SecretRecord:
     labels: dict[str, str] = field(default_factory=dict)
     not_text: tuple[str, ...] = ()
     finalizers: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """What a change that matters is measured by: the values, the labels and the keys
+        that are not text. Not the resourceVersion, which a finalizer or annotation moves.
+        (A digest, kept in memory only.)"""
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (self.values, self.labels, dict.fromkeys(self.not_text, "")):
+            for key, value in sorted(part.items()):
+                digest.update(f"{key}\0{value}\0".encode())
+            digest.update(b"\1")
+        return digest.hexdigest()
 
 
 class KubeClient(Protocol):
@@ -68,30 +83,33 @@ class KubeApi:
             )
         self.core = client.CoreV1Api()
         self.custom = client.CustomObjectsApi()
+        self.secret_watch: SecretWatch | None = None
+
+    def watch_secrets(self, scopes: Sequence[str | None]) -> None:
+        """Keep the labelled Secrets of `scopes` (namespaces; None: all) from a watch, so
+        `read_secret` reads each once per change (see `secret_watch`)."""
+        self.secret_watch = SecretWatch(self.core, scopes, secret_record)
+        self.secret_watch.start()
 
     async def read_secret(self, namespace: str, name: str) -> SecretRecord | None:
         """The Secret, or None if it does not exist."""
+        watched = self.secret_watch
+        if watched is not None and watched.synced(namespace):
+            found: SecretRecord | None = watched.get(namespace, name)
+            if found is not None:
+                return found
+            # Not labelled for the operator, or absent: which of them is read below.
         secret = await _unless_missing(self.core.read_namespaced_secret, name, namespace)
-        if secret is None:
-            return None
-        values: dict[str, str] = {}
-        not_text: list[str] = []
-        for key, encoded in (secret.data or {}).items():
-            try:
-                values[key] = base64.b64decode(encoded).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                not_text.append(key)
-        metadata = secret.metadata
-        version = metadata.resource_version if metadata else None
-        labels = dict((metadata.labels if metadata else None) or {})
-        finalizers = tuple((metadata.finalizers if metadata else None) or ())
-        return SecretRecord(values, str(version or ""), labels, tuple(not_text), finalizers)
+        return None if secret is None else secret_record(secret)
 
     async def set_secret_finalizer(
         self, namespace: str, name: str, finalizer: str, present: bool
     ) -> None:
         """Add (or remove) a finalizer on a Secret, keeping the others; a missing Secret is
         left alone. A JSON patch guarded by the resourceVersion, retried on a race."""
+        watched = self.secret_watch.get(namespace, name) if self.secret_watch else None
+        if watched is not None and (finalizer in watched.finalizers) == present:
+            return  # as wanted already: no request
         for _ in range(5):
             secret = await _unless_missing(self.core.read_namespaced_secret, name, namespace)
             if secret is None:
@@ -115,6 +133,50 @@ class KubeApi:
             except ApiException as exc:
                 if exc.status not in (409, 422):
                     raise
+
+    # -- Leases (sharding over replicas; blocking, called in threads) ------------------------
+
+    def list_leases(self, namespace: str, group: str) -> list[dict[str, Any]]:
+        """The shard group's Leases: name, holder, renewTime."""
+        found = client.CoordinationV1Api().list_namespaced_lease(
+            namespace, label_selector=f"{GROUP_LABEL}={group}"
+        )
+        return [
+            {
+                "name": lease.metadata.name if lease.metadata else "",
+                "holder": lease.spec.holder_identity if lease.spec else None,
+                "renewTime": str(lease.spec.renew_time) if lease.spec else "",
+            }
+            for lease in found.items or []
+        ]
+
+    def renew_lease(self, namespace: str, name: str, group: str, holder: str, seconds: int) -> None:
+        """Create the Lease, or set its renewTime to now."""
+        coordination = client.CoordinationV1Api()
+        body: Any = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace, "labels": {GROUP_LABEL: group}},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": seconds,
+                "renewTime": now_micro(),
+            },
+        }
+        try:
+            coordination.patch_namespaced_lease(name, namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            coordination.create_namespaced_lease(namespace, body)
+
+    def delete_lease(self, namespace: str, name: str) -> None:
+        """Delete the Lease (a missing one is fine)."""
+        try:
+            client.CoordinationV1Api().delete_namespaced_lease(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def serves_flowexports(self) -> bool:
         """Whether the API server serves the FlowExport resource (its CRD is installed)."""
@@ -144,3 +206,19 @@ async def _unless_missing(call: Callable[..., Any], *args: Any) -> Any:
         if exc.status == 404:
             return None
         raise
+
+
+def secret_record(secret: Any) -> SecretRecord:
+    """A Secret as the official client returns it, as a `SecretRecord`."""
+    values: dict[str, str] = {}
+    not_text: list[str] = []
+    for key, encoded in (secret.data or {}).items():
+        try:
+            values[key] = base64.b64decode(encoded).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            not_text.append(key)
+    metadata = secret.metadata
+    version = metadata.resource_version if metadata else None
+    labels = dict((metadata.labels if metadata else None) or {})
+    finalizers = tuple((metadata.finalizers if metadata else None) or ())
+    return SecretRecord(values, str(version or ""), labels, tuple(not_text), finalizers)

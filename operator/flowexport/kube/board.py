@@ -18,20 +18,34 @@ from flowexport.status import ConditionSet, Transition
 
 Writer = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
+#: Fields that move on every poll of an idle log group (the cursor follows the clock).
+IDLE_FIELDS = frozenset({"cursor", "lagSeconds"})
+#: Seconds between unforced writes that would change only `IDLE_FIELDS`: an idle FlowExport
+#: patches its status this often, not once per poll. Nothing is lost by the wait: a restart
+#: re-reads at most this much of a log group in which nothing was found.
+IDLE_WRITE_SECONDS = 300.0
+
 
 class StatusBoard:
     """Everything the operator knows of one FlowExport's status, written as one document.
 
     Handlers and the ingestion worker both report here, so neither overwrites the other's
-    conditions. Writes are throttled to one per `min_interval` unless forced.
+    conditions. Writes are throttled to one per `min_interval` unless forced, and to one per
+    `idle_interval` when only the cursor of an idle log group moved.
     """
 
     def __init__(
-        self, namespace: str, name: str, writer: Writer, min_interval: float = 2.0
+        self,
+        namespace: str,
+        name: str,
+        writer: Writer,
+        min_interval: float = 2.0,
+        idle_interval: float = IDLE_WRITE_SECONDS,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.writer = writer
         self.min_interval = min_interval
+        self.idle_interval = idle_interval
         self.conditions = ConditionSet()
         self.generation: int | None = None
         self.fields: dict[str, Any] = {}
@@ -103,6 +117,9 @@ class StatusBoard:
                 return
             document = self.document()
             patch = merge_patch(self._last or {}, document)
+            idle = patch.keys() <= IDLE_FIELDS
+            if idle and not force and time.monotonic() - self._written < self.idle_interval:
+                return
             if patch:
                 await self.writer(self.namespace, self.name, patch)
                 self._last = document

@@ -11,6 +11,7 @@ The process's state is the `Operator` in kopf's memo (`memo.operator`, set by `r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -29,11 +30,15 @@ from flowexport.kube.state import Operator
 from flowexport.kube.worker import work
 from flowexport.pipeline import STOP_GRACE_SECONDS
 
+log = logging.getLogger("flowexport.operator")
+
 FINALIZER = "flowexport.io/cleanup"
 #: Seconds between the resync timer's checks (it reconciles only when due or a Secret moved).
 RESYNC_TICK_SECONDS = 10.0
 #: Seconds before retrying a failed clean-up.
 CLEANUP_RETRY_SECONDS = 30.0
+#: Seconds before a replica that does not own a deleted FlowExport looks at it again.
+SHARD_WAIT_SECONDS = 5.0
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -43,6 +48,10 @@ def _operator(memo: kopf.Memo) -> Operator:
 
 def _key(body: kopf.Body) -> tuple[str, str]:
     return body.metadata.namespace or "", body.metadata.name or ""
+
+
+def _uid(body: kopf.Body) -> str:
+    return str(body.metadata.uid or "/".join(_key(body)))
 
 
 @kopf.on.startup()
@@ -57,6 +66,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     configure_posting(settings)
     op = _operator(memo)
+    if op.shards.enabled:
+        memo.shard_task = asyncio.create_task(op.shards.run(), name="shards")
     # Without patterns to resolve, kopf's cluster-wide watches of namespaces and CRDs buy
     # nothing but the RBAC to read them: the CRD must exist when the operator starts instead.
     settings.scanning.disabled = not op.scan_cluster
@@ -66,6 +77,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             f"the FlowExport CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: apply "
             "crds/flowexport.yaml, then start the operator"
         )
+
+
+@kopf.on.cleanup()
+async def leave(memo: kopf.Memo, **_: Any) -> None:
+    """On a clean stop, hand this replica's FlowExports over at once (its Lease deleted)."""
+    op = _operator(memo)
+    task = getattr(memo, "shard_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if op.shards.enabled:
+        await op.shards.leave()
 
 
 @kopf.on.login()
@@ -79,10 +103,14 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile_on_change(
-    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
+    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, reason: str, **_: Any
 ) -> None:
     """Reconcile now; an invalid spec is permanent until the spec changes."""
     op = _operator(memo)
+    namespace, name = _key(body)
+    if not op.shards.owns(_uid(body)):
+        return  # another replica's (its resync takes it up when it moves here)
+    log.info("%s/%s: reconcile on %s", namespace, name, reason)
     try:
         await reconcile(op, op.export(*_key(body), dict(status)), body)
     except SpecError as exc:
@@ -91,9 +119,11 @@ async def reconcile_on_change(
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_TICK_SECONDS, initial_delay=RESYNC_TICK_SECONDS)
 async def resync(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
-    """Reconcile when due (drift repair, scheduled retries) or when a Secret changed."""
+    """Reconcile when due (drift repair, scheduled retries, a generation not yet reconciled)
+    or when a Secret changed; only the FlowExports this replica owns."""
     op = _operator(memo)
-    await resync_if_due(op, op.export(*_key(body), dict(status)), body)
+    if op.shards.owns(_uid(body)):
+        await resync_if_due(op, op.export(*_key(body), dict(status)), body)
 
 
 # On stop, the worker gets a graceful phase longer than the pipeline's grace for an upload in
@@ -117,8 +147,13 @@ async def ingest(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    """Remove what this FlowExport created, per its deletion policy."""
-    await clean_up(_operator(memo), body, dict(spec))
+    """Remove what this FlowExport created, per its deletion policy (the replica that owns it
+    does; the others wait, so the finalizer goes only once the clean-up is done)."""
+    op = _operator(memo)
+    if not op.shards.owns(_uid(body)):
+        owner = op.shards.owner(_uid(body))
+        raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
+    await clean_up(op, body, dict(spec))
 
 
 #: Annotation that lets an admin release a FlowExport whose clean-up cannot succeed, without
@@ -131,6 +166,9 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
     in a condition and an Event."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
+    uid = str(metadata.get("uid") or f"{namespace}/{name}")
+    if uid in op.cleaned_up:
+        return  # kopf runs the deletion again when a daemon stops late: done already
     try:
         spec = parse_spec(raw_spec)
     except SpecError:
@@ -164,4 +202,5 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
         for what in removed:
             op.events.post(body, "Normal", "Deleted", what)
     op.forget(namespace, name)
+    op.cleaned_up.add(uid)
     await release_secret(op, namespace, spec)

@@ -35,6 +35,7 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
         board = export.board
         generation = metadata.get("generation")
         board.generation = generation
+        export.reconciled_generation = generation
         try:
             spec = parse_spec(dict(body["spec"]))
         except SpecError as exc:
@@ -102,17 +103,30 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
                 export.schedule_resync()
         if subscribed.error is None:
             await _hold_secret(op, export, namespace, spec)
-        if export.secret_versions != read_before:
-            export.restart.set()  # the worker takes the new credentials
+        if read_before and export.secret_versions != read_before:
+            # The worker takes the new credentials. On the first reconcile (nothing read
+            # before) no pipeline has run yet: nothing to restart.
+            export.restart.set()
         await board.write(force=True)
 
 
 async def resync(op: Operator, export: Export, body: Any) -> bool:
-    """Reconcile when due (drift repair, scheduled retries) or when a Secret it read changed;
-    whether it did. An invalid spec is reported and waits for the spec to change."""
+    """Reconcile when due (drift repair, scheduled retries), for a generation not reconciled
+    yet, or when a Secret it read changed; whether it did. An invalid spec is reported and
+    waits for the spec to change."""
     namespace = body["metadata"].get("namespace") or ""
-    if not (export.due or await secrets_changed(op.api, export.secret_versions, namespace)):
-        return False
+    # A generation no reconcile here has seen: its update went to another replica's handler.
+    unseen = body["metadata"].get("generation") != export.reconciled_generation
+    if not (export.due or unseen):
+        changed = await secrets_changed(op.api, export.secret_versions, namespace)
+        if changed is None:
+            return False
+        log.info(
+            "%s/%s: Secret %s changed; reconciling",
+            namespace,
+            body["metadata"].get("name"),
+            changed,
+        )
     with contextlib.suppress(SpecError):
         await reconcile(op, export, body)
     return True
@@ -135,7 +149,9 @@ async def _hold_secret(op: Operator, export: Export, namespace: str, spec: FlowE
     if needed != export.held_secret and export.held_secret is not None:
         held, export.held_secret = export.held_secret, None
         await _release_if_unused(op, namespace, held)
-    if needed is not None and export.held_secret != needed:
+    # Ensured on every reconcile, not only when it changes: another replica's clean-up may
+    # have released a Secret this FlowExport uses too (a no-op when the finalizer is there).
+    if needed is not None:
         try:
             await op.api.set_secret_finalizer(namespace, needed, IN_USE_FINALIZER, True)
         except Exception as exc:  # RBAC without patch: deletion then needs the Secret kept

@@ -15,6 +15,7 @@ from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
 from flowexport.kube.api import KubeApi
 from flowexport.kube.events import KopfEvents
+from flowexport.kube.shards import SOLO, Shards
 from flowexport.kube.state import RESYNC_SECONDS, Operator
 
 #: Characters that make a kopf namespace argument a pattern rather than a name.
@@ -75,15 +76,23 @@ def run(
     ready_flag: threading.Event | asyncio.Event | None = None,
     allowed_pce_hosts: frozenset[str] = frozenset(),
     api: KubeApi | None = None,
+    shards: Shards = SOLO,
 ) -> None:
-    """Run until signalled (or `stop_flag` is set): standalone, no peering, one replica."""
+    """Run until signalled (or `stop_flag` is set). kopf runs standalone (no kopf peering):
+    replicas share FlowExports through `shards` (by default this one handles all)."""
+    api = api or KubeApi()
+    # Secrets come from one watch per namespace (or one for all): read once per change.
+    api.watch_secrets(
+        [None] if clusterwide or has_patterns(namespaces) else list(dict.fromkeys(namespaces))
+    )
     operator = Operator(
-        api or KubeApi(),
+        api,
         KopfEvents(),
         settle_seconds,
         resync_seconds,
         scan_cluster=has_patterns(namespaces),
         allowed_pce_hosts=allowed_pce_hosts,
+        shards=shards,
     )
     kopf.run(
         standalone=True,

@@ -18,7 +18,7 @@ from flowexport.errors import ConfigError
 from flowexport.kube.api import KubeClient
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 
-#: resourceVersion of each Secret read ("" for one that did not exist).
+#: Fingerprint of each Secret read (`SecretRecord.fingerprint`; "" for one that did not exist).
 Versions = dict[str, str]
 
 
@@ -58,7 +58,7 @@ class KubeSecrets:
         if found is None:
             self.versions[name] = ""
             return None
-        self.versions[name] = found.version
+        self.versions[name] = found.fingerprint
         label = found.labels.get(SECRET_TYPE_LABEL)
         if label != kind:
             found_as = f" (it is labelled {label})" if label else ""
@@ -87,10 +87,11 @@ class KubeSecrets:
         )
 
 
-async def secrets_changed(api: KubeClient, versions: Versions, namespace: str) -> bool:
-    """Whether any Secret in `versions` has changed (or appeared, or gone) since it was read."""
+async def secrets_changed(api: KubeClient, versions: Versions, namespace: str) -> str | None:
+    """The first Secret in `versions` that has changed (or appeared, or gone) since it was
+    read, or None."""
     for name, version in list(versions.items()):
         found = await api.read_secret(namespace, name)
-        if (found.version if found else "") != version:
-            return True
-    return False
+        if (found.fingerprint if found else "") != version:
+            return name
+    return None

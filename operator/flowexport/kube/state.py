@@ -18,6 +18,7 @@ from flowexport.kube.api import KubeClient
 from flowexport.kube.board import StatusBoard
 from flowexport.kube.events import EventSink
 from flowexport.kube.secrets import KubeSecrets, Versions
+from flowexport.kube.shards import SOLO, Shards
 
 #: Default seconds between reconciles of a healthy FlowExport: how soon drift is repaired.
 RESYNC_SECONDS = 300.0
@@ -38,6 +39,8 @@ class Export:
     subscription: Subscription | None = None
     #: The generation `subscription` was ensured for; the worker waits until it is current.
     subscribed_generation: int | None = None
+    #: The generation the last reconcile saw (whatever came of it).
+    reconciled_generation: int | None = None
     #: resourceVersion of every Secret the last reconcile read; a change triggers a reconcile.
     secret_versions: Versions = field(default_factory=dict)
     #: Set by a reconcile that changed what the worker uses (subscription, Secrets).
@@ -77,6 +80,23 @@ class Export:
         return time.monotonic() >= self.next_reconcile
 
 
+class BoundedSet:
+    """A set that forgets its oldest members past `limit` (uids of deleted objects)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._items: dict[str, None] = {}
+
+    def add(self, item: str) -> None:
+        """Remember `item` (the oldest is forgotten past the limit)."""
+        self._items[item] = None
+        if len(self._items) > self.limit:
+            del self._items[next(iter(self._items))]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+
 class Operator:
     """Process-wide state: the API client, the event sink and the FlowExports being handled."""
 
@@ -88,8 +108,13 @@ class Operator:
         resync_seconds: float = RESYNC_SECONDS,
         scan_cluster: bool = False,
         allowed_pce_hosts: frozenset[str] = frozenset(),
+        shards: Shards = SOLO,
     ) -> None:
         self.api = api
+        #: uids of FlowExports whose clean-up is done (a repeated deletion cycle skips it).
+        self.cleaned_up: BoundedSet = BoundedSet()
+        #: Which FlowExports this replica handles (all of them when it is the only one).
+        self.shards = shards
         self.events = events
         self.exports: dict[tuple[str, str], Export] = {}
         self.settle_seconds = settle_seconds
@@ -119,3 +144,9 @@ class Operator:
         """Drop a deleted FlowExport's state and metrics."""
         self.exports.pop((namespace, name), None)
         metrics.forget(namespace, name)
+
+    def let_go(self, namespace: str, name: str) -> None:
+        """A FlowExport now handled by another replica: drop what this one held of it (it is
+        read back from the stored status if it comes back)."""
+        if (namespace, name) in self.exports:
+            self.forget(namespace, name)

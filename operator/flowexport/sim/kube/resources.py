@@ -59,6 +59,15 @@ BUILTINS = [
         RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", False
     ),
     ResourceType(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        True,
+        columns=[{"name": "Holder", "type": "string", "jsonPath": ".spec.holderIdentity"}],
+    ),
+    ResourceType(
         "apiextensions.k8s.io",
         "v1",
         "CustomResourceDefinition",

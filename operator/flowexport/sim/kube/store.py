@@ -48,6 +48,7 @@ from flowexport.sim.kube.resources import (
     crd_resource_types,
     with_type,
 )
+from flowexport.sim.kube.selectors import Selector, as_seen_by, parse_label_selector, selects
 
 #: How many changes the store remembers for watches that resume from a resourceVersion.
 HISTORY = 5000
@@ -55,7 +56,8 @@ HISTORY = 5000
 Key = tuple[str, str]
 Bucket = dict[Key, dict[str, Any]]
 #: (revision, resource key, event type, the object as it was then)
-Change = tuple[int, Key, str, dict[str, Any]]
+#: (revision, resource, event, the object after, the object before (None if new))
+Change = tuple[int, Key, str, dict[str, Any], dict[str, Any] | None]
 NAMESPACES = ("", "namespaces")
 #: Namespaces the API server refuses to delete.
 IMMORTAL = ("default", "kube-system", "kube-public")
@@ -82,7 +84,7 @@ class Subscription:
     kind: ResourceType
     namespace: str | None
     name: str | None
-    labels: dict[str, str]
+    labels: Selector
     queue: asyncio.Queue[dict[str, Any]]
 
 
@@ -106,17 +108,21 @@ class Store:
         meta["resourceVersion"] = str(self.revision)
         key = (meta.get("namespace", ""), meta["name"])
         bucket = self.objects.setdefault(kind.key, {})
+        before = copy.deepcopy(bucket.get(key)) if event != "ADDED" else None
         if event == "DELETED":
             bucket.pop(key, None)
         else:
             bucket[key] = obj
         snapshot = copy.deepcopy(obj)
-        self.history.append((self.revision, kind.key, event, snapshot))
+        self.history.append((self.revision, kind.key, event, snapshot, before))
         for subscription in self.subscriptions:
-            if subscription.kind.key == kind.key and matches(
-                snapshot, subscription.namespace, subscription.name, subscription.labels
+            if subscription.kind.key != kind.key or not matches(
+                snapshot, subscription.namespace, subscription.name, ()
             ):
-                subscription.queue.put_nowait({"type": event, "object": snapshot})
+                continue
+            seen = as_seen_by(subscription.labels, event, before, snapshot)
+            if seen is not None:
+                subscription.queue.put_nowait({"type": seen, "object": snapshot})
         if kind.key == CRDS:
             self._register(snapshot, event)
         return obj
@@ -453,8 +459,9 @@ class Store:
         return copy.deepcopy(list(self.objects.get((group, plural), {}).values()))
 
 
-def selectors(query: Mapping[str, str]) -> tuple[str | None, dict[str, str], str | None]:
-    """(name, labels, namespace) from a request's `fieldSelector` and `labelSelector`."""
+def selectors(query: Mapping[str, str]) -> tuple[str | None, Selector, str | None]:
+    """(name, label selector, namespace) from a request's `fieldSelector` and
+    `labelSelector`."""
     name = namespace = None
     for term in filter(None, query.get("fieldSelector", "").split(",")):
         key, _, value = term.partition("=")
@@ -462,24 +469,18 @@ def selectors(query: Mapping[str, str]) -> tuple[str | None, dict[str, str], str
             name = value.lstrip("=")
         elif key == "metadata.namespace":
             namespace = value.lstrip("=")
-    labels = {}
-    for term in filter(None, query.get("labelSelector", "").split(",")):
-        key, _, value = term.partition("=")
-        labels[key] = value.lstrip("=")
-    return name, labels, namespace
+    return name, parse_label_selector(query.get("labelSelector", "")), namespace
 
 
-def matches(
-    obj: dict[str, Any], namespace: str | None, name: str | None, labels: dict[str, str]
-) -> bool:
-    """Whether `obj` is in `namespace` (None: any), named `name` (None: any), with `labels`."""
+def matches(obj: dict[str, Any], namespace: str | None, name: str | None, labels: Selector) -> bool:
+    """Whether `obj` is in `namespace` (None: any), named `name` (None: any), and selected by
+    the label selector `labels`."""
     meta = obj["metadata"]
     if namespace is not None and meta.get("namespace", "") != namespace:
         return False
     if name is not None and meta["name"] != name:
         return False
-    have = meta.get("labels") or {}
-    return all(have.get(k) == v for k, v in labels.items())
+    return selects(labels, obj)
 
 
 def _check_version(kind: ResourceType, name: str, current: dict[str, Any], wanted: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from flowexport.sim.kube.resources import ResourceType, with_type
+from flowexport.sim.kube.selectors import as_seen_by
 from flowexport.sim.kube.store import Store, Subscription, matches, selectors
 
 
@@ -61,9 +62,11 @@ async def watch(
             }
             await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
             return response
-        for revision, key, change, obj in store.history:
-            if revision > int(since) and key == kind.key and matches(obj, namespace, name, labels):
-                subscription.queue.put_nowait({"type": change, "object": obj})
+        for revision, key, change, obj, before in store.history:
+            if revision > int(since) and key == kind.key and matches(obj, namespace, name, ()):
+                seen = as_seen_by(labels, change, before, obj)
+                if seen is not None:
+                    subscription.queue.put_nowait({"type": seen, "object": obj})
     store.subscriptions.append(subscription)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
