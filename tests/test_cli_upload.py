@@ -29,6 +29,10 @@ def sim() -> Iterator[dict[str, Any]]:
         yield ready
 
 
+#: Credentials for runs against a PCE that never checks them.
+KEYS = {"PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
+
+
 @pytest.fixture(autouse=True)
 def clean(sim: dict[str, Any]) -> None:
     httpx.post(f"{sim['url']}/_sim/reset", verify=False)
@@ -162,51 +166,15 @@ def test_usage_auth_and_tls_errors_exit_2(
 
 
 def test_unreachable_pce_exit_2(tmp_path: Path) -> None:
-    env = {**os.environ, "PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flowexport",
-            "upload",
-            "--pce-url",
-            "http://127.0.0.1:9",
-            "--org",
-            "1",
-            "--retries",
-            "1",
-            str(SAMPLE),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    nowhere = {"url": "http://127.0.0.1:9"}
+    result = upload(nowhere, "--retries", "1", str(SAMPLE), ca=False, env=KEYS)
     assert result.returncode == 2
     assert "unavailable" in result.stderr and "connection failed" in result.stderr
 
 
 def test_plain_http_to_a_remote_pce_is_refused() -> None:
-    env = {**os.environ, "PCE_API_KEY": "api_x", "PCE_API_SECRET": "x"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flowexport",
-            "upload",
-            "--pce-url",
-            "http://pce.example.com",
-            "--org",
-            "1",
-            str(SAMPLE),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    remote = {"url": "http://pce.example.com"}
+    result = upload(remote, str(SAMPLE), ca=False, env=KEYS)
     assert result.returncode == 2
     assert "only allowed for loopback" in result.stderr
 

@@ -3,8 +3,6 @@ dry runs, server-side apply with field managers, single-object Tables, namespace
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import yaml
 from flowexport.api.crd import build_crd
 from flowexport.sim.kube import KubeSimulator
 from flowexport.sim.serve import ServerThread
+from tests.sim.test_kube_semantics import watch
 
 ROOT = Path(__file__).resolve().parents[2]
 FES = "/apis/flowexport.io/v1alpha1/namespaces/default/flowexports"
@@ -315,20 +314,6 @@ def test_a_single_object_is_a_table_with_the_list_columns(api: httpx.Client) -> 
 
 
 # -- namespace deletion ---------------------------------------------------------------------
-
-
-def watch(
-    client: httpx.Client, path: str, results: list[dict[str, Any]], **params: Any
-) -> threading.Thread:
-    def run() -> None:
-        with client.stream("GET", path, params={"watch": "true", **params}) as response:
-            for line in response.iter_lines():
-                if line:
-                    results.append(json.loads(line))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_deleting_a_namespace_deletes_its_content_then_itself(api: httpx.Client) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,29 @@ def kubectl(
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@contextmanager
+def running_kubectl(cluster: dict[str, Any], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`kubectl ARGS` left running (e.g. a delete that waits); killed on exit if it still is."""
+    process = subprocess.Popen(
+        [str(KUBECTL), "--kubeconfig", cluster["kubeconfig"], *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def remove_finalizers(cluster: dict[str, Any], namespace: str, *resource: str) -> None:
+    """What an operator's clean-up ends with: the object's finalizers removed."""
+    patch = '[{"op": "remove", "path": "/metadata/finalizers"}]'
+    ok(kubectl(cluster, "-n", namespace, "patch", *resource, "--type=json", "-p", patch))
 
 
 @pytest.fixture(scope="module")
@@ -125,23 +149,8 @@ def test_delete_waits_for_the_finalizer(applied: dict[str, Any]) -> None:
     doc = (ROOT / "examples" / "flowexport-minimal.yaml").read_text().split("---")[0]
     doc = doc.replace("name: prod-vpc", "name: doomed\n  finalizers: [flowexport.io/cleanup]")
     ok(kubectl(applied, "apply", "-f", "-", stdin=doc))
-    deleting = subprocess.Popen(
-        [
-            str(KUBECTL),
-            "--kubeconfig",
-            applied["kubeconfig"],
-            "delete",
-            "fe",
-            "doomed",
-            "-n",
-            "security",
-            "--timeout=60s",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    delete = ("delete", "fe", "doomed", "-n", "security", "--timeout=60s")
+    with running_kubectl(applied, *delete) as deleting:
         time.sleep(2)
         assert deleting.poll() is None, "kubectl must wait while the finalizer is there"
         stamp = ok(
@@ -157,25 +166,8 @@ def test_delete_waits_for_the_finalizer(applied: dict[str, Any]) -> None:
             )
         )
         assert stamp.endswith("Z")
-        ok(
-            kubectl(
-                applied,
-                "patch",
-                "fe",
-                "doomed",
-                "-n",
-                "security",
-                "--type",
-                "json",
-                "-p",
-                '[{"op": "remove", "path": "/metadata/finalizers"}]',
-            )
-        )
+        remove_finalizers(applied, "security", "fe", "doomed")
         out, err = deleting.communicate(timeout=30)
-    finally:
-        if deleting.poll() is None:
-            deleting.kill()
-            deleting.communicate()
     assert deleting.returncode == 0, err
     assert '"doomed" deleted' in out
     assert "NotFound" in kubectl(applied, "get", "fe", "doomed", "-n", "security").stderr

@@ -15,7 +15,14 @@ import yaml
 
 from flowexport.api.crd import build_crd
 from tests.processes import flowexport_server
-from tests.sim.test_kube_kubectl import KUBECTL, ROOT, kubectl, ok
+from tests.sim.test_kube_kubectl import (
+    KUBECTL,
+    ROOT,
+    kubectl,
+    ok,
+    remove_finalizers,
+    running_kubectl,
+)
 
 NS = "gitops"
 
@@ -174,21 +181,8 @@ def test_deleting_a_namespace_waits_for_its_finalizers(
     )
     ok(kubectl(cluster, "apply", "-f", written(tmp_path, text)))
     ok(kubectl(cluster, "-n", "doomed", "create", "secret", "generic", "key", "--from-literal=k=v"))
-    deleting = subprocess.Popen(
-        [
-            str(KUBECTL),
-            "--kubeconfig",
-            cluster["kubeconfig"],
-            "delete",
-            "namespace",
-            "doomed",
-            "--timeout=60s",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    delete = ("delete", "namespace", "doomed", "--timeout=60s")
+    with running_kubectl(cluster, *delete) as deleting:
         time.sleep(2)
         assert deleting.poll() is None, "kubectl waits while the namespace has content"
         phase = ("get", "namespace", "doomed", "-o", "jsonpath={.status.phase}")
@@ -198,24 +192,8 @@ def test_deleting_a_namespace_waits_for_its_finalizers(
         assert ok(kubectl(cluster, "-n", "doomed", "get", "fe", "finalized", "-o", stamp))
         late = kubectl(cluster, "-n", "doomed", "create", "configmap", "late")
         assert late.returncode == 1 and "because it is being terminated" in late.stderr
-        ok(
-            kubectl(
-                cluster,
-                "-n",
-                "doomed",
-                "patch",
-                "fe",
-                "finalized",
-                "--type=json",
-                "-p",
-                '[{"op": "remove", "path": "/metadata/finalizers"}]',
-            )
-        )
+        remove_finalizers(cluster, "doomed", "fe", "finalized")
         out, err = deleting.communicate(timeout=30)
-    finally:
-        if deleting.poll() is None:
-            deleting.kill()
-            deleting.communicate()
     assert deleting.returncode == 0, err
     assert 'namespace "doomed" deleted' in out
     assert "NotFound" in kubectl(cluster, "get", "namespace", "doomed").stderr
