@@ -41,11 +41,6 @@ class FlowExportError(Exception):
             self.reason = reason
         self.retryable: bool = self.reason.retryable if retryable is None else retryable
 
-    @property
-    def message(self) -> str:
-        """The text for a condition message or a log line."""
-        return str(self)
-
 
 class ConfigError(FlowExportError):
     """A Secret or key the user must provide (the FlowExport's own configuration)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
-from flowexport.aws.session import AwsKeys, AwsTarget, shared_clients
+from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
 from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
 from flowexport.errors import ConfigError, FlowExportError, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
@@ -89,6 +89,12 @@ def _internal(
     return [failed(stage, error)], error
 
 
+async def _aws_clients(spec: FlowExportSpec, secrets: SecretSource) -> AwsClients:
+    """The FlowExport's AWS clients (shared with others of the same target), made off the
+    loop."""
+    return await off_loop(shared_clients, await aws_target(spec, secrets))
+
+
 async def _secret(source: SecretSource, name: str, kind: SecretKind) -> Mapping[str, str] | None:
     values = await source.read(name, kind)
     if values is None:
@@ -152,11 +158,17 @@ async def pce_client(spec: FlowExportSpec, secrets: SecretSource) -> PCEClient:
     )
 
 
+#: What to do about another subscription filter on the log group (the Lambda's, say).
+OTHER_FILTER_ADVICE = (
+    "remove it once flows arrive here (spec.aws.removeSubscriptionFilters), or the PCE gets "
+    "them twice"
+)
+
+
 async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> Subscribed:
     """Ensure the log group and the flow log; SubscriptionReady says how it went."""
     try:
-        target = await aws_target(spec, secrets)
-        clients = await off_loop(shared_clients, target)
+        clients = await _aws_clients(spec, secrets)
         subscription = await off_loop(ensure_subscription, clients, spec.aws, owner)
     except FlowExportError as exc:
         return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, exc)], exc)
@@ -178,8 +190,7 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
                 for name, target in sorted(subscription.other_filters.items())
             )
             message += (
-                f"; the log group also has subscription filter {names}: once flows arrive "
-                "here, remove it (spec.aws.removeSubscriptionFilters) or the PCE gets them twice"
+                f"; the log group also has subscription filter {names}: {OTHER_FILTER_ADVICE}"
             )
         update = ConditionUpdate(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED, message)
     return Subscribed([update], None, list(subscription.changes), subscription)
@@ -229,8 +240,7 @@ async def ingest(
     a terminal failure ends the step and is returned, with the progress last checkpointed.
     """
     try:
-        target = await aws_target(spec, secrets)
-        clients = await off_loop(shared_clients, target)
+        clients = await _aws_clients(spec, secrets)
         pce = await pce_client(spec, secrets)
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=progress)
@@ -262,9 +272,8 @@ async def ingest(
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=pipeline.progress)
     except Exception as exc:  # a bug must not lose the cursor or kill the worker silently
-        log.exception("ingestion failed unexpectedly")
-        error = unexpected(exc)
-        return Ingested([failed(ConditionType.INGESTING, error)], error, progress=pipeline.progress)
+        updates, error = _internal(ConditionType.INGESTING, exc, "ingesting")
+        return Ingested(updates, error, progress=pipeline.progress)
     return Ingested(progress=pipeline.progress)
 
 
@@ -273,6 +282,5 @@ async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> l
 
     Raises FlowExportError when AWS cannot be reached or refuses.
     """
-    target = await aws_target(spec, secrets)
-    clients = await off_loop(shared_clients, target)
+    clients = await _aws_clients(spec, secrets)
     return await off_loop(delete_subscription, clients, spec.aws, owner, spec.deletion_policy)

@@ -220,7 +220,9 @@ class Pipeline:
                 chunk = await until_stopped(off_loop(_next_chunk, chunks), stop)
                 stopping = stop is not None and stop.is_set()
                 if chunk is None:
-                    if stopping and last is not None and self._pending:
+                    if stopping and last is not None and last != self.progress.cursor:
+                        # Checkpoint what was read, flows to upload or not: the counts
+                        # returned must not run ahead of the cursor saved.
                         await self._flush(last, stop)
                     break
                 self._consume(chunk)

@@ -48,7 +48,3 @@ class ConditionSet:
                 state = None if c.status == "Unknown" else c.status == "True"
                 changed.append(Transition(c.type, state, c.reason, c.message))
         return changed
-
-    def status_of(self, type_: str) -> str | None:
-        """A condition's status (True, False, Unknown), or None when it is not set."""
-        return next((c.status for c in self.items if c.type == type_), None)

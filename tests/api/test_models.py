@@ -276,4 +276,5 @@ def test_per_service_endpoints_follow_the_url_rules() -> None:
     with pytest.raises(SpecError, match=r"spec\.aws\.endpoints\.sts"):
         parse_spec(spec)
     spec["aws"]["endpoints"] = {"sts": "https://sts.eu-west-1.amazonaws.com"}
-    assert parse_spec(spec).aws.endpoint_for("sts") == "https://sts.eu-west-1.amazonaws.com"
+    endpoints = parse_spec(spec).aws.endpoints
+    assert endpoints is not None and endpoints.sts == "https://sts.eu-west-1.amazonaws.com"

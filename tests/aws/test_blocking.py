@@ -106,6 +106,20 @@ async def test_a_stop_during_a_hanging_read_uploads_what_was_read_and_returns() 
     assert progress.cursor == saved[-1].cursor
 
 
+async def test_a_stop_after_records_with_no_new_flow_checkpoints_what_was_read() -> None:
+    # Every record read is skipped (NODATA): nothing to upload, but the records were read and
+    # counted, so the stop must checkpoint past them (else the counts say more than the cursor).
+    logs = HangingLogs([line(PIPELINE_FORMAT, log_status="NODATA") for _ in range(3)])
+    pce, saved = HangingPCE(hang=False), []
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    progress = await build(logs, pce, saved).run_once(stop)
+    logs.release.set()
+    assert pce.accepted == []
+    assert saved and saved[-1].cursor.page_offset == 3
+    assert progress.cursor == saved[-1].cursor and progress.records_read == 3
+
+
 async def test_an_upload_hanging_past_the_grace_is_abandoned_and_not_checkpointed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

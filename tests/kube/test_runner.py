@@ -59,3 +59,24 @@ def test_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot reach the Kubernetes API" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--replica-id", "Not_A_Label"], "--replica-id must be a DNS label"),
+        (["--shard-namespace", "ops", "--shard-lease-seconds", "1"], "at least 3"),
+    ],
+)
+def test_bad_sharding_flags_are_said_before_anything_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flowexport", "run", "-n", "security", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "absent")},
+        check=False,
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -280,5 +280,8 @@ def _newest_generation(conditions: Sequence[Condition]) -> int | None:
 
 
 def _ordered(conditions: list[Condition]) -> list[Condition]:
-    order = {str(name): i for i, name in enumerate((*SUMMARY, *STAGES))}
-    return sorted(conditions, key=lambda c: (order.get(c.type, len(order)), c.type))
+    return sorted(conditions, key=lambda c: (_ORDER.get(c.type, len(_ORDER)), c.type))
+
+
+#: Where each condition type goes in the list: the summary ones first, then the stages.
+_ORDER = {str(name): i for i, name in enumerate((*SUMMARY, *STAGES))}

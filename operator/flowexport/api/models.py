@@ -261,11 +261,6 @@ class AwsSpec(ApiModel):
             )
         return self
 
-    def endpoint_for(self, service: str) -> str | None:
-        """The endpoint URL for `service` (ec2, logs, sts): its own, else endpointUrl."""
-        own = getattr(self.endpoints, service, None) if self.endpoints else None
-        return own or self.endpoint_url
-
 
 class PceSpec(ApiModel):
     """The Illumio PCE that receives the flows."""

@@ -140,8 +140,12 @@ def shared_clients(target: AwsTarget) -> AwsClients:
         if found is not None:
             _shared.move_to_end(key)
             return dataclasses.replace(found, target=target)
-        made = make_clients(key)
-        _shared[key] = made
+    # Made outside the lock: assuming a role may wait on STS, and must not hold up the
+    # FlowExports whose clients are made already. Two first calls may both make them; the
+    # first stored is kept.
+    made = make_clients(key)
+    with _shared_lock:
+        made = _shared.setdefault(key, made)
         while len(_shared) > SHARED_CLIENTS:
             _shared.popitem(last=False)
     return dataclasses.replace(made, target=target)

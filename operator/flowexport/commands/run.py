@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
     if args.shard_lease_seconds < 3:
         raise UsageError("--shard-lease-seconds must be at least 3")
-    if args.replica_id is not None and not REPLICA_ID.fullmatch(args.replica_id):
-        raise UsageError("--replica-id must be a DNS label (lower case, digits, '-')")
+    identity = _replica_id(args)
     try:
         api = preflight(check_crd=not has_patterns(args.namespace))
     except StartupError as exc:
@@ -153,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
         args.resync_seconds,
         allowed_pce_hosts=frozenset(args.allowed_pce_hosts),
         api=api,
-        shards=_shards(args, api),
+        shards=Shards(
+            identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api
+        )
+        if args.shard_namespace
+        else SOLO,
     )
     return EXIT_OK
 
@@ -162,10 +165,13 @@ def run(args: argparse.Namespace) -> int:
 REPLICA_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
-def _shards(args: argparse.Namespace, api: Any) -> Shards:
-    if not args.shard_namespace:
-        return SOLO
-    identity = args.replica_id or socket.gethostname().lower()
-    if not REPLICA_ID.fullmatch(identity):
+def _replica_id(args: argparse.Namespace) -> str:
+    """This replica's id: --replica-id, else the host name (checked when sharding)."""
+    if args.replica_id is not None:
+        if not REPLICA_ID.fullmatch(args.replica_id):
+            raise UsageError("--replica-id must be a DNS label (lower case, digits, '-')")
+        return str(args.replica_id)
+    identity = socket.gethostname().lower()
+    if args.shard_namespace and not REPLICA_ID.fullmatch(identity):
         raise UsageError(f"the host name {identity!r} is no replica id: give --replica-id")
-    return Shards(identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api)
+    return identity

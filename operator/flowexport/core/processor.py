@@ -23,7 +23,7 @@ emptied when it holds too many keys or too many bytes of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import filterfalse, islice, repeat
 from operator import itemgetter, methodcaller, sub
@@ -136,7 +136,7 @@ class FlowProcessor:
         # into the window's table. Skip reasons are counted there too and moved out below.
         _count_into(table, map(cache.__getitem__, keys))
         if cache.added:
-            self._cached_bytes += self._size(set(cache.added))
+            self._cached_bytes += sum(map(getsizeof, cache.added))  # each added once
             cache.added.clear()
             if len(cache) > self._cache_size or self._cached_bytes > self._cache_bytes:
                 cache.clear()
@@ -159,10 +159,6 @@ class FlowProcessor:
             )
         return kept
 
-    def _size(self, keys: set[Hashable]) -> int:
-        """The bytes that keys take."""
-        return sum(map(getsizeof, keys))
-
     def _clean_lines(self, chunk: list[str]) -> tuple[list[str], list[str]]:
         """Split a chunk into single-space separated lines of the right field count, and others."""
         clean = self._n_fields - 1
@@ -173,28 +169,28 @@ class FlowProcessor:
             [line for line in chunk if line.count(" ") != clean],
         )
 
-    def _prefix_keys(self, chunk: list[str]) -> list[Hashable]:
+    def _prefix_keys(self, chunk: list[str]) -> list[str]:
         """Keys as the text before the first non-key field."""
         lines, odd = self._clean_lines(chunk)
         rests = map(len, map(self._rest, map(self._split_prefix, lines)))
         ends = map(sub, map(len, lines), rests)
-        keys: list[Hashable] = list(map(str.__getitem__, lines, map(slice, repeat(0), ends)))
+        keys = list(map(str.__getitem__, lines, map(slice, repeat(0), ends)))
         return keys + self._slow_keys(odd)
 
-    def _field_keys(self, chunk: list[str]) -> list[Hashable]:
+    def _field_keys(self, chunk: list[str]) -> list[str]:
         """Keys as tuples of the key fields' tokens."""
         lines, odd = self._clean_lines(chunk)
         # Split on the single spaces just counted (a tab inside a token must not shift the
         # fields), streamed so each token list is freed as soon as its key is taken.
         rows = map(_split_on_space, map(str.rstrip, lines))
         # Joined into one string: one hash per lookup instead of one per field of a tuple.
-        keys: list[Hashable] = list(map(_join, map(self._key_fields, rows)))
+        keys = list(map(_join, map(self._key_fields, rows)))
         return keys + self._slow_keys(odd)
 
-    def _slow_keys(self, lines: list[str]) -> list[Hashable]:
+    def _slow_keys(self, lines: list[str]) -> list[str]:
         """Per-line path: canonical keys for usable lines; the others counted as skipped."""
         skipped = self.stats.skipped
-        keys: list[Hashable] = []
+        keys: list[str] = []
         for line in lines:
             tokens = line.split()
             if len(tokens) == self._n_fields:
@@ -204,18 +200,17 @@ class FlowProcessor:
             skipped[reason] = skipped.get(reason, 0) + 1
         return keys
 
-    def _canonical_key(self, tokens: list[str]) -> Hashable:
+    def _canonical_key(self, tokens: list[str]) -> str:
         if self._prefix_len:
             return " ".join(tokens[: self._prefix_len]) + " "
         return _join(self._key_fields(tokens))
 
-    def _key_tokens(self, key: Hashable) -> tuple[str, ...]:
-        assert isinstance(key, str)
+    def _key_tokens(self, key: str) -> tuple[str, ...]:
         if self._prefix_len:
             return tuple(key.split(" ")[: self._prefix_len])
         return tuple(key.split(" "))
 
-    def _resolve(self, key: Hashable) -> Flow | SkipReason:
+    def _resolve(self, key: str) -> Flow | SkipReason:
         tokens = self._key_tokens(key)
         if is_header(tokens):
             return SkipReason.HEADER
@@ -230,18 +225,18 @@ _SKIP_REASONS = tuple(SkipReason)
 _count_into = cast(Callable[[dict[Any, int], Iterable[Any]], None], Counter.update)
 
 
-class _Resolved(dict[Hashable, "Flow | SkipReason"]):
+class _Resolved(dict[str, "Flow | SkipReason"]):
     """Keys resolved to their flow or skip reason; a missing key is resolved on lookup and
     noted in `added` (for the cache's byte count)."""
 
     __slots__ = ("added", "resolve")
 
-    def __init__(self, resolve: Callable[[Hashable], Flow | SkipReason]) -> None:
+    def __init__(self, resolve: Callable[[str], Flow | SkipReason]) -> None:
         super().__init__()
         self.resolve = resolve
-        self.added: list[Hashable] = []
+        self.added: list[str] = []
 
-    def __missing__(self, key: Hashable) -> Flow | SkipReason:
+    def __missing__(self, key: str) -> Flow | SkipReason:
         value = self[key] = self.resolve(key)
         self.added.append(key)
         return value

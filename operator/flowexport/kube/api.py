@@ -47,6 +47,13 @@ class SecretRecord:
         return digest.hexdigest()
 
 
+#: What the operator says, and exits with, when the FlowExport CRD is not served.
+CRD_MISSING = (
+    f"the FlowExport CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: apply "
+    "crds/flowexport.yaml, then start the operator"
+)
+
+
 class KubeClient(Protocol):
     """Secrets, discovery and the status subresource."""
 

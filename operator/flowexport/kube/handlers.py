@@ -23,9 +23,11 @@ from flowexport.api.conditions import ConditionType, ConditionUpdate
 from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.errors import FlowExportError
+from flowexport.kube.api import CRD_MISSING
 from flowexport.kube.events import configure_posting
 from flowexport.kube.reconcile import reconcile, release_secret
 from flowexport.kube.reconcile import resync as resync_if_due
+from flowexport.kube.shards import uid_of
 from flowexport.kube.state import Operator
 from flowexport.kube.worker import work
 from flowexport.pipeline import STOP_GRACE_SECONDS
@@ -51,7 +53,7 @@ def _key(body: kopf.Body) -> tuple[str, str]:
 
 
 def _uid(body: kopf.Body) -> str:
-    return str(body.metadata.uid or "/".join(_key(body)))
+    return uid_of(body["metadata"])
 
 
 @kopf.on.startup()
@@ -73,10 +75,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.scanning.disabled = not op.scan_cluster
     if settings.scanning.disabled and not await op.api.serves_flowexports():
         # kopf would run idle, watching nothing, until restarted: say so and exit instead.
-        raise kopf.PermanentError(
-            f"the FlowExport CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: apply "
-            "crds/flowexport.yaml, then start the operator"
-        )
+        raise kopf.PermanentError(CRD_MISSING)
 
 
 @kopf.on.cleanup()
@@ -150,8 +149,9 @@ async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -
     """Remove what this FlowExport created, per its deletion policy (the replica that owns it
     does; the others wait, so the finalizer goes only once the clean-up is done)."""
     op = _operator(memo)
-    if not op.shards.owns(_uid(body)):
-        owner = op.shards.owner(_uid(body))
+    uid = _uid(body)
+    if not op.shards.owns(uid):
+        owner = op.shards.owner(uid)
         raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
     await clean_up(op, body, dict(spec))
 
@@ -166,7 +166,7 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
     in a condition and an Event."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
-    uid = str(metadata.get("uid") or f"{namespace}/{name}")
+    uid = uid_of(metadata)
     if uid in op.cleaned_up:
         return  # kopf runs the deletion again when a daemon stops late: done already
     try:

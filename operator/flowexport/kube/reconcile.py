@@ -71,15 +71,14 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             assert subscription is not None
             previous = export.subscription
             seen = previous.other_filters if previous else {}
-            for name, target in sorted(subscription.other_filters.items()):
-                if name not in seen:
+            for filter_name, target in sorted(subscription.other_filters.items()):
+                if filter_name not in seen:
                     op.events.post(
                         body,
                         "Warning",
                         "OtherSubscriptionFilter",
                         f"log group {spec.aws.log_group_name} also has subscription filter "
-                        f"{name} (to {target}): remove it once flows arrive here "
-                        "(spec.aws.removeSubscriptionFilters), or the PCE gets them twice",
+                        f"{filter_name} (to {target}): {lifecycle.OTHER_FILTER_ADVICE}",
                     )
             if (
                 subscribed.changes

@@ -11,9 +11,8 @@ import urllib3
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
-from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
-from flowexport.kube.api import KubeApi
+from flowexport.kube.api import CRD_MISSING, KubeApi
 from flowexport.kube.events import KopfEvents
 from flowexport.kube.shards import SOLO, Shards
 from flowexport.kube.state import RESYNC_SECONDS, Operator
@@ -29,12 +28,6 @@ def has_patterns(namespaces: Sequence[str]) -> bool:
 
 class StartupError(Exception):
     """The operator cannot start; the message says why, in one line."""
-
-
-CRD_MISSING = (
-    f"the FlowExport CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed: apply "
-    "crds/flowexport.yaml, then start the operator"
-)
 
 
 def preflight(check_crd: bool) -> KubeApi:

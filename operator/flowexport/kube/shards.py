@@ -71,6 +71,11 @@ def timing(lease: float) -> Timing:
     return Timing(renew, lease, 2 * lease / 3, max(lease, renew + STOP_SECONDS))
 
 
+def uid_of(metadata: Any) -> str:
+    """What ownership is decided by: the object's uid (namespace/name if it has none)."""
+    return str(metadata.get("uid") or f"{metadata.get('namespace') or ''}/{metadata.get('name')}")
+
+
 def owner_of(uid: str, members: tuple[str, ...]) -> str | None:
     """The member a FlowExport (by uid) belongs to: highest rendezvous hash; None if none."""
     if not members:

@@ -22,6 +22,7 @@ from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.reader import initial_cursor
 from flowexport.kube.events import announce
+from flowexport.kube.shards import uid_of
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
 from flowexport.pipeline import Progress
 
@@ -47,7 +48,7 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
     again from its stored status if it comes back."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
-    uid = str(metadata.get("uid") or f"{namespace}/{name}")
+    uid = uid_of(metadata)
     metrics.WORKERS.inc()
     held = False
     try:
@@ -102,12 +103,12 @@ async def _wait(
 ) -> None:
     """Wait up to `seconds`, waking early on stop, a new generation, a restart request or
     the FlowExport moving to another replica."""
-    uid = str(body["metadata"].get("uid") or "")
+    uid = uid_of(body["metadata"])
     deadline = time.monotonic() + seconds
     while not stopped and time.monotonic() < deadline:
         if export.restart.is_set() or body["metadata"].get("generation") != generation:
             return
-        if uid and not op.shards.owns(uid):
+        if not op.shards.owns(uid):
             return
         await stopped.wait(min(WAKE_SECONDS, deadline - time.monotonic()))
 
