@@ -128,6 +128,8 @@ def make_clients(target: AwsTarget) -> AwsClients:
 SHARED_CLIENTS = 256
 _shared: OrderedDict[AwsTarget, AwsClients] = OrderedDict()
 _shared_lock = threading.Lock()
+#: The targets whose clients are being made, set when they are (or the making failed).
+_building: dict[AwsTarget, threading.Event] = {}
 
 
 def shared_clients(target: AwsTarget) -> AwsClients:
@@ -135,19 +137,31 @@ def shared_clients(target: AwsTarget) -> AwsClients:
     region, endpoints and credentials (boto3 clients are thread-safe; a rate is not part of
     what is shared). Blocking on the first call for a target, like `make_clients`."""
     key = dataclasses.replace(target, requests_per_second=1.0)
-    with _shared_lock:
-        found = _shared.get(key)
-        if found is not None:
-            _shared.move_to_end(key)
-            return dataclasses.replace(found, target=target)
-    # Made outside the lock: assuming a role may wait on STS, and must not hold up the
-    # FlowExports whose clients are made already. Two first calls may both make them; the
-    # first stored is kept.
-    made = make_clients(key)
-    with _shared_lock:
-        made = _shared.setdefault(key, made)
-        while len(_shared) > SHARED_CLIENTS:
-            _shared.popitem(last=False)
+    while True:
+        with _shared_lock:
+            found = _shared.get(key)
+            if found is not None:
+                _shared.move_to_end(key)
+                return dataclasses.replace(found, target=target)
+            building = _building.get(key)
+            if building is None:
+                building = _building[key] = threading.Event()
+                break
+        # Another call is making this target's clients: wait for them rather than make a
+        # set of our own (100 FlowExports starting at once made 100 sets).
+        building.wait()
+    # Made outside the lock: assuming a role may wait on STS, which must not hold up the
+    # FlowExports of other targets.
+    try:
+        made = make_clients(key)
+        with _shared_lock:
+            _shared[key] = made
+            while len(_shared) > SHARED_CLIENTS:
+                _shared.popitem(last=False)
+    finally:
+        with _shared_lock:
+            del _building[key]
+        building.set()  # a failure lets the next waiter try in its turn
     return dataclasses.replace(made, target=target)
 
 
