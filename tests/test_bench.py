@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,13 @@ def test_the_standard_library_operator_is_the_real_one_from_bench() -> None:
     assert result.returncode == 0, result.stderr
     path, item = result.stdout.split()
     assert Path(path).parent != BENCH and item == "b"
+
+
+def test_the_workloads_benchmark_runs_small() -> None:
+    result = run(str(BENCH / "workloads.py"), "--enis", "8", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["first"]["counts"]["created"] == 8
+    assert steps["again"]["by_kind"] == {"GET labels": 1, "GET workloads": 1}
+    assert steps["baseline"]["by_kind"]["GET workloads"] == 8

@@ -26,10 +26,15 @@ def test_demo_delivers_every_connection_once_and_cleans_up() -> None:
     out = result.stdout
     assert "Ready              True" in out
     assert "0 unexpected" in out
-    assert "clean-up left 0 flow logs and 0 log groups behind" in out
+    assert "clean-up left 0 flow logs, 0 log groups and 0 workloads behind" in out
     summary = next(line for line in out.splitlines() if "distinct flows" in line)
     have, expected = summary.split("; ")[1].split(" expected")[0].split(" of ")
     assert have == expected and int(expected) > 30
+    # Every flow is on the PCE's map: a labelled workload at both ends.
+    assert "WorkloadsSynced    True    Synced: 52 workloads follow the VPC" in out
+    assert "the PCE has 52 workloads (created 52, updated 0)" in out
+    assert "[app=shop, env=demo, loc=us-east-1, role=client]" in out
+    assert f"flows on the map (a workload at both ends): {have}" in out
 
 
 @pytest.mark.timeout(120)

@@ -2,7 +2,9 @@
 
     subscribe  -> SubscriptionReady   ensure the log group and the flow log (create/adopt/repair)
     probe      -> PCEReachable        one authenticated PCE request
-    ingest     -> Ingesting           the pipeline until stopped (or caught up, with `once`)
+    ingest     -> WorkloadsSynced     with spec.workloads Sync: the first workload sync, then
+                                      one every refreshSeconds, beside the pipeline
+               -> Ingesting           the pipeline until stopped (or caught up, with `once`)
     clean_up                          remove what the FlowExport created, per deletionPolicy
 
 Each step returns the condition updates it decided (and the error, when it failed); the front
@@ -15,8 +17,9 @@ and the environment for `sync`. Blocking AWS work runs in threads, never on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
@@ -24,10 +27,20 @@ from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
 from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
+from flowexport.core.flows import Flow
 from flowexport.errors import ConfigError, FlowExportError, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
-from flowexport.pipeline import Checkpoint, Progress, build_pipeline
+from flowexport.pipeline import Checkpoint, Prepare, Progress, build_pipeline
 from flowexport.secrets import SecretKind, SecretSource
+from flowexport.workloads.sync import (
+    OnResult,
+    WorkloadSync,
+    WorkloadTotals,
+    delete_workloads,
+    keep_synced,
+    mark_of,
+    sync_failed,
+)
 
 log = logging.getLogger("flowexport.lifecycle")
 
@@ -72,6 +85,28 @@ def invalid_spec(exc: FlowExportError) -> ConditionUpdate:
 def suspended() -> ConditionUpdate:
     """Ingesting while `spec.suspend` is true."""
     return ConditionUpdate(ConditionType.INGESTING, False, Reason.SUSPENDED, "spec.suspend is true")
+
+
+def workloads_expected(spec: FlowExportSpec) -> ConditionUpdate:
+    """WorkloadsSynced before the worker syncs: True at once when the mode is Off, else
+    pending until the first sync (uploads wait for it)."""
+    if spec.workloads.mode == "Off":
+        return ConditionUpdate(
+            ConditionType.WORKLOADS_SYNCED,
+            True,
+            Reason.DISABLED,
+            "spec.workloads.mode is Off: the PCE's workloads are not touched",
+        )
+    return ConditionUpdate(
+        ConditionType.WORKLOADS_SYNCED, None, Reason.PENDING, "waiting for the first sync"
+    )
+
+
+def workloads_suspended() -> ConditionUpdate:
+    """WorkloadsSynced while `spec.suspend` is true (and the mode is Sync)."""
+    return ConditionUpdate(
+        ConditionType.WORKLOADS_SYNCED, False, Reason.SUSPENDED, "spec.suspend is true"
+    )
 
 
 def caught_up() -> ConditionUpdate:
@@ -233,17 +268,26 @@ async def ingest(
     settle_seconds: float,
     once: bool = False,
     on_upload: Callable[[float], None] | None = None,
+    owner: str = "",
+    workload_totals: WorkloadTotals | None = None,
+    on_workloads: OnResult | None = None,
 ) -> Ingested:
     """Run the pipeline until `stop` (or, with `once`, until caught up).
 
     Each read reports Ingesting through `report` (caught up, or retrying a transient failure);
     a terminal failure ends the step and is returned, with the progress last checkpointed.
+    With spec.workloads Sync, the workloads of `owner` (namespace/name) are synced first and
+    then every refreshSeconds (reported as WorkloadsSynced, results to `on_workloads`); no
+    flow is uploaded before the first sync ran to its end.
     """
     try:
         clients = await _aws_clients(spec, secrets)
         pce = await pce_client(spec, secrets)
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=progress)
+    syncer = None
+    if spec.workloads.mode == "Sync":
+        syncer = WorkloadSync(spec, clients, pce, owner, workload_totals)
     pipeline = build_pipeline(
         spec,
         clients,
@@ -253,6 +297,7 @@ async def ingest(
         checkpoint,
         settle_seconds=settle_seconds,
         on_upload=on_upload,
+        prepare=_peers(syncer, on_workloads) if syncer else None,
     )
 
     async def on_error(exc: FlowExportError) -> None:
@@ -262,13 +307,18 @@ async def ingest(
         await report(caught_up())
 
     try:
-        async with pce:
+        async with pce, _workloads_kept(syncer, stop, report, on_workloads):
+            if stop.is_set():
+                return Ingested(progress=pipeline.progress)
             if once:
                 await pipeline.run_once(stop)
                 await on_success()
             else:
                 poll = float(spec.ingestion.poll_interval_seconds)
                 await pipeline.run_forever(stop, poll, on_error, on_success)
+    except _WorkloadsFailedError as exc:
+        error = exc.error
+        return Ingested([sync_failed(error)], error, progress=pipeline.progress)
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=pipeline.progress)
     except Exception as exc:  # a bug must not lose the cursor or kill the worker silently
@@ -277,10 +327,91 @@ async def ingest(
     return Ingested(progress=pipeline.progress)
 
 
-async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> list[str]:
-    """Remove what the FlowExport created, per its deletion policy; what was removed.
+class _WorkloadsFailedError(Exception):
+    """The first workload sync failed terminally: no upload may start."""
 
-    Raises FlowExportError when AWS cannot be reached or refuses.
+    def __init__(self, error: FlowExportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.asynccontextmanager
+async def _workloads_kept(
+    syncer: WorkloadSync | None, stop: asyncio.Event, report: Report, on_result: OnResult | None
+) -> AsyncIterator[None]:
+    """With a syncer: keep the workloads synced in the background while the body runs, which
+    starts once the first sync ran to its end (or `stop`); a terminal failure of the first sync
+    raises `_WorkloadsFailedError` instead. The sync stops with the body."""
+    if syncer is None:
+        yield
+        return
+    first = asyncio.Event()
+    syncing = asyncio.create_task(keep_synced(syncer, stop, first, report, on_result))
+    try:
+        await _first_sync(syncing, first, stop)
+        yield
+    finally:
+        syncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await syncing
+
+
+async def _first_sync(
+    syncing: asyncio.Task[None], first: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Wait until the first sync ran to its end, `stop`, or the sync failed terminally."""
+    waiters = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait({syncing, *waiters}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    if syncing.done() and not first.is_set() and not stop.is_set():
+        exc = syncing.exception()
+        if isinstance(exc, FlowExportError):
+            raise _WorkloadsFailedError(exc)
+        if exc is not None:
+            raise exc
+
+
+def _peers(syncer: WorkloadSync, on_workloads: OnResult | None) -> Prepare:
+    async def prepare(flows: list[Flow]) -> None:
+        result = await syncer.ensure_peers(flows)
+        if result is not None and on_workloads is not None:
+            await on_workloads(result)
+
+    return prepare
+
+
+@dataclass
+class CleanedUp:
+    """What a clean-up removed, and what it had to leave (each with the reason)."""
+
+    removed: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+
+async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> CleanedUp:
+    """Remove what the FlowExport created, per its deletion policy.
+
+    Raises FlowExportError when AWS or (for its workloads) the PCE cannot be reached or
+    refuses. Workloads whose PCE Secret is gone or unusable are left and said so: a deletion
+    must not wait for ever for a Secret deleted with the FlowExport.
     """
     clients = await _aws_clients(spec, secrets)
-    return await off_loop(delete_subscription, clients, spec.aws, owner, spec.deletion_policy)
+    removed = await off_loop(delete_subscription, clients, spec.aws, owner, spec.deletion_policy)
+    done = CleanedUp(removed)
+    if spec.workloads.mode == "Sync" and spec.deletion_policy == "Delete":
+        try:
+            pce = await pce_client(spec, secrets)
+        except ConfigError as exc:
+            done.left.append(
+                f"the PCE workloads this FlowExport created are left in the PCE "
+                f"(external_data_set {mark_of(owner, spec.aws.vpc_id)}): {exc}"
+            )
+            return done
+        async with pce:
+            deleted = await delete_workloads(pce, owner, spec.aws.vpc_id)
+        if deleted:
+            done.removed.append(f"deleted the {deleted} PCE workloads this FlowExport created")
+    return done

@@ -71,6 +71,18 @@ CONDITION = Gauge(
     (*_LABELS, "type"),
     registry=REGISTRY,
 )
+WORKLOAD_CHANGES = Counter(
+    "flowexport_workload_changes",
+    "PCE workloads created, updated or deleted by the workload sync, and changes refused.",
+    (*_LABELS, "action"),
+    registry=REGISTRY,
+)
+WORKLOADS = Gauge(
+    "flowexport_workloads",
+    "PCE workloads this FlowExport owns, after its last workload sync.",
+    _LABELS,
+    registry=REGISTRY,
+)
 WORKERS = Gauge(
     "flowexport_workers", "Ingestion workers running in this operator.", registry=REGISTRY
 )
@@ -116,12 +128,34 @@ def observe_upload(namespace: str, name: str, seconds: float) -> None:
     UPLOAD_SECONDS.labels(namespace, name).observe(seconds)
 
 
+def count_workloads(namespace: str, name: str, managed: int, **changes: int) -> None:
+    """One workload sync: workloads owned after it, and its changes by action (created,
+    updated, deleted, failed)."""
+    WORKLOADS.labels(namespace, name).set(managed)
+    for action, count in changes.items():
+        _add(WORKLOAD_CHANGES.labels(namespace, name, action), count)
+
+
+def forget_workloads(namespace: str, name: str) -> None:
+    """Drop a FlowExport's workload gauge (its workloads are no longer synced)."""
+    with contextlib.suppress(KeyError):
+        WORKLOADS.remove(namespace, name)
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted FlowExport's series."""
-    for metric in (RECORDS_READ, FLOWS_UPLOADED, FLOWS_REJECTED, BATCHES, UPLOAD_SECONDS, LAG):
+    for metric in (
+        RECORDS_READ,
+        FLOWS_UPLOADED,
+        FLOWS_REJECTED,
+        BATCHES,
+        UPLOAD_SECONDS,
+        LAG,
+        WORKLOADS,
+    ):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)
-    for metric in (RECORDS_SKIPPED, ERRORS, CONDITION):
+    for metric in (RECORDS_SKIPPED, ERRORS, CONDITION, WORKLOAD_CHANGES):
         for labels in list(metric._metrics):  # no public way to list a family's children
             if labels[:2] == (namespace, name):
                 metric.remove(*labels)

@@ -165,6 +165,9 @@ class Progress:
 
 
 Checkpoint = Callable[[Progress], Awaitable[None]]
+#: Called with the flows of a flush before they are uploaded (e.g. to make their workloads);
+#: an exception fails the flush like a failed upload.
+Prepare = Callable[[list[Flow]], Awaitable[object]]
 
 
 class Pipeline:
@@ -183,6 +186,7 @@ class Pipeline:
         window_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
         on_upload: Callable[[float], None] | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.reader = reader
         self.fmt = fmt
@@ -194,6 +198,7 @@ class Pipeline:
         self.window_seconds = window_seconds
         self.clock = clock
         self.on_upload = on_upload
+        self.prepare = prepare
         self._chunk = max(1, batch_size // 2)
         self._saved = copy.deepcopy(progress)
         self._processor = FlowProcessor(fmt, flow_filter)
@@ -304,7 +309,7 @@ class Pipeline:
         flows = list(self._pending)
         if flows:
             started = time.monotonic()
-            summary = await _with_grace(self.pce.upload_all(flows, self.batch_size), stop)
+            summary = await _with_grace(self._upload(flows), stop)
             if self.on_upload is not None:
                 self.on_upload(time.monotonic() - started)
             now = self.clock()
@@ -325,6 +330,11 @@ class Pipeline:
         self.progress.cursor = cursor
         await self.checkpoint(self.progress)
         self._saved = copy.deepcopy(self.progress)
+
+    async def _upload(self, flows: list[Flow]) -> UploadSummary:
+        if self.prepare is not None:
+            await self.prepare(flows)
+        return await self.pce.upload_all(flows, self.batch_size)
 
     def _rollback(self) -> None:
         self.progress = copy.deepcopy(self._saved)
@@ -375,6 +385,7 @@ def build_pipeline(
     *,
     settle_seconds: float,
     on_upload: Callable[[float], None] | None = None,
+    prepare: Prepare | None = None,
 ) -> Pipeline:
     """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt`."""
     ingestion = spec.ingestion
@@ -398,4 +409,5 @@ def build_pipeline(
         batch_size=ingestion.batch_size,
         window_seconds=ingestion.aggregation_window_seconds,
         on_upload=on_upload,
+        prepare=prepare,
     )

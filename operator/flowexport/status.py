@@ -31,6 +31,10 @@ class ConditionSet:
     def __init__(self, conditions: Iterable[Condition] = ()) -> None:
         self.items: list[Condition] = list(conditions)
 
+    def get(self, type_: str) -> Condition | None:
+        """The condition of this type, if set."""
+        return next((c for c in self.items if c.type == type_), None)
+
     def apply(self, updates: Iterable[ConditionUpdate], generation: int | None) -> list[Transition]:
         """Apply the updates (then `Ready`, `Reconciling`, `Stalled`); the transitions."""
         before = {c.type: (c.status, c.reason) for c in self.items}

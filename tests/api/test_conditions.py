@@ -99,6 +99,9 @@ def test_ready_is_true_only_when_every_stage_is() -> None:
     ok = [_stage(t, True, Reason.READY) for t in STAGES]
     assert ready_of(_apply(*ok)).ok is True
     assert ready_of(_apply(*ok[:2])) == ConditionUpdate(
+        ConditionType.READY, None, Reason.PENDING, "WorkloadsSynced not yet known"
+    )
+    assert ready_of(_apply(*ok[:3])) == ConditionUpdate(
         ConditionType.READY, None, Reason.PENDING, "Ingesting not yet known"
     )
 
@@ -107,6 +110,7 @@ def test_ready_takes_the_first_failing_stage_in_order() -> None:
     items = _apply(
         _stage(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED),
         _stage(ConditionType.PCE_REACHABLE, False, Reason.PCE_UNAUTHORIZED),
+        _stage(ConditionType.WORKLOADS_SYNCED, True, Reason.DISABLED),
         _stage(ConditionType.INGESTING, False, Reason.SUSPENDED),
     )
     ready = next(c for c in items if c.type == "Ready")
@@ -150,6 +154,7 @@ def _all_ok() -> list[ConditionUpdate]:
     return [
         _stage(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED),
         _stage(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE),
+        _stage(ConditionType.WORKLOADS_SYNCED, True, Reason.SYNCED),
         _stage(ConditionType.INGESTING, True, Reason.INGESTING),
     ]
 
@@ -193,7 +198,7 @@ def test_a_retryable_failure_and_a_stage_not_yet_known_are_reconciling() -> None
 
 def test_suspended_is_neither_reconciling_nor_stalled() -> None:
     ok = _all_ok()
-    items = _apply(*ok[:2], _stage(ConditionType.INGESTING, False, Reason.SUSPENDED))
+    items = _apply(*ok[:3], _stage(ConditionType.INGESTING, False, Reason.SUSPENDED))
     assert _state(items) == {
         "Ready": ("False", "Suspended"),
         "Reconciling": ("False", "Suspended"),
@@ -219,7 +224,7 @@ def test_a_stage_not_yet_evaluated_for_a_new_generation_is_reconciling() -> None
     items = with_ready(items, 1, NOW)
     assert _state(items)["Ready"] == ("True", "Ready")
     # The reconcile of generation 2 has run; the worker has not restarted yet.
-    for update in _all_ok()[:2]:
+    for update in _all_ok()[:3]:
         items = set_condition(items, update, 2, NOW)
     items = with_ready(items, 2, NOW)
     ready = next(c for c in items if c.type == "Ready")
@@ -230,11 +235,11 @@ def test_a_stage_not_yet_evaluated_for_a_new_generation_is_reconciling() -> None
     assert _state(items)["Reconciling"] == ("True", "Pending")
     # The old worker reports once more, for generation 1: still not the new generation's word,
     # and the summary keeps generation 2.
-    items = with_ready(set_condition(items, _all_ok()[2], 1, NOW), 1, NOW)
+    items = with_ready(set_condition(items, _all_ok()[3], 1, NOW), 1, NOW)
     assert _state(items)["Ready"] == ("Unknown", "Pending")
     assert {c.observed_generation for c in items if c.type in SUMMARY} == {2}
     failed = _stage(ConditionType.INGESTING, False, Reason.PCE_UNAUTHORIZED)
     items = with_ready(set_condition(items, failed, 1, NOW), 1, NOW)
     assert _state(items)["Stalled"] == ("False", "Pending"), "an old failure is re-evaluated"
-    items = with_ready(set_condition(items, _all_ok()[2], 2, NOW), 2, NOW)
+    items = with_ready(set_condition(items, _all_ok()[3], 2, NOW), 2, NOW)
     assert _state(items)["Ready"] == ("True", "Ready")

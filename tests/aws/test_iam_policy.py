@@ -21,6 +21,7 @@ import boto3
 import boto3.session
 import pytest
 
+from flowexport.aws.interfaces import discover
 from flowexport.aws.reader import LogReader, ReaderCursor
 from flowexport.aws.session import AwsTarget, make_clients, make_session
 from flowexport.aws.subscription import (
@@ -152,6 +153,7 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
     logs.create_log_stream(logGroupName="/flowexport/prod", logStreamName="eni-1")
     reader = LogReader(clients, "/flowexport/prod", lookback_seconds=60, settle_seconds=0)
     list(reader.chunks(ReaderCursor(0), now_ms=2**41, chunk_size=10))
+    discover(clients, cloud.vpc_id)  # spec.workloads Sync: the VPC's interfaces and instances
     delete_subscription(clients, replaced, owner, "Delete")
     assert make_session(target).client("sts", endpoint_url=cloud.url).get_caller_identity()
 
@@ -162,7 +164,13 @@ def requirements(call: Call) -> list[Request]:
     group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{p.get('logGroupName')}"
     flow_log_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/"
     match call.action:
-        case "ec2:DescribeVpcs" | "ec2:DescribeFlowLogs" | "logs:DescribeLogGroups":
+        case (
+            "ec2:DescribeVpcs"
+            | "ec2:DescribeFlowLogs"
+            | "ec2:DescribeNetworkInterfaces"
+            | "ec2:DescribeInstances"
+            | "logs:DescribeLogGroups"
+        ):
             return [Request(call.action, "*")]
         case "ec2:CreateFlowLogs":
             checks = [

@@ -39,9 +39,10 @@ def leaf_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def set_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every field path set, objects included (a map such as labels is a leaf of the schema)."""
     if not isinstance(value, dict):
         return {prefix}
-    paths = set()
+    paths = {prefix} if prefix else set()
     for name, sub in value.items():
         paths |= set_paths(sub, f"{prefix}.{name}" if prefix else name)
     return paths

@@ -37,7 +37,7 @@ def test_transitions_name_what_changed_and_ready_follows_the_stages() -> None:
         ("Stalled", True, "VPCNotFound"),  # terminal: kstatus reads it as Failed
     }
     assert b.apply(update("SubscriptionReady", False, "VPCNotFound", "no such VPC"), 1) == []
-    for stage in ("SubscriptionReady", "PCEReachable", "Ingesting"):
+    for stage in ("SubscriptionReady", "PCEReachable", "WorkloadsSynced", "Ingesting"):
         changes = b.apply(update(stage, True, "Ready", "fine"), 1)
     assert ("Ready", True) in {(c.type, c.ok) for c in changes}
 

@@ -26,6 +26,7 @@ BODY = body(NS, "prod", {})
 SUBSCRIBED = ConditionUpdate(ConditionType.SUBSCRIPTION_READY, True, Reason.SUBSCRIBED, "fl-1")
 REACHABLE = ConditionUpdate(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE, "ok")
 INGESTING = ConditionUpdate(ConditionType.INGESTING, True, Reason.INGESTING, "caught up")
+WORKLOADS_OFF = ConditionUpdate(ConditionType.WORKLOADS_SYNCED, True, Reason.DISABLED, "off")
 
 
 def _down(reason: Reason) -> ConditionUpdate:
@@ -73,8 +74,8 @@ def _ready_events(events: RecordingEvents) -> list[tuple[str, str]]:
 def test_ready_flipping_posts_one_event_per_flip_and_repeats_post_nothing() -> None:
     conditions, events = ConditionSet(), RecordingEvents()
     steps = [
-        [SUBSCRIBED, REACHABLE, INGESTING],
-        [SUBSCRIBED, REACHABLE, INGESTING],
+        [SUBSCRIBED, REACHABLE, WORKLOADS_OFF, INGESTING],
+        [SUBSCRIBED, REACHABLE, WORKLOADS_OFF, INGESTING],
         [_down(Reason.PCE_UNAVAILABLE)],
         [_down(Reason.PCE_UNAVAILABLE)],
         [REACHABLE],
@@ -103,7 +104,9 @@ def test_reconciling_and_stalled_transitions_are_logged_not_posted(
 ) -> None:
     conditions, events = ConditionSet(), RecordingEvents()
     caplog.set_level(logging.INFO, logger="flowexport.operator")
-    changes = conditions.apply([SUBSCRIBED, _down(Reason.PCE_UNAUTHORIZED), INGESTING], 1)
+    changes = conditions.apply(
+        [SUBSCRIBED, _down(Reason.PCE_UNAUTHORIZED), WORKLOADS_OFF, INGESTING], 1
+    )
     assert ("Stalled", True) in {(c.type, c.ok) for c in changes}
     announce(events, BODY, changes)
     assert "security/prod: Stalled=True (PCEUnauthorized)" in caplog.text
@@ -117,8 +120,14 @@ def test_reconciling_and_stalled_transitions_are_logged_not_posted(
 
 
 def test_reconciling_and_stalled_appearing_false_are_no_transition() -> None:
-    changes = ConditionSet().apply([SUBSCRIBED, REACHABLE, INGESTING], 1)
-    assert {c.type for c in changes} == {"Ready", "SubscriptionReady", "PCEReachable", "Ingesting"}
+    changes = ConditionSet().apply([SUBSCRIBED, REACHABLE, WORKLOADS_OFF, INGESTING], 1)
+    assert {c.type for c in changes} == {
+        "Ready",
+        "SubscriptionReady",
+        "PCEReachable",
+        "WorkloadsSynced",
+        "Ingesting",
+    }
 
 
 async def test_a_real_reconcile_posts_each_transition_once(world: World) -> None:

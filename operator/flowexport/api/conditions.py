@@ -39,6 +39,8 @@ class ConditionType(StrEnum):
     SUBSCRIPTION_READY = "SubscriptionReady"
     # The PCE answered an authenticated request for the spec's org.
     PCE_REACHABLE = "PCEReachable"
+    # The PCE's workloads follow the VPC's network interfaces (True at once when mode is Off).
+    WORKLOADS_SYNCED = "WorkloadsSynced"
     # The ingestion worker reads and uploads (False while suspended or failing).
     INGESTING = "Ingesting"
 
@@ -47,6 +49,7 @@ class ConditionType(StrEnum):
 STAGES: tuple[ConditionType, ...] = (
     ConditionType.SUBSCRIPTION_READY,
     ConditionType.PCE_REACHABLE,
+    ConditionType.WORKLOADS_SYNCED,
     ConditionType.INGESTING,
 )
 
@@ -73,6 +76,10 @@ class Reason(StrEnum):
     SUBSCRIBED = "Subscribed"
     # PCEReachable=True: the probe succeeded.
     REACHABLE = "Reachable"
+    # WorkloadsSynced=True: the last workload sync succeeded.
+    SYNCED = "Synced"
+    # WorkloadsSynced=True: spec.workloads.mode is Off; the PCE's workloads are not touched.
+    DISABLED = "Disabled"
     # Ingesting=True: the worker caught up with the log group.
     INGESTING = "Ingesting"
     # Ingesting=False: spec.suspend is true; not an error.
@@ -142,6 +149,11 @@ class Reason(StrEnum):
     # PCEReachable, Ingesting: another PCE failure. Terminal.
     PCE_ERROR = "PCEError"
 
+    # -- workloads --
+    # WorkloadsSynced=False: the PCE refused some workload changes (the message has their
+    # errors); uploads go on and each sync tries again. Terminal.
+    WORKLOADS_REJECTED = "WorkloadsRejected"
+
     # -- the operator itself --
     # Any stage: an unexpected error (a bug). Retryable.
     INTERNAL_ERROR = "InternalError"
@@ -173,6 +185,8 @@ _NOT_ERRORS = frozenset(
         Reason.PENDING,
         Reason.SUBSCRIBED,
         Reason.REACHABLE,
+        Reason.SYNCED,
+        Reason.DISABLED,
         Reason.INGESTING,
         Reason.SUSPENDED,
     }
@@ -200,9 +214,13 @@ def set_condition(
     generation: int | None,
     now: datetime,
 ) -> list[Condition]:
-    """Conditions with `update` applied; its transition time moves only when its status does."""
+    """Conditions with `update` applied; its transition time moves only when its status does.
+    An update for an older generation than the condition was set for is ignored."""
     status = "Unknown" if update.ok is None else ("True" if update.ok else "False")
     previous = next((c for c in conditions if c.type == update.type), None)
+    seen = previous.observed_generation if previous else None
+    if seen is not None and generation is not None and generation < seen:
+        return list(conditions)  # a late word about an older generation (a stopping worker)
     since = previous.last_transition_time if previous and previous.status == status else now
     updated = Condition(
         type=str(update.type),

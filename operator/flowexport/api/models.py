@@ -8,6 +8,8 @@ and the operator reports those failures as `Ready=False` naming the field.
 from __future__ import annotations
 
 import ipaddress
+import re
+import string
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -375,6 +377,113 @@ class IngestionSpec(ApiModel):
         return value
 
 
+#: Placeholders a workload name template may use (see WorkloadsSpec.name_template).
+NAME_PLACEHOLDERS = ("name", "id", "ip", "vpcId")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_MAX_LABELS = 16
+
+
+def _check_name_template(value: str) -> str:
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError:
+        raise ValueError("not a valid template (unbalanced { or })") from None
+    fields = [name for _, name, _, _ in parsed if name is not None]
+    if any(spec or conversion for _, name, spec, conversion in parsed if name is not None):
+        raise ValueError("placeholders take no format spec or conversion")
+    unknown = sorted({f for f in fields if f not in NAME_PLACEHOLDERS})
+    if unknown:
+        known = ", ".join(f"{{{p}}}" for p in NAME_PLACEHOLDERS)
+        raise ValueError(f"unknown placeholder {{{unknown[0][:64]}}}; use {known}")
+    if not fields:
+        raise ValueError("needs a placeholder, or every workload gets the same name")
+    return value
+
+
+def _check_label_keys(value: dict[str, str], what: str) -> None:
+    for key in value:
+        if not _LABEL_KEY.match(key):
+            raise ValueError(
+                f"{what} {key[:64]!r} is not a PCE label key (lower case letters, digits, _ or -, "
+                "starting with a letter, at most 64)"
+            )
+
+
+class WorkloadsSpec(ApiModel):
+    """Unmanaged workloads in the PCE for the VPC's network interfaces, labelled from AWS tags."""
+
+    mode: Literal["Off", "Sync"] = Field(
+        default="Off",
+        description=(
+            "Off: the PCE's workloads are not touched. Sync: one unmanaged workload per instance "
+            "(all its interfaces) or per network interface without an instance, created, "
+            "updated and deleted to follow the VPC; uploads wait for the first sync."
+        ),
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels for every workload, PCE label key to value, e.g. env: prod.",
+        json_schema_extra={"maxProperties": _MAX_LABELS},
+    )
+    labels_from_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "AWS tag key to PCE label key, e.g. App: app. The instance's tags, or the network "
+            "interface's for one without an instance (load balancers, NAT gateways, Lambda, "
+            "pods with their own interfaces); a tag overrides a static label of the same key."
+        ),
+        json_schema_extra={"maxProperties": _MAX_LABELS},
+    )
+    name_template: Annotated[str, AfterValidator(_check_name_template)] = Field(
+        default="{name}",
+        description=(
+            "Workload name: {name} (the Name tag, else the id), {id} (instance or network "
+            "interface id), {ip} (primary private address), {vpcId}."
+        ),
+        min_length=1,
+        max_length=255,
+    )
+    on_eni_gone: Literal["Delete", "Keep"] = Field(
+        default="Delete",
+        description=(
+            "When an instance or network interface is gone: Delete its workload (only ever "
+            "one this FlowExport created), or Keep it."
+        ),
+    )
+    peer_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description=(
+            "Addresses outside the VPC seen in flows (on-premises, peered VPCs) that get a "
+            "workload each when they fall in one of these CIDRs."
+        ),
+        max_length=100,
+    )
+    refresh_seconds: int = Field(
+        default=300,
+        ge=30,
+        le=86400,
+        description="Seconds between syncs of the workloads with the VPC.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _static_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_label_keys(value, "label key")
+        for key, label in value.items():
+            if not 1 <= len(label) <= 255:
+                raise ValueError(f"label {key} needs a value of 1 to 255 characters")
+        return value
+
+    @field_validator("labels_from_tags")
+    @classmethod
+    def _tag_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_label_keys({v: "" for v in value.values()}, "label key")
+        for tag in value:
+            if not 1 <= len(tag) <= 128:
+                raise ValueError("an AWS tag key has 1 to 128 characters")
+        return value
+
+
 class FlowExportSpec(ApiModel):
     """Desired state: export one VPC's flow logs to one PCE."""
 
@@ -386,11 +495,17 @@ class FlowExportSpec(ApiModel):
         # An empty default lets the API server fill in every nested default.
         json_schema_extra={"default": {}},
     )
+    workloads: WorkloadsSpec = Field(
+        default_factory=WorkloadsSpec,
+        description="Workloads in the PCE for the VPC's addresses, so flows show on its map.",
+        json_schema_extra={"default": {}},
+    )
     deletion_policy: Literal["Delete", "Retain"] = Field(
         default="Delete",
         description=(
             "On deletion of the FlowExport: Delete removes the flow log and log group the "
-            "operator created; Retain leaves them. Resources it adopted are never deleted."
+            "operator created, and (while workloads.mode is Sync) the PCE workloads it created; "
+            "Retain leaves them. Resources it adopted are never deleted."
         ),
     )
     suspend: bool = Field(
@@ -402,7 +517,10 @@ class Condition(ApiModel):
     """A Kubernetes-style condition (metav1.Condition)."""
 
     type: str = Field(
-        description="Ready, Reconciling, Stalled, SubscriptionReady, PCEReachable or Ingesting.",
+        description=(
+            "Ready, Reconciling, Stalled, SubscriptionReady, PCEReachable, WorkloadsSynced or "
+            "Ingesting."
+        ),
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
     )
@@ -435,6 +553,27 @@ class Counts(ApiModel):
     batches_uploaded: int = Field(default=0, ge=0, description="Upload requests accepted.")
 
 
+class WorkloadsStatus(ApiModel):
+    """What the workload sync did (totals since the FlowExport was created)."""
+
+    managed: int = Field(default=0, ge=0, description="Workloads this FlowExport owns now.")
+    created: int = Field(default=0, ge=0, description="Workloads created.")
+    updated: int = Field(default=0, ge=0, description="Workloads updated (labels, addresses).")
+    deleted: int = Field(default=0, ge=0, description="Workloads deleted.")
+    failed: int = Field(
+        default=0, ge=0, description="Workload and label changes the PCE refused at the last sync."
+    )
+    covered: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Addresses left out at the last sync because another workload (managed, or not "
+            "this FlowExport's) already holds them."
+        ),
+    )
+    last_sync_time: datetime | None = Field(default=None, description="When the last sync ended.")
+
+
 class FlowExportStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -446,7 +585,7 @@ class FlowExportStatus(ApiModel):
         description=(
             "Ready (True when every stage is), Reconciling and Stalled (kstatus: True while "
             "working or retrying, and after a terminal failure), and the stages "
-            "SubscriptionReady, PCEReachable and Ingesting."
+            "SubscriptionReady, PCEReachable, WorkloadsSynced and Ingesting."
         ),
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -458,6 +597,9 @@ class FlowExportStatus(ApiModel):
     )
     lag_seconds: int | None = Field(
         default=None, description="Age of the newest record uploaded, at upload time."
+    )
+    workloads: WorkloadsStatus | None = Field(
+        default=None, description="The workload sync (spec.workloads.mode Sync)."
     )
     cursor: dict[str, Any] | None = Field(
         default=None,

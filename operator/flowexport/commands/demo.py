@@ -32,6 +32,8 @@ FE_PATH = f"/apis/flowexport.io/v1alpha1/namespaces/{NAMESPACE}/flowexports"
 LOG_GROUP = f"/flowexport/{NAME}"
 #: The demo's FlowExport keeps both, so rejected attempts show on the PCE too.
 ACTIONS = frozenset({"ACCEPT", "REJECT"})
+#: The App tags of the demo's instances, in turn.
+APPS = ("shop", "billing", "search")
 #: Events per PutLogEvents call (AWS allows 10,000; smaller keeps the emulator quick).
 PUT_BATCH = 500
 
@@ -167,7 +169,11 @@ def _install(demo: Demo, connections: int) -> dict[str, Any]:
     )
     vpc, role = stack.create_vpc_and_role("flow-logs-delivery")
     demo.traffic = Traffic(PIPELINE_FORMAT, vpc, connections=connections)
-    say(f"installed the CRD, namespace {NAMESPACE} and Secrets; created {vpc} and {role}")
+    instances = _launch_instances(demo, vpc, demo.traffic)
+    say(
+        f"installed the CRD, namespace {NAMESPACE} and Secrets; created {vpc}, {instances} "
+        f"tagged instances and {role}"
+    )
     return {
         "apiVersion": "flowexport.io/v1alpha1",
         "kind": "FlowExport",
@@ -193,8 +199,39 @@ def _install(demo: Demo, connections: int) -> dict[str, Any]:
                 "pollIntervalSeconds": 2,
                 "aggregationWindowSeconds": 60,
             },
+            "workloads": {
+                "mode": "Sync",
+                "labels": {"env": "demo", "loc": REGION},
+                "labelsFromTags": {"App": "app", "Role": "role"},
+            },
         },
     }
+
+
+def _launch_instances(demo: Demo, vpc: str, traffic: Traffic) -> int:
+    """An instance per host of the traffic, at its address, tagged Name, App and Role (what
+    the FlowExport's workloads are named and labelled from); how many."""
+    ec2 = demo.aws("ec2")
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    hosts = [("client", traffic.clients), ("server", traffic.servers)]
+    for role, group in hosts:
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"{group[0].ip.rsplit('.', 1)[0]}.0/24")
+        for index, host in enumerate(group):
+            tags = {"Name": f"{role}-{index + 1}", "App": APPS[index % len(APPS)], "Role": role}
+            ec2.run_instances(
+                ImageId=image,
+                MinCount=1,
+                MaxCount=1,
+                SubnetId=subnet["Subnet"]["SubnetId"],
+                PrivateIpAddress=host.ip,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "instance",
+                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                    }
+                ],
+            )
+    return sum(len(group) for _, group in hosts)
 
 
 def _play(args: argparse.Namespace, demo: Demo) -> int:
@@ -289,10 +326,24 @@ def _summary(
     )
     for flow in sorted(received)[:5]:
         print(f"    {flow[0]} -> {flow[1]} port {flow[2]} proto {flow[3]}")
+    workloads = demo.stack.pce.workloads()
+    by_address = {i["address"]: w for w in workloads for i in w["interfaces"]}
+    workloads_status = status.get("workloads", {})
+    print(
+        f"  the PCE has {len(workloads)} workloads (created {workloads_status.get('created', 0)}, "
+        f"updated {workloads_status.get('updated', 0)}), labelled from the instances' tags:"
+    )
+    for workload in sorted(workloads, key=lambda w: str(w["name"]))[:3]:
+        addresses = ", ".join(i["address"] for i in workload["interfaces"])
+        print(f"    {workload['name']} {addresses} [{', '.join(workload['label_texts'])}]")
+    off_map = {f for f in received if f[0] not in by_address or f[1] not in by_address}
+    print(f"  flows on the map (a workload at both ends): {len(received) - len(off_map)}")
     if bogus:
         return _fail(demo, f"{len(bogus)} flows the traffic never had, e.g. {min(bogus)}")
     if len(received) < target:
         return _fail(demo, f"only {len(received)} of {target} flows reached the PCE in time")
+    if off_map:
+        return _fail(demo, f"{len(off_map)} flows lack a workload, e.g. {min(off_map)}")
     say(f"done: {len(received)} flows reached the PCE")
     return EXIT_OK
 
@@ -313,9 +364,10 @@ def _delete(demo: Demo, deadline: float) -> None:
     if _wait(deadline, lambda: demo.kube.get(f"{FE_PATH}/{NAME}").status_code == 404):
         flow_logs = demo.aws("ec2").describe_flow_logs()["FlowLogs"]
         groups = demo.aws("logs").describe_log_groups(logGroupNamePrefix=LOG_GROUP)["logGroups"]
+        workloads = demo.stack.pce.workloads()
         say(
-            f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs and "
-            f"{len(groups)} log groups behind"
+            f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs, "
+            f"{len(groups)} log groups and {len(workloads)} workloads behind"
         )
     else:
         say("the FlowExport was not deleted in time (its finalizer is still there)")

@@ -199,11 +199,14 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
     probe = await _unless_stopped(lifecycle.probe(spec, secrets), stop)
     if probe.error is not None:
         raise state.fail(probe)
-    state.apply(probe.updates)
+    state.apply([*probe.updates, lifecycle.workloads_expected(spec)])
     state.progress = progress = _load_progress(args, state)
     state.failed_at_start = progress.flows_failed
     if spec.suspend:
-        state.apply([lifecycle.suspended()])
+        suspended = [lifecycle.suspended()]
+        if spec.workloads.mode == "Sync":  # workloads are not synced while suspended
+            suspended.append(lifecycle.workloads_suspended())
+        state.apply(suspended)
         return EXIT_OK
 
     async def save(saved: Progress) -> None:
@@ -226,6 +229,7 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         report=report,
         settle_seconds=args.settle,
         once=args.once,
+        owner=state.manifest.owner,
     )
     state.progress = ingested.progress
     if ingested.error is not None:

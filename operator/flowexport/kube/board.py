@@ -63,7 +63,7 @@ class StatusBoard:
             self.conditions = ConditionSet(FlowExportStatus.model_validate(status).conditions)
         except ValidationError:
             self.conditions = ConditionSet()  # written by another version: recomputed
-        for key in ("flowLogId", "logGroupArn"):
+        for key in ("flowLogId", "logGroupArn", "workloads"):
             if status.get(key):
                 self.fields[key] = status[key]
         if status.get("cursor"):
@@ -85,7 +85,7 @@ class StatusBoard:
         return changed
 
     def update(self, **fields: Any) -> None:
-        """Set plain status fields (flowLogId, logGroupArn)."""
+        """Set plain status fields (flowLogId, logGroupArn, workloads)."""
         self.fields.update({k: v for k, v in fields.items() if v is not None})
 
     def record(self, progress: Progress) -> None:

@@ -156,6 +156,21 @@ async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -
     await clean_up(op, body, dict(spec))
 
 
+#: How long the clean-up waits for the FlowExport's worker to stop (kopf stops it when the
+#: deletion starts; a stop takes at most the upload grace and a status write).
+WORKER_STOP_SECONDS = 30.0
+
+
+async def _worker_stopped(op: Operator, namespace: str, name: str) -> None:
+    """Wait for the FlowExport's worker to stop, so nothing it does (a workload sync, a peer
+    workload before an upload) lands after the clean-up; raises kopf.TemporaryError if not."""
+    deadline = asyncio.get_running_loop().time() + WORKER_STOP_SECONDS
+    while (namespace, name) in op.working:
+        if asyncio.get_running_loop().time() > deadline:
+            raise kopf.TemporaryError("waiting for the ingestion worker to stop", delay=5)
+        await asyncio.sleep(0.1)
+
+
 #: Annotation that lets an admin release a FlowExport whose clean-up cannot succeed, without
 #: touching AWS (what it created stays there).
 SKIP_CLEANUP_ANNOTATION = "flowexport.io/skip-cleanup"
@@ -180,17 +195,19 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
             body,
             "Warning",
             "CleanupSkipped",
-            f"{SKIP_CLEANUP_ANNOTATION} is set: the AWS resources are left as they are",
+            f"{SKIP_CLEANUP_ANNOTATION} is set: the AWS resources and PCE workloads are left "
+            "as they are",
         )
     else:
+        await _worker_stopped(op, namespace, name)
         try:
-            removed = await lifecycle.clean_up(
+            done = await lifecycle.clean_up(
                 spec, f"{namespace}/{name}", op.secrets(namespace, spec)
             )
         except FlowExportError as exc:
             message = (
-                f"cannot clean up AWS resources: {exc}; to release this FlowExport without "
-                f"touching AWS, annotate it {SKIP_CLEANUP_ANNOTATION}=true"
+                f"cannot clean up: {exc}; to release this FlowExport without touching AWS or "
+                f"the PCE, annotate it {SKIP_CLEANUP_ANNOTATION}=true"
             )
             op.events.post(body, "Warning", exc.reason, message)
             board = op.export(namespace, name).board
@@ -199,8 +216,10 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
             with contextlib.suppress(Exception):  # the status is best effort while deleting
                 await board.write(force=True)
             raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from None
-        for what in removed:
+        for what in done.removed:
             op.events.post(body, "Normal", "Deleted", what)
+        for what in done.left:
+            op.events.post(body, "Warning", "CleanupIncomplete", what)
     op.forget(namespace, name)
     op.cleaned_up.add(uid)
     await release_secret(op, namespace, spec)

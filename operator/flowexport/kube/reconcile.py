@@ -93,6 +93,14 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             board.update(flowLogId=subscription.flow_log_id, logGroupArn=subscription.log_group_arn)
             probed = await lifecycle.probe(spec, secrets)
             announce(op.events, body, board.apply(probed.updates))
+            expected = lifecycle.workloads_expected(spec)
+            current = board.conditions.get(ConditionType.WORKLOADS_SYNCED)
+            if expected.ok or current is None or current.observed_generation != generation:
+                # Mode Off is settled here; with Sync the worker reports each sync, and a new
+                # generation waits for its first one.
+                announce(op.events, body, board.apply([expected]))
+            if spec.workloads.mode == "Off" and board.fields.pop("workloads", None) is not None:
+                metrics.forget_workloads(namespace, name)  # no sync keeps them true any more
             if probed.error is not None:
                 export.schedule_retry(not probed.error.retryable)
                 metrics.count_error(

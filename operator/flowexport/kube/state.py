@@ -117,6 +117,8 @@ class Operator:
         self.shards = shards
         self.events = events
         self.exports: dict[tuple[str, str], Export] = {}
+        #: FlowExports whose ingestion worker is running here (the clean-up waits for it).
+        self.working: set[tuple[str, str]] = set()
         self.settle_seconds = settle_seconds
         self.resync_seconds = resync_seconds
         #: Let kopf watch namespaces and CRDs, which it needs to resolve namespace patterns.

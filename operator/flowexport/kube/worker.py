@@ -14,10 +14,10 @@ import copy
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from flowexport import lifecycle, metrics
-from flowexport.api.conditions import ConditionType, ConditionUpdate
+from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.reader import initial_cursor
@@ -25,6 +25,7 @@ from flowexport.kube.events import announce
 from flowexport.kube.shards import uid_of
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
 from flowexport.pipeline import Progress
+from flowexport.workloads.sync import SyncResult, WorkloadTotals
 
 log = logging.getLogger("flowexport.operator")
 
@@ -50,6 +51,7 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
     uid = uid_of(metadata)
     metrics.WORKERS.inc()
+    op.working.add((namespace, name))
     held = False
     try:
         while not stopped:
@@ -67,8 +69,11 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
             await _step(op, export, body, stopped, uid)
     finally:
         metrics.WORKERS.dec()
-        if op.shards.owns(uid):
-            await export.board.write(force=True)
+        try:
+            if op.shards.owns(uid):
+                await export.board.write(force=True)
+        finally:
+            op.working.discard((namespace, name))
 
 
 async def _step(op: Operator, export: Export, body: Any, stopped: Stopped, uid: str) -> None:
@@ -83,7 +88,10 @@ async def _step(op: Operator, export: Export, body: Any, stopped: Stopped, uid: 
         await _wait(op, stopped, export, body, generation, float("inf"))
         return
     if spec.suspend:
-        announce(op.events, body, board.apply([lifecycle.suspended()], generation))
+        updates = [lifecycle.suspended()]
+        if spec.workloads.mode == "Sync":
+            updates.append(lifecycle.workloads_suspended())
+        announce(op.events, body, board.apply(updates, generation))
         await board.write(force=True)
         await _wait(op, stopped, export, body, generation, float("inf"))
         return
@@ -143,12 +151,32 @@ async def _ingest(
 
     async def report(update: ConditionUpdate) -> None:
         if update.ok is False:
-            metrics.count_error(namespace, name, ConditionType.INGESTING, update.reason)
+            metrics.count_error(namespace, name, update.type, update.reason)
         changes = board.apply([update], generation)
         announce(op.events, body, changes)
         # A transition (Ready turning True included) is written at once, never throttled away.
         await board.write(force=bool(changes) or update.ok is not True)
 
+    async def on_workloads(result: SyncResult) -> None:
+        assert syncer_totals is not None
+        board.update(workloads=syncer_totals.to_status())
+        metrics.count_workloads(
+            namespace,
+            name,
+            result.managed,
+            created=result.created,
+            updated=result.updated,
+            deleted=result.deleted,
+            failed=result.failed,
+        )
+        if result.changes or result.failed:
+            kind: Literal["Normal", "Warning"] = "Warning" if result.failed else "Normal"
+            op.events.post(body, kind, "WorkloadsChanged", result.summary())
+        await board.write(force=bool(result.changes or result.failed))
+
+    syncer_totals = None
+    if spec.workloads.mode == "Sync":
+        syncer_totals = WorkloadTotals.from_status(board.fields.get("workloads"))
     stop = asyncio.Event()
 
     async def watch_for_changes() -> None:
@@ -178,6 +206,9 @@ async def _ingest(
             report=report,
             settle_seconds=op.settle_seconds,
             on_upload=lambda seconds: metrics.observe_upload(namespace, name, seconds),
+            owner=f"{namespace}/{name}",
+            workload_totals=syncer_totals,
+            on_workloads=on_workloads,
         )
     finally:
         stop.set()

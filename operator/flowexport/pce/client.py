@@ -12,11 +12,11 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -44,6 +44,8 @@ log = logging.getLogger("flowexport.pce")
 DEFAULT_RATE_PER_MINUTE = 450
 #: The PCE's default cap on synchronous collection GETs.
 MAX_RESULTS = 500
+#: How long an asynchronous collection job may take before the PCE counts as unavailable.
+MAX_JOB_SECONDS = 600.0
 #: How long a 429's Retry-After may make us wait before we treat it as an outage.
 MAX_RETRY_AFTER = 300.0
 
@@ -124,6 +126,22 @@ class WorkloadsResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+_BULK_LOCKS: dict[tuple[asyncio.AbstractEventLoop, str, int], asyncio.Lock] = {}
+
+
+def _bulk_lock(base_url: str, org_id: int) -> asyncio.Lock:
+    """One lock per PCE org (and event loop) in this process: FlowExports sharing a PCE run
+    their bulk operations one at a time, as the PCE allows, instead of meeting its 429s."""
+    key = (asyncio.get_running_loop(), base_url, org_id)
+    lock = _BULK_LOCKS.get(key)
+    if lock is None:
+        if len(_BULK_LOCKS) > 1024:  # loops of finished tests or commands: drop the idle ones
+            for stale in [k for k, v in _BULK_LOCKS.items() if not v.locked()]:
+                del _BULK_LOCKS[stale]
+        lock = _BULK_LOCKS[key] = asyncio.Lock()
+    return lock
+
+
 def tls_verify(ca_pem: str | None, insecure: bool) -> ssl.SSLContext | bool:
     """httpx's `verify` for a PCE: system CAs, a PEM bundle, or (explicitly) nothing."""
     if insecure:
@@ -163,7 +181,6 @@ class PCEClient:
         self.retries = 0
         self._sleep = sleep
         self._limiter = TokenBucket(rate_per_minute, sleep=sleep)
-        self._bulk_lock = asyncio.Lock()
         self._known_ips: set[str] = set()
         verify = tls_verify(ca_pem, insecure)
         if verify is False:
@@ -254,15 +271,7 @@ class PCEClient:
     async def ensure_label(self, key: str, value: str) -> dict[str, Any]:
         """Find the label, or create it."""
         found = await self.find_label(key, value)
-        if found is not None:
-            return found
-        response = await self._request(
-            "POST", f"{self.org_path}/labels", json={"key": key, "value": value}
-        )
-        created = _json(response)
-        if not isinstance(created, dict) or "href" not in created:
-            raise PCEProtocolError("creating a label returned no href")
-        return created
+        return found if found is not None else await self.create_label(key, value)
 
     # -- workloads ----------------------------------------------------------------------
 
@@ -288,20 +297,90 @@ class PCEClient:
         self, workloads: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Create workloads with bulk_create, 1000 per request, one bulk operation at a time."""
+        return await self.bulk("create", workloads)
+
+    async def bulk(
+        self, operation: Literal["create", "update", "delete"], items: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """`PUT workloads/bulk_<operation>` in requests of at most 1000 items, one bulk
+        operation at a time per PCE org in this process (the PCE answers a second one 429);
+        one result per item (for delete, possibly only the failed ones)."""
         results: list[dict[str, Any]] = []
-        async with self._bulk_lock:
-            for start in range(0, len(workloads), PCE_MAX_BATCH):
-                chunk = list(workloads[start : start + PCE_MAX_BATCH])
+        async with _bulk_lock(self.base_url, self.org_id):
+            for start in range(0, len(items), PCE_MAX_BATCH):
+                chunk = list(items[start : start + PCE_MAX_BATCH])
                 response = await self._request(
-                    "PUT", f"{self.org_path}/workloads/bulk_create", json=chunk
+                    "PUT", f"{self.org_path}/workloads/bulk_{operation}", json=chunk
                 )
                 answer = _json_list(response)
-                if len(answer) != len(chunk):
+                # bulk_delete may answer only the items that failed (illumio-py reads it so).
+                whole = len(answer) == len(chunk)
+                if not (whole or (operation == "delete" and len(answer) < len(chunk))):
                     raise PCEProtocolError(
-                        f"bulk_create answered {len(answer)} results for {len(chunk)} workloads"
+                        f"bulk_{operation} answered {len(answer)} results for {len(chunk)} items"
                     )
                 results.extend(answer)
         return results
+
+    async def collection(
+        self, what: str, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of an org collection (`labels`, `workloads`): one synchronous GET when
+        it holds at most MAX_RESULTS, else the PCE's asynchronous collection job."""
+        path = f"{self.org_path}/{what}"
+        response = await self._request(
+            "GET", path, params={**(params or {}), "max_results": MAX_RESULTS}
+        )
+        items = _json_list(response)
+        total = response.headers.get("X-Total-Count", "")
+        if not total.isdigit() or int(total) <= len(items):
+            return items
+        return await self._async_collection(path, params or {})
+
+    async def _async_collection(self, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        response = await self._request(
+            "GET", path, params=dict(params), headers={"Prefer": "respond-async"}
+        )
+        job = response.headers.get("Location", "")
+        if response.status_code != 202 or not job.startswith(f"{self.org_path}/jobs/"):
+            raise PCEProtocolError(f"an asynchronous GET {path} answered no job to poll")
+        waited = 0.0
+        while True:
+            polled = await self._request("GET", job)
+            state = _json(polled)
+            status = state.get("status") if isinstance(state, dict) else None
+            if status == "done":
+                result = state.get("result")
+                href = result.get("href") if isinstance(result, dict) else None
+                if not isinstance(href, str) or not href.startswith(f"{self.org_path}/"):
+                    raise PCEProtocolError(f"the job for GET {path} is done without a result")
+                return _json_list(await self._request("GET", href))
+            if status == "failed":
+                raise PCERequestError(f"the PCE's job for GET {path} failed")
+            if waited >= MAX_JOB_SECONDS:
+                raise PCEUnavailableError(
+                    f"the PCE's job for GET {path} did not finish in {MAX_JOB_SECONDS:.0f}s"
+                )
+            hint = polled.headers.get("Retry-After") or response.headers.get("Retry-After")
+            delay = min(_retry_after(hint) or 1.0, 30.0)
+            await self._sleep(delay)
+            waited += delay
+
+    async def create_label(self, key: str, value: str) -> dict[str, Any]:
+        """Create a label; one created meanwhile by someone else is found instead."""
+        try:
+            response = await self._request(
+                "POST", f"{self.org_path}/labels", json={"key": key, "value": value}
+            )
+        except PCERequestError:
+            found = await self.find_label(key, value)
+            if found is None:
+                raise
+            return found
+        created = _json(response)
+        if not isinstance(created, dict) or "href" not in created:
+            raise PCEProtocolError("creating a label returned no href")
+        return created
 
     async def ensure_unmanaged_workloads(
         self,
@@ -329,7 +408,7 @@ class PCEClient:
             return result
         bodies = [_unmanaged_workload(ip, external_data_set, labels) for ip in missing]
         for ip, answer in zip(missing, await self.bulk_create_workloads(bodies), strict=True):
-            problems = _bulk_errors(answer)
+            problems = bulk_errors(answer)
             if problems:
                 result.failed[ip] = problems
             else:
@@ -523,8 +602,8 @@ def _unmanaged_workload(
     }
 
 
-def _bulk_errors(answer: dict[str, Any]) -> str:
-    """The problems a bulk_create result reports, or '' when the workload was created."""
+def bulk_errors(answer: dict[str, Any]) -> str:
+    """The problems a bulk operation's result for one item reports, or '' when it worked."""
     problems = [
         f"{e.get('token', 'error')}: {e.get('message', '')}".rstrip(": ")
         for e in answer.get("errors") or []

@@ -9,17 +9,37 @@ Honoured contract (see shared/reference/pce-api.md):
   with 413 and token `too_many_flows` (our choice: the PCE documents the limit, not the answer).
 - A per-API-key rate limit (default 500 requests per rolling minute) answering 429, with a
   `Retry-After` header unless configured not to send one.
-- Labels and unmanaged workloads with the PCE's filters (`ip_address`, `hostname`, `name` and
-  label `value` match partially; `max_results`, `X-Total-Count`), `bulk_create`/`bulk_delete`
-  (1000 items at most; a second bulk operation while one runs gets 429), validation failures
-  as 406 with `[{"token", "message"}]` bodies, async collections (`Prefer: respond-async`).
+- Labels and workloads with the PCE's filters (`ip_address`, `hostname`, `name` and label
+  `value` match partially; `managed=true|false` selects VEN-paired or unmanaged workloads;
+  `max_results`, `X-Total-Count`), validation failures as 406 with `[{"token", "message"}]`
+  bodies, async collections (`Prefer: respond-async`). Label keys are the configured
+  `label_keys` (default `role`, `app`, `env`, `loc`; PCEs since 22.5 allow custom ones); any
+  other key is 406 `label_key_invalid`.
+- `PUT workloads/bulk_create`, `bulk_update` and `bulk_delete`: a JSON list of 1000 items at
+  most (more is 413 `too_many_items`); a second bulk operation while one runs gets 429. Each
+  item is answered in order: `{"href", "status": "created"|"updated"|"deleted", "errors": []}`,
+  or on failure `{"href", "status": token, "token", "message", "errors": [{"token",
+  "message"}]}` (illumio-py reads `token`/`message` when `status` is not the success one;
+  bulk_delete failures carry `href` and `errors` only). `bulk_update` items are
+  `{"href", <fields to change>}`: an unknown href (or one of another org) is `not_found`; an
+  invalid value, a property that cannot be updated or the `interfaces` of a managed workload
+  is `validation_failure`.
+- `PUT workloads/{id}` changes the fields given (name, hostname, description, interfaces,
+  labels, external_data_set, external_data_reference; the others stay, `updated_at` moves)
+  with the same validation: 204 without a body, 404 unknown, 406 invalid.
+- Managed (VEN-paired) workloads carry `ven: {"href": "/orgs/{org}/vens/<uuid>"}` and
+  `agent: {"href": "/orgs/{org}/agents/<n>"}`; unmanaged ones carry neither. The API cannot
+  create them (a VEN pairs them); their interfaces are the VEN's to report, and they are
+  unpaired, not deleted: `DELETE` is 406 and `bulk_delete` answers `validation_failure`.
 - `/api/v2/health` and `/api/v2/orgs/{org}/settings/workloads`, which clients use as probes.
 
 Simulator-only endpoints live under `/_sim/` (no auth): recorded flows, uploads and requests,
-fault injection, reset. Faults: the first N matching requests fail with a 5xx, are throttled
-with 429 (with or without Retry-After) or dropped without an answer; every answer can be slowed;
-flow lines containing a given text are rejected as the PCE rejects bad lines. Keys listed as
-read-only get 403 on every change, like an API key whose role only allows reading.
+stored workloads, managed workloads made as a VEN pairing would (`POST /_sim/workloads`, or
+`PCESimulator.add_workload`), fault injection, reset. Faults: the first N matching requests
+fail with a 5xx, are throttled with 429 (with or without Retry-After) or dropped without an
+answer; every answer can be slowed; flow lines containing a given text are rejected as the PCE
+rejects bad lines. Keys listed as read-only get 403 on every change, like an API key whose role
+only allows reading.
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import ipaddress
 import itertools
 import time
@@ -44,6 +65,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BULK_ITEMS = 1000
 MAX_RESULTS_DEFAULT = 500
 LABEL_KEYS = frozenset({"role", "app", "env", "loc"})
+# The workload fields a client may set, in the order public views show them.
+WORKLOAD_FIELDS = (
+    "name",
+    "hostname",
+    "description",
+    "interfaces",
+    "labels",
+    "external_data_set",
+    "external_data_reference",
+)
+_TEXT_FIELDS = ("name", "hostname", "description", "external_data_set", "external_data_reference")
 
 
 @dataclass
@@ -71,6 +103,7 @@ class PCESimConfig:
     send_retry_after: bool = True
     bulk_seconds: float = 0.0
     async_retry_after: int = 1
+    label_keys: frozenset[str] = LABEL_KEYS
 
 
 @dataclass
@@ -101,6 +134,7 @@ class PCESimulator:
         self.faults = Faults()
         self.state = _State()
         self._label_ids = itertools.count(1)
+        self._agent_ids = itertools.count(1)
         self.app = web.Application(middlewares=[self._record, self._faults, self._gate])
         self._routes()
 
@@ -111,10 +145,26 @@ class PCESimulator:
         self.state = _State()
         self.faults = Faults()
         self._label_ids = itertools.count(1)
+        self._agent_ids = itertools.count(1)
 
     def set_faults(self, **values: Any) -> None:
         """Replace the fault settings."""
         self.faults = Faults(**values)
+
+    def add_workload(
+        self, body: dict[str, Any], managed: bool = True, org: str = "1"
+    ) -> dict[str, Any]:
+        """Store a workload as a VEN pairing (`managed`) or the API would; its public view.
+
+        Raises ValueError when `body` is not a valid workload or `org` is not served.
+        """
+        org = str(org)
+        if not org.isdigit() or int(org) not in self.config.orgs:
+            raise ValueError(f"organization {org} is not served")
+        problem = self._workload_problem(org, body)
+        if problem is not None:
+            raise ValueError(problem)
+        return copy.deepcopy(_public(self._store_workload(org, body, managed)))
 
     # -- middleware ---------------------------------------------------------------------
 
@@ -219,8 +269,10 @@ class PCESimulator:
         add("GET", f"{org}/workloads", self._list_workloads)
         add("POST", f"{org}/workloads", self._create_workload)
         add("PUT", f"{org}/workloads/bulk_create", self._bulk_create)
+        add("PUT", f"{org}/workloads/bulk_update", self._bulk_update)
         add("PUT", f"{org}/workloads/bulk_delete", self._bulk_delete)
         add("GET", f"{org}/workloads/{{id}}", self._get_workload)
+        add("PUT", f"{org}/workloads/{{id}}", self._update_workload)
         add("DELETE", f"{org}/workloads/{{id}}", self._delete_workload)
         add("GET", f"{org}/jobs/{{id}}", self._get_job)
         add("GET", f"{org}/datafiles/{{id}}", self._get_datafile)
@@ -228,6 +280,7 @@ class PCESimulator:
         add("GET", "/_sim/uploads", self._sim_uploads)
         add("GET", "/_sim/requests", self._sim_requests)
         add("GET", "/_sim/workloads", self._sim_workloads)
+        add("POST", "/_sim/workloads", self._sim_add_workloads)
         add("POST", "/_sim/faults", self._sim_faults)
         add("POST", "/_sim/reset", self._sim_reset)
 
@@ -292,10 +345,9 @@ class PCESimulator:
         if not isinstance(body, dict):
             return _errors(406, "invalid_json", "expected a JSON object")
         key, value = body.get("key"), body.get("value")
-        if key not in LABEL_KEYS:
-            return _errors(
-                406, "label_key_invalid", f"label key must be one of {sorted(LABEL_KEYS)}"
-            )
+        keys = self.config.label_keys
+        if key not in keys:
+            return _errors(406, "label_key_invalid", f"label key must be one of {sorted(keys)}")
         if not isinstance(value, str) or not value.strip():
             return _errors(406, "label_value_invalid", "label value must be a non-empty string")
         for label in self.state.labels.values():
@@ -324,8 +376,9 @@ class PCESimulator:
     async def _list_workloads(self, request: web.Request) -> web.StreamResponse:
         org, query = request.match_info["org"], request.query
         found = [w for w in self.state.workloads.values() if w["org"] == org]
-        if query.get("managed", "").lower() == "true":
-            found = []  # the simulator holds unmanaged workloads only (no VENs)
+        managed = query.get("managed", "").lower()
+        if managed in ("true", "false"):
+            found = [w for w in found if _is_managed(w) == (managed == "true")]
         for param in ("name", "hostname"):
             if param in query:
                 found = [w for w in found if query[param].lower() in (w.get(param) or "").lower()]
@@ -346,6 +399,15 @@ class PCESimulator:
             return _errors(406, "validation_failure", created)
         return web.json_response(_public(created), status=201)
 
+    async def _update_workload(self, request: web.Request) -> web.Response:
+        workload = self._workload(request)
+        if workload is None:
+            return _errors(404, "not_found", "workload not found")
+        problem = self._change_workload(workload, await _json_body(request))
+        if problem is not None:
+            return _errors(406, "validation_failure", problem)
+        return web.Response(status=204)
+
     async def _bulk(
         self, request: web.Request, what: str, apply: Callable[[str, Any], dict[str, Any]]
     ) -> web.Response:
@@ -364,26 +426,42 @@ class PCESimulator:
     async def _bulk_create(self, request: web.Request) -> web.Response:
         return await self._bulk(request, "workloads", self._bulk_create_one)
 
+    async def _bulk_update(self, request: web.Request) -> web.Response:
+        return await self._bulk(request, "{href, <fields>}", self._bulk_update_one)
+
     async def _bulk_delete(self, request: web.Request) -> web.Response:
         return await self._bulk(request, "{href}", self._bulk_delete_one)
 
     def _bulk_create_one(self, org: str, item: Any) -> dict[str, Any]:
         created = self._new_workload(org, item)
         if isinstance(created, str):
-            error = {"token": "validation_failure", "message": created}
-            return {"href": None, "status": "validation_failure", **error, "errors": [error]}
+            return _failure(None, "validation_failure", created)
         return {"href": created["href"], "status": "created", "errors": []}
+
+    def _bulk_update_one(self, org: str, item: Any) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            return _failure(None, "validation_failure", "each item must be a JSON object")
+        href = item.get("href")
+        workload = self._workload_by_href(org, href)
+        if workload is None:
+            return _failure(href, "not_found", f"{href} not found")
+        problem = self._change_workload(workload, {k: v for k, v in item.items() if k != "href"})
+        if problem is not None:
+            return _failure(href, "validation_failure", problem)
+        return {"href": href, "status": "updated", "errors": []}
 
     def _bulk_delete_one(self, org: str, item: Any) -> dict[str, Any]:
         href = item.get("href") if isinstance(item, dict) else None
-        ident = str(href).rsplit("/", 1)[-1]
-        workload = self.state.workloads.get(ident)
-        if workload is None or workload["org"] != org:
+        workload = self._workload_by_href(org, href)
+        if workload is None:
             return {
                 "href": href,
                 "errors": [{"token": "not_found", "message": f"{href} not found"}],
             }
-        del self.state.workloads[ident]
+        if _is_managed(workload):
+            error = {"token": "validation_failure", "message": _MANAGED_DELETE}
+            return {"href": href, "errors": [error]}
+        del self.state.workloads[_ident(workload)]
         return {"href": href, "status": "deleted", "errors": []}
 
     async def _get_workload(self, request: web.Request) -> web.Response:
@@ -396,6 +474,8 @@ class PCESimulator:
         workload = self._workload(request)
         if workload is None:
             return _errors(404, "not_found", "workload not found")
+        if _is_managed(workload):
+            return _errors(406, "validation_failure", _MANAGED_DELETE)
         del self.state.workloads[request.match_info["id"]]
         return web.Response(status=204)
 
@@ -437,6 +517,27 @@ class PCESimulator:
 
     async def _sim_workloads(self, request: web.Request) -> web.Response:
         return web.json_response([_public(w) for w in self.state.workloads.values()])
+
+    async def _sim_add_workloads(self, request: web.Request) -> web.Response:
+        """Workloads as a VEN pairing makes them: `managed` (default true), `org` (default 1)."""
+        body = await _json_body(request)
+        items = body if isinstance(body, list) else [body]
+        plans = []
+        for item in items:
+            if not isinstance(item, dict):
+                return _errors(400, "invalid_json", "expected a workload object or a list of them")
+            fields = {k: v for k, v in item.items() if k not in ("managed", "org")}
+            managed, org = item.get("managed", True), str(item.get("org", "1"))
+            if not isinstance(managed, bool):
+                return _errors(400, "validation_failure", "managed must be true or false")
+            if not org.isdigit() or int(org) not in self.config.orgs:
+                return _errors(400, "validation_failure", f"organization {org} is not served")
+            problem = self._workload_problem(org, fields)
+            if problem is not None:
+                return _errors(400, "validation_failure", problem)
+            plans.append((fields, managed, org))
+        created = [self.add_workload(f, managed=m, org=o) for f, m, o in plans]
+        return web.json_response(created if isinstance(body, list) else created[0], status=201)
 
     async def _sim_faults(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -483,12 +584,28 @@ class PCESimulator:
             return None
         return workload
 
+    def _workload_by_href(self, org: str, href: Any) -> dict[str, Any] | None:
+        workload = self.state.workloads.get(str(href).rsplit("/", 1)[-1])
+        if workload is None or workload["org"] != org or workload["href"] != href:
+            return None
+        return workload
+
     def _new_workload(self, org: str, body: Any) -> dict[str, Any] | str:
-        """Create a workload from a request body, or say what is wrong with it."""
+        """Create an unmanaged workload from a request body, or say what is wrong with it."""
+        problem = self._workload_problem(org, body)
+        if problem is not None:
+            return problem
+        return self._store_workload(org, body, managed=False)
+
+    def _workload_problem(self, org: str, body: Any) -> str | None:
+        """What is wrong with a workload's fields (all of them, as they would be stored)."""
         if not isinstance(body, dict):
             return "a workload must be a JSON object"
         if not body.get("name") and not body.get("hostname"):
             return "a workload needs a name or a hostname"
+        for name in _TEXT_FIELDS:
+            if not isinstance(body.get(name), str | None):
+                return f"{name} must be a string"
         interfaces = body.get("interfaces") or []
         if not isinstance(interfaces, list):
             return "interfaces must be a list"
@@ -499,30 +616,44 @@ class PCESimulator:
                 ipaddress.ip_address(str(interface.get("address")))
             except ValueError:
                 return f"interface address {interface.get('address')!r} is not an IP address"
-        known = {label["href"] for label in self.state.labels.values()}
-        for label in body.get("labels") or []:
+        labels = body.get("labels") or []
+        if not isinstance(labels, list):
+            return "labels must be a list"
+        known = {label["href"] for label in self.state.labels.values() if label["org"] == org}
+        for label in labels:
             if not isinstance(label, dict) or label.get("href") not in known:
                 return f"label {label!r} does not exist"
+        return None
+
+    def _store_workload(self, org: str, body: dict[str, Any], managed: bool) -> dict[str, Any]:
+        """Store a valid workload; a managed one gets the VEN and agent a pairing gives it."""
         ident = str(uuid.uuid4())
-        workload = {
-            "href": f"/orgs/{org}/workloads/{ident}",
-            "name": body.get("name"),
-            "hostname": body.get("hostname"),
-            "description": body.get("description"),
-            "interfaces": [
-                {"name": i["name"], "address": i["address"], "link_state": i.get("link_state")}
-                for i in interfaces
-            ],
-            "labels": [{"href": label["href"]} for label in body.get("labels") or []],
-            "external_data_set": body.get("external_data_set"),
-            "external_data_reference": body.get("external_data_reference"),
-            "online": True,
-            "created_at": _now(),
-            "updated_at": _now(),
-            "org": org,
-        }
+        workload: dict[str, Any] = {"href": f"/orgs/{org}/workloads/{ident}"}
+        workload.update({name: None for name in WORKLOAD_FIELDS})
+        workload.update(interfaces=[], labels=[])
+        workload.update(_stored_fields(body))
+        if managed:
+            workload["ven"] = {"href": f"/orgs/{org}/vens/{uuid.uuid4()}"}
+            workload["agent"] = {"href": f"/orgs/{org}/agents/{next(self._agent_ids)}"}
+        workload.update(online=True, created_at=_now(), updated_at=_now(), org=org)
         self.state.workloads[ident] = workload
         return workload
+
+    def _change_workload(self, workload: dict[str, Any], changes: Any) -> str | None:
+        """Apply a PUT's changes to a stored workload, or say why they are refused."""
+        if not isinstance(changes, dict):
+            return "an update must be a JSON object"
+        unknown = sorted(set(changes) - set(WORKLOAD_FIELDS))
+        if unknown:
+            return f"properties that cannot be updated: {', '.join(unknown)}"
+        if "interfaces" in changes and _is_managed(workload):
+            return "interfaces of a managed workload are reported by its VEN"
+        merged = {name: workload[name] for name in WORKLOAD_FIELDS} | changes
+        problem = self._workload_problem(workload["org"], merged)
+        if problem is not None:
+            return problem
+        workload.update(_stored_fields(changes), updated_at=_now())
+        return None
 
 
 class _BulkSlot:
@@ -545,8 +676,38 @@ class _BulkSlot:
             self.sim.state.bulk_busy = False
 
 
+_MANAGED_DELETE = "a managed workload is unpaired, not deleted: unpair its VEN"
+
+
 def _public(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "org"}
+
+
+def _is_managed(workload: dict[str, Any]) -> bool:
+    return "ven" in workload
+
+
+def _ident(workload: dict[str, Any]) -> str:
+    return str(workload["href"]).rsplit("/", 1)[-1]
+
+
+def _failure(href: Any, token: str, message: str) -> dict[str, Any]:
+    """A failed bulk item as the PCE answers it (illumio-py reads `token` and `message`)."""
+    error = {"token": token, "message": message}
+    return {"href": href, "status": token, **error, "errors": [error]}
+
+
+def _stored_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The settable fields `body` gives, as a workload stores them."""
+    fields = {name: body[name] for name in WORKLOAD_FIELDS if name in body}
+    if "interfaces" in fields:
+        fields["interfaces"] = [
+            {"name": i["name"], "address": i["address"], "link_state": i.get("link_state")}
+            for i in fields["interfaces"] or []
+        ]
+    if "labels" in fields:
+        fields["labels"] = [{"href": label["href"]} for label in fields["labels"] or []]
+    return fields
 
 
 async def _json_body(request: web.Request) -> Any:

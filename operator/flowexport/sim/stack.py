@@ -62,6 +62,19 @@ class PCEStandIn:
         flows: list[Flow] = self.server.call(lambda: list(self.sim.state.flows))
         return flows
 
+    def workloads(self) -> list[dict[str, Any]]:
+        """The workloads the PCE holds, each with its labels as `key=value` texts."""
+
+        def read() -> list[dict[str, Any]]:
+            labels = {x["href"]: f"{x['key']}={x['value']}" for x in self.sim.state.labels.values()}
+            return [
+                {**w, "label_texts": sorted(labels.get(x["href"], "?") for x in w["labels"])}
+                for w in self.sim.state.workloads.values()
+            ]
+
+        found: list[dict[str, Any]] = self.server.call(read)
+        return found
+
 
 @contextlib.contextmanager
 def https_pce(common_name: str = "flowexport demo PCE") -> Iterator[PCEStandIn]:
