@@ -20,6 +20,9 @@ Per N, in a fresh stack: N FlowExports in one namespace, each with its own VPC a
   benchmark does not log them), handler_runs: create/update/resume handler runs kopf logged
   as succeeded (one per FlowExport is right); pipelines_restarted: ingestion
   pipelines stopped before the operator was (a worker torn down and rebuilt).
+- with `--workloads`: each FlowExport syncs workloads (5 tagged interfaces per VPC, all on one
+  PCE org, so their bulk operations queue on one lock); Ready then includes the first sync, and
+  `workloads` is how many the PCE holds at the end.
 
 `--baseline-source DIR` runs the operator from another checkout's `operator/` directory (e.g.
 a `git worktree` of an older commit) in the same process, for before/after ratios on a shared
@@ -73,6 +76,7 @@ class Result:
     handler_runs: int
     pipelines_restarted: int
     source: str
+    workloads: int | None = None
 
 
 class Prober(threading.Thread):
@@ -111,7 +115,39 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def flowexport(stack: LoopbackStack, i: int, vpc: str, role: str, aws_url: str) -> dict[str, Any]:
+#: Network interfaces per VPC with --workloads (each a workload of its own).
+ENIS_PER_VPC = 5
+
+
+def tagged_interfaces(ec2: Any, vpc: str, cidr: str) -> None:
+    """A subnet of the VPC and ENIS_PER_VPC tagged network interfaces in it (the VPCs' CIDRs
+    differ: an address held by another FlowExport's workload would be left to it)."""
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr)["Subnet"]["SubnetId"]
+    for i in range(ENIS_PER_VPC):
+        ec2.create_network_interface(
+            SubnetId=subnet,
+            TagSpecifications=[
+                {
+                    "ResourceType": "network-interface",
+                    "Tags": [
+                        {"Key": "App", "Value": f"app{i % 3}"},
+                        {"Key": "Name", "Value": f"n{i}"},
+                    ],
+                }
+            ],
+        )
+
+
+def flowexport(
+    stack: LoopbackStack, i: int, vpc: str, role: str, aws_url: str, workloads: bool = False
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if workloads:
+        extra["workloads"] = {
+            "mode": "Sync",
+            "labels": {"env": "bench"},
+            "labelsFromTags": {"App": "app"},
+        }
     return {
         "apiVersion": "flowexport.io/v1alpha1",
         "kind": "FlowExport",
@@ -131,6 +167,7 @@ def flowexport(stack: LoopbackStack, i: int, vpc: str, role: str, aws_url: str) 
                 "credentialsSecretRef": {"name": "pce-api-key"},
                 "caBundleSecretRef": {"name": "pce-ca"},
             },
+            **extra,
         },
     }
 
@@ -150,6 +187,7 @@ def run_one(
     timeout: float,
     keep_log: str | None = None,
     profile: str | None = None,
+    workloads: bool = False,
 ) -> Result:
     with tempfile.TemporaryDirectory() as tmp, LoopbackStack.running(Path(tmp)) as stack:
         proxy = AWSFaultProxy(stack.moto_url)
@@ -164,7 +202,12 @@ def run_one(
             )
             ec2 = stack.aws("ec2")
             _, role = stack.create_vpc_and_role("flow-logs-delivery")
-            vpcs = [ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"] for _ in range(n)]
+            vpcs = [
+                ec2.create_vpc(CidrBlock=f"10.{i % 256}.0.0/16")["Vpc"]["VpcId"] for i in range(n)
+            ]
+            if workloads:
+                for i, vpc in enumerate(vpcs):
+                    tagged_interfaces(ec2, vpc, f"10.{i % 256}.0.0/24")
             env = {"PYTHONPATH": source} if source else {}
             operator = stack.operator(NAMESPACE, ["--verbose"])
             operator.env.update(env)
@@ -175,7 +218,7 @@ def run_one(
             prober.start()
             started = time.monotonic()
             for i, vpc in enumerate(vpcs):
-                stack.create(FLOWEXPORTS, flowexport(stack, i, vpc, role, aws_url))
+                stack.create(FLOWEXPORTS, flowexport(stack, i, vpc, role, aws_url, workloads))
             ready_s: float | None = None
             while time.monotonic() - started < timeout:
                 if ready_count(stack) == n:
@@ -214,6 +257,7 @@ def run_one(
             rss = peak_rss_mb(pid)
             prober.done.set()
             prober.join()
+            stack_workloads = stack.pce.workloads()
             log = operator.log.read_text(errors="replace")
             operator.stop()
             if keep_log:
@@ -231,6 +275,7 @@ def run_one(
         handler_runs=log.count("Handler 'reconcile_on_change' succeeded"),
         pipelines_restarted=log.count("ingestion pipeline stopped"),
         source=source or "this checkout",
+        workloads=len(stack_workloads) if workloads else None,
     )
 
 
@@ -244,6 +289,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", help="sample the idle operator with py-spy into this file (collapsed)"
     )
+    parser.add_argument(
+        "--workloads",
+        action="store_true",
+        help=f"spec.workloads Sync, {ENIS_PER_VPC} tagged interfaces per VPC",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sources = [args.baseline_source, None] if args.baseline_source else [None]
@@ -251,7 +301,13 @@ def main() -> None:
     for n in args.n:
         for source in sources:
             result = run_one(
-                n, args.idle_seconds, source, args.timeout, args.keep_log, args.profile
+                n,
+                args.idle_seconds,
+                source,
+                args.timeout,
+                args.keep_log,
+                args.profile,
+                args.workloads,
             )
             results.append(result)
             if not args.json:
