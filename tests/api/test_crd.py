@@ -223,11 +223,19 @@ URLS = [
     "https://h/caf\u00e9",
     "https://[fe80::1%25eth0]",
 ]
+#: Every URL field: the same rules in the CRD and the models.
+URL_FIELDS = [
+    "pce.url",
+    "aws.endpointUrl",
+    "aws.endpoints.ec2",
+    "aws.endpoints.logs",
+    "aws.endpoints.sts",
+]
 #: What only the operator refuses: an impossible IPv4 address looks like a DNS name to a pattern.
 MODEL_ONLY = {"https://999.1.1.1"}
 
 
-@pytest.mark.parametrize("field", ["pce.url", "aws.endpointUrl"])
+@pytest.mark.parametrize("field", URL_FIELDS)
 def test_crd_url_rules_agree_with_the_models(field: str) -> None:
     for url in URLS:
         assert crd_allows(field, url) == model_allows(field, url), url
@@ -252,7 +260,7 @@ def test_cel_rules_say_what_is_wrong(url: str, message: str) -> None:
     assert refusing[0].startswith(message)
 
 
-@pytest.mark.parametrize("field", ["pce.url", "aws.endpointUrl"])
+@pytest.mark.parametrize("field", URL_FIELDS)
 def test_urls_with_credentials_are_left_to_the_cel_rule(field: str) -> None:
     """A pattern failure quotes the value in the API server's answer; a CEL rule's does not."""
     pattern = _url_node(field)["pattern"]

@@ -92,7 +92,13 @@ def test_invalid_specs_name_the_field(overrides: dict[str, Any], field: str, mes
     assert message in str(caught.value)
 
 
-URL_FIELDS = ("pce.url", "aws.endpointUrl")
+URL_FIELDS = (
+    "pce.url",
+    "aws.endpointUrl",
+    "aws.endpoints.ec2",
+    "aws.endpoints.logs",
+    "aws.endpoints.sts",
+)
 
 
 @pytest.mark.parametrize("field", URL_FIELDS)

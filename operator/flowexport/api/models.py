@@ -119,9 +119,24 @@ Cidr = Annotated[str, Field(pattern=_CIDR, max_length=64), AfterValidator(_check
 class AwsEndpoints(ApiModel):
     """Endpoint URLs per AWS service."""
 
-    ec2: str | None = Field(default=None, description="EC2 (flow logs).", max_length=2048)
-    logs: str | None = Field(default=None, description="CloudWatch Logs.", max_length=2048)
-    sts: str | None = Field(default=None, description="STS (for roleArn).", max_length=2048)
+    ec2: str | None = Field(
+        default=None,
+        description="EC2 (flow logs, network interfaces).",
+        max_length=2048,
+        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+    )
+    logs: str | None = Field(
+        default=None,
+        description="CloudWatch Logs.",
+        max_length=2048,
+        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+    )
+    sts: str | None = Field(
+        default=None,
+        description="STS (for roleArn).",
+        max_length=2048,
+        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+    )
 
     @field_validator("ec2", "logs", "sts")
     @classmethod
