@@ -3,6 +3,7 @@ every read, credentials that expire mid-run, and their recovery, with nothing lo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -63,4 +64,32 @@ def test_credentials_expiring_mid_run_are_named_and_a_rotation_recovers(
     secret = f"/api/v1/namespaces/{NS}/secrets/aws-keys"
     assert stack.kube.patch(secret, json=rotated, headers=MERGE).status_code == 200
     eventually(lambda: len(delivered(stack)[0]) == 8, timeout=90, what="8 flows after it")
+    ready(stack)
+
+
+def test_a_throttled_vpc_read_holds_the_uploads_until_the_first_workload_sync(
+    stack: Stack, proxy: tuple[AWSFaultProxy, str]
+) -> None:
+    """The real operator process: with workloads Sync, AWS throttling DescribeNetworkInterfaces
+    is explained on WorkloadsSynced, nothing is uploaded meanwhile (the records wait in the log
+    group), and every flow arrives once the sync can run."""
+    faults, url = proxy
+    faults.set_faults(
+        [FaultRule(operation="DescribeNetworkInterfaces", code="ThrottlingException")]
+    )
+    workloads = {"mode": "Sync", "labels": {"env": "prod"}}
+    stack.apply(stack.flowexport(**{"aws.endpointUrl": url, "workloads": workloads}))
+    eventually(
+        lambda: stack.condition("prod", "WorkloadsSynced") == ("False", "AWSThrottled"),
+        timeout=60,
+        what="the throttling explained on WorkloadsSynced",
+    )
+    assert stack.condition("prod", "Reconciling") == ("True", "AWSThrottled")
+    put_connections(stack.aws("logs"), "/flowexport/prod", 6)
+    time.sleep(3)  # polls would have uploaded them by now
+    assert delivered(stack)[0] == set()
+    faults.clear()
+    eventually(lambda: len(delivered(stack)[0]) == 6, timeout=90, what="6 flows after it")
+    assert stack.condition("prod", "WorkloadsSynced") == ("True", "Synced")
+    assert delivered(stack)[1] == 0
     ready(stack)
