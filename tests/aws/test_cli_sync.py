@@ -291,3 +291,41 @@ def test_sigterm_ends_sync_within_10_s_while_the_pce_hangs(world: dict[str, Any]
     resumed = sync(path, "--once", "--state", str(state))
     assert resumed.returncode == 0, resumed.stderr
     assert len({tuple(f) for f in received(world)}) == 5, "nothing lost"
+
+
+def test_once_with_workloads_makes_them_before_the_flows_and_twice_makes_no_copy(
+    world: dict[str, Any],
+) -> None:
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=world["moto"],
+        region_name=REGION,
+        aws_access_key_id=KEYS.access_key_id,
+        aws_secret_access_key=KEYS.secret_access_key,
+    )
+    subnet = ec2.create_subnet(VpcId=world["vpc"], CidrBlock="10.0.0.0/24")["Subnet"]
+    ec2.create_network_interface(
+        SubnetId=subnet["SubnetId"],
+        PrivateIpAddress="10.0.0.1",  # the client of the first connection written
+        TagSpecifications=[
+            {"ResourceType": "network-interface", "Tags": [{"Key": "Name", "Value": "web"}]}
+        ],
+    )
+    path = manifest(world, workloads={"mode": "Sync", "labels": {"env": "prod"}})
+    state = world["tmp"] / "state.json"
+    assert sync(path, "--once", "--state", str(state)).returncode == 0
+    write_flows(world, 2)
+    time.sleep(0.01)
+    first = sync(path, "--once", "--state", str(state))
+    assert first.returncode == 0, first.stderr
+    doc = status(first)
+    assert conditions(doc)["WorkloadsSynced"] == ("True", "Synced")
+    assert doc["workloads"]["managed"] == 1
+    workloads = httpx.get(f"{world['pce']['url']}/_sim/workloads").json()
+    assert [(w["name"], w["interfaces"][0]["address"]) for w in workloads] == [("web", "10.0.0.1")]
+    requests = httpx.get(f"{world['pce']['url']}/_sim/requests").json()
+    paths = [r["path"].rsplit("/", 1)[-1] for r in requests if r["method"] != "GET"]
+    assert paths.index("bulk_create") < paths.index("bulk_traffic_flows")
+    again = status(sync(path, "--once", "--state", str(state)))
+    assert (again["workloads"]["created"], again["workloads"]["managed"]) == (0, 1)
+    assert len(httpx.get(f"{world['pce']['url']}/_sim/workloads").json()) == 1

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionUpdate
-from flowexport.api.models import Counts, FlowExportStatus
+from flowexport.api.models import Counts, FlowExportStatus, WorkloadsStatus
 from flowexport.api.validation import SpecError
 from flowexport.aws.blocking import until_stopped
 from flowexport.aws.reader import initial_cursor
@@ -26,6 +26,7 @@ from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
 from flowexport.pipeline import Progress
 from flowexport.status import ConditionSet
+from flowexport.workloads.sync import WorkloadTotals
 
 log = logging.getLogger("flowexport.sync")
 
@@ -71,6 +72,8 @@ class SyncState:
     subscription: Subscription | None = None
     progress: Progress | None = None
     failed_at_start: int = 0
+    #: This run's workload syncs (spec.workloads Sync), kept up to date by the syncer.
+    workloads: WorkloadTotals | None = None
 
     def apply(self, updates: list[ConditionUpdate]) -> None:
         """Apply a step's condition updates (and Ready)."""
@@ -102,6 +105,9 @@ class SyncState:
             last_upload_time=progress.last_upload_time if progress else None,
             lag_seconds=progress.lag_seconds if progress else None,
             cursor=progress.cursor.to_status() if progress else None,
+            workloads=WorkloadsStatus.model_validate(self.workloads.to_status())
+            if self.workloads
+            else None,
         )
         return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
@@ -200,6 +206,8 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
     if probe.error is not None:
         raise state.fail(probe)
     state.apply([*probe.updates, lifecycle.workloads_expected(spec)])
+    if spec.workloads.mode == "Sync":
+        state.workloads = WorkloadTotals()
     state.progress = progress = _load_progress(args, state)
     state.failed_at_start = progress.flows_failed
     if spec.suspend:
@@ -230,6 +238,7 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         settle_seconds=args.settle,
         once=args.once,
         owner=state.manifest.owner,
+        workload_totals=state.workloads,
     )
     state.progress = ingested.progress
     if ingested.error is not None:
