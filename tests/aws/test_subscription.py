@@ -209,6 +209,9 @@ def test_observe_changes_repairs_and_deletes_nothing(cloud: Cloud) -> None:
     with pytest.raises(AwsError) as caught:  # differs, owned: not replaced under Observe
         ensure_subscription(cloud.clients, observing, OWNER)
     assert caught.value.reason == "FlowLogConflict"
+    message = str(caught.value)
+    assert "this FlowExport created it, and managementPolicy Observe does not replace it" in message
+    assert "set managementPolicy AdoptOrCreate" in message and "did not create" not in message
     watched = ensure_subscription(cloud.clients, cloud.spec(managementPolicy="Observe"), OWNER)
     assert watched.changes == []
     group = find_log_group(cloud.clients, "/flowexport/test")
@@ -236,3 +239,17 @@ def test_another_subscription_filter_is_reported_and_removed_only_when_asked(clo
     assert removed.changes == [f"removed subscription filter vpc-flow-to-pce (to {function})"]
     filters = cloud.clients.logs.describe_subscription_filters(logGroupName="/flowexport/test")
     assert filters["subscriptionFilters"] == []
+
+
+def test_a_foreign_flow_log_in_an_unusable_format_says_to_replace_it(cloud: Cloud) -> None:
+    """No logFormat in the spec: there is nothing to remove, the flow log's format is the
+    problem (it lacks fields every flow needs)."""
+    lambda_era_flow_log(cloud, LogFormat="${version} ${interface-id} ${start} ${end}")
+    with pytest.raises(AwsError) as caught:
+        ensure_subscription(cloud.clients, cloud.spec(deliverLogsRoleArn=None), OWNER)
+    message = str(caught.value)
+    assert caught.value.reason == "FlowLogConflict"
+    assert "in a format the pipeline cannot use" in message and "srcaddr" in message
+    assert "replace it with one whose format has those fields" in message
+    assert "remove spec.aws.logFormat" not in message
+    assert len(flow_logs(cloud)) == 1

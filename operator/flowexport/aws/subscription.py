@@ -257,6 +257,41 @@ def _described(differences: list[tuple[str, Any, Any]]) -> str:
     return ", ".join(f"{name} {have} (spec.aws asks {want})" for name, have, want in differences)
 
 
+def _conflict(other: dict[str, Any], spec: AwsSpec, owner: str) -> AwsError:
+    """The FlowLogConflict for a flow log that differs from the spec and may not be replaced,
+    with the fix that fits: adopt it as it is, let the operator replace its own, or replace a
+    foreign one whose format the pipeline cannot read."""
+    differences = _differences(other, spec)
+    fields = " and ".join(f"spec.aws.{name}" for name, _, _ in differences)
+    where = f"flow log {other['FlowLogId']} delivers {spec.vpc_id} to {spec.log_group_name}"
+    if _owner_of(other) == owner:
+        advice = (
+            f"this FlowExport created it, and managementPolicy {spec.management_policy} does "
+            f"not replace it: set managementPolicy AdoptOrCreate to have it replaced, or set "
+            f"{fields} back to its values"
+        )
+        return AwsError(
+            f"{where} with {_described(differences)}; {advice}", Reason.FLOW_LOG_CONFLICT
+        )
+    try:
+        flow_log_format(other)
+    except ValueError as exc:
+        if spec.log_format is None:  # nothing in the spec to remove: the format is the problem
+            return AwsError(
+                f"{where} in a format the pipeline cannot use ({exc}); the operator never "
+                "changes a flow log it did not create: replace it with one whose format has "
+                "those fields, or delete it and set spec.aws.deliverLogsRoleArn so the operator "
+                "creates one",
+                Reason.FLOW_LOG_CONFLICT,
+            )
+    return AwsError(
+        f"{where} with {_described(differences)}; the operator never changes a flow log it did "
+        f"not create. To adopt it as it is, remove {fields} from the spec (or set them to its "
+        "values)",
+        Reason.FLOW_LOG_CONFLICT,
+    )
+
+
 def _ensure_flow_log(
     clients: AwsClients, spec: AwsSpec, owner: str, fmt: LogFormat, changes: list[str]
 ) -> tuple[dict[str, Any], bool]:
@@ -275,16 +310,7 @@ def _ensure_flow_log(
         chosen = next((f for f in matching if _owner_of(f) == owner), matching[0])
         return chosen, _owner_of(chosen) == owner
     if foreign or stale_owned:
-        other = (foreign or stale_owned)[0]
-        differences = _differences(other, spec)
-        fields = " and ".join(f"spec.aws.{name}" for name, _, _ in differences)
-        raise AwsError(
-            f"flow log {other['FlowLogId']} already delivers {spec.vpc_id} to "
-            f"{spec.log_group_name} with {_described(differences)}; the operator never changes "
-            f"a flow log it did not create. To adopt it as it is, remove {fields} from the "
-            "spec (or set them to its values)",
-            Reason.FLOW_LOG_CONFLICT,
-        )
+        raise _conflict((foreign or stale_owned)[0], spec, owner)
     if not _may_create(spec) or spec.deliver_logs_role_arn is None:
         why = (
             f"managementPolicy {spec.management_policy} never creates one"
