@@ -95,3 +95,13 @@ async def test_after_the_first_sync_failures_and_a_failing_report_do_not_end_the
     first = await run(syncer, report, 4)
     assert first.is_set() and syncer.calls >= 4
     assert [r.reason for r in seen[:3]] == [Reason.SYNCED, Reason.PCE_FORBIDDEN, Reason.SYNCED]
+
+
+async def test_labels_left_for_later_bring_the_next_sync_sooner() -> None:
+    async def report(update: ConditionUpdate) -> None:
+        pass
+
+    syncer = Syncer(SyncResult(managed=1, pending_labels=5), SyncResult(managed=1))
+    syncer.spec.refresh_seconds = 30  # only a sooner sync can make the second call in time
+    await run(syncer, report, 2)
+    assert syncer.calls >= 2

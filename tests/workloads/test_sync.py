@@ -404,3 +404,33 @@ def test_a_mark_never_exceeds_the_pce_limit() -> None:
     assert len(long) == 255 and long != mark_of("n" * 63 + "/" + "x" * 252 + "y", vpc)
     assert mark_of("ns/a", vpc) == f"flowexport.io/{vpc}/ns/a"
     assert mark_of("ns/a", vpc) != mark_of("ns/a", "vpc-0123456789abcdef1")
+
+
+async def test_new_labels_per_sync_are_bounded_and_the_rest_come_next_time(
+    vpc: Vpc, pce: SimPCE, client: PCEClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tags are free text: a VPC whose every interface has its own App value must not turn one
+    sync into thousands of label POSTs; the rest waits, reported, for the next sync."""
+    monkeypatch.setattr(sync_module, "MAX_NEW_LABELS", 3)
+    for i in range(4):
+        vpc.ec2.create_network_interface(
+            SubnetId=vpc.subnet,
+            TagSpecifications=[
+                {"ResourceType": "network-interface", "Tags": [{"Key": "App", "Value": f"a{i}"}]}
+            ],
+        )
+    sync = syncer(vpc.cloud, client, labels={})
+    first = await sync.sync()
+    assert changes(pce).count("labels") == 3
+    assert (first.failed, first.pending_labels) == (0, 4)
+    assert "left off until the next sync" in first.problems[0]
+    update = synced(first)
+    assert update.ok and "left off until the next sync" in update.message  # progress, no error
+    assert first.created == 6  # every workload made, some without their app label yet
+    # 7 labels wanted (app a0-a3 and shop, role web and lb): 3, 3, then the last one.
+    second, third = await sync.sync(), await sync.sync()
+    assert (second.pending_labels, third.pending_labels) == (1, 0)
+    assert second.updated + third.updated > 0
+    assert changes(pce).count("labels") == 7
+    apps = {labels_of(pce, w).get("app") for w in by_ref(pce, vpc).values()}
+    assert {"a0", "a1", "a2", "a3", "shop"} <= apps

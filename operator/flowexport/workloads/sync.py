@@ -55,6 +55,10 @@ MAX_MARK = 255
 MAX_PEERS = 10_000
 #: Item errors kept for the condition message.
 MAX_ERRORS = 5
+#: New labels one sync creates at most: the PCE has no bulk label API (one POST each, within
+#: the key's 500 requests a minute), and tags are the VPC owners' free text; the rest waits for
+#: the next sync, reported.
+MAX_NEW_LABELS = 200
 #: First wait after a retryable failure; it doubles up to spec.workloads.refreshSeconds.
 RETRY_SECONDS = 15.0
 
@@ -131,6 +135,8 @@ class SyncResult:
     seconds: float = 0.0
     #: Of `seconds`, the time reading the VPC from AWS.
     discover_seconds: float = 0.0
+    #: New labels left for the next sync (more than MAX_NEW_LABELS were needed): it comes soon.
+    pending_labels: int = 0
 
     @property
     def changes(self) -> int:
@@ -290,7 +296,17 @@ class WorkloadSync:
                 if label.get("href") and label.get("key") and isinstance(label.get("value"), str)
             }
         refused = set()
-        for key, value in sorted(needed - self._labels.keys()):
+        missing = sorted(needed - self._labels.keys())
+        if len(missing) > MAX_NEW_LABELS:
+            later = missing[MAX_NEW_LABELS:]
+            refused.update(later)  # not refusals: left off for now, made by the next syncs
+            result.pending_labels = len(later)
+            result.problems.append(
+                f"{len(later)} more new labels than the {MAX_NEW_LABELS} one sync creates: "
+                "left off until the next sync"
+            )
+            missing = missing[:MAX_NEW_LABELS]
+        for key, value in missing:
             try:
                 label = await self.pce.create_label(key, value)
             except PCERequestError as exc:  # a key the PCE lacks, a value it refuses
@@ -409,7 +425,7 @@ async def keep_synced(
                 await report(sync_failed(error))
         else:
             failures = 0
-            delay = refresh
+            delay = RETRY_SECONDS if result.pending_labels else refresh
             first.set()
             try:
                 await report(synced(result))
