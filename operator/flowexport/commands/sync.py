@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionUpdate
-from flowexport.api.models import Counts, FlowExportStatus, WorkloadsStatus
+from flowexport.api.models import Counts, FlowExportStatus
 from flowexport.api.validation import SpecError
 from flowexport.aws.blocking import until_stopped
 from flowexport.aws.reader import initial_cursor
@@ -105,9 +105,7 @@ class SyncState:
             last_upload_time=progress.last_upload_time if progress else None,
             lag_seconds=progress.lag_seconds if progress else None,
             cursor=progress.cursor.to_status() if progress else None,
-            workloads=WorkloadsStatus.model_validate(self.workloads.to_status())
-            if self.workloads
-            else None,
+            workloads=self.workloads.status() if self.workloads else None,
         )
         return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 

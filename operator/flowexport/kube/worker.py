@@ -157,9 +157,11 @@ async def _ingest(
         # A transition (Ready turning True included) is written at once, never throttled away.
         await board.write(force=bool(changes) or update.ok is not True)
 
+    # The workload syncs' totals since creation, from the stored status (used in mode Sync).
+    totals = WorkloadTotals.from_status(board.fields.get("workloads"))
+
     async def on_workloads(result: SyncResult) -> None:
-        assert syncer_totals is not None
-        board.update(workloads=syncer_totals.to_status())
+        board.update(workloads=totals.to_status())
         metrics.count_workloads(
             namespace,
             name,
@@ -174,9 +176,6 @@ async def _ingest(
             op.events.post(body, kind, "WorkloadsChanged", result.summary())
         await board.write(force=bool(result.changes or result.failed))
 
-    syncer_totals = None
-    if spec.workloads.mode == "Sync":
-        syncer_totals = WorkloadTotals.from_status(board.fields.get("workloads"))
     stop = asyncio.Event()
 
     async def watch_for_changes() -> None:
@@ -207,7 +206,7 @@ async def _ingest(
             settle_seconds=op.settle_seconds,
             on_upload=lambda seconds: metrics.observe_upload(namespace, name, seconds),
             owner=f"{namespace}/{name}",
-            workload_totals=syncer_totals,
+            workload_totals=totals,
             on_workloads=on_workloads,
         )
     finally:

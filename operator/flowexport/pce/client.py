@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -322,25 +322,19 @@ class PCEClient:
                 results.extend(answer)
         return results
 
-    async def collection(
-        self, what: str, params: Mapping[str, Any] | None = None
-    ) -> list[dict[str, Any]]:
+    async def collection(self, what: str) -> list[dict[str, Any]]:
         """Every item of an org collection (`labels`, `workloads`): one synchronous GET when
         it holds at most MAX_RESULTS, else the PCE's asynchronous collection job."""
         path = f"{self.org_path}/{what}"
-        response = await self._request(
-            "GET", path, params={**(params or {}), "max_results": MAX_RESULTS}
-        )
+        response = await self._request("GET", path, params={"max_results": MAX_RESULTS})
         items = _json_list(response)
         total = response.headers.get("X-Total-Count", "")
         if not total.isdigit() or int(total) <= len(items):
             return items
-        return await self._async_collection(path, params or {})
+        return await self._async_collection(path)
 
-    async def _async_collection(self, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        response = await self._request(
-            "GET", path, params=dict(params), headers={"Prefer": "respond-async"}
-        )
+    async def _async_collection(self, path: str) -> list[dict[str, Any]]:
+        response = await self._request("GET", path, headers={"Prefer": "respond-async"})
         job = response.headers.get("Location", "")
         if response.status_code != 202 or not job.startswith(f"{self.org_path}/jobs/"):
             raise PCEProtocolError(f"an asynchronous GET {path} answered no job to poll")

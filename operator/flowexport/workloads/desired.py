@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from flowexport.api.models import WorkloadsSpec
 from flowexport.aws.interfaces import GONE_STATES, NetworkInterface, VpcInventory
+from flowexport.core.records import parse_ip
 
 #: The longest name and label value the PCE takes.
 MAX_NAME = 255
@@ -49,11 +50,9 @@ class Desired:
 
 
 def canonical(address: str) -> str | None:
-    """The one spelling of an address (compressed IPv6), or None if it is not one."""
-    try:
-        return ipaddress.ip_address(address.strip()).compressed
-    except ValueError:
-        return None
+    """The one spelling of an address (compressed IPv6), or None if it is not one: the core's
+    `parse_ip` (bounded, cached), on the text without surrounding blanks."""
+    return parse_ip(address.strip())
 
 
 def _labels(

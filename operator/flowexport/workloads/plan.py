@@ -83,6 +83,8 @@ class Plan:
     delete: list[PceWorkload] = field(default_factory=list)
     #: Addresses left to another workload: address -> that workload's href.
     covered: dict[str, str] = field(default_factory=dict)
+    #: Every address of a workload that is not ours: address -> that workload's href.
+    held: dict[str, str] = field(default_factory=dict)
     #: This FlowExport's workloads once the plan is applied, by ref.
     kept: dict[str, PceWorkload] = field(default_factory=dict)
 
@@ -133,7 +135,7 @@ def make_plan(
     existing = list(existing)
     mine = ours(existing, mark)
     held = held_by_others(existing, mark)
-    plan = Plan()
+    plan = Plan(held=held)
     kept_refs = set(keep)
     dropped = set(drop)
     for want in desired:

@@ -16,12 +16,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
-from flowexport.api.models import FlowExportSpec
+from flowexport.api.models import FlowExportSpec, WorkloadsStatus
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.interfaces import discover
 from flowexport.aws.session import AwsClients
@@ -40,7 +42,6 @@ from flowexport.workloads.desired import (
 from flowexport.workloads.plan import (
     PceWorkload,
     Plan,
-    held_by_others,
     make_plan,
     ours,
     workload_body,
@@ -86,38 +87,22 @@ class WorkloadTotals:
     covered: int = 0
     last_sync_time: datetime | None = None
 
+    def status(self) -> WorkloadsStatus:
+        """As the status's `workloads` field (the API model)."""
+        return WorkloadsStatus.model_validate(asdict(self))
+
     def to_status(self) -> dict[str, Any]:
-        """The status's `workloads` field."""
-        status: dict[str, Any] = {
-            "managed": self.managed,
-            "created": self.created,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "failed": self.failed,
-            "covered": self.covered,
-        }
-        if self.last_sync_time is not None:
-            status["lastSyncTime"] = self.last_sync_time.isoformat().replace("+00:00", "Z")
-        return status
+        """The status's `workloads` field, JSON-ready."""
+        return self.status().model_dump(by_alias=True, mode="json", exclude_none=True)
 
     @classmethod
     def from_status(cls, status: Any) -> WorkloadTotals:
         """Read back what `to_status` wrote; anything else starts from zero."""
-        if not isinstance(status, dict):
-            return cls()
         try:
-            last = status.get("lastSyncTime")
-            return cls(
-                **{
-                    key: int(status.get(key) or 0)
-                    for key in ("managed", "created", "updated", "deleted", "failed", "covered")
-                },
-                last_sync_time=datetime.fromisoformat(last.replace("Z", "+00:00"))
-                if last
-                else None,
-            )
-        except (TypeError, ValueError, AttributeError):
+            stored = WorkloadsStatus.model_validate(status)
+        except ValidationError:
             return cls()
+        return cls(**stored.model_dump())
 
 
 @dataclass
@@ -218,7 +203,7 @@ class WorkloadSync:
                 for ref in [*plan.kept, *(w.ref for w in created)]
                 if ref.startswith(PEER_PREFIX)
             }
-            self._known = set(held_by_others(existing, self.mark)) | vpc_addresses | self._peers
+            self._known = set(plan.held) | vpc_addresses | self._peers
             self._refused.clear()
             result.managed = len(plan.kept) + len(created)
             result.seconds = time.monotonic() - started
