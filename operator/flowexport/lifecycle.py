@@ -30,8 +30,9 @@ from flowexport.aws.subscription import Subscription, delete_subscription, ensur
 from flowexport.core.flows import Flow
 from flowexport.errors import ConfigError, FlowExportError, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
-from flowexport.pipeline import Checkpoint, Prepare, Progress, build_pipeline
+from flowexport.pipeline import Checkpoint, Pipeline, Prepare, Progress, build_pipeline
 from flowexport.secrets import SecretKind, SecretSource
+from flowexport.streaming import ShardBook, ShardRunner
 from flowexport.workloads.sync import (
     OnResult,
     WorkloadSync,
@@ -204,7 +205,7 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
     """Ensure the log group and the flow log; SubscriptionReady says how it went."""
     try:
         clients = await _aws_clients(spec, secrets)
-        subscription = await off_loop(ensure_subscription, clients, spec.aws, owner)
+        subscription = await off_loop(ensure_subscription, clients, spec.aws, owner, spec.source)
     except FlowExportError as exc:
         return Subscribed([failed(ConditionType.SUBSCRIPTION_READY, exc)], exc)
     except Exception as exc:
@@ -219,6 +220,14 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
     else:
         how = "created by" if subscription.flow_log_owned else "adopted by"
         message = f"flow log {subscription.flow_log_id} {how} this FlowExport"
+        stream = subscription.stream
+        if stream is not None:
+            message += (
+                f"; subscription filter {stream.filter_name} "
+                f"({'created by' if stream.filter_owned else 'adopted by'} this FlowExport) "
+                f"delivers to Kinesis stream {stream.stream_name} "
+                f"({'created by' if stream.stream_owned else 'adopted by'} this FlowExport)"
+            )
         if subscription.other_filters:
             names = ", ".join(
                 f"{name} (to {target})"
@@ -271,6 +280,9 @@ async def ingest(
     owner: str = "",
     workload_totals: WorkloadTotals | None = None,
     on_workloads: OnResult | None = None,
+    shard_book: ShardBook | None = None,
+    stream_since: int | None = None,
+    on_stream_start: StreamStart | None = None,
 ) -> Ingested:
     """Run the pipeline until `stop` (or, with `once`, until caught up).
 
@@ -279,6 +291,11 @@ async def ingest(
     With spec.workloads Sync, the workloads of `owner` (namespace/name) are synced first and
     then every refreshSeconds (reported as WorkloadsSynced, results to `on_workloads`); no
     flow is uploaded before the first sync ran to its end.
+
+    With spec.source.mode stream, the shards `shard_book` gives this process are read instead.
+    Unless the stream was already being read (`stream_since`), the log group is first polled
+    up to the subscription filter's creation (from then on the stream has every record: no
+    gap), and the point reached is handed to `on_stream_start` before any shard is read.
     """
     try:
         clients = await _aws_clients(spec, secrets)
@@ -310,7 +327,22 @@ async def ingest(
         async with pce, _workloads_kept(syncer, stop, report, on_workloads):
             if stop.is_set():
                 return Ingested(progress=pipeline.progress)
-            if once:
+            if spec.source.mode == "stream":
+                await _stream(
+                    spec,
+                    subscription,
+                    clients,
+                    pce,
+                    pipeline,
+                    shard_book,
+                    stream_since,
+                    on_stream_start,
+                    stop=stop,
+                    report=report,
+                    once=once,
+                    on_upload=on_upload,
+                )
+            elif once:
                 await pipeline.run_once(stop)
                 await on_success()
             else:
@@ -325,6 +357,89 @@ async def ingest(
         updates, error = _internal(ConditionType.INGESTING, exc, "ingesting")
         return Ingested(updates, error, progress=pipeline.progress)
     return Ingested(progress=pipeline.progress)
+
+
+#: Called with the epoch milliseconds from which the stream is read, and the poll progress
+#: there, before the first shard is read.
+StreamStart = Callable[[int, Progress], Awaitable[None]]
+
+
+async def _stream(
+    spec: FlowExportSpec,
+    subscription: Subscription,
+    clients: AwsClients,
+    pce: PCEClient,
+    pipeline: Pipeline,
+    book: ShardBook | None,
+    since: int | None,
+    on_start: StreamStart | None,
+    *,
+    stop: asyncio.Event,
+    report: Report,
+    once: bool,
+    on_upload: Callable[[float], None] | None,
+) -> None:
+    stream = subscription.stream
+    if stream is None or book is None:
+        raise ConfigError("mode stream without a stream subscription", Reason.INTERNAL_ERROR)
+    window = None
+    if since is None:
+        await _drain(pipeline, stream.filter_since_ms, stop, spec, report)
+        if stop.is_set():
+            return
+        since = int(pipeline.progress.cursor.ingested_through)
+        window = pipeline.progress.window
+        if on_start is not None:
+            await on_start(since, pipeline.progress)
+        log.info(
+            "%s: log group polled up to the stream's start; reading the stream", stream.stream_name
+        )
+    runner = ShardRunner(
+        spec,
+        stream,
+        clients,
+        pce,
+        subscription.log_format,
+        book,
+        since_ms=since,
+        report=report,
+        on_upload=on_upload,
+        prepare=pipeline.prepare,
+        start_window=window,
+    )
+    if once:
+        await runner.run_once(stop)
+        await report(caught_up())
+    else:
+        await runner.run_forever(stop)
+
+
+async def _drain(
+    pipeline: Pipeline, until_ms: int, stop: asyncio.Event, spec: FlowExportSpec, report: Report
+) -> None:
+    """Poll the log group until every event ingested up to `until_ms` was read (the filter's
+    creation: later ones are in the stream); retryable failures back off."""
+    poll = float(spec.ingestion.poll_interval_seconds)
+    failures = 0
+    while not stop.is_set():
+        cursor = pipeline.progress.cursor
+        if cursor.slice_end is None and cursor.ingested_through >= until_ms:
+            return
+        try:
+            await pipeline.run_once(stop)
+            failures = 0
+            delay = poll
+        except FlowExportError as exc:
+            if not exc.retryable:
+                raise
+            failures += 1
+            delay = min(300.0, poll * 2**failures)
+            await report(failed(ConditionType.INGESTING, exc))
+        cursor = pipeline.progress.cursor
+        if cursor.slice_end is None and cursor.ingested_through >= until_ms:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=min(delay, 5.0))
 
 
 class _WorkloadsFailedError(Exception):
@@ -399,7 +514,9 @@ async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> C
     must not wait for ever for a Secret deleted with the FlowExport.
     """
     clients = await _aws_clients(spec, secrets)
-    removed = await off_loop(delete_subscription, clients, spec.aws, owner, spec.deletion_policy)
+    removed = await off_loop(
+        delete_subscription, clients, spec.aws, owner, spec.deletion_policy, spec.source
+    )
     done = CleanedUp(removed)
     if spec.workloads.mode == "Sync" and spec.deletion_policy == "Delete":
         try:

@@ -65,6 +65,12 @@ LAG = Gauge(
     _LABELS,
     registry=REGISTRY,
 )
+SHARD_LAG = Gauge(
+    "flowexport_shard_lag_seconds",
+    "Mode stream: how far a shard's reading is behind the stream's tip (MillisBehindLatest).",
+    (*_LABELS, "shard"),
+    registry=REGISTRY,
+)
 CONDITION = Gauge(
     "flowexport_condition",
     "1 when the condition is True, 0 when not.",
@@ -113,6 +119,11 @@ def _add(counter: Counter, delta: int) -> None:
         counter.inc(delta)
 
 
+def set_shard_lag(namespace: str, name: str, shard: str, seconds: float) -> None:
+    """A shard's MillisBehindLatest, in seconds."""
+    SHARD_LAG.labels(namespace, name, shard).set(seconds)
+
+
 def count_error(namespace: str, name: str, stage: str, reason: str) -> None:
     """A failure at `stage` (a condition type) with its condition reason."""
     ERRORS.labels(namespace, name, stage, reason).inc()
@@ -155,7 +166,7 @@ def forget(namespace: str, name: str) -> None:
     ):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)
-    for metric in (RECORDS_SKIPPED, ERRORS, CONDITION, WORKLOAD_CHANGES):
+    for metric in (RECORDS_SKIPPED, ERRORS, CONDITION, WORKLOAD_CHANGES, SHARD_LAG):
         for labels in list(metric._metrics):  # no public way to list a family's children
             if labels[:2] == (namespace, name):
                 metric.remove(*labels)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop, until_stopped
@@ -74,9 +74,10 @@ class Window:
     def __deepcopy__(self, memo: dict[int, Any]) -> Window:
         return self
 
-    def with_flows(self, digests: Iterable[bytes]) -> Window:
-        """This window with more uploaded flows recorded (up to the checkpoint's room)."""
-        room = MAX_CHECKPOINTED_FLOWS * _DIGEST_SIZE - len(self.digests)
+    def with_flows(self, digests: Iterable[bytes], limit: int = MAX_CHECKPOINTED_FLOWS) -> Window:
+        """This window with more uploaded flows recorded (up to `limit`, the checkpoint's
+        room)."""
+        room = limit * _DIGEST_SIZE - len(self.digests)
         added = b"".join(digests)[: max(0, room)]
         return Window(self.start_ms, self.digests + added) if added else self
 
@@ -104,11 +105,24 @@ class Window:
         return cls(start, raw)
 
 
+class Cursor(Protocol):
+    """Where a reader resumes: a log group's (`ReaderCursor`) or a shard's (`ShardCursor`)."""
+
+    def to_status(self) -> dict[str, Any]: ...
+
+
+class Reader(Protocol):
+    """What the pipeline reads from: chunks of events from a cursor (blocking; run in a
+    thread), the last marked `final`."""
+
+    def chunks(self, cursor: Any, now_ms: int, chunk_size: int) -> Iterator[Chunk]: ...
+
+
 @dataclass
 class Progress:
     """What the pipeline has done, as saved with each checkpoint."""
 
-    cursor: ReaderCursor
+    cursor: Any
     records_read: int = 0
     records_skipped: dict[str, int] = field(default_factory=dict)
     flows_uploaded: int = 0
@@ -140,13 +154,17 @@ class Progress:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Progress:
-        """Read back what `to_state` wrote; raises ValueError if it is not that."""
+    def from_state(
+        cls, state: dict[str, Any], read_cursor: Callable[[dict[str, Any]], Any] | None = None
+    ) -> Progress:
+        """Read back what `to_state` wrote (a log group's cursor unless `read_cursor` says
+        otherwise); raises ValueError if it is not that."""
+        read_cursor = read_cursor or ReaderCursor.from_status
         try:
             counts = state.get("counts") or {}
             last = state.get("lastUploadTime")
             return cls(
-                cursor=ReaderCursor.from_status(state["cursor"]),
+                cursor=read_cursor(state["cursor"]),
                 window=Window.from_state(state["cursor"].get("window")),
                 records_read=int(counts.get("recordsRead", 0)),
                 records_skipped={
@@ -175,7 +193,7 @@ class Pipeline:
 
     def __init__(
         self,
-        reader: LogReader,
+        reader: Reader,
         fmt: LogFormat,
         flow_filter: FlowFilter,
         pce: PCEClient,
@@ -187,8 +205,10 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         on_upload: Callable[[float], None] | None = None,
         prepare: Prepare | None = None,
+        max_window_flows: int = MAX_CHECKPOINTED_FLOWS,
     ) -> None:
         self.reader = reader
+        self.max_window_flows = max_window_flows
         self.fmt = fmt
         self.filter = flow_filter
         self.pce = pce
@@ -219,7 +239,7 @@ class Pipeline:
         `STOP_GRACE_SECONDS`, then is abandoned too) and the call returns.
         """
         chunks = self.reader.chunks(self.progress.cursor, int(self.clock() * 1000), self._chunk)
-        last: ReaderCursor | None = None
+        last: Any = None
         try:
             while True:
                 chunk = await until_stopped(off_loop(_next_chunk, chunks), stop)
@@ -232,7 +252,7 @@ class Pipeline:
                     break
                 self._consume(chunk)
                 last = chunk.cursor
-                closing = chunk.cursor.slice_end is None
+                closing = chunk.final
                 if closing or stopping or self._should_flush():
                     await self._flush(chunk.cursor, stop)
                 if stopping:
@@ -257,7 +277,7 @@ class Pipeline:
         `InternalError`: the cursor stays at the last checkpoint and the worker stays alive.
         """
         failures = 0
-        while not stop.is_set():
+        while not stop.is_set() and not self.finished:
             try:
                 await self.run_once(stop)
                 failures = 0
@@ -280,7 +300,15 @@ class Pipeline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
+    @property
+    def finished(self) -> bool:
+        """Whether there is nothing more to read (a closed shard read to its end)."""
+        return bool(getattr(self.progress.cursor, "ended", False))
+
     def _consume(self, chunk: Chunk) -> None:
+        if chunk.undecodable:
+            skipped = self.progress.records_skipped
+            skipped["undecodable"] = skipped.get("undecodable", 0) + chunk.undecodable
         if not chunk.events:
             return
         before = dict(self._processor.stats.skipped)
@@ -304,7 +332,7 @@ class Pipeline:
     def _window_over(self) -> bool:
         return self.clock() * 1000 - self._window.start_ms >= self.window_seconds * 1000
 
-    async def _flush(self, cursor: ReaderCursor, stop: asyncio.Event | None = None) -> None:
+    async def _flush(self, cursor: Any, stop: asyncio.Event | None = None) -> None:
         """Upload pending flows (one request), then checkpoint the cursor after them."""
         flows = list(self._pending)
         if flows:
@@ -320,7 +348,7 @@ class Pipeline:
             self.progress.lag_seconds = max(0, int(now - self._newest_ms / 1000))
             digests = [flow_digest(f) for f in flows]
             self._uploaded_in_window.update(digests)
-            self._window = self._window.with_flows(digests)
+            self._window = self._window.with_flows(digests, self.max_window_flows)
             log.debug("uploaded %d flows (%d rejected)", summary.accepted, summary.failed)
         self._pending.clear()
         if self._window_over():

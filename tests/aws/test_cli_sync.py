@@ -329,3 +329,27 @@ def test_once_with_workloads_makes_them_before_the_flows_and_twice_makes_no_copy
     again = status(sync(path, "--once", "--state", str(state)))
     assert (again["workloads"]["created"], again["workloads"]["managed"]) == (0, 1)
     assert len(httpx.get(f"{world['pce']['url']}/_sim/workloads").json()) == 1
+
+
+def test_once_in_stream_mode_polls_up_to_the_filter_then_reads_the_stream(
+    world: dict[str, Any],
+) -> None:
+    role = "arn:aws:iam::123456789012:role/cwl-to-kinesis"
+    path = manifest(world, source={"mode": "stream", "stream": {"subscriptionRoleArn": role}})
+    state = world["tmp"] / "stream-state.json"
+    first = sync(path, "--once", "--state", str(state))
+    assert first.returncode == 0, first.stderr
+    doc = status(first)
+    assert conditions(doc)["Ready"] == ("True", "Ready")
+    assert doc["source"]["mode"] == "stream" and doc["source"]["since"] > 0
+    write_flows(world, 12)
+    second = sync(path, "--once", "--state", str(state))
+    assert second.returncode == 0, second.stderr
+    doc = status(second)
+    assert doc["counts"]["flowsUploaded"] == 12
+    (entry,) = doc["shards"].values()
+    assert entry["millisBehindLatest"] == 0 and entry["cursor"]["sequenceNumber"]
+    write_flows(world, 3, start=12)
+    third = sync(path, "--once", "--state", str(state))
+    assert status(third)["counts"]["flowsUploaded"] == 15
+    assert len(received(world)) == 15  # nothing twice across the three runs

@@ -21,15 +21,14 @@ import boto3
 import boto3.session
 import pytest
 
+from flowexport.api.models import SourceSpec
 from flowexport.aws.interfaces import discover
+from flowexport.aws.kinesis_reader import ShardCursor, ShardReader
+from flowexport.aws.ownership import MANAGED_BY, MANAGED_BY_TAG
 from flowexport.aws.reader import LogReader, ReaderCursor
 from flowexport.aws.session import AwsTarget, make_clients, make_session
-from flowexport.aws.subscription import (
-    MANAGED_BY,
-    MANAGED_BY_TAG,
-    delete_subscription,
-    ensure_subscription,
-)
+from flowexport.aws.subscription import delete_subscription, ensure_subscription
+from flowexport.streaming import list_shards
 from tests.aws.iampolicy import Request, actions, allows, load
 from tests.cloud import KEYS, REGION, Cloud
 
@@ -39,7 +38,8 @@ PACKAGE = ROOT / "operator" / "flowexport"
 NOT_THE_OPERATOR = ("sim/", "commands/demo.py")
 ACCOUNT = "123456789012"  # moto's account
 DELIVERY_ROLE = "flowexport-flow-logs-delivery"
-PREFIX = {"ec2": "ec2", "logs": "logs", "sts": "sts"}
+SUBSCRIPTION_ROLE = "flowexport-cwl-to-kinesis"
+PREFIX = {"ec2": "ec2", "logs": "logs", "sts": "sts", "kinesis": "kinesis"}
 
 
 def _api_names(service: str) -> dict[str, str]:
@@ -94,7 +94,7 @@ class Recording:
 @pytest.fixture
 def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recording]:
     """Every AWS call made through boto3 sessions while the test runs, with its parameters."""
-    bench = {service: cloud.raw(service) for service in ("ec2", "iam", "logs", "lambda")}
+    bench = {service: cloud.raw(service) for service in ("ec2", "iam", "logs", "lambda", "kinesis")}
     calls: list[Call] = []
     original = boto3.session.Session.client
 
@@ -154,6 +154,24 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
     reader = LogReader(clients, "/flowexport/prod", lookback_seconds=60, settle_seconds=0)
     list(reader.chunks(ReaderCursor(0), now_ms=2**41, chunk_size=10))
     discover(clients, cloud.vpc_id)  # spec.workloads Sync: the VPC's interfaces and instances
+    # spec.source mode stream: the stream created (tagged, retention, encryption), its filter,
+    # then changed the other ways (shrink, no encryption, on-demand, back, reshard), read.
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role/{SUBSCRIPTION_ROLE}"
+
+    def streaming(**stream: Any) -> SourceSpec:
+        return SourceSpec.model_validate(
+            {"mode": "stream", "stream": {"subscriptionRoleArn": role_arn, **stream}}
+        )
+
+    ensure_subscription(clients, replaced, owner, streaming(retentionHours=48))
+    ensure_subscription(clients, replaced, owner, streaming(kmsKeyId=None, capacityMode="OnDemand"))
+    ensure_subscription(clients, replaced, owner, streaming())
+    ensure_subscription(clients, replaced, owner, streaming(shardCount=2))
+    name = "flowexport-security-prod"
+    (shard, *_) = list_shards(clients, name)
+    reader = ShardReader(clients, name, shard.shard_id, since_ms=0)
+    list(reader.chunks(ShardCursor(shard.shard_id), now_ms=2**41, chunk_size=10))
+    delete_subscription(clients, replaced, owner, "Delete", streaming())  # stream and filter
     delete_subscription(clients, replaced, owner, "Delete")
     assert make_session(target).client("sts", endpoint_url=cloud.url).get_caller_identity()
 
@@ -163,6 +181,9 @@ def requirements(call: Call) -> list[Request]:
     p = call.params
     group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{p.get('logGroupName')}"
     flow_log_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/"
+    stream_arn = (
+        p.get("StreamARN") or f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{p.get('StreamName')}"
+    )
     match call.action:
         case (
             "ec2:DescribeVpcs"
@@ -205,6 +226,40 @@ def requirements(call: Call) -> list[Request]:
             | "logs:DeleteSubscriptionFilter"
         ):
             return [Request(call.action, group_arn)]
+        case "logs:PutSubscriptionFilter":
+            passed_to = {"iam:PassedToService": "logs.amazonaws.com"}
+            return [
+                Request(call.action, group_arn),
+                Request("iam:PassRole", p["roleArn"], passed_to),
+            ]
+        case (
+            "kinesis:DescribeStreamSummary"
+            | "kinesis:ListTagsForStream"
+            | "kinesis:ListShards"
+            | "kinesis:GetShardIterator"
+            | "kinesis:CreateStream"
+            | "kinesis:AddTagsToStream"
+        ):
+            return [Request(call.action, stream_arn)]
+        case "kinesis:GetRecords":  # the iterator names the stream
+            return [
+                Request(
+                    call.action,
+                    f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/flowexport-security-prod",
+                )
+            ]
+        case (
+            "kinesis:IncreaseStreamRetentionPeriod"
+            | "kinesis:DecreaseStreamRetentionPeriod"
+            | "kinesis:StartStreamEncryption"
+            | "kinesis:StopStreamEncryption"
+            | "kinesis:UpdateStreamMode"
+            | "kinesis:UpdateShardCount"
+            | "kinesis:DeleteStream"
+        ):
+            return [
+                Request(call.action, stream_arn, {f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY})
+            ]
         case "logs:ListTagsForResource":
             return [Request(call.action, p["resourceArn"])]
         case "sts:AssumeRole":

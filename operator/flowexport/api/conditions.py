@@ -126,6 +126,14 @@ class Reason(StrEnum):
     FLOW_LOG_CREATE_FAILED = "FlowLogCreateFailed"
     # SubscriptionReady=False: the flow log cannot deliver. Terminal.
     DELIVERY_FAILED = "DeliveryFailed"
+    # SubscriptionReady, Ingesting: the Kinesis stream (source.stream) is missing, or the
+    # operator may not create it. Terminal.
+    STREAM_NOT_FOUND = "StreamNotFound"
+    # SubscriptionReady: the stream is being created or updated. Retryable.
+    STREAM_NOT_ACTIVE = "StreamNotActive"
+    # SubscriptionReady: the subscription filter cannot be put (the log group's two-filter
+    # limit, or one the operator does not own differs from the spec). Terminal.
+    SUBSCRIPTION_FILTER_CONFLICT = "SubscriptionFilterConflict"
 
     # -- the PCE --
     # PCEReachable: bad URL or CA bundle. Terminal.
@@ -175,6 +183,7 @@ _RETRYABLE = frozenset(
         Reason.AWS_UNAVAILABLE,
         Reason.AWS_UNREACHABLE,
         Reason.STS_UNREACHABLE,
+        Reason.STREAM_NOT_ACTIVE,
         Reason.PCE_UNAVAILABLE,
         Reason.INTERNAL_ERROR,
     }

@@ -137,8 +137,14 @@ class AwsEndpoints(ApiModel):
         max_length=2048,
         json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
     )
+    kinesis: str | None = Field(
+        default=None,
+        description="Kinesis Data Streams (source.mode stream).",
+        max_length=2048,
+        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+    )
 
-    @field_validator("ec2", "logs", "sts")
+    @field_validator("ec2", "logs", "sts", "kinesis")
     @classmethod
     def _endpoint_is_safe(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value, "the endpoint URL")
@@ -499,6 +505,129 @@ class WorkloadsSpec(ApiModel):
         return value
 
 
+_KINESIS_ARN = r"^arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]{12}:stream/[a-zA-Z0-9_.-]{1,128}$"
+_STREAM_NAME = r"^[a-zA-Z0-9_.-]{1,128}$"
+
+
+class StreamSpec(ApiModel):
+    """The Kinesis data stream a subscription filter on the log group delivers to."""
+
+    stream_arn: str | None = Field(
+        default=None,
+        description=(
+            "An existing stream to use (adopted as it is, never changed or deleted). Unset: "
+            "the operator creates (and owns) the stream named streamName."
+        ),
+        pattern=_KINESIS_ARN,
+        max_length=2048,
+    )
+    stream_name: str | None = Field(
+        default=None,
+        description=(
+            "Name of the stream the operator creates (or adopts, if one by that name exists "
+            "without its ownership tag). Default: flowexport-<namespace>-<name>."
+        ),
+        pattern=_STREAM_NAME,
+    )
+    capacity_mode: Literal["Provisioned", "OnDemand"] = Field(
+        default="Provisioned",
+        description="Capacity of a stream the operator creates: Provisioned (shardCount) or "
+        "OnDemand.",
+    )
+    shard_count: int = Field(
+        default=1,
+        ge=1,
+        le=500,
+        description=(
+            "Shards of a Provisioned stream the operator creates (each takes 1 MB/s or 1,000 "
+            "records/s of writes); changed on a stream it owns with UpdateShardCount."
+        ),
+    )
+    retention_hours: int = Field(
+        default=24,
+        ge=24,
+        le=8760,
+        description=(
+            "How long the stream keeps records (a worker stopped longer than this loses the "
+            "records in between, and says so)."
+        ),
+    )
+    kms_key_id: str | None = Field(
+        default="alias/aws/kinesis",
+        description=(
+            "KMS key for server-side encryption of a stream the operator creates (default: "
+            "the AWS-managed key; null: no encryption). A customer key needs kms:Decrypt for "
+            "the operator and kms:GenerateDataKey for the subscription role."
+        ),
+        min_length=1,
+        max_length=2048,
+    )
+    subscription_role_arn: str | None = Field(
+        default=None,
+        description=(
+            "IAM role CloudWatch Logs assumes to put records into the stream (trusts "
+            "logs.amazonaws.com; kinesis:PutRecord on the stream). Needed to create the "
+            "subscription filter; unset, an existing filter to the stream is adopted."
+        ),
+        pattern=_IAM_ROLE_ARN,
+    )
+    filter_name: str | None = Field(
+        default=None,
+        description=(
+            "Name of the subscription filter. Default: flowexport-<namespace>-<name>. A filter "
+            "on the log group that already delivers to the stream is adopted whatever its name."
+        ),
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^:*]+$",
+    )
+    distribution: Literal["ByLogStream", "Random"] = Field(
+        default="ByLogStream",
+        description=(
+            "How CloudWatch Logs spreads records over shards: ByLogStream keeps each network "
+            "interface's records on one shard (so each shard's aggregation sees all of them)."
+        ),
+    )
+    read_interval_millis: int = Field(
+        default=1000,
+        ge=200,
+        le=60000,
+        description=(
+            "Milliseconds between reads of a shard that is caught up (a shard allows 5 reads/s "
+            "shared by all its consumers)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _arn_or_name(self) -> StreamSpec:
+        if self.stream_arn is not None and self.stream_name is not None:
+            raise ValueError("set streamArn (an existing stream) or streamName, not both")
+        return self
+
+
+class SourceSpec(ApiModel):
+    """Where the worker reads the log group's records from."""
+
+    mode: Literal["poll", "stream"] = Field(
+        default="poll",
+        description=(
+            "poll: FilterLogEvents on the log group (no other AWS resource; bounded by the "
+            "account's FilterLogEvents quota). stream: a subscription filter delivers the log "
+            "group to a Kinesis data stream, read shard by shard (for busy VPCs). Switching "
+            "either way leaves no gap."
+        ),
+    )
+    stream: StreamSpec | None = Field(
+        default=None, description="The stream and its subscription filter (mode stream)."
+    )
+
+    @model_validator(mode="after")
+    def _stream_needs_settings(self) -> SourceSpec:
+        if self.mode == "stream" and self.stream is None:
+            raise ValueError("mode stream needs source.stream (at least subscriptionRoleArn)")
+        return self
+
+
 class FlowExportSpec(ApiModel):
     """Desired state: export one VPC's flow logs to one PCE."""
 
@@ -513,6 +642,11 @@ class FlowExportSpec(ApiModel):
     workloads: WorkloadsSpec = Field(
         default_factory=WorkloadsSpec,
         description="Workloads in the PCE for the VPC's addresses, so flows show on its map.",
+        json_schema_extra={"default": {}},
+    )
+    source: SourceSpec = Field(
+        default_factory=SourceSpec,
+        description="Read by polling the log group (default) or from a Kinesis stream.",
         json_schema_extra={"default": {}},
     )
     deletion_policy: Literal["Delete", "Retain"] = Field(
@@ -589,6 +723,24 @@ class WorkloadsStatus(ApiModel):
     last_sync_time: datetime | None = Field(default=None, description="When the last sync ended.")
 
 
+class SourceStatus(ApiModel):
+    """Where the worker reads from, and since when."""
+
+    mode: Literal["poll", "stream"] = Field(description="The mode the cursors are in.")
+    stream_arn: str | None = Field(default=None, description="The stream read (mode stream).")
+    subscription_filter: str | None = Field(
+        default=None, description="The subscription filter delivering to it."
+    )
+    since: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Epoch milliseconds from which the stream is read (where polling left off); shard "
+            "checkpoints of an older switch are not used."
+        ),
+    )
+
+
 class FlowExportStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -623,6 +775,21 @@ class FlowExportStatus(ApiModel):
             "restarted worker resumes from here."
         ),
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    source: SourceStatus | None = Field(default=None, description="The read mode in use.")
+    shards: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            "Mode stream, per shard id: its checkpoint (sequence number, saved only after the "
+            "PCE accepted everything before it), counts, millisBehindLatest, whether it was "
+            "read to its end and the replica reading it."
+        ),
+        json_schema_extra={
+            "additionalProperties": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+            }
+        },
     )
 
 

@@ -19,6 +19,7 @@ from flowexport.errors import FlowExportError
 _THROTTLING = {
     "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
     "RequestThrottled", "RequestThrottledException", "SlowDown",
+    "ProvisionedThroughputExceededException", "KMSThrottlingException",
 }  # fmt: skip
 _UNAVAILABLE = {
     "ServiceUnavailable", "ServiceUnavailableException", "InternalError", "InternalFailure",
@@ -36,7 +37,9 @@ IDENTITY_ADVICE = (
     "give the operator an identity: annotate its ServiceAccount with "
     "eks.amazonaws.com/role-arn (IRSA), or set spec.aws.credentialsSecretRef"
 )
-_SERVICE_PREFIX = {"ec2": "ec2", "logs": "logs", "cloudwatch logs": "logs", "sts": "sts"}
+_SERVICE_PREFIX = {
+    "ec2": "ec2", "logs": "logs", "cloudwatch logs": "logs", "sts": "sts", "kinesis": "kinesis",
+}  # fmt: skip
 
 
 class AwsError(FlowExportError):

@@ -96,10 +96,16 @@ class Event:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Some events, and the cursor that is safe to save once their flows are uploaded."""
+    """Some events, and the cursor that is safe to save once their flows are uploaded.
+
+    `final` marks the last chunk of a read (caught up); `undecodable` counts records before
+    these events that held nothing readable (skipped, and counted as such).
+    """
 
     events: list[Event]
-    cursor: ReaderCursor
+    cursor: Any
+    final: bool = False
+    undecodable: int = 0
 
 
 class LogReader:
@@ -145,7 +151,7 @@ class LogReader:
             if next_token is None or next_token == token:
                 break
             token, offset = next_token, 0
-        yield Chunk([], ReaderCursor(end))
+        yield Chunk([], ReaderCursor(end), final=True)
 
     def _page(self, start_time: int, token: str | None) -> tuple[list[Event], str | None]:
         kwargs: dict[str, Any] = {

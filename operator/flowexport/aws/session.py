@@ -103,11 +103,24 @@ def make_session(target: AwsTarget) -> boto3.Session:
 
 @dataclass
 class AwsClients:
-    """The clients one FlowExport needs."""
+    """The clients one FlowExport needs (Kinesis made on first use: most never need it)."""
 
     ec2: Any
     logs: Any
     target: AwsTarget
+    session: Any = None
+    _kinesis: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def kinesis(self) -> Any:
+        """The Kinesis Data Streams client (mode stream)."""
+        with self._lock:
+            if self._kinesis is None:
+                self._kinesis = self.session.client(
+                    "kinesis", endpoint_url=self.target.endpoint("kinesis"), config=CLIENT_CONFIG
+                )
+            return self._kinesis
 
 
 def make_clients(target: AwsTarget) -> AwsClients:
@@ -121,7 +134,7 @@ def make_clients(target: AwsTarget) -> AwsClients:
         raise classify(exc, "sts", "AssumeRole") from None
     ec2 = session.client("ec2", endpoint_url=target.endpoint("ec2"), config=CLIENT_CONFIG)
     logs = session.client("logs", endpoint_url=target.endpoint("logs"), config=CLIENT_CONFIG)
-    return AwsClients(ec2, logs, target)
+    return AwsClients(ec2, logs, target, session)
 
 
 #: How many targets' clients `shared_clients` keeps (least recently used go first).

@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowexport.api.conditions import Reason
-from flowexport.api.models import AwsSpec
+from flowexport.api.models import AwsSpec, SourceSpec
 from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.ownership import OWNER_TAG, owner_tags
 from flowexport.aws.session import AwsClients
+from flowexport.aws.stream import (
+    StreamSubscription,
+    ensure_stream_subscription,
+    filter_name_of,
+    remove_stream_subscription,
+)
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
-
-OWNER_TAG = "flowexport.io/owner"
-MANAGED_BY_TAG = "flowexport.io/managed-by"
-MANAGED_BY = "flowexport-operator"
 
 T = TypeVar("T")
 
@@ -37,6 +40,8 @@ class Subscription:
     changes: list[str] = field(default_factory=list)
     #: Other subscription filters on the log group (name -> destination), e.g. the Lambda's.
     other_filters: dict[str, str] = field(default_factory=dict)
+    #: Mode stream: the stream and the filter delivering to it.
+    stream: StreamSubscription | None = None
 
 
 #: What a new flow log gets for the fields the spec leaves unset (an existing one is adopted
@@ -67,12 +72,12 @@ def _call(clients: AwsClients, service: str, operation: str, fn: Callable[..., T
         raise classify(exc, service, operation) from None
 
 
-def _tags(owner: str) -> dict[str, str]:
-    return {OWNER_TAG: owner, MANAGED_BY_TAG: MANAGED_BY}
-
-
-def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subscription:
-    """Make the VPC's flow log deliver to the log group in the desired format; idempotent.
+def ensure_subscription(
+    clients: AwsClients, spec: AwsSpec, owner: str, source: SourceSpec | None = None
+) -> Subscription:
+    """Make the VPC's flow log deliver to the log group in the desired format, and with
+    `source` mode stream a subscription filter deliver the log group to the stream (in mode
+    poll, this FlowExport's filter and stream are removed); idempotent.
 
     Raises AwsError: terminal for a missing VPC or log group, denied permissions, or a flow
     log in the way that this FlowExport does not own; retryable for throttling and outages.
@@ -84,6 +89,17 @@ def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subsc
     flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, fmt, changes)
     error = flow_log.get("DeliverLogsErrorMessage")
     others = _subscription_filters(clients, spec, changes)
+    stream = None
+    stream_spec = source.stream if source is not None else None
+    if source is not None and source.mode == "stream" and stream_spec is not None:
+        stream = ensure_stream_subscription(clients, spec, stream_spec, owner)
+        changes += stream.changes
+        others.pop(stream.filter_name, None)
+    else:
+        wanted = filter_name_of(stream_spec, owner)
+        if ":kinesis:" in others.get(wanted, "") and _may_change(spec):
+            changes += remove_stream_subscription(clients, spec, stream_spec, owner)
+            others.pop(wanted, None)
     return Subscription(
         log_group_arn=arn,
         flow_log_id=flow_log["FlowLogId"],
@@ -93,6 +109,7 @@ def ensure_subscription(clients: AwsClients, spec: AwsSpec, owner: str) -> Subsc
         delivery_error=str(error) if error else None,
         changes=changes,
         other_filters=others,
+        stream=stream,
     )
 
 
@@ -164,7 +181,7 @@ def _ensure_log_group(
             "CreateLogGroup",
             clients.logs.create_log_group,
             logGroupName=name,
-            tags=_tags(owner),
+            tags=owner_tags(owner),
         )
         _call(
             clients,
@@ -337,7 +354,7 @@ def _ensure_flow_log(
         TagSpecifications=[
             {
                 "ResourceType": "vpc-flow-log",
-                "Tags": [{"Key": k, "Value": v} for k, v in _tags(owner).items()],
+                "Tags": [{"Key": k, "Value": v} for k, v in owner_tags(owner).items()],
             }
         ],
     )
@@ -354,12 +371,21 @@ def _ensure_flow_log(
     return created[0], True
 
 
-def delete_subscription(clients: AwsClients, spec: AwsSpec, owner: str, policy: str) -> list[str]:
-    """With policy Delete, remove the flow log and log group this FlowExport created (never
-    under managementPolicy Observe, which changes nothing in AWS)."""
+def delete_subscription(
+    clients: AwsClients,
+    spec: AwsSpec,
+    owner: str,
+    policy: str,
+    source: SourceSpec | None = None,
+) -> list[str]:
+    """With policy Delete, remove the flow log, log group, and (mode stream) subscription filter
+    and Kinesis stream this FlowExport created (never under managementPolicy Observe, which
+    changes nothing in AWS)."""
     if policy != "Delete" or not _may_change(spec):
         return []
     removed = []
+    if source is not None and source.mode == "stream":
+        removed += remove_stream_subscription(clients, spec, source.stream, owner)
     owned = [f["FlowLogId"] for f in _flow_logs(clients, spec) if _owner_of(f) == owner]
     if owned:
         _call(clients, "ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=owned)

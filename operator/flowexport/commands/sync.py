@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
 from flowexport.pipeline import Progress
 from flowexport.status import ConditionSet
+from flowexport.streaming import MemoryShardBook, shard_progress
 from flowexport.workloads.sync import WorkloadTotals
 
 log = logging.getLogger("flowexport.sync")
@@ -74,6 +75,9 @@ class SyncState:
     failed_at_start: int = 0
     #: This run's workload syncs (spec.workloads Sync), kept up to date by the syncer.
     workloads: WorkloadTotals | None = None
+    #: Mode stream: where the stream is read from, and each shard's checkpoint.
+    source: dict[str, Any] | None = None
+    book: MemoryShardBook | None = None
 
     def apply(self, updates: list[ConditionUpdate]) -> None:
         """Apply a step's condition updates (and Ready)."""
@@ -84,17 +88,45 @@ class SyncState:
         self.apply(step.updates)
         return UsageError(str(step.error))
 
+    def shard_entries(self) -> dict[str, dict[str, Any]]:
+        """Each shard's status entry (mode stream)."""
+        if self.book is None or self.source is None:
+            return {}
+        return {
+            shard_id: {
+                **p.to_state(),
+                "since": self.source.get("since"),
+                "millisBehindLatest": self.book.behind.get(shard_id),
+            }
+            for shard_id, p in self.book.shards.items()
+        }
+
+    def saved(self) -> dict[str, Any]:
+        """What --state keeps: the log group's progress, and in mode stream the shards'."""
+        assert self.progress is not None
+        state = self.progress.to_state()
+        if self.source is not None:
+            state["source"] = self.source
+            state["shards"] = self.shard_entries()
+        return state
+
     def status(self) -> dict[str, Any]:
         """The status the operator would write, as JSON-ready data."""
         progress = self.progress
+        shards = self.book.shards if self.book is not None else {}
         counts = Counts()
-        if progress is not None:
+        every = [p for p in (progress, *shards.values()) if p is not None]
+        if every:
+            skipped: dict[str, int] = {}
+            for p in every:
+                for reason, count in p.records_skipped.items():
+                    skipped[reason] = skipped.get(reason, 0) + count
             counts = Counts(
-                records_read=progress.records_read,
-                records_skipped=progress.records_skipped,
-                flows_uploaded=progress.flows_uploaded,
-                flows_failed=progress.flows_failed,
-                batches_uploaded=progress.batches_uploaded,
+                records_read=sum(p.records_read for p in every),
+                records_skipped=skipped,
+                flows_uploaded=sum(p.flows_uploaded for p in every),
+                flows_failed=sum(p.flows_failed for p in every),
+                batches_uploaded=sum(p.batches_uploaded for p in every),
             )
         status = FlowExportStatus(
             observed_generation=self.manifest.generation,
@@ -106,6 +138,8 @@ class SyncState:
             lag_seconds=progress.lag_seconds if progress else None,
             cursor=progress.cursor.to_status() if progress else None,
             workloads=self.workloads.status() if self.workloads else None,
+            source=self.source,
+            shards=self.shard_entries() or None,
         )
         return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
@@ -162,11 +196,38 @@ async def _subscribe(
     raise AssertionError("unreachable")
 
 
+class _FileShardBook(MemoryShardBook):
+    """Shard checkpoints kept in memory and written to --state with each save."""
+
+    def __init__(
+        self, write: Callable[[], None], shards: dict[str, Progress] | None = None
+    ) -> None:
+        super().__init__(shards)
+        self.write = write
+
+    async def save(self, shard_id: str, progress: Progress, millis_behind: int | None) -> None:
+        """Keep the checkpoint and write the state file."""
+        await super().save(shard_id, progress, millis_behind)
+        self.write()
+
+
 def _load_progress(args: argparse.Namespace, state: SyncState) -> Progress:
     if args.state is not None and args.state.exists():
         try:
-            return Progress.from_state(json.loads(args.state.read_text()))
-        except (OSError, ValueError) as exc:
+            saved = json.loads(args.state.read_text())
+            progress = Progress.from_state(saved)
+            source = saved.get("source")
+            if isinstance(source, dict) and source.get("mode") == "stream":
+                state.source = source
+                state.book = MemoryShardBook(
+                    {
+                        str(shard_id): p
+                        for shard_id, entry in (saved.get("shards") or {}).items()
+                        if (p := shard_progress(entry, source.get("since"))) is not None
+                    }
+                )
+            return progress
+        except (OSError, ValueError, AttributeError) as exc:
             raise UsageError(f"cannot resume from {args.state}: {exc}") from None
     start = state.manifest.spec.ingestion.start_from
     return Progress(initial_cursor(start, int(time.time() * 1000)))
@@ -215,12 +276,38 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         state.apply(suspended)
         return EXIT_OK
 
-    async def save(saved: Progress) -> None:
-        state.progress = saved
+    def write_state() -> None:
         if args.state is not None:
             temporary = args.state.with_suffix(args.state.suffix + ".tmp")
-            temporary.write_text(json.dumps(saved.to_state()))
+            temporary.write_text(json.dumps(state.saved()))
             temporary.replace(args.state)
+
+    async def save(saved: Progress) -> None:
+        state.progress = saved
+        write_state()
+
+    stream = subscription.stream
+    since = None
+    if spec.source.mode == "stream" and stream is not None:
+        source = state.source or {}
+        if source.get("streamArn") == stream.stream_arn and source.get("since") is not None:
+            since = int(source["since"])
+        else:
+            state.source, state.book = None, None
+        state.book = _FileShardBook(write_state, state.book.shards if state.book else None)
+    else:
+        state.source, state.book = None, None
+
+    async def on_stream_start(start: int, drained: Progress) -> None:
+        assert stream is not None
+        state.progress = drained
+        state.source = {
+            "mode": "stream",
+            "streamArn": stream.stream_arn,
+            "subscriptionFilter": stream.filter_name,
+            "since": start,
+        }
+        write_state()
 
     async def report(update: ConditionUpdate) -> None:
         state.apply([update])
@@ -237,6 +324,9 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         once=args.once,
         owner=state.manifest.owner,
         workload_totals=state.workloads,
+        shard_book=state.book,
+        stream_since=since,
+        on_stream_start=on_stream_start,
     )
     state.progress = ingested.progress
     if ingested.error is not None:

@@ -50,6 +50,8 @@ class StatusBoard:
         self.generation: int | None = None
         self.fields: dict[str, Any] = {}
         self.progress: Progress | None = None
+        #: Mode stream: each shard's status entry (checkpoint, counts, lag), by shard id.
+        self.shards: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
         self._written = float("-inf")  # the first write is never throttled
         self._last: dict[str, Any] | None = None
@@ -63,14 +65,18 @@ class StatusBoard:
             self.conditions = ConditionSet(FlowExportStatus.model_validate(status).conditions)
         except ValidationError:
             self.conditions = ConditionSet()  # written by another version: recomputed
-        for key in ("flowLogId", "logGroupArn", "workloads"):
+        for key in ("flowLogId", "logGroupArn", "workloads", "source"):
             if status.get(key):
                 self.fields[key] = status[key]
+        if isinstance(status.get("shards"), dict):
+            self.shards = copy.deepcopy(status["shards"])
         if status.get("cursor"):
             try:
                 self.progress = Progress.from_state(status)
             except ValueError:
                 self.progress = None
+        if self.progress is not None and self.shards:
+            _remove_shard_totals(self.progress, self.shards)
 
     def apply(
         self, updates: list[ConditionUpdate], generation: int | None = None
@@ -87,6 +93,14 @@ class StatusBoard:
     def update(self, **fields: Any) -> None:
         """Set plain status fields (flowLogId, logGroupArn, workloads)."""
         self.fields.update({k: v for k, v in fields.items() if v is not None})
+
+    def set_shard(self, shard_id: str, entry: dict[str, Any]) -> None:
+        """A shard's status entry (mode stream)."""
+        self.shards[shard_id] = entry
+
+    def clear_shards(self) -> None:
+        """Forget every shard entry (the mode went back to poll)."""
+        self.shards = {}
 
     def record(self, progress: Progress) -> None:
         """The worker's latest checkpoint."""
@@ -106,6 +120,9 @@ class StatusBoard:
             doc["observedGeneration"] = self.generation
         if self.progress is not None:
             doc.update(self.progress.to_state())
+        if self.shards:
+            doc["shards"] = copy.deepcopy(self.shards)
+            _add_shard_totals(doc, self.shards)
         clean: dict[str, Any] = _without_nulls(doc)
         return clean
 
@@ -140,6 +157,52 @@ def merge_patch(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any
         elif key not in stored or old != value:
             patch[key] = value
     return patch
+
+
+def _remove_shard_totals(progress: Progress, shards: dict[str, dict[str, Any]]) -> None:
+    """The log group's own counts from status.counts, which also holds the shards' (see
+    `_add_shard_totals`)."""
+    for entry in shards.values():
+        counts = entry.get("counts") or {}
+        progress.records_read -= int(counts.get("recordsRead") or 0)
+        progress.flows_uploaded -= int(counts.get("flowsUploaded") or 0)
+        progress.flows_failed -= int(counts.get("flowsFailed") or 0)
+        progress.batches_uploaded -= int(counts.get("batchesUploaded") or 0)
+        for reason, count in (counts.get("recordsSkipped") or {}).items():
+            left = progress.records_skipped.get(reason, 0) - int(count)
+            if left > 0:
+                progress.records_skipped[reason] = left
+            else:
+                progress.records_skipped.pop(reason, None)
+    progress.records_read = max(0, progress.records_read)
+    progress.flows_uploaded = max(0, progress.flows_uploaded)
+    progress.flows_failed = max(0, progress.flows_failed)
+    progress.batches_uploaded = max(0, progress.batches_uploaded)
+
+
+def _add_shard_totals(doc: dict[str, Any], shards: dict[str, dict[str, Any]]) -> None:
+    """status.counts, lastUploadTime and lagSeconds over the log group's reads (before mode
+    stream) and every shard's."""
+    counts = doc.setdefault("counts", {})
+    skipped = dict(counts.get("recordsSkipped") or {})
+    last = doc.get("lastUploadTime")
+    behind: list[int] = []
+    for entry in shards.values():
+        shard_counts = entry.get("counts") or {}
+        for key in ("recordsRead", "flowsUploaded", "flowsFailed", "batchesUploaded"):
+            counts[key] = int(counts.get(key) or 0) + int(shard_counts.get(key) or 0)
+        for reason, count in (shard_counts.get("recordsSkipped") or {}).items():
+            skipped[reason] = skipped.get(reason, 0) + int(count)
+        if entry.get("lastUploadTime") and (last is None or entry["lastUploadTime"] > last):
+            last = entry["lastUploadTime"]
+        if entry.get("millisBehindLatest") is not None and not (entry.get("cursor") or {}).get(
+            "ended"
+        ):
+            behind.append(int(entry["millisBehindLatest"]))
+    counts["recordsSkipped"] = dict(sorted(skipped.items()))
+    doc["lastUploadTime"] = last
+    if behind:
+        doc["lagSeconds"] = max(behind) // 1000
 
 
 def _without_nulls(value: Any) -> Any:

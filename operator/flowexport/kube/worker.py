@@ -20,11 +20,14 @@ from flowexport import lifecycle, metrics
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
-from flowexport.aws.reader import initial_cursor
+from flowexport.aws.reader import ReaderCursor, initial_cursor
+from flowexport.kube.board import StatusBoard
 from flowexport.kube.events import announce
+from flowexport.kube.shard_book import KubeShardBook
 from flowexport.kube.shards import uid_of
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
 from flowexport.pipeline import Progress
+from flowexport.streaming import poll_cursor_after_stream, shard_progress
 from flowexport.workloads.sync import SyncResult, WorkloadTotals
 
 log = logging.getLogger("flowexport.operator")
@@ -140,6 +143,39 @@ async def _ingest(
     progress = copy.deepcopy(board.progress) or Progress(
         initial_cursor(spec.ingestion.start_from, int(time.time() * 1000))
     )
+    source = board.fields.get("source") or {}
+    stream = subscription.stream
+    stream_since: int | None = None
+    book: KubeShardBook | None = None
+    if spec.source.mode == "stream" and stream is not None:
+        if source.get("mode") == "stream" and source.get("streamArn") == stream.stream_arn:
+            stream_since = int(source.get("since") or 0)
+        book = KubeShardBook(board, op.events, body, stream_since, op.shards.identity)
+    elif source.get("mode") != "poll":
+        progress = _back_to_poll(board, progress, source)
+        await board.write(force=True)
+
+    async def on_stream_start(since: int, drained: Progress) -> None:
+        assert book is not None and stream is not None
+        board.record(drained)
+        board.clear_shards()
+        board.update(
+            source={
+                "mode": "stream",
+                "streamArn": stream.stream_arn,
+                "subscriptionFilter": stream.filter_name,
+                "since": since,
+            }
+        )
+        book.start(since)
+        op.events.post(
+            body,
+            "Normal",
+            "StreamStarted",
+            f"log group read up to the subscription filter's creation; reading Kinesis stream "
+            f"{stream.stream_name} from here",
+        )
+        await board.write(force=True)
 
     async def checkpoint(saved: Progress) -> None:
         # A checkpoint after an upload is written at once, so a crash repeats at most the
@@ -208,6 +244,9 @@ async def _ingest(
             owner=f"{namespace}/{name}",
             workload_totals=totals,
             on_workloads=on_workloads,
+            shard_book=book,
+            stream_since=stream_since,
+            on_stream_start=on_stream_start,
         )
     finally:
         stop.set()
@@ -225,3 +264,44 @@ async def _ingest(
         await _wait(op, stopped, export, body, generation, delay)
     await board.write(force=True)
     log.info("%s/%s: ingestion pipeline stopped", namespace, name)
+
+
+#: How much polling re-reads before the earliest stream checkpoint when the mode goes back to
+#: poll (records reach the stream up to this long after CloudWatch Logs ingested them).
+STREAM_DELIVERY_MARGIN_MS = 60_000
+
+
+def _back_to_poll(board: StatusBoard, progress: Progress, source: dict[str, Any]) -> Progress:
+    """The poll progress after mode stream: resuming where the earliest shard checkpoint is
+    (less the delivery margin), the shards' counts folded in, their window kept."""
+    since = int(source.get("since") or 0)
+    shards = {
+        shard_id: p
+        for shard_id, entry in board.shards.items()
+        if (p := shard_progress(entry, since)) is not None
+    }
+    if source.get("mode") == "stream":
+        resume, window = poll_cursor_after_stream(since, shards, STREAM_DELIVERY_MARGIN_MS)
+        progress.cursor = ReaderCursor(resume)
+        progress.window = window
+        for p in shards.values():
+            progress.records_read += p.records_read
+            progress.flows_uploaded += p.flows_uploaded
+            progress.flows_failed += p.flows_failed
+            progress.batches_uploaded += p.batches_uploaded
+            for reason, count in p.records_skipped.items():
+                progress.records_skipped[reason] = progress.records_skipped.get(reason, 0) + count
+            if p.last_upload_time and (
+                progress.last_upload_time is None or p.last_upload_time > progress.last_upload_time
+            ):
+                progress.last_upload_time = p.last_upload_time
+        log.info(
+            "%s/%s: mode poll again, resuming the log group at %d",
+            board.namespace,
+            board.name,
+            resume,
+        )
+    board.clear_shards()
+    board.update(source={"mode": "poll"})
+    board.record(progress)
+    return copy.deepcopy(progress)
