@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from flowexport.api.models import AwsSpec
+from flowexport.api.models import AwsSpec, FlowExportSpec
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
 from tests.moto_server import reset
 
@@ -37,6 +37,21 @@ class Cloud:
         }
         values.update(overrides)
         return AwsSpec.model_validate(values)
+
+    def flowexport_spec(self, **sections: Any) -> FlowExportSpec:
+        """A whole FlowExport spec reading this account (its `spec()`), to a PCE that is never
+        called; `sections` (workloads, source, ...) added as given."""
+        return FlowExportSpec.model_validate(
+            {
+                "aws": self.spec().model_dump(by_alias=True, exclude_none=True),
+                "pce": {
+                    "url": "https://pce.example.com",
+                    "orgId": 1,
+                    "credentialsSecretRef": {"name": "k"},
+                },
+                **sections,
+            }
+        )
 
     def lambda_subscription(
         self, group: str, name: str, clients: dict[str, Any] | None = None

@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Report
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
@@ -262,9 +262,6 @@ async def probe(spec: FlowExportSpec, secrets: SecretSource) -> Step:
     return Step([ConditionUpdate(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE, message)])
 
 
-Report = Callable[[ConditionUpdate], Awaitable[None]]
-
-
 async def ingest(
     spec: FlowExportSpec,
     subscription: Subscription,
@@ -419,27 +416,17 @@ async def _drain(
 ) -> None:
     """Poll the log group until every event ingested up to `until_ms` was read (the filter's
     creation: later ones are in the stream); retryable failures back off."""
-    poll = float(spec.ingestion.poll_interval_seconds)
-    failures = 0
-    while not stop.is_set():
-        cursor = pipeline.progress.cursor
-        if cursor.slice_end is None and cursor.ingested_through >= until_ms:
-            return
-        try:
-            await pipeline.run_once(stop)
-            failures = 0
-            delay = poll
-        except FlowExportError as exc:
-            if not exc.retryable:
-                raise
-            failures += 1
-            delay = min(300.0, poll * 2**failures)
-            await report(failed(ConditionType.INGESTING, exc))
-        cursor = pipeline.progress.cursor
-        if cursor.slice_end is None and cursor.ingested_through >= until_ms:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=min(delay, 5.0))
+
+    def reached(progress: Progress) -> bool:
+        cursor = progress.cursor
+        return bool(cursor.slice_end is None and cursor.ingested_through >= until_ms)
+
+    async def on_error(exc: FlowExportError) -> None:
+        await report(failed(ConditionType.INGESTING, exc))
+
+    # Slices at most 5 s apart: the stream waits for this.
+    poll = min(float(spec.ingestion.poll_interval_seconds), 5.0)
+    await pipeline.run_forever(stop, poll, on_error, until=reached)
 
 
 class _WorkloadsFailedError(Exception):

@@ -133,6 +133,18 @@ class Progress:
     #: The aggregation window at this checkpoint (kept in the status's cursor).
     window: Window | None = None
 
+    def add_counts(self, other: Progress) -> None:
+        """Add another pipeline's counts (and its last upload, if later) to these."""
+        self.records_read += other.records_read
+        self.flows_uploaded += other.flows_uploaded
+        self.flows_failed += other.flows_failed
+        self.batches_uploaded += other.batches_uploaded
+        for reason, count in other.records_skipped.items():
+            self.records_skipped[reason] = self.records_skipped.get(reason, 0) + count
+        last = other.last_upload_time
+        if last is not None and (self.last_upload_time is None or last > self.last_upload_time):
+            self.last_upload_time = last
+
     def to_state(self) -> dict[str, Any]:
         """JSON-ready, in the status's field names."""
         return {
@@ -270,14 +282,20 @@ class Pipeline:
         poll_seconds: float,
         on_error: Callable[[FlowExportError], Awaitable[None]] | None = None,
         on_success: Callable[[], Awaitable[None]] | None = None,
+        until: Callable[[Progress], bool] | None = None,
     ) -> None:
-        """Poll until `stop` is set; retryable errors back off, terminal ones are raised.
+        """Poll until `stop` is set (or nothing is left to read, or `until` holds for the
+        progress); retryable errors back off, terminal ones are raised.
 
         An unexpected exception (a bug, or input nothing foresaw) is logged and retried as an
         `InternalError`: the cursor stays at the last checkpoint and the worker stays alive.
         """
+
+        def done() -> bool:
+            return self.finished or (until is not None and until(self.progress))
+
         failures = 0
-        while not stop.is_set() and not self.finished:
+        while not stop.is_set() and not done():
             try:
                 await self.run_once(stop)
                 failures = 0
@@ -297,6 +315,8 @@ class Pipeline:
                 log.warning("ingestion failed (%s); retrying in %.0fs", error, delay)
                 if on_error is not None:
                     await on_error(error)
+            if done():
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
@@ -416,14 +436,32 @@ def build_pipeline(
     prepare: Prepare | None = None,
 ) -> Pipeline:
     """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt`."""
-    ingestion = spec.ingestion
     reader = LogReader(
         clients,
         spec.aws.log_group_name,
-        ingestion.lookback_seconds,
+        spec.ingestion.lookback_seconds,
         settle_seconds=settle_seconds,
         limiter=RateLimiter(spec.aws.api_requests_per_second),
     )
+    return pipeline_for(
+        spec, reader, fmt, pce, progress, checkpoint, on_upload=on_upload, prepare=prepare
+    )
+
+
+def pipeline_for(
+    spec: FlowExportSpec,
+    reader: Reader,
+    fmt: LogFormat,
+    pce: PCEClient,
+    progress: Progress,
+    checkpoint: Checkpoint,
+    *,
+    on_upload: Callable[[float], None] | None = None,
+    prepare: Prepare | None = None,
+    max_window_flows: int = MAX_CHECKPOINTED_FLOWS,
+) -> Pipeline:
+    """A pipeline over `reader` with the spec's filters, batch size and window."""
+    ingestion = spec.ingestion
     flow_filter = FlowFilter.build(
         ingestion.actions, ingestion.include_cidrs, ingestion.exclude_cidrs
     )
@@ -438,4 +476,5 @@ def build_pipeline(
         window_seconds=ingestion.aggregation_window_seconds,
         on_upload=on_upload,
         prepare=prepare,
+        max_window_flows=max_window_flows,
     )

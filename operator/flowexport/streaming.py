@@ -14,22 +14,28 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Report
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
-from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.kinesis_reader import RECORDS_LIMIT, ShardCursor, ShardReader
 from flowexport.aws.session import AwsClients
 from flowexport.aws.stream import StreamSubscription
 from flowexport.core.logformat import LogFormat
-from flowexport.core.normalise import FlowFilter
 from flowexport.errors import FlowExportError
 from flowexport.pce.client import PCEClient
-from flowexport.pipeline import MAX_CHECKPOINTED_FLOWS, Pipeline, Prepare, Progress, Window
+from flowexport.pipeline import (
+    MAX_CHECKPOINTED_FLOWS,
+    Pipeline,
+    Prepare,
+    Progress,
+    Window,
+    pipeline_for,
+)
 
 log = logging.getLogger("flowexport.stream")
 
@@ -56,12 +62,11 @@ def list_shards(clients: AwsClients, stream_name: str) -> list[Shard]:
         try:
             answer = clients.kinesis.list_shards(**kw)
         except Exception as exc:
-            error = classify(exc, "kinesis", "ListShards")
-            if "ResourceNotFound" in str(exc):
+            if error_code(exc) == "ResourceNotFoundException":
                 raise AwsError(
                     f"Kinesis stream {stream_name} does not exist", Reason.STREAM_NOT_FOUND
                 ) from None
-            raise error from None
+            raise classify(exc, "kinesis", "ListShards") from None
         for item in answer.get("Shards", []):
             parents = tuple(
                 str(item[key])
@@ -94,9 +99,6 @@ class ShardBook(Protocol):
     async def lost(self, shard_id: str, message: str) -> None:
         """Report records the stream's retention trimmed before they were read."""
         ...
-
-
-Report = Callable[[ConditionUpdate], Awaitable[None]]
 
 
 def window_flows(open_shards: int) -> int:
@@ -133,16 +135,11 @@ class ShardRunner:
         self.start_window = start_window
         self.list_seconds = list_seconds
         self.records_limit = records_limit
-        ingestion = spec.ingestion
-        self.filter = FlowFilter.build(
-            ingestion.actions, ingestion.include_cidrs, ingestion.exclude_cidrs
-        )
         self.read_seconds = (
             spec.source.stream.read_interval_millis if spec.source.stream else 1000
         ) / 1000
         #: The pipelines of the shards read here, and the stop event of each.
         self.running: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
-        self.readers: dict[str, ShardReader] = {}
         self.shards: list[Shard] = []
         self._caught_up: set[str] = set()
 
@@ -156,7 +153,6 @@ class ShardRunner:
             self.stream.retention_hours,
             self.records_limit,
         )
-        self.readers[shard_id] = reader
         progress = self.book.progress(shard_id) or Progress(
             ShardCursor(shard_id), window=self.start_window
         )
@@ -166,16 +162,13 @@ class ShardRunner:
                 await self.book.lost(shard_id, reader.lost.pop(0))
             await self.book.save(shard_id, saved, reader.millis_behind)
 
-        ingestion = self.spec.ingestion
-        return Pipeline(
+        return pipeline_for(
+            self.spec,
             reader,
             self.fmt,
-            self.filter,
             self.pce,
             progress,
             checkpoint,
-            batch_size=ingestion.batch_size,
-            window_seconds=ingestion.aggregation_window_seconds,
             on_upload=self.on_upload,
             prepare=self.prepare,
             max_window_flows=window_flows(open_shards),
@@ -354,7 +347,6 @@ class MemoryShardBook:
         self.shards: dict[str, Progress] = dict(shards or {})
         self.behind: dict[str, int | None] = {}
         self.gaps: list[str] = []
-        self.saves = 0
 
     def progress(self, shard_id: str) -> Progress | None:
         """The shard's last checkpoint."""
@@ -368,7 +360,6 @@ class MemoryShardBook:
         """Keep a copy of the checkpoint."""
         self.shards[shard_id] = copy.deepcopy(progress)
         self.behind[shard_id] = millis_behind
-        self.saves += 1
 
     async def lost(self, shard_id: str, message: str) -> None:
         """Keep the report."""

@@ -29,16 +29,8 @@ ROLE = "arn:aws:iam::123456789012:role/cwl-to-kinesis"
 
 
 def full_spec(cloud: Cloud, **stream: Any) -> FlowExportSpec:
-    return FlowExportSpec.model_validate(
-        {
-            "aws": cloud.spec().model_dump(by_alias=True, exclude_none=True),
-            "pce": {
-                "url": "https://pce.example.com",
-                "orgId": 1,
-                "credentialsSecretRef": {"name": "k"},
-            },
-            "source": {"mode": "stream", "stream": {"subscriptionRoleArn": ROLE, **stream}},
-        }
+    return cloud.flowexport_spec(
+        source={"mode": "stream", "stream": {"subscriptionRoleArn": ROLE, **stream}}
     )
 
 

@@ -102,17 +102,7 @@ def spec(cloud: Cloud, **workloads: Any) -> FlowExportSpec:
         "labelsFromTags": {"App": "app", "Role": "role"},
     }
     values.update(workloads)
-    return FlowExportSpec.model_validate(
-        {
-            "aws": cloud.spec().model_dump(by_alias=True, exclude_none=True),
-            "pce": {
-                "url": "https://pce.example.com",
-                "orgId": 1,
-                "credentialsSecretRef": {"name": "k"},
-            },
-            "workloads": values,
-        }
-    )
+    return cloud.flowexport_spec(workloads=values)
 
 
 def syncer(cloud: Cloud, client: PCEClient, **workloads: Any) -> WorkloadSync:

@@ -18,7 +18,7 @@ message, so the three never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -215,6 +215,10 @@ class ConditionUpdate:
     ok: bool | None
     reason: Reason
     message: str
+
+
+#: Where a step reports a condition as it goes (the operator's status, `sync`'s printout).
+Report = Callable[[ConditionUpdate], Awaitable[None]]
 
 
 def set_condition(

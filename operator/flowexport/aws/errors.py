@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -46,6 +49,26 @@ class AwsError(FlowExportError):
     """A classified AWS failure; retryable as its reason says."""
 
     reason = Reason.AWS_UNAVAILABLE
+
+
+T = TypeVar("T")
+
+
+def call(service: str, operation: str, fn: Callable[..., T], **kw: Any) -> T:
+    """`fn(**kw)`, its failure raised as a classified AwsError."""
+    try:
+        return fn(**kw)
+    except AwsError:
+        raise
+    except Exception as exc:
+        raise classify(exc, service, operation) from None
+
+
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a ClientError ("" for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
 
 
 def classify(exc: Exception, service: str, operation: str) -> AwsError:

@@ -17,10 +17,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from flowexport.api.conditions import Reason
-from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.reader import Chunk, Event
 from flowexport.aws.session import AwsClients, RateLimiter
 
@@ -107,12 +105,6 @@ def _ms(value: Any) -> int:
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
     return int(float(value) * 1000)
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 class ShardReader:
@@ -228,7 +220,7 @@ class ShardReader:
         try:
             answer = self.clients.kinesis.get_shard_iterator(**kw)
         except Exception as exc:
-            if _code(exc) == "InvalidArgumentException" and cursor.sequence is not None:
+            if error_code(exc) == "InvalidArgumentException" and cursor.sequence is not None:
                 # The checkpointed record is past the stream's retention: from the oldest kept.
                 self._lose(cursor.arrived_ms or 0, horizon)
                 return self._horizon_iterator()
@@ -269,7 +261,7 @@ class ShardReader:
                 )
                 return answer
             except Exception as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code == "ExpiredIteratorException":
                     self._iterator = None
                     return None
@@ -281,7 +273,7 @@ class ShardReader:
 
     def _error(self, exc: Exception, operation: str) -> AwsError:
         self._iterator = None
-        if _code(exc) == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return AwsError(
                 f"Kinesis stream {self.stream_name} (shard {self.shard_id}) does not exist",
                 Reason.STREAM_NOT_FOUND,

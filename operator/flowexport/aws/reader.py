@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from flowexport.api.conditions import Reason
-from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.session import AwsClients, RateLimiter
 
 #: Events per FilterLogEvents page (the API's maximum is 10,000).
@@ -169,7 +167,7 @@ class LogReader:
             error = classify(exc, "logs", "FilterLogEvents")
             if "same next token" in str(exc).lower():
                 return [], None
-            if _is_group_missing(exc):
+            if error_code(exc) == "ResourceNotFoundException":
                 raise AwsError(
                     f"log group {self.log_group} does not exist", Reason.LOG_GROUP_NOT_FOUND
                 ) from None
@@ -179,9 +177,3 @@ class LogReader:
             for e in answer.get("events", [])
         ]
         return events, answer.get("nextToken")
-
-
-def _is_group_missing(exc: Exception) -> bool:
-    if not isinstance(exc, ClientError):
-        return False
-    return bool(exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException")

@@ -13,11 +13,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from flowexport.api.conditions import Reason
 from flowexport.api.models import AwsSpec, StreamSpec
-from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.errors import AwsError, call, classify, error_code
 from flowexport.aws.ownership import OWNER_TAG, owner_tags
 from flowexport.aws.session import AwsClients
 
@@ -62,26 +60,11 @@ def filter_name_of(spec: StreamSpec | None, owner: str) -> str:
     return (spec.filter_name if spec is not None else None) or default_name(owner)
 
 
-def _call(service: str, operation: str, fn: Any, **kw: Any) -> Any:
-    try:
-        return fn(**kw)
-    except AwsError:
-        raise
-    except Exception as exc:
-        raise classify(exc, service, operation) from None
-
-
-def _code(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def _describe(clients: AwsClients, name: str) -> dict[str, Any] | None:
     try:
         answer = clients.kinesis.describe_stream_summary(StreamName=name)
     except Exception as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return None
         raise classify(exc, "kinesis", "DescribeStreamSummary") from None
     summary: dict[str, Any] = answer["StreamDescriptionSummary"]
@@ -89,7 +72,7 @@ def _describe(clients: AwsClients, name: str) -> dict[str, Any] | None:
 
 
 def _stream_tags(clients: AwsClients, name: str) -> dict[str, str]:
-    answer = _call(
+    answer = call(
         "kinesis", "ListTagsForStream", clients.kinesis.list_tags_for_stream, StreamName=name
     )
     return {t["Key"]: t.get("Value", "") for t in answer.get("Tags", [])}
@@ -120,8 +103,8 @@ def _ensure_stream(
         else:
             mode["ShardCount"] = spec.shard_count
             mode["StreamModeDetails"] = {"StreamMode": "PROVISIONED"}
-        _call("kinesis", "CreateStream", clients.kinesis.create_stream, **mode)
-        _call(
+        call("kinesis", "CreateStream", clients.kinesis.create_stream, **mode)
+        call(
             "kinesis",
             "AddTagsToStream",
             clients.kinesis.add_tags_to_stream,
@@ -170,7 +153,7 @@ def _retention(
         if grow
         else kinesis.decrease_stream_retention_period
     )
-    _call("kinesis", op, fn, StreamName=name, RetentionPeriodHours=spec.retention_hours)
+    call("kinesis", op, fn, StreamName=name, RetentionPeriodHours=spec.retention_hours)
     changes.append(f"set retention of stream {name} to {spec.retention_hours} hours")
 
 
@@ -181,7 +164,7 @@ def _encryption(
     if key == spec.kms_key_id:
         return
     if key is not None:
-        _call(
+        call(
             "kinesis",
             "StopStreamEncryption",
             kinesis.stop_stream_encryption,
@@ -191,7 +174,7 @@ def _encryption(
         )
         changes.append(f"stopped encryption of stream {name} with {key}")
     if spec.kms_key_id is not None:
-        _call(
+        call(
             "kinesis",
             "StartStreamEncryption",
             kinesis.start_stream_encryption,
@@ -208,7 +191,7 @@ def _capacity(
     mode = (summary.get("StreamModeDetails") or {}).get("StreamMode", "PROVISIONED")
     wanted = "ON_DEMAND" if spec.capacity_mode == "OnDemand" else "PROVISIONED"
     if mode != wanted:
-        _call(
+        call(
             "kinesis",
             "UpdateStreamMode",
             kinesis.update_stream_mode,
@@ -219,7 +202,7 @@ def _capacity(
         return
     shards = summary.get("OpenShardCount")
     if wanted == "PROVISIONED" and shards is not None and int(shards) != spec.shard_count:
-        _call(
+        call(
             "kinesis",
             "UpdateShardCount",
             kinesis.update_shard_count,
@@ -230,8 +213,9 @@ def _capacity(
         changes.append(f"resharded stream {name} from {shards} to {spec.shard_count} shards")
 
 
-def _filters(clients: AwsClients, group: str) -> list[dict[str, Any]]:
-    answer = _call(
+def describe_filters(clients: AwsClients, group: str) -> list[dict[str, Any]]:
+    """The log group's subscription filters, as DescribeSubscriptionFilters lists them."""
+    answer = call(
         "logs",
         "DescribeSubscriptionFilters",
         clients.logs.describe_subscription_filters,
@@ -253,20 +237,26 @@ def _filter_drift(found: dict[str, Any], spec: StreamSpec) -> list[str]:
 
 
 def ensure_stream_subscription(
-    clients: AwsClients, aws: AwsSpec, spec: StreamSpec, owner: str
+    clients: AwsClients,
+    aws: AwsSpec,
+    spec: StreamSpec,
+    owner: str,
+    filters: list[dict[str, Any]] | None = None,
 ) -> StreamSubscription:
     """Make a subscription filter deliver the log group to the stream; idempotent.
 
     Raises AwsError: terminal for a missing stream the operator may not create, the log
     group's two-filter limit, or a filter it may not create; retryable while the stream is
-    being created or updated, and for throttling and outages.
+    being created or updated, and for throttling and outages. `filters`: the log group's
+    filters when the caller already described them.
     """
     changes: list[str] = []
     summary, stream_owned = _ensure_stream(clients, aws, spec, owner, changes)
     arn, name = str(summary["StreamARN"]), str(summary["StreamName"])
     group = aws.log_group_name
     wanted = filter_name_of(spec, owner)
-    filters = _filters(clients, group)
+    if filters is None:
+        filters = describe_filters(clients, group)
     to_stream = [f for f in filters if f.get("destinationArn") == arn]
     ours = next((f for f in to_stream if f["filterName"] == wanted), None)
     chosen = ours or next(iter(to_stream), None)
@@ -307,19 +297,19 @@ def ensure_stream_subscription(
             distribution=spec.distribution,
         )
     except Exception as exc:
-        if _code(exc) == "LimitExceededException":
+        if error_code(exc) == "LimitExceededException":
             raise AwsError(
                 f"log group {group} takes at most {MAX_FILTERS} subscription filters: remove "
                 "one (spec.aws.removeSubscriptionFilters)",
                 Reason.SUBSCRIPTION_FILTER_CONFLICT,
             ) from None
-        if _code(exc) == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             raise AwsError(
                 f"log group {group} does not exist", Reason.LOG_GROUP_NOT_FOUND
             ) from None
         raise classify(exc, "logs", "PutSubscriptionFilter") from None
     changes.append(f"{verb} subscription filter {wanted} (to stream {name})")
-    put = next((f for f in _filters(clients, group) if f["filterName"] == wanted), None)
+    put = next((f for f in describe_filters(clients, group) if f["filterName"] == wanted), None)
     if put is None:
         raise AwsError("the new subscription filter is not visible yet", Reason.AWS_UNAVAILABLE)
     return _result(put, summary, name, stream_owned, True, changes)
@@ -360,7 +350,7 @@ def remove_stream_subscription(
         name = stream_name_of(spec or StreamSpec(), owner)
         summary = _describe(clients, name)
         if summary is not None and _stream_tags(clients, name).get(OWNER_TAG) == owner:
-            _call(
+            call(
                 "kinesis",
                 "DeleteStream",
                 clients.kinesis.delete_stream,
@@ -370,22 +360,27 @@ def remove_stream_subscription(
             removed.append(f"deleted Kinesis stream {name}")
     wanted = filter_name_of(spec, owner)
     try:
-        filters = _filters(clients, aws.log_group_name)
+        filters = describe_filters(clients, aws.log_group_name)
     except AwsError as exc:
         if exc.reason is not Reason.AWS_INVALID_REQUEST:
             raise
         filters = []  # the log group is gone, and its filters with it
     for found in filters:
         if is_own_filter(found, wanted):
-            _call(
-                "logs",
-                "DeleteSubscriptionFilter",
-                clients.logs.delete_subscription_filter,
-                logGroupName=aws.log_group_name,
-                filterName=wanted,
-            )
+            delete_filter(clients, aws.log_group_name, wanted)
             removed.append(f"deleted subscription filter {wanted}")
     return removed
+
+
+def delete_filter(clients: AwsClients, group: str, name: str) -> None:
+    """Delete the log group's subscription filter `name`."""
+    call(
+        "logs",
+        "DeleteSubscriptionFilter",
+        clients.logs.delete_subscription_filter,
+        logGroupName=group,
+        filterName=name,
+    )
 
 
 def is_own_filter(found: dict[str, Any], wanted: str) -> bool:

@@ -7,24 +7,23 @@ created by that FlowExport and may be replaced or deleted by it; anything else i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from flowexport.api.conditions import Reason
 from flowexport.api.models import AwsSpec, SourceSpec
-from flowexport.aws.errors import AwsError, classify
+from flowexport.aws.errors import AwsError, call
 from flowexport.aws.ownership import OWNER_TAG, owner_tags
 from flowexport.aws.session import AwsClients
 from flowexport.aws.stream import (
     StreamSubscription,
+    delete_filter,
+    describe_filters,
     ensure_stream_subscription,
     filter_name_of,
     remove_stream_subscription,
 )
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -63,15 +62,6 @@ def _may_create(spec: AwsSpec) -> bool:
     return spec.management_policy == "AdoptOrCreate"
 
 
-def _call(clients: AwsClients, service: str, operation: str, fn: Callable[..., T], **kw: Any) -> T:
-    try:
-        return fn(**kw)
-    except AwsError:
-        raise
-    except Exception as exc:
-        raise classify(exc, service, operation) from None
-
-
 def ensure_subscription(
     clients: AwsClients, spec: AwsSpec, owner: str, source: SourceSpec | None = None
 ) -> Subscription:
@@ -82,17 +72,18 @@ def ensure_subscription(
     Raises AwsError: terminal for a missing VPC or log group, denied permissions, or a flow
     log in the way that this FlowExport does not own; retryable for throttling and outages.
     """
-    _call(clients, "ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc_id])
+    call("ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc_id])
     changes: list[str] = []
     arn, group_owned = _ensure_log_group(clients, spec, owner, changes)
     fmt = desired_format(spec)
     flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, fmt, changes)
     error = flow_log.get("DeliverLogsErrorMessage")
-    others = _subscription_filters(clients, spec, changes)
+    filters = _subscription_filters(clients, spec, changes)
+    others = {str(f["filterName"]): str(f.get("destinationArn", "")) for f in filters}
     stream = None
     stream_spec = source.stream if source is not None else None
     if source is not None and source.mode == "stream" and stream_spec is not None:
-        stream = ensure_stream_subscription(clients, spec, stream_spec, owner)
+        stream = ensure_stream_subscription(clients, spec, stream_spec, owner, filters)
         changes += stream.changes
         others.pop(stream.filter_name, None)
     else:
@@ -113,38 +104,26 @@ def ensure_subscription(
     )
 
 
-def _subscription_filters(clients: AwsClients, spec: AwsSpec, changes: list[str]) -> dict[str, str]:
-    """The log group's subscription filters (name -> destination), less those the spec asks
-    to remove, which are deleted here."""
-    answer = _call(
-        clients,
-        "logs",
-        "DescribeSubscriptionFilters",
-        clients.logs.describe_subscription_filters,
-        logGroupName=spec.log_group_name,
-    )
-    found = {
-        str(f["filterName"]): str(f.get("destinationArn", ""))
-        for f in answer.get("subscriptionFilters", [])
-    }
-    for name in spec.remove_subscription_filters:
-        if name in found and _may_change(spec):
-            _call(
-                clients,
-                "logs",
-                "DeleteSubscriptionFilter",
-                clients.logs.delete_subscription_filter,
-                logGroupName=spec.log_group_name,
-                filterName=name,
-            )
-            changes.append(f"removed subscription filter {name} (to {found.pop(name)})")
-    return found
+def _subscription_filters(
+    clients: AwsClients, spec: AwsSpec, changes: list[str]
+) -> list[dict[str, Any]]:
+    """The log group's subscription filters as described, less those the spec asks to remove,
+    which are deleted here."""
+    found = describe_filters(clients, spec.log_group_name)
+    kept = []
+    for f in found:
+        name = str(f["filterName"])
+        if name in spec.remove_subscription_filters and _may_change(spec):
+            delete_filter(clients, spec.log_group_name, name)
+            changes.append(f"removed subscription filter {name} (to {f.get('destinationArn', '')})")
+        else:
+            kept.append(f)
+    return kept
 
 
 def find_log_group(clients: AwsClients, name: str) -> dict[str, Any] | None:
     """The log group called exactly `name`, if it exists."""
-    answer = _call(
-        clients,
+    answer = call(
         "logs",
         "DescribeLogGroups",
         clients.logs.describe_log_groups,
@@ -175,16 +154,14 @@ def _ensure_log_group(
                 "(manageLogGroup: true, managementPolicy: AdoptOrCreate)",
                 Reason.LOG_GROUP_NOT_FOUND,
             )
-        _call(
-            clients,
+        call(
             "logs",
             "CreateLogGroup",
             clients.logs.create_log_group,
             logGroupName=name,
             tags=owner_tags(owner),
         )
-        _call(
-            clients,
+        call(
             "logs",
             "PutRetentionPolicy",
             clients.logs.put_retention_policy,
@@ -197,8 +174,7 @@ def _ensure_log_group(
             raise AwsError(f"log group {name} vanished after creation", Reason.AWS_UNAVAILABLE)
         return _group_arn(group), True
     arn = _group_arn(group)
-    tags = _call(
-        clients,
+    tags = call(
         "logs",
         "ListTagsForResource",
         clients.logs.list_tags_for_resource,
@@ -208,8 +184,7 @@ def _ensure_log_group(
     retention = spec.log_group_retention_days
     repairs = owned and spec.manage_log_group and _may_create(spec)
     if repairs and group.get("retentionInDays") != retention:
-        _call(
-            clients,
+        call(
             "logs",
             "PutRetentionPolicy",
             clients.logs.put_retention_policy,
@@ -221,8 +196,7 @@ def _ensure_log_group(
 
 
 def _flow_logs(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
-    answer = _call(
-        clients,
+    answer = call(
         "ec2",
         "DescribeFlowLogs",
         clients.ec2.describe_flow_logs,
@@ -318,7 +292,7 @@ def _ensure_flow_log(
     foreign = [f for f in existing if f not in matching and _owner_of(f) != owner]
     if stale_owned and _may_create(spec):
         ids = [f["FlowLogId"] for f in stale_owned]
-        _call(clients, "ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=ids)
+        call("ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=ids)
         for f in stale_owned:
             what = ", ".join(name for name, _, _ in _differences(f, spec))
             changes.append(f"replaced flow log {f['FlowLogId']} ({what} changed)")
@@ -338,8 +312,7 @@ def _ensure_flow_log(
             f"no flow log delivers {spec.vpc_id} to {spec.log_group_name}, and {why}",
             Reason.FLOW_LOG_NOT_FOUND,
         )
-    answer = _call(
-        clients,
+    answer = call(
         "ec2",
         "CreateFlowLogs",
         clients.ec2.create_flow_logs,
@@ -388,20 +361,18 @@ def delete_subscription(
         removed += remove_stream_subscription(clients, spec, source.stream, owner)
     owned = [f["FlowLogId"] for f in _flow_logs(clients, spec) if _owner_of(f) == owner]
     if owned:
-        _call(clients, "ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=owned)
+        call("ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=owned)
         removed += [f"deleted flow log {i}" for i in owned]
     group = find_log_group(clients, spec.log_group_name)
     if group is not None:
-        tags = _call(
-            clients,
+        tags = call(
             "logs",
             "ListTagsForResource",
             clients.logs.list_tags_for_resource,
             resourceArn=_group_arn(group),
         ).get("tags", {})
         if tags.get(OWNER_TAG) == owner:
-            _call(
-                clients,
+            call(
                 "logs",
                 "DeleteLogGroup",
                 clients.logs.delete_log_group,

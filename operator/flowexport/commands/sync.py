@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import signal
@@ -113,20 +114,17 @@ class SyncState:
     def status(self) -> dict[str, Any]:
         """The status the operator would write, as JSON-ready data."""
         progress = self.progress
-        shards = self.book.shards if self.book is not None else {}
         counts = Counts()
-        every = [p for p in (progress, *shards.values()) if p is not None]
-        if every:
-            skipped: dict[str, int] = {}
-            for p in every:
-                for reason, count in p.records_skipped.items():
-                    skipped[reason] = skipped.get(reason, 0) + count
+        if progress is not None:
+            total = copy.deepcopy(progress)
+            for shard in self.book.shards.values() if self.book is not None else ():
+                total.add_counts(shard)
             counts = Counts(
-                records_read=sum(p.records_read for p in every),
-                records_skipped=skipped,
-                flows_uploaded=sum(p.flows_uploaded for p in every),
-                flows_failed=sum(p.flows_failed for p in every),
-                batches_uploaded=sum(p.batches_uploaded for p in every),
+                records_read=total.records_read,
+                records_skipped=total.records_skipped,
+                flows_uploaded=total.flows_uploaded,
+                flows_failed=total.flows_failed,
+                batches_uploaded=total.batches_uploaded,
             )
         status = FlowExportStatus(
             observed_generation=self.manifest.generation,

@@ -19,7 +19,8 @@ MAX_GAPS = 3
 
 
 class KubeShardBook:
-    """Checkpoints in the FlowExport's status board; shards owned as `owns` says."""
+    """Checkpoints in the FlowExport's status board; every shard is this replica's (the one
+    holding the FlowExport)."""
 
     def __init__(
         self,
@@ -28,11 +29,9 @@ class KubeShardBook:
         body: Any,
         since: int | None,
         replica: str,
-        owns: Any = None,
     ) -> None:
         self.board, self.events, self.body = board, events, body
         self.replica = replica
-        self._owns = owns
         self.since = 0
         self.shards: dict[str, Progress] = {}
         if since is not None:
@@ -52,8 +51,8 @@ class KubeShardBook:
         return self.shards.get(shard_id)
 
     def owns(self, shard_id: str) -> bool:
-        """Whether this replica reads the shard."""
-        return True if self._owns is None else bool(self._owns(shard_id))
+        """Every shard: the replica holding the FlowExport reads them all."""
+        return True
 
     async def save(self, shard_id: str, progress: Progress, millis_behind: int | None) -> None:
         """Record the checkpoint in status (written at once after an upload)."""

@@ -285,16 +285,7 @@ def _back_to_poll(board: StatusBoard, progress: Progress, source: dict[str, Any]
         progress.cursor = ReaderCursor(resume)
         progress.window = window
         for p in shards.values():
-            progress.records_read += p.records_read
-            progress.flows_uploaded += p.flows_uploaded
-            progress.flows_failed += p.flows_failed
-            progress.batches_uploaded += p.batches_uploaded
-            for reason, count in p.records_skipped.items():
-                progress.records_skipped[reason] = progress.records_skipped.get(reason, 0) + count
-            if p.last_upload_time and (
-                progress.last_upload_time is None or p.last_upload_time > progress.last_upload_time
-            ):
-                progress.last_upload_time = p.last_upload_time
+            progress.add_counts(p)
         log.info(
             "%s/%s: mode poll again, resuming the log group at %d",
             board.namespace,

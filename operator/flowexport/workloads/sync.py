@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Report
 from flowexport.api.models import FlowExportSpec, WorkloadsStatus
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.interfaces import discover
@@ -376,7 +376,6 @@ def sync_failed(exc: FlowExportError) -> ConditionUpdate:
     return ConditionUpdate(ConditionType.WORKLOADS_SYNCED, False, exc.reason, message)
 
 
-Report = Callable[[ConditionUpdate], Awaitable[None]]
 OnResult = Callable[[SyncResult], Awaitable[None]]
 
 
