@@ -284,3 +284,35 @@ def test_per_service_endpoints_follow_the_url_rules() -> None:
     spec["aws"]["endpoints"] = {"sts": "https://sts.eu-west-1.amazonaws.com"}
     endpoints = parse_spec(spec).aws.endpoints
     assert endpoints is not None and endpoints.sts == "https://sts.eu-west-1.amazonaws.com"
+
+
+ROLE = "arn:aws:iam::123456789012:role/flowexport-cwl-to-kinesis"
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/lambda-era"
+
+
+def test_mode_stream_needs_its_stream_settings() -> None:
+    spec = minimal_spec()
+    spec["source"] = {"mode": "stream"}
+    with pytest.raises(SpecError, match="source"):
+        parse_spec(spec)
+    spec["source"]["stream"] = {"subscriptionRoleArn": ROLE}
+    assert parse_spec(spec).source.mode == "stream"
+    assert parse_spec(minimal_spec()).source.mode == "poll"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"), [(None, True), ("lambda-era", True), ("something-else", False)]
+)
+def test_a_stream_name_beside_a_stream_arn_must_name_the_same_stream(
+    name: str | None, ok: bool
+) -> None:
+    spec = minimal_spec()
+    stream: dict[str, Any] = {"subscriptionRoleArn": ROLE, "streamArn": ARN}
+    if name is not None:
+        stream["streamName"] = name
+    spec["source"] = {"mode": "stream", "stream": stream}
+    if ok:
+        assert parse_spec(spec).source.stream is not None
+    else:
+        with pytest.raises(SpecError, match="streamName must be the name"):
+            parse_spec(spec)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowexport import metrics
 from flowexport.kube.handlers import clean_up
 from flowexport.kube.reconcile import reconcile
-from tests.kube.conftest import World
+from tests.kube.conftest import NS, World
 from tests.kube.fakes import operator
 from tests.kube.test_worker import eventually, running
 
@@ -29,6 +30,8 @@ async def test_stream_mode_end_to_end_with_restart_and_mode_switches(world: Worl
     await reconcile(world.op, export, body)
     ready = world.condition("SubscriptionReady")
     assert ready == ("True", "Subscribed"), world.status()
+    (subscribed,) = [c for c in world.status()["conditions"] if c["type"] == "SubscriptionReady"]
+    assert "delivers to Kinesis stream" in subscribed["message"]
     assert streams(world) == ["flowexport-flowexport-test-prod"] or len(streams(world)) == 1
     async with running(world, export, body):
         await eventually(lambda: (world.status().get("source") or {}).get("mode") == "stream")
@@ -42,6 +45,9 @@ async def test_stream_mode_end_to_end_with_restart_and_mode_switches(world: Worl
     assert entry["cursor"]["sequenceNumber"] is not None
     assert entry["millisBehindLatest"] == 0 and entry["counts"]["flowsUploaded"] == 20
     assert "StreamStarted" in world.events.reasons("Normal")
+    shard = next(iter(status["shards"]))
+    lag = f'flowexport_shard_lag_seconds{{name="prod",namespace="{NS}",shard="{shard}"}} 0.0'
+    assert lag in metrics.generate_text().decode()
 
     # A restarted operator resumes from the shard checkpoints: nothing is sent twice.
     world.op = operator(world.kube, world.events)

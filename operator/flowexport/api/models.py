@@ -525,7 +525,8 @@ class StreamSpec(ApiModel):
         default=None,
         description=(
             "Name of the stream the operator creates (or adopts, if one by that name exists "
-            "without its ownership tag). Default: flowexport-<namespace>-<name>."
+            "without its ownership tag). Default: flowexport-<namespace>-<name>. With "
+            "streamArn, it must be that stream's name."
         ),
         pattern=_STREAM_NAME,
     )
@@ -599,9 +600,12 @@ class StreamSpec(ApiModel):
     )
 
     @model_validator(mode="after")
-    def _arn_or_name(self) -> StreamSpec:
-        if self.stream_arn is not None and self.stream_name is not None:
-            raise ValueError("set streamArn (an existing stream) or streamName, not both")
+    def _arn_and_name_agree(self) -> StreamSpec:
+        arn, name = self.stream_arn, self.stream_name
+        if arn is not None and name is not None and arn.rsplit("/", 1)[1] != name:
+            raise ValueError(
+                "streamName must be the name of the stream streamArn names (or be unset)"
+            )
         return self
 
 
