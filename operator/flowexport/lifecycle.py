@@ -26,8 +26,10 @@ from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Re
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
+from flowexport.aws.stream import StreamSubscription
 from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
 from flowexport.core.flows import Flow
+from flowexport.core.logformat import LogFormat
 from flowexport.errors import ConfigError, FlowExportError, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
 from flowexport.pipeline import Checkpoint, Pipeline, Prepare, Progress, build_pipeline
@@ -409,6 +411,48 @@ async def _stream(
         await report(caught_up())
     else:
         await runner.run_forever(stop)
+
+
+async def read_shards(
+    spec: FlowExportSpec,
+    stream: StreamSubscription,
+    log_format: LogFormat,
+    secrets: SecretSource,
+    book: ShardBook,
+    since: int,
+    *,
+    stop: asyncio.Event,
+    report: Report,
+    on_upload: Callable[[float], None] | None = None,
+) -> Ingested:
+    """Read the shards `book` gives this process of a stream another process holds the
+    FlowExport of (it polled the log group, started the stream at `since` and reports the
+    conditions), until `stop`; a terminal failure is returned."""
+    try:
+        clients = await _aws_clients(spec, secrets)
+        pce = await pce_client(spec, secrets)
+    except FlowExportError as exc:
+        return Ingested([failed(ConditionType.INGESTING, exc)], exc)
+    runner = ShardRunner(
+        spec,
+        stream,
+        clients,
+        pce,
+        log_format,
+        book,
+        since_ms=since,
+        report=report,
+        on_upload=on_upload,
+    )
+    try:
+        async with pce:
+            await runner.run_forever(stop)
+    except FlowExportError as exc:
+        return Ingested([failed(ConditionType.INGESTING, exc)], exc)
+    except Exception as exc:  # a bug must not kill the worker silently
+        updates, error = _internal(ConditionType.INGESTING, exc, "reading shards")
+        return Ingested(updates, error)
+    return Ingested()
 
 
 async def _drain(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +42,8 @@ log = logging.getLogger("flowexport.stream")
 
 #: Seconds between listings of the stream's shards (new children after a reshard, owners).
 LIST_SECONDS = 30.0
+#: Seconds between looks at which shards this process reads (replicas joining or leaving).
+OWNERS_SECONDS = 1.0
 #: Unique flows of a window all shards' checkpoints keep together (each at least 64).
 WINDOW_FLOWS_TOTAL = 12_288
 
@@ -81,6 +84,14 @@ def list_shards(clients: AwsClients, stream_name: str) -> list[Shard]:
         kw = {"NextToken": token}
 
 
+@dataclass(frozen=True)
+class ShardError:
+    """Why reading a shard fails (noted in its checkpoint's entry)."""
+
+    reason: Reason
+    message: str
+
+
 class ShardBook(Protocol):
     """Where shard checkpoints live, and which shards this process may read."""
 
@@ -98,6 +109,18 @@ class ShardBook(Protocol):
 
     async def lost(self, shard_id: str, message: str) -> None:
         """Report records the stream's retention trimmed before they were read."""
+        ...
+
+    async def failed(self, shard_id: str, error: ShardError | None) -> None:
+        """Note that reading the shard fails (None: it reads again)."""
+        ...
+
+    def errors(self) -> dict[str, ShardError]:
+        """Failures on shards other processes read, by shard id."""
+        ...
+
+    async def listed(self, shard_ids: set[str]) -> None:
+        """The shards the stream has now (a book may tidy checkpoints of those gone)."""
         ...
 
 
@@ -209,28 +232,38 @@ class ShardRunner:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Start and stop shard pipelines as shards appear, end and change hands, until `stop`;
-        a terminal failure of any shard stops them all and is raised."""
+        a terminal failure of any shard stops them all and is raised. Shards are listed every
+        `list_seconds`; who reads which is looked at every `OWNERS_SECONDS`."""
         failures = 0
+        listed_at = float("-inf")
         try:
             while not stop.is_set():
-                try:
-                    self.shards = await off_loop(list_shards, self.clients, self.stream.stream_name)
-                    failures = 0
-                except FlowExportError as exc:
-                    if not exc.retryable:
-                        raise
-                    failures += 1
-                    await self._say(ConditionType.INGESTING, exc)
-                    await _sleep(stop, min(300.0, self.list_seconds * 2**failures))
-                    continue
-                self._adjust()
+                if time.monotonic() - listed_at >= self.list_seconds:
+                    try:
+                        self.shards = await off_loop(
+                            list_shards, self.clients, self.stream.stream_name
+                        )
+                        failures, listed_at = 0, time.monotonic()
+                    except FlowExportError as exc:
+                        if not exc.retryable:
+                            raise
+                        failures += 1
+                        await self._say(ConditionType.INGESTING, exc)
+                        await _sleep(stop, min(300.0, self.list_seconds * 2**failures))
+                        continue
+                    await self.book.listed({s.shard_id for s in self.shards})
+                    self._adjust()
+                    if not self.running:
+                        await self._caught_up_report()  # every shard is another replica's
+                else:
+                    self._adjust()
                 self._raise_terminal()
                 waiters = [t for t, _ in self.running.values()]
                 stopping = asyncio.ensure_future(stop.wait())
                 try:
                     await asyncio.wait(
                         [stopping, *waiters],
-                        timeout=self.list_seconds,
+                        timeout=min(OWNERS_SECONDS, self.list_seconds),
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
@@ -257,27 +290,53 @@ class ShardRunner:
 
         async def on_error(exc: FlowExportError) -> None:
             self._caught_up.discard(shard_id)
+            await self.book.failed(shard_id, ShardError(exc.reason, str(exc)))
             await self._say(ConditionType.INGESTING, exc, f"shard {shard_id}: ")
 
         async def on_success() -> None:
             self._caught_up.add(shard_id)
-            if self.report is not None and self._caught_up >= set(self.running):
-                await self.report(
-                    ConditionUpdate(
-                        ConditionType.INGESTING,
-                        True,
-                        Reason.INGESTING,
-                        f"caught up with Kinesis stream {self.stream.stream_name} "
-                        f"({len(self.running)} shard(s) read by this replica)",
-                    )
-                )
+            await self.book.failed(shard_id, None)
+            if self._caught_up >= set(self.running):
+                await self._caught_up_report()
 
         task = asyncio.create_task(
             pipeline.run_forever(shard_stop, self.read_seconds, on_error, on_success),
             name=f"shard {shard_id}",
         )
         self.running[shard_id] = (task, shard_stop)
-        log.info("reading shard %s of stream %s", shard_id, self.stream.stream_name)
+        name = self.stream.stream_name
+        log.info("reading shard %s of stream %s", shard_id, name)
+        task.add_done_callback(
+            lambda _: log.info("stopped reading shard %s of stream %s", shard_id, name)
+        )
+
+    async def _caught_up_report(self) -> None:
+        """Ingesting: True when every shard read here caught up and no other process notes a
+        failure on its own."""
+        if self.report is None:
+            return
+        errors = self.book.errors()
+        if errors:
+            shard_id, error = sorted(errors.items())[0]
+            await self.report(
+                ConditionUpdate(
+                    ConditionType.INGESTING,
+                    False,
+                    error.reason,
+                    f"shard {shard_id}: {error.message}",
+                )
+            )
+            return
+        here = len(self.running)
+        await self.report(
+            ConditionUpdate(
+                ConditionType.INGESTING,
+                True,
+                Reason.INGESTING,
+                f"caught up with Kinesis stream {self.stream.stream_name} ({len(self.shards)} "
+                f"shard(s), {here} read by this replica)",
+            )
+        )
 
     def _raise_terminal(self) -> None:
         for task, _ in self.running.values():
@@ -347,6 +406,7 @@ class MemoryShardBook:
         self.shards: dict[str, Progress] = dict(shards or {})
         self.behind: dict[str, int | None] = {}
         self.gaps: list[str] = []
+        self.failures: dict[str, ShardError] = {}
 
     def progress(self, shard_id: str) -> Progress | None:
         """The shard's last checkpoint."""
@@ -364,3 +424,17 @@ class MemoryShardBook:
     async def lost(self, shard_id: str, message: str) -> None:
         """Keep the report."""
         self.gaps.append(message)
+
+    async def failed(self, shard_id: str, error: ShardError | None) -> None:
+        """Keep the shard's current failure."""
+        if error is None:
+            self.failures.pop(shard_id, None)
+        else:
+            self.failures[shard_id] = error
+
+    def errors(self) -> dict[str, ShardError]:
+        """None: every shard is read here."""
+        return {}
+
+    async def listed(self, shard_ids: set[str]) -> None:
+        """Nothing to tidy."""

@@ -349,6 +349,8 @@ def test_once_in_stream_mode_polls_up_to_the_filter_then_reads_the_stream(
     assert doc["counts"]["flowsUploaded"] == 12
     (entry,) = doc["shards"].values()
     assert entry["millisBehindLatest"] == 0 and entry["cursor"]["sequenceNumber"]
+    # The shard's upload is the latest (the log group uploaded nothing), and its lag is the lag.
+    assert doc["lastUploadTime"] == entry["lastUploadTime"] and doc["lagSeconds"] == 0
     write_flows(world, 3, start=12)
     third = sync(path, "--once", "--state", str(state))
     assert status(third)["counts"]["flowsUploaded"] == 15

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from flowexport.api.conditions import ConditionUpdate
+from flowexport.api.conditions import ConditionUpdate, Reason
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.aws.subscription import ensure_subscription
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
-from flowexport.streaming import MemoryShardBook, ShardRunner, list_shards
+from flowexport.streaming import MemoryShardBook, ShardError, ShardRunner, list_shards
 from tests.aws.test_pipeline import flow_line, received
 from tests.cloud import Cloud
 from tests.pcesim import SimPCE
@@ -337,3 +337,56 @@ async def test_forever_mode_follows_new_records_until_stopped(
     await asyncio.wait_for(task, 20)
     assert len(received(pce)) == 25
     assert any(r.ok and "caught up with Kinesis stream" in r.message for r in reports)
+
+
+async def test_shards_follow_their_owner_and_others_failures_are_reported(
+    cloud: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    """Shards another process reads are left alone (Ingesting True says so), a shard handed
+    over mid-run is stopped and resumed from its checkpoint by the new reader, and a failure
+    another process notes turns Ingesting False."""
+    stream = Stream(cloud, shardCount=2)
+    stream.put(lines(0, 40))
+    reports: list[ConditionUpdate] = []
+
+    async def report(update: ConditionUpdate) -> None:
+        reports.append(update)
+
+    class Shared(MemoryShardBook):
+        def __init__(self) -> None:
+            super().__init__()
+            self.owned: set[str] = set()
+            self.failing: dict[str, ShardError] = {}
+
+        def owns(self, shard_id: str) -> bool:
+            return shard_id in self.owned
+
+        def errors(self) -> dict[str, ShardError]:
+            return self.failing
+
+    book = Shared()
+    runner = stream.runner(client, book, report=report, list_seconds=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run_forever(stop))
+    await asyncio.sleep(1.0)
+    assert not runner.running and received(pce) == []
+    assert reports[-1].ok is True and "0 read by this replica" in reports[-1].message
+    first, second = "shardId-000000000000", "shardId-000000000001"
+    book.owned = {first, second}
+    for _ in range(100):
+        if sum(p.records_read for p in book.shards.values()) == 40:
+            break
+        await asyncio.sleep(0.1)
+    assert len(received(pce)) == 40
+    book.owned = {second}  # the first moves to another process: stopped within a second
+    await asyncio.sleep(1.5)
+    assert set(runner.running) == {second}
+    book.failing = {first: ShardError(Reason.PCE_UNAUTHORIZED, "replica r1: 401")}
+    stream.put(lines(40, 5))
+    for _ in range(100):
+        if reports[-1].ok is False:
+            break
+        await asyncio.sleep(0.1)
+    assert reports[-1].reason == Reason.PCE_UNAUTHORIZED and first in reports[-1].message
+    stop.set()
+    await task

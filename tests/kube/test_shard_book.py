@@ -3,11 +3,15 @@ same stream start, counted into status.counts, and retention gaps reported."""
 
 from __future__ import annotations
 
+import dataclasses
+
+from flowexport.api.conditions import Reason
 from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.aws.reader import ReaderCursor
 from flowexport.kube.board import StatusBoard
 from flowexport.kube.shard_book import MAX_GAPS, KubeShardBook
 from flowexport.pipeline import Progress
+from flowexport.streaming import ShardError
 from tests.kube.fakes import FakeKube, RecordingEvents
 
 NS, NAME = "security", "prod"
@@ -46,3 +50,99 @@ async def test_checkpoints_counts_gaps_and_a_new_stream_start() -> None:
     assert resumed.progress(shard) == progress
     # A later switch to mode stream does not resume the old start's checkpoints.
     assert KubeShardBook(board(kube), events, {}, 2000, "replica-a").progress(shard) is None
+
+
+def shard(i: int) -> str:
+    return f"shardId-{i:012d}"
+
+
+def checkpoint(i: int, sequence: str, uploaded: int) -> Progress:
+    progress = Progress(ShardCursor(shard(i), sequence, None, 5000), flows_uploaded=uploaded)
+    progress.batches_uploaded = uploaded
+    return progress
+
+
+STREAM_SOURCE = {"mode": "stream", "streamArn": "arn:s", "since": 1000}
+
+
+async def test_two_replicas_write_only_their_own_shard_entries() -> None:
+    kube, events = FakeKube(), RecordingEvents()
+    holder = board(kube)
+    holder.update(source=STREAM_SOURCE)
+    holder.apply([], 1)
+    await holder.write(force=True)
+    mine = KubeShardBook(holder, events, {}, 1000, "r0", lambda s: s == shard(0))
+    await mine.save(shard(0), checkpoint(0, "10", 3), 0)
+    # The other replica: a shards-only board over the stored status.
+    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    other.load(kube.status(NS, NAME))
+    body = {"status": kube.status(NS, NAME)}
+    theirs = KubeShardBook(other, events, body, 1000, "r1", lambda s: s == shard(1), prunes=False)
+    await theirs.save(shard(1), checkpoint(1, "20", 4), 5)
+    status = kube.status(NS, NAME)
+    assert status["source"] == STREAM_SOURCE, "the shards-only board touched other fields"
+    assert {s: e["replica"] for s, e in status["shards"].items()} == {
+        shard(0): "r0",
+        shard(1): "r1",
+    }
+    # The holder writes again: the other replica's entry stays, and is counted once observed.
+    await mine.save(shard(0), checkpoint(0, "11", 5), 0)
+    assert kube.status(NS, NAME)["shards"][shard(1)]["cursor"]["sequenceNumber"] == "20"
+    assert holder.observe_shards(kube.status(NS, NAME)["shards"])
+    await holder.write(force=True)
+    assert kube.status(NS, NAME)["counts"]["flowsUploaded"] == 9
+
+    # Shard 1 moves to the holder: it resumes from the other replica's stored checkpoint.
+    mine._owns = lambda s: True
+    assert mine.progress(shard(1)) == checkpoint(1, "20", 4)
+    # A stale copy in memory never wins over a further checkpoint in status.
+    mine.held[shard(1)] = checkpoint(1, "19", 3)
+    assert mine.progress(shard(1)) == checkpoint(1, "20", 4)
+    # The other replica no longer owns it: released, and it never writes that entry again.
+    theirs._owns = lambda s: False
+    assert not theirs.owns(shard(1)) and shard(1) not in other.own_shards
+    await mine.save(shard(1), checkpoint(1, "30", 6), 0)
+    await other.write(force=True)
+    assert kube.status(NS, NAME)["shards"][shard(1)]["cursor"]["sequenceNumber"] == "30"
+    assert kube.status(NS, NAME)["shards"][shard(1)]["replica"] == "r0"
+
+
+async def test_failures_on_another_replicas_shard_reach_the_holder() -> None:
+    kube, events = FakeKube(), RecordingEvents()
+    holder = board(kube)
+    holder.update(source=STREAM_SOURCE)
+    await holder.write(force=True)
+    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    theirs = KubeShardBook(other, events, {}, 1000, "r1", prunes=False)
+    await theirs.failed(shard(2), ShardError(Reason.PCE_UNAUTHORIZED, "401 from the PCE"))
+    mine = KubeShardBook(holder, events, {}, 1000, "r0", lambda s: False)
+    holder.observe_shards(kube.status(NS, NAME)["shards"])
+    (found,) = mine.errors().values()
+    assert found.reason == Reason.PCE_UNAUTHORIZED and "replica r1: 401" in found.message
+    await theirs.save(shard(2), checkpoint(2, "5", 1), 0)
+    await theirs.failed(shard(2), None)
+    holder.observe_shards(kube.status(NS, NAME)["shards"])
+    assert mine.errors() == {}
+
+
+async def test_listing_tidies_old_starts_and_expired_shards() -> None:
+    kube, events = FakeKube(), RecordingEvents()
+    holder = board(kube)
+    holder.update(source=STREAM_SOURCE)
+    old = KubeShardBook(holder, events, {}, 500, "r0")
+    await old.save(shard(9), checkpoint(9, "1", 1), 0)  # an older stream start's entry
+    book = KubeShardBook(holder, events, {}, 1000, "r0")
+    ended = checkpoint(0, "7", 2)
+    ended.cursor = dataclasses.replace(ended.cursor, ended=True)
+    await book.save(shard(0), ended, 0)
+    await book.save(shard(1), checkpoint(1, "8", 3), 0)
+    await book.listed({shard(1)})  # shard 0 expired from the stream
+    shards = kube.status(NS, NAME)["shards"]
+    assert set(shards) == {shard(0), shard(1)}
+    assert shards[shard(0)]["expired"] is True and "window" not in shards[shard(0)]
+    assert shards[shard(0)]["counts"]["flowsUploaded"] == 2
+    assert kube.status(NS, NAME)["counts"]["flowsUploaded"] == 5  # the old start's not counted
+    # A new stream start deletes every entry, the other replicas' too.
+    holder.clear_shards()
+    await holder.write(force=True)
+    assert "shards" not in kube.status(NS, NAME)

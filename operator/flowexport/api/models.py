@@ -743,6 +743,17 @@ class SourceStatus(ApiModel):
             "checkpoints of an older switch are not used."
         ),
     )
+    stream_name: str | None = Field(default=None, description="The stream's name (mode stream).")
+    retention_hours: int | None = Field(
+        default=None, ge=1, description="The stream's retention (mode stream)."
+    )
+    log_format: str | None = Field(
+        default=None,
+        description=(
+            "The flow log's format the records are parsed with (mode stream: what the other "
+            "replicas reading shards of this stream use)."
+        ),
+    )
 
 
 class FlowExportStatus(ApiModel):

@@ -3,7 +3,10 @@
 Starts moto (AWS), the PCE simulator (HTTPS, its own CA) and the Kubernetes API simulator,
 installs the CRD, a namespace, the Secrets and a FlowExport, runs the real operator
 (`flowexport run`) as a subprocess, writes synthetic flow records into the log group, and
-shows the FlowExport's status and what the PCE received until done.
+shows the FlowExport's status and what the PCE received until done. With `--source stream` the
+FlowExport reads the log group through a subscription filter into a Kinesis stream (moto
+delivers the filter's payloads to Kinesis), and the demo checks that the records came through
+the stream's shards and that deletion removed the stream and the filter.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from botocore.exceptions import ClientError
 
 from flowexport.api.conditions import ConditionType, Reason
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
@@ -36,6 +40,15 @@ ACTIONS = frozenset({"ACCEPT", "REJECT"})
 APPS = ("shop", "billing", "search")
 #: Events per PutLogEvents call (AWS allows 10,000; smaller keeps the emulator quick).
 PUT_BATCH = 500
+#: The subscription role of `--source stream` (the name `iam/operator-policy.json` may pass).
+STREAM_ROLE = "flowexport-cwl-to-kinesis"
+#: Shards of the Kinesis stream of `--source stream` (moto spreads records over both).
+STREAM_SHARDS = 2
+#: Trust policy of the subscription role: CloudWatch Logs assumes it to write to Kinesis.
+LOGS_TRUST = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+    '"Principal": {"Service": "logs.amazonaws.com"}, "Action": "sts:AssumeRole"}]}'
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -72,6 +85,18 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--keep", action="store_true", help="skip deleting the FlowExport at the end"
     )
+    parser.add_argument(
+        "--source",
+        choices=("poll", "stream"),
+        default="poll",
+        help=(
+            "how the FlowExport reads the log group (spec.source.mode): poll reads it with "
+            "FilterLogEvents; stream has the operator create a subscription filter into a "
+            f"Kinesis stream of {STREAM_SHARDS} shards and read the records shard by shard, "
+            "and the demo checks that they came through the shards and that deletion removed "
+            "the stream and the filter (default poll)"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -80,6 +105,7 @@ class Demo:
     """The running stand-ins and what the demo has done to them."""
 
     stack: LoopbackStack
+    source: str = "poll"
     traffic: Traffic | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     written: int = 0
@@ -142,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 f"AWS emulator (moto) {stack.moto_url}; PCE simulator {stack.pce.url}; "
                 f"Kubernetes API simulator {stack.kube_url}"
             )
-            demo = Demo(stack)
+            demo = Demo(stack, args.source)
             demo.manifest = _install(demo, args.connections)
             with stack.operator(NAMESPACE) as op:
                 say(f"operator running (pid {op.pid}), watching namespace {NAMESPACE}")
@@ -157,7 +183,8 @@ def say(message: str) -> None:
 
 
 def _install(demo: Demo, connections: int) -> dict[str, Any]:
-    """The CRD, namespace, Secrets, VPC and delivery role; returns the FlowExport to apply."""
+    """The CRD, namespace, Secrets, VPC and delivery role (and in mode stream the
+    subscription role); returns the FlowExport to apply."""
     stack = demo.stack
     stack.install(
         NAMESPACE,
@@ -174,7 +201,7 @@ def _install(demo: Demo, connections: int) -> dict[str, Any]:
         f"installed the CRD, namespace {NAMESPACE} and Secrets; created {vpc}, {instances} "
         f"tagged instances and {role}"
     )
-    return {
+    manifest: dict[str, Any] = {
         "apiVersion": "flowexport.io/v1alpha1",
         "kind": "FlowExport",
         "metadata": {"name": NAME, "namespace": NAMESPACE},
@@ -206,6 +233,21 @@ def _install(demo: Demo, connections: int) -> dict[str, Any]:
             },
         },
     }
+    if demo.source == "stream":
+        answer = demo.aws("iam").create_role(
+            RoleName=STREAM_ROLE, AssumeRolePolicyDocument=LOGS_TRUST
+        )
+        stream_role = str(answer["Role"]["Arn"])
+        say(f"source stream: created the subscription role {stream_role}")
+        manifest["spec"]["source"] = {
+            "mode": "stream",
+            "stream": {
+                "subscriptionRoleArn": stream_role,
+                "shardCount": STREAM_SHARDS,
+                "readIntervalMillis": 500,
+            },
+        }
+    return manifest
 
 
 def _launch_instances(demo: Demo, vpc: str, traffic: Traffic) -> int:
@@ -246,6 +288,14 @@ def _play(args: argparse.Namespace, demo: Demo) -> int:
     ):
         return _fail(demo, "the subscription did not become ready")
     say(f"subscribed: flow log {demo.status().get('flowLogId')} -> log group {LOG_GROUP}")
+    if demo.source == "stream":
+        if not _wait(deadline, lambda: demo.status().get("source", {}).get("mode") == "stream"):
+            return _fail(demo, "the worker did not start reading the Kinesis stream")
+        source = demo.status()["source"]
+        say(
+            f"source stream: subscription filter {source.get('subscriptionFilter')} -> "
+            f"Kinesis stream {source.get('streamArn')}; the operator reads its shards"
+        )
     traffic = demo.traffic
     assert traffic is not None
     writing_until = started + args.duration
@@ -292,11 +342,21 @@ def _report(demo: Demo, elapsed: float) -> None:
     status = demo.status()
     counts = status.get("counts", {})
     ready = demo.conditions().get(ConditionType.READY, ("Unknown", Reason.PENDING, ""))
+    via = ""
+    if demo.source == "stream":
+        shards = status.get("shards") or {}
+        via = f" ({_shard_reads(shards)} via {len(shards)} shards)"
     say(
         f"t={elapsed:5.1f}s Ready={ready[0]} ({ready[1]}) | records written {demo.written} | "
-        f"read {counts.get('recordsRead', 0)} | flows uploaded {counts.get('flowsUploaded', 0)} "
-        f"in {counts.get('batchesUploaded', 0)} batches | PCE has {len(demo.received())} flows"
+        f"read {counts.get('recordsRead', 0)}{via} | flows uploaded "
+        f"{counts.get('flowsUploaded', 0)} in {counts.get('batchesUploaded', 0)} batches | "
+        f"PCE has {len(demo.received())} flows"
     )
+
+
+def _shard_reads(shards: dict[str, Any]) -> int:
+    """Records read through the stream's shards (status.shards[*].counts.recordsRead)."""
+    return sum(int((e.get("counts") or {}).get("recordsRead") or 0) for e in shards.values())
 
 
 def _summary(
@@ -338,14 +398,56 @@ def _summary(
         print(f"    {workload['name']} {addresses} [{', '.join(workload['label_texts'])}]")
     off_map = {f for f in received if f[0] not in by_address or f[1] not in by_address}
     print(f"  flows on the map (a workload at both ends): {len(received) - len(off_map)}")
+    through_shards = _source_summary(demo, status, len(received))
     if bogus:
         return _fail(demo, f"{len(bogus)} flows the traffic never had, e.g. {min(bogus)}")
     if len(received) < target:
         return _fail(demo, f"only {len(received)} of {target} flows reached the PCE in time")
     if off_map:
         return _fail(demo, f"{len(off_map)} flows lack a workload, e.g. {min(off_map)}")
+    if demo.source == "stream" and received and not through_shards:
+        return _fail(
+            demo,
+            f"{len(received)} flows reached the PCE but no shard of the Kinesis stream read a "
+            "record (status.shards), so they did not come through the stream",
+        )
     say(f"done: {len(received)} flows reached the PCE")
     return EXIT_OK
+
+
+def _source_summary(demo: Demo, status: dict[str, Any], distinct: int) -> int:
+    """Print where the records were read from; returns the records read through shards."""
+    if demo.source != "stream":
+        print("  source poll: the log group read with FilterLogEvents")
+        return 0
+    source = status.get("source") or {}
+    shards = status.get("shards") or {}
+    through = _shard_reads(shards)
+    print(
+        f"  source {source.get('mode')}: Kinesis stream {source.get('streamArn')} through "
+        f"subscription filter {source.get('subscriptionFilter')}"
+    )
+    print(
+        f"  {len(shards)} shards read {through} of the {demo.written} records written "
+        f"(the log group itself {int(status.get('counts', {}).get('recordsRead', 0)) - through})"
+    )
+    for shard_id, entry in sorted(shards.items()):
+        counts = entry.get("counts") or {}
+        behind = entry.get("millisBehindLatest")
+        print(
+            f"    {shard_id}: read {counts.get('recordsRead', 0)}, flows uploaded "
+            f"{counts.get('flowsUploaded', 0)} in {counts.get('batchesUploaded', 0)} batches"
+            + (f", {behind} ms behind" if behind is not None else "")
+        )
+    # Each shard aggregates its own records: a connection read on several shards is reported
+    # by each (moto puts every PutLogEvents payload on a random shard; AWS with distribution
+    # ByLogStream keeps a network interface on one, but a connection has two).
+    print(
+        f"  the PCE received {len(demo.stack.pce.flows())} flow reports for these {distinct} "
+        "flows: each shard aggregates its own records, so a connection read on several shards "
+        "is reported once by each"
+    )
+    return through
 
 
 def _fail(demo: Demo, reason: str) -> int:
@@ -369,5 +471,22 @@ def _delete(demo: Demo, deadline: float) -> None:
             f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs, "
             f"{len(groups)} log groups and {len(workloads)} workloads behind"
         )
+        if demo.source == "stream":
+            streams = demo.aws("kinesis").list_streams()["StreamNames"]
+            say(
+                f"source stream: clean-up left {len(streams)} Kinesis streams and "
+                f"{len(_subscription_filters(demo))} subscription filters behind"
+            )
     else:
         say("the FlowExport was not deleted in time (its finalizer is still there)")
+
+
+def _subscription_filters(demo: Demo) -> list[dict[str, Any]]:
+    """The log group's subscription filters (none once the log group is gone)."""
+    try:
+        found = demo.aws("logs").describe_subscription_filters(logGroupName=LOG_GROUP)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return []
+        raise
+    return list(found["subscriptionFilters"])

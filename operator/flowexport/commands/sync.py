@@ -111,11 +111,25 @@ class SyncState:
             state["shards"] = self.shard_entries()
         return state
 
+    def _lag_seconds(self) -> int | None:
+        """The log group's lag, or in mode stream the furthest behind of the open shards."""
+        if self.book is not None and self.book.shards:
+            behind = [
+                ms
+                for shard_id, ms in self.book.behind.items()
+                if ms is not None and not self.book.shards[shard_id].cursor.ended
+            ]
+            if behind:
+                return max(behind) // 1000
+        return self.progress.lag_seconds if self.progress else None
+
     def status(self) -> dict[str, Any]:
         """The status the operator would write, as JSON-ready data."""
         progress = self.progress
         counts = Counts()
+        total = None
         if progress is not None:
+            # The log group's and every shard's together (as the operator's status has them).
             total = copy.deepcopy(progress)
             for shard in self.book.shards.values() if self.book is not None else ():
                 total.add_counts(shard)
@@ -132,8 +146,8 @@ class SyncState:
             flow_log_id=self.subscription.flow_log_id if self.subscription else None,
             log_group_arn=self.subscription.log_group_arn if self.subscription else None,
             counts=counts,
-            last_upload_time=progress.last_upload_time if progress else None,
-            lag_seconds=progress.lag_seconds if progress else None,
+            last_upload_time=total.last_upload_time if total else None,
+            lag_seconds=self._lag_seconds(),
             cursor=progress.cursor.to_status() if progress else None,
             workloads=self.workloads.status() if self.workloads else None,
             source=self.source,

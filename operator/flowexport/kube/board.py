@@ -32,6 +32,11 @@ class StatusBoard:
     Handlers and the ingestion worker both report here, so neither overwrites the other's
     conditions. Writes are throttled to one per `min_interval` unless forced, and to one per
     `idle_interval` when only the cursor of an idle log group moved.
+
+    Mode stream: `status.shards` is written per key, each by the replica reading the shard
+    (`set_shard`); this board never writes another replica's entry, but counts every entry of
+    the current stream start into status.counts. A `shards_only` board (a replica reading
+    shards of a FlowExport another replica holds) writes its own shard entries and nothing else.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class StatusBoard:
         writer: Writer,
         min_interval: float = 2.0,
         idle_interval: float = IDLE_WRITE_SECONDS,
+        shards_only: bool = False,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.writer = writer
@@ -50,8 +56,15 @@ class StatusBoard:
         self.generation: int | None = None
         self.fields: dict[str, Any] = {}
         self.progress: Progress | None = None
-        #: Mode stream: each shard's status entry (checkpoint, counts, lag), by shard id.
+        self.shards_only = shards_only
+        #: Mode stream: each shard's status entry (checkpoint, counts, lag), by shard id:
+        #: those this replica writes (`own_shards`) and the others' as last observed.
         self.shards: dict[str, dict[str, Any]] = {}
+        self.own_shards: set[str] = set()
+        #: Shard entries to delete with the next write (None: every entry).
+        self._drop_shards: set[str] | None = set()
+        #: This replica's shard entries as last written.
+        self._last_shards: dict[str, dict[str, Any]] = {}
         self._lock = asyncio.Lock()
         self._written = float("-inf")  # the first write is never throttled
         self._last: dict[str, Any] | None = None
@@ -60,7 +73,10 @@ class StatusBoard:
         """Start from the status stored in the object (after an operator restart)."""
         if not status:
             return
-        self._last = copy.deepcopy(status)  # what a patch must turn into the new document
+        # What a patch must turn into the new document (shard entries are written per key;
+        # a shards-only board writes nothing else).
+        if not self.shards_only:
+            self._last = {k: copy.deepcopy(v) for k, v in status.items() if k != "shards"}
         try:
             self.conditions = ConditionSet(FlowExportStatus.model_validate(status).conditions)
         except ValidationError:
@@ -76,7 +92,7 @@ class StatusBoard:
             except ValueError:
                 self.progress = None
         if self.progress is not None and self.shards:
-            _remove_shard_totals(self.progress, self.shards)
+            _remove_shard_totals(self.progress, self.counted_shards())
 
     def apply(
         self, updates: list[ConditionUpdate], generation: int | None = None
@@ -95,12 +111,61 @@ class StatusBoard:
         self.fields.update({k: v for k, v in fields.items() if v is not None})
 
     def set_shard(self, shard_id: str, entry: dict[str, Any]) -> None:
-        """A shard's status entry (mode stream)."""
+        """A shard's status entry (mode stream), written by this replica."""
+        if shard_id not in self.own_shards and isinstance(self.shards.get(shard_id), dict):
+            # Taken over: the patch must also clear what the stored entry has and this lacks.
+            self._last_shards[shard_id] = _without_nulls(self.shards[shard_id])
         self.shards[shard_id] = entry
+        self.own_shards.add(shard_id)
+        if self._drop_shards is not None:
+            self._drop_shards.discard(shard_id)
+
+    def release_shard(self, shard_id: str) -> None:
+        """Stop writing the shard's entry (another replica reads the shard now); the entry
+        stays in status."""
+        self.own_shards.discard(shard_id)
+        self._last_shards.pop(shard_id, None)
+
+    def drop_shard(self, shard_id: str) -> None:
+        """Delete the shard's entry from status with the next write."""
+        self.release_shard(shard_id)
+        self.shards.pop(shard_id, None)
+        if self._drop_shards is not None:
+            self._drop_shards.add(shard_id)
+
+    def observe_shards(self, stored: Any) -> bool:
+        """Take the other replicas' shard entries from the stored status; returns whether
+        any changed."""
+        stored = stored if isinstance(stored, dict) else {}
+        changed = False
+        for shard_id in [k for k in self.shards if k not in self.own_shards]:
+            if shard_id not in stored:
+                del self.shards[shard_id]
+                changed = True
+        for shard_id, entry in stored.items():
+            if shard_id in self.own_shards or not isinstance(entry, dict):
+                continue
+            if self.shards.get(shard_id) != entry:
+                self.shards[shard_id] = copy.deepcopy(entry)
+                changed = True
+        return changed
 
     def clear_shards(self) -> None:
-        """Forget every shard entry (the mode went back to poll)."""
+        """Forget every shard entry, and delete them all from status with the next write
+        (the mode went back to poll, or a new stream start)."""
         self.shards = {}
+        self.own_shards = set()
+        self._drop_shards = None
+
+    def counted_shards(self) -> dict[str, dict[str, Any]]:
+        """The shard entries status.counts includes: those of the current stream start."""
+        source = self.fields.get("source")
+        if not isinstance(source, dict):
+            return self.shards  # written before status.source existed
+        if source.get("mode") != "stream":
+            return {}
+        since = source.get("since")
+        return {k: e for k, e in self.shards.items() if e.get("since") == since}
 
     def record(self, progress: Progress) -> None:
         """The worker's latest checkpoint."""
@@ -108,7 +173,9 @@ class StatusBoard:
         self.progress = copy.deepcopy(progress)
 
     def document(self) -> dict[str, Any]:
-        """The status as it is written."""
+        """The status as this replica writes it (its own shard entries apart: `own_entries`)."""
+        if self.shards_only:
+            return {}
         doc: dict[str, Any] = {
             "conditions": [
                 c.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -120,27 +187,46 @@ class StatusBoard:
             doc["observedGeneration"] = self.generation
         if self.progress is not None:
             doc.update(self.progress.to_state())
-        if self.shards:
-            doc["shards"] = copy.deepcopy(self.shards)
-            _add_shard_totals(doc, self.shards)
+        counted = self.counted_shards()
+        if counted:
+            _add_shard_totals(doc, counted)
         clean: dict[str, Any] = _without_nulls(doc)
         return clean
 
-    async def write(self, force: bool = False) -> None:
+    def own_entries(self) -> dict[str, dict[str, Any]]:
+        """The shard entries this replica writes, as written."""
+        return {k: _without_nulls(self.shards[k]) for k in sorted(self.own_shards)}
+
+    async def write(self, force: bool = False) -> bool:
         """Patch the status if it changed since the last write and the throttle allows (or
-        `force`); a throttled change stays pending for the next call."""
+        `force`); a throttled change stays pending for the next call. Returns whether nothing
+        is pending."""
         async with self._lock:
             if not force and time.monotonic() - self._written < self.min_interval:
-                return
-            document = self.document()
+                return False
+            if self._drop_shards is None:
+                # Every entry goes, other replicas' too (a new stream start or mode poll).
+                await self.writer(self.namespace, self.name, {"shards": None})
+                self._drop_shards, self._last_shards = set(), {}
+            document, entries = self.document(), self.own_entries()
             patch = merge_patch(self._last or {}, document)
+            # Per key: never null an entry this replica does not write.
+            shard_patch: dict[str, Any] = dict.fromkeys(self._drop_shards)
+            for shard_id, entry in entries.items():
+                changed = merge_patch(self._last_shards.get(shard_id) or {}, entry)
+                if changed:
+                    shard_patch[shard_id] = changed
+            if shard_patch:
+                patch["shards"] = shard_patch
             idle = patch.keys() <= IDLE_FIELDS
             if idle and not force and time.monotonic() - self._written < self.idle_interval:
-                return
+                return False
             if patch:
                 await self.writer(self.namespace, self.name, patch)
-                self._last = document
+                self._last, self._last_shards = document, entries
+                self._drop_shards = set()
                 self._written = time.monotonic()
+            return True
 
 
 def merge_patch(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:

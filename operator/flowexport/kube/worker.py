@@ -24,6 +24,7 @@ from flowexport.aws.reader import ReaderCursor, initial_cursor
 from flowexport.kube.board import StatusBoard
 from flowexport.kube.events import announce
 from flowexport.kube.shard_book import KubeShardBook
+from flowexport.kube.shard_worker import read_shards, shard_key, source_status
 from flowexport.kube.shards import uid_of
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
 from flowexport.pipeline import Progress
@@ -63,7 +64,8 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
                     log.info("%s/%s: let go by replica %s", namespace, name, op.shards.identity)
                     held = False
                 op.let_go(namespace, name)
-                await stopped.wait(WAKE_SECONDS)
+                # Mode stream: this replica's share of the shards (a short wait if none).
+                await read_shards(op, body, stopped, uid)
                 continue
             if not held and op.shards.enabled:
                 log.info("%s/%s: taken up by replica %s", namespace, name, op.shards.identity)
@@ -150,7 +152,19 @@ async def _ingest(
     if spec.source.mode == "stream" and stream is not None:
         if source.get("mode") == "stream" and source.get("streamArn") == stream.stream_arn:
             stream_since = int(source.get("since") or 0)
-        book = KubeShardBook(board, op.events, body, stream_since, op.shards.identity)
+            board.update(source=source_status(stream, stream_since, subscription.log_format))
+        elif source.get("mode") == "stream":
+            _fold_shards(board, progress, source)  # another stream: its counts stay counted
+        # Peer workloads are synced before each upload by this replica: no sharing with Sync.
+        shared = spec.workloads.mode != "Sync"
+        book = KubeShardBook(
+            board,
+            op.events,
+            body,
+            stream_since,
+            op.shards.identity,
+            (lambda shard_id: op.shards.owns(shard_key(uid, shard_id))) if shared else None,
+        )
     elif source.get("mode") != "poll":
         progress = _back_to_poll(board, progress, source)
         await board.write(force=True)
@@ -159,14 +173,7 @@ async def _ingest(
         assert book is not None and stream is not None
         board.record(drained)
         board.clear_shards()
-        board.update(
-            source={
-                "mode": "stream",
-                "streamArn": stream.stream_arn,
-                "subscriptionFilter": stream.filter_name,
-                "since": since,
-            }
-        )
+        board.update(source=source_status(stream, since, subscription.log_format))
         book.start(since)
         op.events.post(
             body,
@@ -218,12 +225,17 @@ async def _ingest(
         # One wait for kopf's stop, not one `stopped.wait(timeout)` per second: at 100
         # FlowExports those (a task and a timeout each) were a third of an idle operator's CPU.
         stopping = asyncio.ensure_future(stopped.wait())
+        counted = True  # the other replicas' shard entries are in status.counts
         try:
             while not stop.is_set():
                 await asyncio.wait({stopping}, timeout=WAKE_SECONDS)
                 changed = body["metadata"].get("generation") != generation
                 if stopped or changed or export.restart.is_set() or not op.shards.owns(uid):
                     stop.set()
+                elif book is not None:
+                    shards = (body.get("status") or {}).get("shards")
+                    counted = not board.observe_shards(shards) and counted
+                    counted = counted or await board.write()
         finally:
             stopping.cancel()
 
@@ -269,6 +281,14 @@ async def _ingest(
 #: How much polling re-reads before the earliest stream checkpoint when the mode goes back to
 #: poll (records reach the stream up to this long after CloudWatch Logs ingested them).
 STREAM_DELIVERY_MARGIN_MS = 60_000
+
+
+def _fold_shards(board: StatusBoard, progress: Progress, source: dict[str, Any]) -> None:
+    """A new stream start: the old start's shard counts go into the log group's."""
+    since = int(source.get("since") or 0)
+    for entry in board.shards.values():
+        if (p := shard_progress(entry, since)) is not None:
+            progress.add_counts(p)
 
 
 def _back_to_poll(board: StatusBoard, progress: Progress, source: dict[str, Any]) -> Progress:
