@@ -236,6 +236,7 @@ class ShardRunner:
         `list_seconds`; who reads which is looked at every `OWNERS_SECONDS`."""
         failures = 0
         listed_at = float("-inf")
+        stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 if time.monotonic() - listed_at >= self.list_seconds:
@@ -258,18 +259,15 @@ class ShardRunner:
                 else:
                     self._adjust()
                 self._raise_terminal()
-                waiters = [t for t, _ in self.running.values()]
-                stopping = asyncio.ensure_future(stop.wait())
-                try:
-                    await asyncio.wait(
-                        [stopping, *waiters],
-                        timeout=min(OWNERS_SECONDS, self.list_seconds),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    stopping.cancel()
+                waiters = [t for t, _ in self.running.values() if not t.done()]
+                await asyncio.wait(
+                    [stopping, *waiters],
+                    timeout=min(OWNERS_SECONDS, self.list_seconds),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 self._raise_terminal()
         finally:
+            stopping.cancel()
             await self._stop_all()
 
     def _adjust(self) -> None:

@@ -3,7 +3,9 @@ same stream start, counted into status.counts, and retention gaps reported."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from typing import Any
 
 from flowexport.api.conditions import Reason
 from flowexport.aws.kinesis_reader import ShardCursor
@@ -146,3 +148,44 @@ async def test_listing_tidies_old_starts_and_expired_shards() -> None:
     holder.clear_shards()
     await holder.write(force=True)
     assert "shards" not in kube.status(NS, NAME)
+
+
+async def test_a_new_holder_counts_the_log_group_once_whatever_the_shards_did_meanwhile() -> None:
+    kube, events = FakeKube(), RecordingEvents()
+    holder = board(kube)
+    holder.update(source=STREAM_SOURCE)
+    holder.record(Progress(ReaderCursor(900), records_read=100))
+    book = KubeShardBook(holder, events, {}, 1000, "r0", lambda s: s == shard(0))
+    progress = checkpoint(0, "1", 0)
+    progress.records_read = 50
+    await book.save(shard(0), progress, 0)
+    assert kube.status(NS, NAME)["counts"]["recordsRead"] == 150
+    # The holder goes; another replica's shard entry moves on before a new holder loads.
+    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    theirs = KubeShardBook(other, events, {"status": kube.status(NS, NAME)}, 1000, "r1")
+    progress = checkpoint(0, "9", 0)
+    progress.records_read = 400
+    await theirs.save(shard(0), progress, 0)
+    again = board(kube)
+    assert again.progress is not None and again.progress.records_read == 100
+    assert again.document()["counts"]["recordsRead"] == 500
+
+
+async def test_a_taken_over_entry_loses_the_former_readers_error_and_offset() -> None:
+    kube, events = FakeKube(), RecordingEvents()
+    body: dict[str, Any] = {"status": {}}
+    mine = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    mine.load({})  # loaded before the other replica wrote anything
+    book = KubeShardBook(mine, events, body, 1000, "r1")
+    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    theirs = KubeShardBook(other, events, {}, 1000, "r0")
+    partly = Progress(ShardCursor(shard(0), "50", 3, 5000))
+    await theirs.save(shard(0), partly, 0)
+    await theirs.failed(shard(0), ShardError(Reason.PCE_UNAUTHORIZED, "boom"))
+    body["status"] = copy.deepcopy(kube.status(NS, NAME))  # what the watch shows
+    assert book.progress(shard(0)) == partly
+    await book.save(shard(0), Progress(ShardCursor(shard(0), "60", None, 6000)), 0)
+    await book.failed(shard(0), None)  # the read succeeded (the runner says so after each)
+    entry = kube.status(NS, NAME)["shards"][shard(0)]
+    assert entry["cursor"]["sequenceNumber"] == "60" and "eventOffset" not in entry["cursor"]
+    assert "error" not in entry and entry["replica"] == "r1"

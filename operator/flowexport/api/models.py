@@ -754,6 +754,20 @@ class SourceStatus(ApiModel):
             "replicas reading shards of this stream use)."
         ),
     )
+    shared: bool | None = Field(
+        default=None,
+        description=(
+            "Mode stream: whether the shards are spread over the operator's replicas (not with "
+            "workloads mode Sync, nor with one replica)."
+        ),
+    )
+    log_group_counts: Counts | None = Field(
+        default=None,
+        description=(
+            "Mode stream: the part of status.counts read from the log group itself (the rest "
+            "is the shards' entries, written by the replicas reading them)."
+        ),
+    )
 
 
 class FlowExportStatus(ApiModel):

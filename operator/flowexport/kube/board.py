@@ -92,7 +92,11 @@ class StatusBoard:
             except ValueError:
                 self.progress = None
         if self.progress is not None and self.shards:
-            _remove_shard_totals(self.progress, self.counted_shards())
+            own = (self.fields.get("source") or {}).get("logGroupCounts")
+            if isinstance(own, dict):
+                _set_counts(self.progress, own)
+            else:  # written before logGroupCounts existed
+                _remove_shard_totals(self.progress, self.counted_shards())
 
     def apply(
         self, updates: list[ConditionUpdate], generation: int | None = None
@@ -189,6 +193,9 @@ class StatusBoard:
             doc.update(self.progress.to_state())
         counted = self.counted_shards()
         if counted:
+            if isinstance(doc.get("source"), dict) and "counts" in doc:
+                # The log group's own part, kept apart: the shards' entries move on their own.
+                doc["source"] = {**doc["source"], "logGroupCounts": copy.deepcopy(doc["counts"])}
             _add_shard_totals(doc, counted)
         clean: dict[str, Any] = _without_nulls(doc)
         return clean
@@ -243,6 +250,19 @@ def merge_patch(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any
         elif key not in stored or old != value:
             patch[key] = value
     return patch
+
+
+def _set_counts(progress: Progress, counts: dict[str, Any]) -> None:
+    """The log group's own counts, as stored in status.source.logGroupCounts."""
+    try:
+        progress.records_read = max(0, int(counts.get("recordsRead") or 0))
+        progress.flows_uploaded = max(0, int(counts.get("flowsUploaded") or 0))
+        progress.flows_failed = max(0, int(counts.get("flowsFailed") or 0))
+        progress.batches_uploaded = max(0, int(counts.get("batchesUploaded") or 0))
+        skipped = counts.get("recordsSkipped") or {}
+        progress.records_skipped = {str(k): int(v) for k, v in skipped.items() if int(v) > 0}
+    except (TypeError, ValueError, AttributeError):
+        pass  # damaged: the counts read from status.counts stand
 
 
 def _remove_shard_totals(progress: Progress, shards: dict[str, dict[str, Any]]) -> None:

@@ -57,6 +57,7 @@ class KubeShardBook:
         self.since = 0
         #: Checkpoints this replica saved for this stream start.
         self.held: dict[str, Progress] = {}
+        self._cache: dict[int, tuple[Any, int, Progress | None]] = {}
         if since is not None:
             self.start(since)
 
@@ -74,11 +75,24 @@ class KubeShardBook:
         """The shard's furthest checkpoint for this stream start: this replica's, or the one
         in status (another replica's, or this one's before a restart)."""
         found = [self.held.get(shard_id)]
-        found += [shard_progress(entries.get(shard_id), self.since) for entries in self._stored()]
+        found += [self._parsed(entries.get(shard_id)) for entries in self._stored()]
         known = [p for p in found if p is not None]
         if not known:
             return None
         return max(known, key=lambda p: position(p.cursor))  # the first of equals: held
+
+    def _parsed(self, entry: Any) -> Progress | None:
+        # Looked at every second per shard: parse (window included) only entries not seen.
+        if entry is None:
+            return None
+        cached = self._cache.get(id(entry))
+        if cached is not None and cached[0] is entry and cached[1] == self.since:
+            return cached[2]
+        progress = shard_progress(entry, self.since)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[id(entry)] = (entry, self.since, progress)  # the entry kept: ids stay unique
+        return progress
 
     def owns(self, shard_id: str) -> bool:
         """Whether this replica reads the shard now; one it stops reading is released."""
@@ -106,6 +120,12 @@ class KubeShardBook:
         await self.board.write(force=uploaded or progress.cursor.ended)
 
     def _entry(self, shard_id: str) -> dict[str, Any]:
+        """The shard's entry to update: this replica's, or as stored now (taken over: the
+        write must also clear what the stored one has and the new one lacks)."""
+        if shard_id not in self.board.own_shards:
+            live = self._stored()[0].get(shard_id)
+            if isinstance(live, Mapping):
+                self.board.shards[shard_id] = copy.deepcopy(dict(live))
         entry = self.board.shards.get(shard_id)
         if not isinstance(entry, dict) or entry.get("since") != self.since:
             return {}

@@ -27,6 +27,7 @@ from flowexport.aws.stream import StreamSubscription
 from flowexport.core.logformat import LogFormat, LogFormatError
 from flowexport.kube.board import StatusBoard
 from flowexport.kube.shard_book import KubeShardBook
+from flowexport.kube.shards import STOP_SECONDS
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Operator
 
 log = logging.getLogger("flowexport.operator")
@@ -35,6 +36,9 @@ log = logging.getLogger("flowexport.operator")
 WAKE_SECONDS = 1.0
 #: Seconds before reading again after a retryable failure ended it.
 RETRY_SECONDS = 30.0
+#: Seconds the holder waits before reading shards the other replicas read until now (mode
+#: poll again, another stream, workloads Sync): time for them to notice and stop.
+TAKE_BACK_SECONDS = WAKE_SECONDS + STOP_SECONDS + 1.0
 
 
 def shard_key(uid: str, shard_id: str) -> str:
@@ -43,10 +47,12 @@ def shard_key(uid: str, shard_id: str) -> str:
 
 
 def stream_of(source: Any) -> tuple[StreamSubscription, LogFormat] | None:
-    """The stream and log format the holder's status.source names (None if not mode stream,
-    or written by a version that did not record them)."""
+    """The stream and log format the holder's status.source names (None unless mode stream
+    with the shards shared, or if written by a version that did not record them)."""
     if not isinstance(source, Mapping) or source.get("mode") != "stream":
         return None
+    if source.get("shared") is not True:
+        return None  # the holder reads every shard
     try:
         stream = StreamSubscription(
             stream_arn=str(source["streamArn"]),
@@ -62,9 +68,12 @@ def stream_of(source: Any) -> tuple[StreamSubscription, LogFormat] | None:
         return None
 
 
-def source_status(stream: StreamSubscription, since: int, log_format: LogFormat) -> dict[str, Any]:
+def source_status(
+    stream: StreamSubscription, since: int, log_format: LogFormat, shared: bool
+) -> dict[str, Any]:
     """status.source in mode stream: what the other replicas need to read shards."""
     return {
+        "shared": shared,
         "mode": "stream",
         "streamArn": stream.stream_arn,
         "streamName": stream.stream_name,
@@ -87,13 +96,7 @@ async def read_shards(op: Operator, body: Any, stopped: Any, uid: str) -> None:
         spec = parse_spec(dict(body["spec"])) if found is not None else None
     except SpecError:
         spec = None
-    if (
-        found is None
-        or spec is None
-        or spec.suspend
-        or spec.source.mode != "stream"
-        or spec.workloads.mode == "Sync"
-    ):
+    if found is None or spec is None or spec.suspend or spec.source.mode != "stream":
         await stopped.wait(WAKE_SECONDS)
         return
     stream, log_format = found

@@ -24,7 +24,12 @@ from flowexport.aws.reader import ReaderCursor, initial_cursor
 from flowexport.kube.board import StatusBoard
 from flowexport.kube.events import announce
 from flowexport.kube.shard_book import KubeShardBook
-from flowexport.kube.shard_worker import read_shards, shard_key, source_status
+from flowexport.kube.shard_worker import (
+    TAKE_BACK_SECONDS,
+    read_shards,
+    shard_key,
+    source_status,
+)
 from flowexport.kube.shards import uid_of
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
 from flowexport.pipeline import Progress
@@ -149,14 +154,30 @@ async def _ingest(
     stream = subscription.stream
     stream_since: int | None = None
     book: KubeShardBook | None = None
+    # Peer workloads are synced before each upload by this replica: no sharing with Sync.
+    shared = op.shards.enabled and spec.workloads.mode != "Sync"
+    keeps = (
+        shared
+        and spec.source.mode == "stream"
+        and stream is not None
+        and source.get("streamArn") == stream.stream_arn
+    )
+    if source.get("shared") and not keeps:
+        # The other replicas read shards until they see the change: let them stop first.
+        await stopped.wait(TAKE_BACK_SECONDS)
+        if stopped:
+            return
+        board.observe_shards((body.get("status") or {}).get("shards"))
     if spec.source.mode == "stream" and stream is not None:
         if source.get("mode") == "stream" and source.get("streamArn") == stream.stream_arn:
             stream_since = int(source.get("since") or 0)
-            board.update(source=source_status(stream, stream_since, subscription.log_format))
+            board.update(
+                source=source_status(stream, stream_since, subscription.log_format, shared)
+            )
         elif source.get("mode") == "stream":
-            _fold_shards(board, progress, source)  # another stream: its counts stay counted
-        # Peer workloads are synced before each upload by this replica: no sharing with Sync.
-        shared = spec.workloads.mode != "Sync"
+            # Another stream: poll from where this one left off, up to the new filter.
+            progress = _back_to_poll(board, progress, source)
+            await board.write(force=True)
         book = KubeShardBook(
             board,
             op.events,
@@ -173,7 +194,7 @@ async def _ingest(
         assert book is not None and stream is not None
         board.record(drained)
         board.clear_shards()
-        board.update(source=source_status(stream, since, subscription.log_format))
+        board.update(source=source_status(stream, since, subscription.log_format, shared))
         book.start(since)
         op.events.post(
             body,
@@ -232,9 +253,15 @@ async def _ingest(
                 changed = body["metadata"].get("generation") != generation
                 if stopped or changed or export.restart.is_set() or not op.shards.owns(uid):
                     stop.set()
-                elif book is not None:
+                else:
                     shards = (body.get("status") or {}).get("shards")
-                    counted = not board.observe_shards(shards) and counted
+                    if book is None and shards:
+                        # Mode poll: a late final checkpoint of another replica's shard.
+                        for shard_id in list(shards):
+                            board.drop_shard(shard_id)
+                        counted = False
+                    elif book is not None:
+                        counted = not board.observe_shards(shards) and counted
                     counted = counted or await board.write()
         finally:
             stopping.cancel()
@@ -281,14 +308,6 @@ async def _ingest(
 #: How much polling re-reads before the earliest stream checkpoint when the mode goes back to
 #: poll (records reach the stream up to this long after CloudWatch Logs ingested them).
 STREAM_DELIVERY_MARGIN_MS = 60_000
-
-
-def _fold_shards(board: StatusBoard, progress: Progress, source: dict[str, Any]) -> None:
-    """A new stream start: the old start's shard counts go into the log group's."""
-    since = int(source.get("since") or 0)
-    for entry in board.shards.values():
-        if (p := shard_progress(entry, since)) is not None:
-            progress.add_counts(p)
 
 
 def _back_to_poll(board: StatusBoard, progress: Progress, source: dict[str, Any]) -> Progress:
