@@ -11,9 +11,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -52,3 +52,25 @@ def test_the_workloads_benchmark_runs_small() -> None:
     assert steps["first"]["counts"]["created"] == 8
     assert steps["again"]["by_kind"] == {"GET labels": 1, "GET workloads": 1}
     assert steps["baseline"]["by_kind"]["GET workloads"] == 8
+
+
+def test_the_stream_benchmark_runs_small() -> None:
+    result = run(
+        str(BENCH / "stream.py"),
+        *("--records", "120", "--batch", "10", "--shards", "1,2,4", "--poll", "0:1"),
+        *("--rate", "40", "--latency-seconds", "1", "--timeout", "60", "--json"),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    runs = {(r["mode"], r["shards"]): r for r in report["runs"]}
+    assert set(runs) == {("poll", None), ("stream", 1), ("stream", 2), ("stream", 4)}
+    for found in runs.values():
+        assert found["errors"] == [], found["errors"]
+        backlog, steady = found["backlog"], found["steady"]
+        assert backlog["accepted"] == 120 and backlog["records_per_s"] > 0
+        assert sum(w["records"] for w in backlog["workers"]) == 120
+        assert steady["accepted"] == 40 and steady["latency_p50_s"] is not None
+        assert steady["latency_p95_s"] >= steady["latency_p50_s"]
+    assert len(runs[("stream", 4)]["backlog"]["workers"]) <= 4
+    assert len(report["ratios"]) == 3
