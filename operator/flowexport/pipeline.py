@@ -173,25 +173,30 @@ class Progress:
         otherwise); raises ValueError if it is not that."""
         read_cursor = read_cursor or ReaderCursor.from_status
         try:
-            counts = state.get("counts") or {}
             last = state.get("lastUploadTime")
-            return cls(
+            progress = cls(
                 cursor=read_cursor(state["cursor"]),
                 window=Window.from_state(state["cursor"].get("window")),
-                records_read=int(counts.get("recordsRead", 0)),
-                records_skipped={
-                    str(k): int(v) for k, v in (counts.get("recordsSkipped") or {}).items()
-                },
-                flows_uploaded=int(counts.get("flowsUploaded", 0)),
-                flows_failed=int(counts.get("flowsFailed", 0)),
-                batches_uploaded=int(counts.get("batchesUploaded", 0)),
                 last_upload_time=datetime.fromisoformat(last.replace("Z", "+00:00"))
                 if last
                 else None,
                 lag_seconds=state.get("lagSeconds"),
             )
+            progress.set_counts(state.get("counts") or {})
+            return progress
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a saved pipeline state: {exc}") from None
+
+    def set_counts(self, counts: dict[str, Any]) -> None:
+        """Take the counts `to_state` wrote (all or none: raises TypeError, ValueError or
+        AttributeError on a damaged one)."""
+        read = int(counts.get("recordsRead", 0))
+        skipped = {str(k): int(v) for k, v in (counts.get("recordsSkipped") or {}).items()}
+        uploaded = int(counts.get("flowsUploaded", 0))
+        failed = int(counts.get("flowsFailed", 0))
+        batches = int(counts.get("batchesUploaded", 0))
+        self.records_read, self.records_skipped = read, skipped
+        self.flows_uploaded, self.flows_failed, self.batches_uploaded = uploaded, failed, batches
 
 
 Checkpoint = Callable[[Progress], Awaitable[None]]

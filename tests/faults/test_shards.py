@@ -99,6 +99,14 @@ def spans(
     return found
 
 
+def assert_one_at_a_time(found: dict[str, list[tuple[str, float, float]]], doing: str) -> None:
+    """No two (replica, from, to) stretches of one key overlap (sorts them in place)."""
+    for key, stretches in found.items():
+        stretches.sort(key=lambda s: s[1])
+        for (r1, _, end), (r2, start, _) in itertools.pairwise(stretches):
+            assert start >= end, f"{key} {doing} by {r1} and {r2} at once"
+
+
 @pytest.mark.parametrize("count", [2, 3])
 def test_replicas_share_the_exports_and_take_over_a_killed_ones(
     stack: Stack, tmp_path: Path, count: int
@@ -136,10 +144,7 @@ def test_replicas_share_the_exports_and_take_over_a_killed_ones(
     assert delivered(stack) == expected(done), "a record was lost"
     # Who held what, when: never two replicas at once, the victim's taken over in the bound.
     found = spans(logs, victim, killed_at)
-    for fe, stretches in found.items():
-        stretches.sort(key=lambda s: s[1])
-        for (r1, _, end), (r2, start, _) in itertools.pairwise(stretches):
-            assert start >= end, f"{fe} held by {r1} and {r2} at once"
+    assert_one_at_a_time(found, "held")
     moved = [fe for fe, owner in owners.items() if owner == victim]
     for fe in moved:
         after = [s for s in found[fe] if s[0] != victim and s[1] >= killed_at]

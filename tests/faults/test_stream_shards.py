@@ -6,7 +6,6 @@ the PCE with at most the batches in flight repeated."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -17,7 +16,7 @@ from typing import Any
 
 from flowexport.kube.shards import owner_of, timing
 from tests.e2e.conftest import Stack, eventually
-from tests.faults.test_shards import LEASE, replicas
+from tests.faults.test_shards import LEASE, assert_one_at_a_time, replicas
 from tests.flowlines import connection_address, put_connections
 
 NAME = "streamed"
@@ -129,10 +128,7 @@ def test_two_replicas_share_the_shards_and_take_over_a_killed_ones(
         until = killed_at if replica == victim else now
         for shard, start, end in spans(process.log, until):
             by_shard.setdefault(shard, []).append((replica, start, end))
-    for shard, stretches in by_shard.items():
-        stretches.sort(key=lambda s: s[1])
-        for (r1, _, end), (r2, start, _) in itertools.pairwise(stretches):
-            assert start >= end, f"{shard} read by {r1} and {r2} at once"
+    assert_one_at_a_time(by_shard, "read")
     moved = [s for s, r in wanted.items() if r == victim]
     for shard in moved:
         after = [s for s in by_shard[shard] if s[0] == survivor and s[1] >= killed_at]

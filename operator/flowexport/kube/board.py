@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from collections.abc import Awaitable, Callable
@@ -94,7 +95,8 @@ class StatusBoard:
         if self.progress is not None and self.shards:
             own = (self.fields.get("source") or {}).get("logGroupCounts")
             if isinstance(own, dict):
-                _set_counts(self.progress, own)
+                with contextlib.suppress(TypeError, ValueError, AttributeError):
+                    self.progress.set_counts(own)  # damaged: status.counts stands
             else:  # written before logGroupCounts existed
                 _remove_shard_totals(self.progress, self.counted_shards())
 
@@ -250,19 +252,6 @@ def merge_patch(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any
         elif key not in stored or old != value:
             patch[key] = value
     return patch
-
-
-def _set_counts(progress: Progress, counts: dict[str, Any]) -> None:
-    """The log group's own counts, as stored in status.source.logGroupCounts."""
-    try:
-        progress.records_read = max(0, int(counts.get("recordsRead") or 0))
-        progress.flows_uploaded = max(0, int(counts.get("flowsUploaded") or 0))
-        progress.flows_failed = max(0, int(counts.get("flowsFailed") or 0))
-        progress.batches_uploaded = max(0, int(counts.get("batchesUploaded") or 0))
-        skipped = counts.get("recordsSkipped") or {}
-        progress.records_skipped = {str(k): int(v) for k, v in skipped.items() if int(v) > 0}
-    except (TypeError, ValueError, AttributeError):
-        pass  # damaged: the counts read from status.counts stand
 
 
 def _remove_shard_totals(progress: Progress, shards: dict[str, dict[str, Any]]) -> None:

@@ -156,20 +156,19 @@ async def _ingest(
     book: KubeShardBook | None = None
     # Peer workloads are synced before each upload by this replica: no sharing with Sync.
     shared = op.shards.enabled and spec.workloads.mode != "Sync"
-    keeps = (
-        shared
-        and spec.source.mode == "stream"
-        and stream is not None
+    same_stream = (
+        stream is not None
+        and source.get("mode") == "stream"
         and source.get("streamArn") == stream.stream_arn
     )
-    if source.get("shared") and not keeps:
+    if source.get("shared") and not (shared and spec.source.mode == "stream" and same_stream):
         # The other replicas read shards until they see the change: let them stop first.
         await stopped.wait(TAKE_BACK_SECONDS)
         if stopped:
             return
         board.observe_shards((body.get("status") or {}).get("shards"))
     if spec.source.mode == "stream" and stream is not None:
-        if source.get("mode") == "stream" and source.get("streamArn") == stream.stream_arn:
+        if same_stream:
             stream_since = int(source.get("since") or 0)
             board.update(
                 source=source_status(stream, stream_since, subscription.log_format, shared)
