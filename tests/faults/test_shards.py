@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flowexport.kube.shards import timing
+from flowexport.kube.shards import owner_of, timing
 from flowexport.sim.operator_process import OperatorProcess
 from tests.e2e.conftest import NS, Stack, eventually
 from tests.flowlines import connection_address, put_connections
@@ -126,7 +126,11 @@ def test_replicas_share_the_exports_and_take_over_a_killed_ones(
     logs = [p.log for p in processes]
     owners = {fe: s[-1][0] for fe, s in spans(logs, "", 0).items()}
     assert set(owners) == set(EXPORTS)
-    assert len(set(owners.values())) > 1, f"all on one replica: {owners}"
+    # Each on the replica rendezvous hashing gives it (all on one for ~3% of uid draws with
+    # two replicas, so the spread itself is not asserted: that made the test flaky).
+    members = tuple(f"r{i}" for i in range(count))
+    wanted = {fe: owner_of(stack.get(fe)["metadata"]["uid"], members) for fe in EXPORTS}
+    assert owners == wanted, f"held {owners}, hashing gives {wanted}"
     # Kill the replica holding most FlowExports while records keep coming.
     victim = max(set(owners.values()), key=list(owners.values()).count)
     index = int(victim[1:])
