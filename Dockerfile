@@ -5,7 +5,8 @@
 #
 # Two stages: the first builds the project's wheel and installs it with its dependencies
 # (all published as binary wheels, so no compiler is needed) into a virtual environment,
-# then removes pip and setuptools from it; the second copies only that environment onto a
+# then removes pip, setuptools and the simulators (`flowexport.sim`: the demo's stand-ins, whose
+# packages are the `demo` extra) from it; the second copies only that environment onto a
 # fresh slim image.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -21,6 +22,7 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/flowexport \
  && /opt/flowexport/bin/pip install --only-binary=:all: /wheels/*.whl \
  && /opt/flowexport/bin/pip uninstall --yes pip setuptools \
+ && rm -rf /opt/flowexport/lib/python3*/site-packages/flowexport/sim \
  && /opt/flowexport/bin/python -m compileall -q /opt/flowexport/lib \
  && /opt/flowexport/bin/flowexport --version
 

@@ -17,9 +17,9 @@ import pytest
 from flowexport import __version__
 from flowexport.api.crd import render_crd_yaml
 from flowexport.cli import COMMANDS, build_parser, chosen_command
+from flowexport.commands.textinput import LINE_PIECE, open_lines
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.core.records import MAX_RECORD_CHARS
-from flowexport.textinput import LINE_PIECE, open_lines
 from tests.flowlines import line
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flowexport.commands import demo as demo_command
+from flowexport.sim import demo as demo_command
 
 
 def demo(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:

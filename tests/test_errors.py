@@ -7,10 +7,9 @@ import inspect
 from pathlib import Path
 
 from flowexport import errors
-from flowexport.api.conditions import Reason
 from flowexport.api.validation import SpecError
 from flowexport.aws.errors import AwsError
-from flowexport.errors import ConfigError, FlowExportError, unexpected
+from flowexport.errors import ConfigError, FlowExportError, Reason, unexpected
 from flowexport.pce import errors as pce_errors
 from flowexport.pce.errors import PCEError, PCEUnavailableError
 

@@ -19,13 +19,153 @@ Hierarchy:
         ├── PCEProtocolError         PCEUnexpectedResponse
         └── PCEUnavailableError      PCEUnavailable (retryable): 429, 5xx, timeouts
 
-`retryable` defaults to what the reason says (`Reason.retryable`). No message carries a
-credential: the edges build messages from names, codes and documented details only.
+Every reason a condition can carry is a `Reason` here, at the bottom layer, so the errors need
+nothing above them. `retryable` defaults to what the reason says (`Reason.retryable`). No
+message carries a credential: the edges build messages from names, codes and documented
+details only.
 """
 
 from __future__ import annotations
 
-from flowexport.api.conditions import Reason
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a condition has its status: CamelCase, for conditions, Events and metrics."""
+
+    # -- success and neutral states (not errors) --
+    # Ready=True: every stage is True.
+    READY = "Ready"
+    # Ready=Unknown: a stage has not been evaluated yet (or not for the newest generation).
+    PENDING = "Pending"
+    # SubscriptionReady=True: the flow log was created or adopted.
+    SUBSCRIBED = "Subscribed"
+    # PCEReachable=True: the probe succeeded.
+    REACHABLE = "Reachable"
+    # WorkloadsSynced=True: the last workload sync succeeded.
+    SYNCED = "Synced"
+    # WorkloadsSynced=True: spec.workloads.mode is Off; the PCE's workloads are not touched.
+    DISABLED = "Disabled"
+    # Ingesting=True: the worker caught up with the log group.
+    INGESTING = "Ingesting"
+    # Ingesting=False: spec.suspend is true; not an error.
+    SUSPENDED = "Suspended"
+
+    # -- the spec and its Secrets (terminal: the user changes them) --
+    # SubscriptionReady=False: a spec field is invalid. Terminal.
+    INVALID_SPEC = "InvalidSpec"
+    # Any stage: a referenced Secret is missing. Terminal.
+    SECRET_NOT_FOUND = "SecretNotFound"
+    # Any stage: a Secret lacks a key or holds bad data. Terminal.
+    SECRET_INVALID = "SecretInvalid"
+    # Any stage: a Secret lacks the label flowexport.io/secret-type for its use. Terminal.
+    SECRET_NOT_LABELLED = "SecretNotLabelled"
+
+    # -- AWS --
+    # Any stage: AWS throttled a call. Retryable.
+    AWS_THROTTLED = "AWSThrottled"
+    # Any stage: AWS answered 5xx or failed. Retryable.
+    AWS_UNAVAILABLE = "AWSUnavailable"
+    # Any stage: no connection to the endpoint. Retryable.
+    AWS_UNREACHABLE = "AWSUnreachable"
+    # Any stage: IAM denied an action. Terminal.
+    AWS_ACCESS_DENIED = "AWSAccessDenied"
+    # Any stage: no AWS credentials at all (no IRSA, no keys Secret). Terminal.
+    AWS_CREDENTIALS_MISSING = "AWSCredentialsMissing"
+    # Any stage: the AWS credentials are expired or not valid. Terminal.
+    AWS_CREDENTIALS_INVALID = "AWSCredentialsInvalid"
+    # Any stage: STS refused to let the operator assume spec.aws.roleArn. Terminal.
+    AWS_ASSUME_ROLE_DENIED = "AWSAssumeRoleDenied"
+    # Any stage: STS, needed to assume spec.aws.roleArn, cannot be reached. Retryable.
+    STS_UNREACHABLE = "STSUnreachable"
+    # SubscriptionReady: AWS refused a call. Terminal.
+    AWS_INVALID_REQUEST = "AWSInvalidRequest"
+    # SubscriptionReady=False: spec.aws.vpcId does not exist. Terminal.
+    VPC_NOT_FOUND = "VPCNotFound"
+    # Any stage: the log group is gone. Terminal.
+    LOG_GROUP_NOT_FOUND = "LogGroupNotFound"
+    # SubscriptionReady: a foreign flow log differs. Terminal.
+    FLOW_LOG_CONFLICT = "FlowLogConflict"
+    # SubscriptionReady: no flow log, and the operator may not create one. Terminal.
+    FLOW_LOG_NOT_FOUND = "FlowLogNotFound"
+    # SubscriptionReady: CreateFlowLogs refused. Terminal.
+    FLOW_LOG_CREATE_FAILED = "FlowLogCreateFailed"
+    # SubscriptionReady=False: the flow log cannot deliver. Terminal.
+    DELIVERY_FAILED = "DeliveryFailed"
+    # SubscriptionReady, Ingesting: the Kinesis stream (source.stream) is missing, or the
+    # operator may not create it. Terminal.
+    STREAM_NOT_FOUND = "StreamNotFound"
+    # SubscriptionReady: the stream is being created or updated. Retryable.
+    STREAM_NOT_ACTIVE = "StreamNotActive"
+    # SubscriptionReady: the subscription filter cannot be put (the log group's two-filter
+    # limit, or one the operator does not own differs from the spec). Terminal.
+    SUBSCRIPTION_FILTER_CONFLICT = "SubscriptionFilterConflict"
+
+    # -- the PCE --
+    # PCEReachable: bad URL or CA bundle. Terminal.
+    PCE_CONFIG_INVALID = "PCEConfigInvalid"
+    # PCEReachable: the PCE host is not in the operator's allowed hosts. Terminal.
+    PCE_HOST_NOT_ALLOWED = "PCEHostNotAllowed"
+    # PCEReachable, Ingesting: 401, wrong API key. Terminal.
+    PCE_UNAUTHORIZED = "PCEUnauthorized"
+    # PCEReachable, Ingesting: 403, key lacks a permission. Terminal.
+    PCE_FORBIDDEN = "PCEForbidden"
+    # PCEReachable, Ingesting: 404, wrong URL or org. Terminal.
+    PCE_NOT_FOUND = "PCENotFound"
+    # PCEReachable, Ingesting: another 4xx. Terminal.
+    PCE_REQUEST_REJECTED = "PCERequestRejected"
+    # PCEReachable: bad cert. Terminal.
+    PCE_TLS_VERIFICATION_FAILED = "PCETLSVerificationFailed"
+    # Any PCE stage: undocumented answer. Terminal.
+    PCE_UNEXPECTED_RESPONSE = "PCEUnexpectedResponse"
+    # PCEReachable, Ingesting: 429/5xx/timeouts. Retryable.
+    PCE_UNAVAILABLE = "PCEUnavailable"
+    # PCEReachable, Ingesting: another PCE failure. Terminal.
+    PCE_ERROR = "PCEError"
+
+    # -- workloads --
+    # WorkloadsSynced=False: the PCE refused some workload changes (the message has their
+    # errors); uploads go on and each sync tries again. Terminal.
+    WORKLOADS_REJECTED = "WorkloadsRejected"
+
+    # -- the operator itself --
+    # Any stage: an unexpected error (a bug). Retryable.
+    INTERNAL_ERROR = "InternalError"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether retrying with backoff can clear it without any change by the user."""
+        return self in _RETRYABLE
+
+    @property
+    def is_error(self) -> bool:
+        """Whether this reason reports a failure (not success, pending or suspended)."""
+        return self not in _NOT_ERRORS
+
+
+_RETRYABLE = frozenset(
+    {
+        Reason.AWS_THROTTLED,
+        Reason.AWS_UNAVAILABLE,
+        Reason.AWS_UNREACHABLE,
+        Reason.STS_UNREACHABLE,
+        Reason.STREAM_NOT_ACTIVE,
+        Reason.PCE_UNAVAILABLE,
+        Reason.INTERNAL_ERROR,
+    }
+)
+_NOT_ERRORS = frozenset(
+    {
+        Reason.READY,
+        Reason.PENDING,
+        Reason.SUBSCRIBED,
+        Reason.REACHABLE,
+        Reason.SYNCED,
+        Reason.DISABLED,
+        Reason.INGESTING,
+        Reason.SUSPENDED,
+    }
+)
 
 
 class FlowExportError(Exception):

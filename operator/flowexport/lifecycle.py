@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Report
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Report
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
@@ -30,7 +30,7 @@ from flowexport.aws.stream import StreamSubscription
 from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import LogFormat
-from flowexport.errors import ConfigError, FlowExportError, unexpected
+from flowexport.errors import ConfigError, FlowExportError, Reason, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
 from flowexport.pipeline import Checkpoint, Pipeline, Prepare, Progress, build_pipeline
 from flowexport.secrets import SecretKind, SecretSource

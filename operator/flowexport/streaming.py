@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Report
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Report
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.errors import AwsError, classify, error_code
@@ -27,7 +27,7 @@ from flowexport.aws.kinesis_reader import RECORDS_LIMIT, ShardCursor, ShardReade
 from flowexport.aws.session import AwsClients
 from flowexport.aws.stream import StreamSubscription
 from flowexport.core.logformat import LogFormat
-from flowexport.errors import FlowExportError
+from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import (
     MAX_CHECKPOINTED_FLOWS,

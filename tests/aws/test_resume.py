@@ -17,7 +17,7 @@ from flowexport.aws.session import AwsClients, AwsTarget, RateLimiter
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.core.normalise import FlowFilter
-from flowexport.kube.board import StatusBoard
+from flowexport.kube.status_writer import StatusWriter
 from flowexport.pce.client import BatchResult, UploadSummary
 from flowexport.pipeline import Pipeline, Progress
 from tests.flowlines import line
@@ -73,7 +73,7 @@ class Run:
     checkpoint that may die before writing, a pipeline over the same pages and PCE."""
 
     def __init__(self, kube: FakeKube, pce: PCE, clients: AwsClients, batch: int) -> None:
-        self.board = StatusBoard("ns", "fe", kube.patch_status, min_interval=0)
+        self.board = StatusWriter("ns", "fe", kube.patch_status, min_interval=0)
         self.board.load(kube.status("ns", "fe"))
         self.writes = 0
         self.die_at_write: int | None = None

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from flowexport.api.conditions import Reason
 from flowexport.api.models import SourceSpec
 from flowexport.aws.errors import AwsError
 from flowexport.aws.subscription import delete_subscription, ensure_subscription
+from flowexport.errors import Reason
 from tests.cloud import Cloud
 
 OWNER = "flows/prod"

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from flowexport.api.conditions import ConditionUpdate, Reason
+from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.aws.subscription import ensure_subscription
 from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.errors import Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
 from flowexport.streaming import MemoryShardBook, ShardError, ShardRunner, list_shards

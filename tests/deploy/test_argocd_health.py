@@ -22,8 +22,8 @@ import pytest
 import yaml
 from lupa import lua51
 
-from flowexport import metrics
 from flowexport.api.crd import build_crd
+from flowexport.kube import metrics
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.state import Export
 from flowexport.kube.worker import work

@@ -13,8 +13,9 @@ import promql_parser
 import pytest
 import yaml
 
-from flowexport import __version__, metrics
+from flowexport import __version__
 from flowexport.cli import build_parser
+from flowexport.kube import metrics
 from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
 from tests.chart import render_files as render_files_of
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flowexport.api.validation import parse_spec
-from flowexport.manifest import load_manifest
+from flowexport.commands.manifest import load_manifest
 from tests.chart import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("flowexport-*.yaml"))

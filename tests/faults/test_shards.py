@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flowexport.kube.shards import owner_of, timing
+from flowexport.kube.replicas import owner_of, timing
 from flowexport.sim.operator_process import OperatorProcess
 from tests.e2e.conftest import NS, Stack, eventually
 from tests.flowlines import connection_address, put_connections

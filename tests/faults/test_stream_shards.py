@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flowexport.kube.shards import owner_of, timing
+from flowexport.kube.replicas import owner_of, timing
 from tests.e2e.conftest import Stack, eventually
 from tests.faults.test_shards import LEASE, assert_one_at_a_time, replicas
 from tests.flowlines import connection_address, put_connections

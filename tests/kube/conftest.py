@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flowexport import metrics
+from flowexport.kube import metrics
 from flowexport.kube.state import Export, Operator
 from flowexport.secrets import SecretKind
 from tests.cloud import KEYS, Cloud, cloud

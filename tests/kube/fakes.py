@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowexport.kube.api import SecretRecord
+from flowexport.kube.client import SecretRecord
 from flowexport.kube.events import EventType
 from flowexport.kube.state import Operator
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind

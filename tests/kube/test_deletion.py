@@ -6,7 +6,7 @@ from __future__ import annotations
 import kopf
 import pytest
 
-from flowexport.kube.handlers import SKIP_CLEANUP_ANNOTATION, clean_up
+from flowexport.kube.cleanup import SKIP_CLEANUP_ANNOTATION, clean_up
 from flowexport.kube.reconcile import IN_USE_FINALIZER, reconcile
 from tests.kube.conftest import NS, World
 

@@ -12,12 +12,12 @@ import pytest
 from kopf._cogs.clients import events as kopf_events
 from kopf._cogs.structs import references
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
+from flowexport.api.conditions import ConditionSet, ConditionType, ConditionUpdate
+from flowexport.errors import Reason
 from flowexport.kube.events import REPORTING_COMPONENT, announce
 from flowexport.kube.handlers import configure
 from flowexport.kube.reconcile import reconcile
 from flowexport.secrets import SecretKind
-from flowexport.status import ConditionSet
 from tests.kube.conftest import NS, World
 from tests.kube.fakes import FakeKube, RecordingEvents, body, operator
 from tests.pcesim import API_KEY

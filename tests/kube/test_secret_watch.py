@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from flowexport.kube.api import KubeApi
+from flowexport.kube.client import KubeApi
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 from flowexport.sim.kube import KubeSimulator, kubeconfig
 from flowexport.sim.serve import ServerThread

@@ -7,11 +7,11 @@ import copy
 import dataclasses
 from typing import Any
 
-from flowexport.api.conditions import Reason
 from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.aws.reader import ReaderCursor
-from flowexport.kube.board import StatusBoard
+from flowexport.errors import Reason
 from flowexport.kube.shard_book import MAX_GAPS, KubeShardBook
+from flowexport.kube.status_writer import StatusWriter
 from flowexport.pipeline import Progress
 from flowexport.streaming import ShardError
 from tests.kube.fakes import FakeKube, RecordingEvents
@@ -19,8 +19,8 @@ from tests.kube.fakes import FakeKube, RecordingEvents
 NS, NAME = "security", "prod"
 
 
-def board(kube: FakeKube) -> StatusBoard:
-    made = StatusBoard(NS, NAME, kube.patch_status, min_interval=0)
+def board(kube: FakeKube) -> StatusWriter:
+    made = StatusWriter(NS, NAME, kube.patch_status, min_interval=0)
     made.load(kube.status(NS, NAME) if (NS, NAME) in kube.statuses else None)
     return made
 
@@ -76,7 +76,7 @@ async def test_two_replicas_write_only_their_own_shard_entries() -> None:
     mine = KubeShardBook(holder, events, {}, 1000, "r0", lambda s: s == shard(0))
     await mine.save(shard(0), checkpoint(0, "10", 3), 0)
     # The other replica: a shards-only board over the stored status.
-    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    other = StatusWriter(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
     other.load(kube.status(NS, NAME))
     body = {"status": kube.status(NS, NAME)}
     theirs = KubeShardBook(other, events, body, 1000, "r1", lambda s: s == shard(1), prunes=False)
@@ -114,7 +114,7 @@ async def test_failures_on_another_replicas_shard_reach_the_holder() -> None:
     holder = board(kube)
     holder.update(source=STREAM_SOURCE)
     await holder.write(force=True)
-    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    other = StatusWriter(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
     theirs = KubeShardBook(other, events, {}, 1000, "r1", prunes=False)
     await theirs.failed(shard(2), ShardError(Reason.PCE_UNAUTHORIZED, "401 from the PCE"))
     mine = KubeShardBook(holder, events, {}, 1000, "r0", lambda s: False)
@@ -161,7 +161,7 @@ async def test_a_new_holder_counts_the_log_group_once_whatever_the_shards_did_me
     await book.save(shard(0), progress, 0)
     assert kube.status(NS, NAME)["counts"]["recordsRead"] == 150
     # The holder goes; another replica's shard entry moves on before a new holder loads.
-    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    other = StatusWriter(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
     theirs = KubeShardBook(other, events, {"status": kube.status(NS, NAME)}, 1000, "r1")
     progress = checkpoint(0, "9", 0)
     progress.records_read = 400
@@ -174,10 +174,10 @@ async def test_a_new_holder_counts_the_log_group_once_whatever_the_shards_did_me
 async def test_a_taken_over_entry_loses_the_former_readers_error_and_offset() -> None:
     kube, events = FakeKube(), RecordingEvents()
     body: dict[str, Any] = {"status": {}}
-    mine = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    mine = StatusWriter(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
     mine.load({})  # loaded before the other replica wrote anything
     book = KubeShardBook(mine, events, body, 1000, "r1")
-    other = StatusBoard(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
+    other = StatusWriter(NS, NAME, kube.patch_status, min_interval=0, shards_only=True)
     theirs = KubeShardBook(other, events, {}, 1000, "r0")
     partly = Progress(ShardCursor(shard(0), "50", 3, 5000))
     await theirs.save(shard(0), partly, 0)

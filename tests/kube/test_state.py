@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from flowexport.kube.board import StatusBoard
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, TRANSIENT_RETRY_SECONDS, Export
+from flowexport.kube.status_writer import StatusWriter
 
 
 async def _noop(namespace: str, name: str, status: dict[str, object]) -> None:
@@ -13,7 +13,7 @@ async def _noop(namespace: str, name: str, status: dict[str, object]) -> None:
 
 
 def export() -> Export:
-    return Export(StatusBoard("ns", "fe", _noop), resync_seconds=120)
+    return Export(StatusWriter("ns", "fe", _noop), resync_seconds=120)
 
 
 def test_a_new_export_is_due_at_once() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowexport import metrics
-from flowexport.kube.handlers import clean_up
+from flowexport.kube import metrics
+from flowexport.kube.cleanup import clean_up
 from flowexport.kube.reconcile import reconcile
 from tests.kube.conftest import NS, World
 from tests.kube.fakes import operator

@@ -13,7 +13,7 @@ import kopf
 import pytest
 
 from flowexport.kube import worker
-from flowexport.kube.handlers import clean_up
+from flowexport.kube.cleanup import clean_up
 from flowexport.kube.reconcile import reconcile, resync
 from flowexport.kube.state import Export
 from flowexport.kube.worker import work

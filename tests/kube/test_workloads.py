@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from flowexport.kube.handlers import clean_up
+from flowexport.kube.cleanup import clean_up
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.state import Export
 from flowexport.workloads.sync import mark_of

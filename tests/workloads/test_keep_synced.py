@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from flowexport.api.conditions import ConditionUpdate, Reason
-from flowexport.errors import FlowExportError
+from flowexport.api.conditions import ConditionUpdate
+from flowexport.errors import FlowExportError, Reason
 from flowexport.workloads import sync as sync_module
 from flowexport.workloads.sync import SyncResult, keep_synced
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from flowexport.api.conditions import Reason
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws import interfaces
 from flowexport.core.flows import Flow
+from flowexport.errors import Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pce.errors import PCEPermissionError
 from flowexport.workloads import sync as sync_module

@@ -18,12 +18,13 @@ message, so the three never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from flowexport.api.models import Condition
+from flowexport.errors import Reason
 
 
 class ConditionType(StrEnum):
@@ -63,143 +64,6 @@ SUMMARY: tuple[ConditionType, ...] = (
 #: The conditions that are True when something is wrong or in flight (kstatus's convention).
 ABNORMAL_TRUE = frozenset({ConditionType.RECONCILING, ConditionType.STALLED})
 
-
-class Reason(StrEnum):
-    """Why a condition has its status: CamelCase, for conditions, Events and metrics."""
-
-    # -- success and neutral states (not errors) --
-    # Ready=True: every stage is True.
-    READY = "Ready"
-    # Ready=Unknown: a stage has not been evaluated yet (or not for the newest generation).
-    PENDING = "Pending"
-    # SubscriptionReady=True: the flow log was created or adopted.
-    SUBSCRIBED = "Subscribed"
-    # PCEReachable=True: the probe succeeded.
-    REACHABLE = "Reachable"
-    # WorkloadsSynced=True: the last workload sync succeeded.
-    SYNCED = "Synced"
-    # WorkloadsSynced=True: spec.workloads.mode is Off; the PCE's workloads are not touched.
-    DISABLED = "Disabled"
-    # Ingesting=True: the worker caught up with the log group.
-    INGESTING = "Ingesting"
-    # Ingesting=False: spec.suspend is true; not an error.
-    SUSPENDED = "Suspended"
-
-    # -- the spec and its Secrets (terminal: the user changes them) --
-    # SubscriptionReady=False: a spec field is invalid. Terminal.
-    INVALID_SPEC = "InvalidSpec"
-    # Any stage: a referenced Secret is missing. Terminal.
-    SECRET_NOT_FOUND = "SecretNotFound"
-    # Any stage: a Secret lacks a key or holds bad data. Terminal.
-    SECRET_INVALID = "SecretInvalid"
-    # Any stage: a Secret lacks the label flowexport.io/secret-type for its use. Terminal.
-    SECRET_NOT_LABELLED = "SecretNotLabelled"
-
-    # -- AWS --
-    # Any stage: AWS throttled a call. Retryable.
-    AWS_THROTTLED = "AWSThrottled"
-    # Any stage: AWS answered 5xx or failed. Retryable.
-    AWS_UNAVAILABLE = "AWSUnavailable"
-    # Any stage: no connection to the endpoint. Retryable.
-    AWS_UNREACHABLE = "AWSUnreachable"
-    # Any stage: IAM denied an action. Terminal.
-    AWS_ACCESS_DENIED = "AWSAccessDenied"
-    # Any stage: no AWS credentials at all (no IRSA, no keys Secret). Terminal.
-    AWS_CREDENTIALS_MISSING = "AWSCredentialsMissing"
-    # Any stage: the AWS credentials are expired or not valid. Terminal.
-    AWS_CREDENTIALS_INVALID = "AWSCredentialsInvalid"
-    # Any stage: STS refused to let the operator assume spec.aws.roleArn. Terminal.
-    AWS_ASSUME_ROLE_DENIED = "AWSAssumeRoleDenied"
-    # Any stage: STS, needed to assume spec.aws.roleArn, cannot be reached. Retryable.
-    STS_UNREACHABLE = "STSUnreachable"
-    # SubscriptionReady: AWS refused a call. Terminal.
-    AWS_INVALID_REQUEST = "AWSInvalidRequest"
-    # SubscriptionReady=False: spec.aws.vpcId does not exist. Terminal.
-    VPC_NOT_FOUND = "VPCNotFound"
-    # Any stage: the log group is gone. Terminal.
-    LOG_GROUP_NOT_FOUND = "LogGroupNotFound"
-    # SubscriptionReady: a foreign flow log differs. Terminal.
-    FLOW_LOG_CONFLICT = "FlowLogConflict"
-    # SubscriptionReady: no flow log, and the operator may not create one. Terminal.
-    FLOW_LOG_NOT_FOUND = "FlowLogNotFound"
-    # SubscriptionReady: CreateFlowLogs refused. Terminal.
-    FLOW_LOG_CREATE_FAILED = "FlowLogCreateFailed"
-    # SubscriptionReady=False: the flow log cannot deliver. Terminal.
-    DELIVERY_FAILED = "DeliveryFailed"
-    # SubscriptionReady, Ingesting: the Kinesis stream (source.stream) is missing, or the
-    # operator may not create it. Terminal.
-    STREAM_NOT_FOUND = "StreamNotFound"
-    # SubscriptionReady: the stream is being created or updated. Retryable.
-    STREAM_NOT_ACTIVE = "StreamNotActive"
-    # SubscriptionReady: the subscription filter cannot be put (the log group's two-filter
-    # limit, or one the operator does not own differs from the spec). Terminal.
-    SUBSCRIPTION_FILTER_CONFLICT = "SubscriptionFilterConflict"
-
-    # -- the PCE --
-    # PCEReachable: bad URL or CA bundle. Terminal.
-    PCE_CONFIG_INVALID = "PCEConfigInvalid"
-    # PCEReachable: the PCE host is not in the operator's allowed hosts. Terminal.
-    PCE_HOST_NOT_ALLOWED = "PCEHostNotAllowed"
-    # PCEReachable, Ingesting: 401, wrong API key. Terminal.
-    PCE_UNAUTHORIZED = "PCEUnauthorized"
-    # PCEReachable, Ingesting: 403, key lacks a permission. Terminal.
-    PCE_FORBIDDEN = "PCEForbidden"
-    # PCEReachable, Ingesting: 404, wrong URL or org. Terminal.
-    PCE_NOT_FOUND = "PCENotFound"
-    # PCEReachable, Ingesting: another 4xx. Terminal.
-    PCE_REQUEST_REJECTED = "PCERequestRejected"
-    # PCEReachable: bad cert. Terminal.
-    PCE_TLS_VERIFICATION_FAILED = "PCETLSVerificationFailed"
-    # Any PCE stage: undocumented answer. Terminal.
-    PCE_UNEXPECTED_RESPONSE = "PCEUnexpectedResponse"
-    # PCEReachable, Ingesting: 429/5xx/timeouts. Retryable.
-    PCE_UNAVAILABLE = "PCEUnavailable"
-    # PCEReachable, Ingesting: another PCE failure. Terminal.
-    PCE_ERROR = "PCEError"
-
-    # -- workloads --
-    # WorkloadsSynced=False: the PCE refused some workload changes (the message has their
-    # errors); uploads go on and each sync tries again. Terminal.
-    WORKLOADS_REJECTED = "WorkloadsRejected"
-
-    # -- the operator itself --
-    # Any stage: an unexpected error (a bug). Retryable.
-    INTERNAL_ERROR = "InternalError"
-
-    @property
-    def retryable(self) -> bool:
-        """Whether retrying with backoff can clear it without any change by the user."""
-        return self in _RETRYABLE
-
-    @property
-    def is_error(self) -> bool:
-        """Whether this reason reports a failure (not success, pending or suspended)."""
-        return self not in _NOT_ERRORS
-
-
-_RETRYABLE = frozenset(
-    {
-        Reason.AWS_THROTTLED,
-        Reason.AWS_UNAVAILABLE,
-        Reason.AWS_UNREACHABLE,
-        Reason.STS_UNREACHABLE,
-        Reason.STREAM_NOT_ACTIVE,
-        Reason.PCE_UNAVAILABLE,
-        Reason.INTERNAL_ERROR,
-    }
-)
-_NOT_ERRORS = frozenset(
-    {
-        Reason.READY,
-        Reason.PENDING,
-        Reason.SUBSCRIBED,
-        Reason.REACHABLE,
-        Reason.SYNCED,
-        Reason.DISABLED,
-        Reason.INGESTING,
-        Reason.SUSPENDED,
-    }
-)
 
 _KNOWN = frozenset(str(r) for r in Reason)
 
@@ -316,3 +180,43 @@ def _ordered(conditions: list[Condition]) -> list[Condition]:
 
 #: Where each condition type goes in the list: the summary ones first, then the stages.
 _ORDER = {str(name): i for i, name in enumerate((*SUMMARY, *STAGES))}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition whose status changed, or whose reason changed while it reports a problem
+    (not True; for `Reconciling` and `Stalled`, True): logged, and but for those two an Event."""
+
+    type: str
+    ok: bool | None
+    reason: str
+    message: str
+
+
+class ConditionSet:
+    """The conditions of one FlowExport, with `Ready` kept in step with the stages."""
+
+    def __init__(self, conditions: Iterable[Condition] = ()) -> None:
+        self.items: list[Condition] = list(conditions)
+
+    def get(self, type_: str) -> Condition | None:
+        """The condition of this type, if set."""
+        return next((c for c in self.items if c.type == type_), None)
+
+    def apply(self, updates: Iterable[ConditionUpdate], generation: int | None) -> list[Transition]:
+        """Apply the updates (then `Ready`, `Reconciling`, `Stalled`); the transitions."""
+        before = {c.type: (c.status, c.reason) for c in self.items}
+        now = datetime.now(UTC)
+        for update in updates:
+            self.items = set_condition(self.items, update, generation, now)
+        self.items = with_ready(self.items, generation, now)
+        changed = []
+        for c in self.items:
+            # An abnormal-true condition not yet set counts as False (as kstatus reads it).
+            absent = ("False", None) if c.type in ABNORMAL_TRUE else (None, None)
+            status, reason = before.get(c.type, absent)
+            problem = (c.status == "True") == (c.type in ABNORMAL_TRUE)
+            if status != c.status or (problem and reason != c.reason):
+                state = None if c.status == "Unknown" else c.status == "True"
+                changed.append(Transition(c.type, state, c.reason, c.message))
+        return changed

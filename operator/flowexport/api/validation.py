@@ -7,9 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowexport.api.conditions import Reason
 from flowexport.api.models import FlowExportSpec
-from flowexport.errors import FlowExportError
+from flowexport.errors import FlowExportError, Reason
 
 
 class SpecError(FlowExportError, ValueError):

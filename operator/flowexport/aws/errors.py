@@ -15,8 +15,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from flowexport.api.conditions import Reason
-from flowexport.errors import FlowExportError
+from flowexport.errors import FlowExportError, Reason
 
 # The code tables below keep `# fmt: skip`: several codes a line read as a table.
 _THROTTLING = {

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flowexport.api.conditions import Reason
 from flowexport.aws.errors import AwsError, classify
 from flowexport.aws.session import AwsClients
+from flowexport.errors import Reason
 
 #: Items per page (the largest both calls accept).
 PAGE_SIZE = 1000

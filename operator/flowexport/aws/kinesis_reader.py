@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from flowexport.api.conditions import Reason
 from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.reader import Chunk, Event
 from flowexport.aws.session import AwsClients, RateLimiter
+from flowexport.errors import Reason
 
 log = logging.getLogger("flowexport.stream")
 

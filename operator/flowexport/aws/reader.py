@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flowexport.api.conditions import Reason
 from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.session import AwsClients, RateLimiter
+from flowexport.errors import Reason
 
 #: Events per FilterLogEvents page (the API's maximum is 10,000).
 PAGE_LIMIT = 10_000

@@ -13,11 +13,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowexport.api.conditions import Reason
 from flowexport.api.models import AwsSpec, StreamSpec
 from flowexport.aws.errors import AwsError, call, classify, error_code
 from flowexport.aws.ownership import OWNER_TAG, owner_tags
 from flowexport.aws.session import AwsClients
+from flowexport.errors import Reason
 
 #: The log group's limit (AWS): a third PutSubscriptionFilter fails.
 MAX_FILTERS = 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowexport.api.conditions import Reason
 from flowexport.api.models import AwsSpec, SourceSpec
 from flowexport.aws.errors import AwsError, call
 from flowexport.aws.ownership import OWNER_TAG, owner_tags
@@ -24,6 +23,7 @@ from flowexport.aws.stream import (
     remove_stream_subscription,
 )
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
+from flowexport.errors import Reason
 
 
 @dataclass

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 
+from flowexport.commands.textinput import describe, open_lines
 from flowexport.core.aggregate import Aggregator
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, LogFormat, LogFormatError
 from flowexport.core.normalise import FlowFilter
 from flowexport.core.processor import FlowProcessor, ProcessStats
 from flowexport.core.records import is_header, too_long
-from flowexport.textinput import describe, open_lines
 
 EXIT_OK = 0
 #: The PCE rejected some flows.
@@ -25,6 +26,21 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """A problem the user fixes by changing the command line, inputs or environment (exit 2)."""
+
+
+#: What the simulators (`flowexport.sim`) need beyond the operator: the `demo` extra.
+SIMULATOR_MODULES = ("flowexport.sim", "moto", "cryptography", "jsonschema", "jsonpatch")
+
+
+def require_simulators() -> None:
+    """Raise a one-line UsageError unless the simulators and their packages are installed
+    (the operator's image carries neither)."""
+    missing = [name for name in SIMULATOR_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(
+            f"needs the simulators, not installed here ({', '.join(missing)}): "
+            "pip install 'flowexport-operator[demo]'"
+        )
 
 
 def csv_list(text: str) -> list[str]:

@@ -11,10 +11,7 @@ from typing import Any
 
 import yaml
 
-from flowexport.commands.common import EXIT_OK, UsageError
-from flowexport.sim.kube import KubeSimulator, kubeconfig
-from flowexport.sim.kube.rbac import service_account_user
-from flowexport.sim.serve import serve_until_signalled
+from flowexport.commands.common import EXIT_OK, UsageError, require_simulators
 from flowexport.urls import is_loopback_host
 
 
@@ -45,6 +42,11 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
+    require_simulators()
+    from flowexport.sim.kube import KubeSimulator, kubeconfig  # noqa: PLC0415 - only with the demo extra
+    from flowexport.sim.kube.rbac import service_account_user  # noqa: PLC0415 - only with the demo extra
+    from flowexport.sim.serve import serve_until_signalled  # noqa: PLC0415 - only with the demo extra
+
     if not is_loopback_host(args.host):
         raise UsageError("the simulator only binds loopback addresses (127.0.0.0/8, ::1)")
     accounts = [_account(text) for text in args.as_service_account]

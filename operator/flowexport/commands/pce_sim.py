@@ -12,10 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from flowexport.commands.common import EXIT_OK, UsageError
-from flowexport.sim.pce import PCESimConfig, PCESimulator
-from flowexport.sim.serve import serve_until_signalled
-from flowexport.sim.tls import make_loopback_tls
+from flowexport.commands.common import EXIT_OK, UsageError, require_simulators
 from flowexport.urls import is_loopback_host
 
 
@@ -58,6 +55,11 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
+    require_simulators()
+    from flowexport.sim.pce import PCESimConfig, PCESimulator  # noqa: PLC0415 - only with the demo extra
+    from flowexport.sim.serve import serve_until_signalled  # noqa: PLC0415 - only with the demo extra
+    from flowexport.sim.tls import make_loopback_tls  # noqa: PLC0415 - only with the demo extra
+
     if not is_loopback_host(args.host):
         raise UsageError("the simulator only binds loopback addresses (127.0.0.0/8, ::1)")
     generated = args.api_secret is None

@@ -10,11 +10,11 @@ from typing import Any
 
 import kopf
 
-from flowexport import metrics
 from flowexport.commands.common import EXIT_OK, UsageError
+from flowexport.kube import metrics
+from flowexport.kube.replicas import SOLO, Replicas, Timing, timing
 from flowexport.kube.runner import StartupError, has_patterns, preflight
 from flowexport.kube.runner import run as run_operator
-from flowexport.kube.shards import SOLO, Shards, Timing, timing
 from flowexport.kube.state import RESYNC_SECONDS
 
 #: Libraries kept at WARNING even with --verbose.
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         args.resync_seconds,
         allowed_pce_hosts=frozenset(args.allowed_pce_hosts),
         api=api,
-        shards=Shards(
+        replicas=Replicas(
             identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api
         )
         if args.shard_namespace

@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flowexport import lifecycle
-from flowexport.api.conditions import ConditionUpdate
+from flowexport.api.conditions import ConditionSet, ConditionUpdate
 from flowexport.api.models import Counts, FlowExportStatus
 from flowexport.api.validation import SpecError
 from flowexport.aws.blocking import until_stopped
 from flowexport.aws.reader import initial_cursor
 from flowexport.aws.subscription import Subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
-from flowexport.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
+from flowexport.commands.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
 from flowexport.pipeline import Progress
-from flowexport.status import ConditionSet
 from flowexport.streaming import MemoryShardBook, shard_progress
 from flowexport.workloads.sync import WorkloadTotals
 

@@ -20,6 +20,7 @@ from flowexport.commands.common import (
     add_reading_options,
     read_flow_files,
 )
+from flowexport.commands.progress import ProgressBar
 from flowexport.core.encode import PCE_MAX_BATCH, check_batch_size
 from flowexport.core.flows import Flow
 from flowexport.pce.client import (
@@ -31,7 +32,6 @@ from flowexport.pce.client import (
     UploadSummary,
 )
 from flowexport.pce.errors import PCEError
-from flowexport.progress import ProgressBar
 from flowexport.urls import check_pce_url
 
 log = logging.getLogger("flowexport.upload")

@@ -13,8 +13,8 @@ from typing import Any, Literal, Protocol
 
 import kopf
 
-from flowexport.api.conditions import ABNORMAL_TRUE, ConditionType, Reason
-from flowexport.status import Transition
+from flowexport.api.conditions import ABNORMAL_TRUE, ConditionType, Transition
+from flowexport.errors import Reason
 
 log = logging.getLogger("flowexport.operator")
 

@@ -4,7 +4,8 @@
 - a timer per FlowExport: reconcile again when due (drift repair, retries) or when a Secret
   it read has changed;
 - a daemon per FlowExport: its ingestion worker, see `worker.py`;
-- delete: remove what the FlowExport created, per `deletionPolicy`, behind the finalizer.
+- delete: remove what the FlowExport created, per `deletionPolicy`, behind the finalizer,
+  see `cleanup.py`.
 
 The process's state is the `Operator` in kopf's memo (`memo.operator`, set by `runner.run`).
 """
@@ -18,16 +19,14 @@ from typing import Any
 
 import kopf
 
-from flowexport import lifecycle
-from flowexport.api.conditions import ConditionType, ConditionUpdate
 from flowexport.api.models import GROUP, PLURAL, VERSION
-from flowexport.api.validation import SpecError, parse_spec
-from flowexport.errors import FlowExportError
-from flowexport.kube.api import CRD_MISSING
+from flowexport.api.validation import SpecError
+from flowexport.kube.cleanup import clean_up
+from flowexport.kube.client import CRD_MISSING
 from flowexport.kube.events import configure_posting
-from flowexport.kube.reconcile import reconcile, release_secret
+from flowexport.kube.reconcile import reconcile
 from flowexport.kube.reconcile import resync as resync_if_due
-from flowexport.kube.shards import uid_of
+from flowexport.kube.replicas import uid_of
 from flowexport.kube.state import Operator
 from flowexport.kube.worker import work
 from flowexport.pipeline import STOP_GRACE_SECONDS
@@ -37,8 +36,6 @@ log = logging.getLogger("flowexport.operator")
 FINALIZER = "flowexport.io/cleanup"
 #: Seconds between the resync timer's checks (it reconciles only when due or a Secret moved).
 RESYNC_TICK_SECONDS = 10.0
-#: Seconds before retrying a failed clean-up.
-CLEANUP_RETRY_SECONDS = 30.0
 #: Seconds before a replica that does not own a deleted FlowExport looks at it again.
 SHARD_WAIT_SECONDS = 5.0
 
@@ -68,8 +65,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     configure_posting(settings)
     op = _operator(memo)
-    if op.shards.enabled:
-        memo.shard_task = asyncio.create_task(op.shards.run(), name="shards")
+    if op.replicas.enabled:
+        memo.shard_task = asyncio.create_task(op.replicas.run(), name="shards")
     # Without patterns to resolve, kopf's cluster-wide watches of namespaces and CRDs buy
     # nothing but the RBAC to read them: the CRD must exist when the operator starts instead.
     settings.scanning.disabled = not op.scan_cluster
@@ -87,8 +84,8 @@ async def leave(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if op.shards.enabled:
-        await op.shards.leave()
+    if op.replicas.enabled:
+        await op.replicas.leave()
 
 
 @kopf.on.login()
@@ -107,7 +104,7 @@ async def reconcile_on_change(
     """Reconcile now; an invalid spec is permanent until the spec changes."""
     op = _operator(memo)
     namespace, name = _key(body)
-    if not op.shards.owns(_uid(body)):
+    if not op.replicas.owns(_uid(body)):
         return  # another replica's (its resync takes it up when it moves here)
     log.info("%s/%s: reconcile on %s", namespace, name, reason)
     try:
@@ -121,7 +118,7 @@ async def resync(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
     """Reconcile when due (drift repair, scheduled retries, a generation not yet reconciled)
     or when a Secret changed; only the FlowExports this replica owns."""
     op = _operator(memo)
-    if op.shards.owns(_uid(body)):
+    if op.replicas.owns(_uid(body)):
         await resync_if_due(op, op.export(*_key(body), dict(status)), body)
 
 
@@ -150,76 +147,7 @@ async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -
     does; the others wait, so the finalizer goes only once the clean-up is done)."""
     op = _operator(memo)
     uid = _uid(body)
-    if not op.shards.owns(uid):
-        owner = op.shards.owner(uid)
+    if not op.replicas.owns(uid):
+        owner = op.replicas.owner(uid)
         raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
     await clean_up(op, body, dict(spec))
-
-
-#: How long the clean-up waits for the FlowExport's worker to stop (kopf stops it when the
-#: deletion starts; a stop takes at most the upload grace and a status write).
-WORKER_STOP_SECONDS = 30.0
-
-
-async def _worker_stopped(op: Operator, namespace: str, name: str) -> None:
-    """Wait for the FlowExport's worker to stop, so nothing it does (a workload sync, a peer
-    workload before an upload) lands after the clean-up; raises kopf.TemporaryError if not."""
-    deadline = asyncio.get_running_loop().time() + WORKER_STOP_SECONDS
-    while (namespace, name) in op.working:
-        if asyncio.get_running_loop().time() > deadline:
-            raise kopf.TemporaryError("waiting for the ingestion worker to stop", delay=5)
-        await asyncio.sleep(0.1)
-
-
-#: Annotation that lets an admin release a FlowExport whose clean-up cannot succeed, without
-#: touching AWS (what it created stays there).
-SKIP_CLEANUP_ANNOTATION = "flowexport.io/skip-cleanup"
-
-
-async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
-    """The delete handler's body: raises kopf.TemporaryError to be retried, after saying why
-    in a condition and an Event."""
-    metadata = body["metadata"]
-    namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
-    uid = uid_of(metadata)
-    if uid in op.cleaned_up:
-        return  # kopf runs the deletion again when a daemon stops late: done already
-    try:
-        spec = parse_spec(raw_spec)
-    except SpecError:
-        op.forget(namespace, name)
-        return  # an invalid spec never subscribed anything
-    annotations = metadata.get("annotations") or {}
-    if annotations.get(SKIP_CLEANUP_ANNOTATION) == "true":
-        op.events.post(
-            body,
-            "Warning",
-            "CleanupSkipped",
-            f"{SKIP_CLEANUP_ANNOTATION} is set: the AWS resources and PCE workloads are left "
-            "as they are",
-        )
-    else:
-        await _worker_stopped(op, namespace, name)
-        try:
-            done = await lifecycle.clean_up(
-                spec, f"{namespace}/{name}", op.secrets(namespace, spec)
-            )
-        except FlowExportError as exc:
-            message = (
-                f"cannot clean up: {exc}; to release this FlowExport without touching AWS or "
-                f"the PCE, annotate it {SKIP_CLEANUP_ANNOTATION}=true"
-            )
-            op.events.post(body, "Warning", exc.reason, message)
-            board = op.export(namespace, name).board
-            update = ConditionUpdate(ConditionType.SUBSCRIPTION_READY, False, exc.reason, message)
-            board.apply([update])
-            with contextlib.suppress(Exception):  # the status is best effort while deleting
-                await board.write(force=True)
-            raise kopf.TemporaryError(str(exc), delay=CLEANUP_RETRY_SECONDS) from None
-        for what in done.removed:
-            op.events.post(body, "Normal", "Deleted", what)
-        for what in done.left:
-            op.events.post(body, "Warning", "CleanupIncomplete", what)
-    op.forget(namespace, name)
-    op.cleaned_up.add(uid)
-    await release_secret(op, namespace, spec)

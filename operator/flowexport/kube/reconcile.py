@@ -13,11 +13,12 @@ import logging
 import time
 from typing import Any
 
-from flowexport import lifecycle, metrics
+from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.reader import initial_cursor
+from flowexport.kube import metrics
 from flowexport.kube.events import announce
 from flowexport.kube.secrets import secrets_changed
 from flowexport.kube.state import Export, Operator

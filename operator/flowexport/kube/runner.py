@@ -12,9 +12,9 @@ from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
 from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
-from flowexport.kube.api import CRD_MISSING, KubeApi
+from flowexport.kube.client import CRD_MISSING, KubeApi
 from flowexport.kube.events import KopfEvents
-from flowexport.kube.shards import SOLO, Shards
+from flowexport.kube.replicas import SOLO, Replicas
 from flowexport.kube.state import RESYNC_SECONDS, Operator
 
 #: Characters that make a kopf namespace argument a pattern rather than a name.
@@ -69,10 +69,10 @@ def run(
     ready_flag: threading.Event | asyncio.Event | None = None,
     allowed_pce_hosts: frozenset[str] = frozenset(),
     api: KubeApi | None = None,
-    shards: Shards = SOLO,
+    replicas: Replicas = SOLO,
 ) -> None:
     """Run until signalled (or `stop_flag` is set). kopf runs standalone (no kopf peering):
-    replicas share FlowExports through `shards` (by default this one handles all)."""
+    replicas share FlowExports through `replicas` (by default this one handles all)."""
     api = api or KubeApi()
     # Secrets come from one watch per namespace (or one for all): read once per change.
     api.watch_secrets(
@@ -85,7 +85,7 @@ def run(
         resync_seconds,
         scan_cluster=has_patterns(namespaces),
         allowed_pce_hosts=allowed_pce_hosts,
-        shards=shards,
+        replicas=replicas,
     )
     kopf.run(
         standalone=True,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from flowexport.api.conditions import Reason
-from flowexport.errors import ConfigError
-from flowexport.kube.api import KubeClient
+from flowexport.errors import ConfigError, Reason
+from flowexport.kube.client import KubeClient
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 
 #: Fingerprint of each Secret read (`SecretRecord.fingerprint`; "" for one that did not exist).

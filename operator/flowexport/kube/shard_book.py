@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flowexport import metrics
-from flowexport.api.conditions import Reason
 from flowexport.aws.kinesis_reader import ShardCursor
-from flowexport.kube.board import StatusBoard
+from flowexport.errors import Reason
+from flowexport.kube import metrics
 from flowexport.kube.events import EventSink
+from flowexport.kube.status_writer import StatusWriter
 from flowexport.pipeline import Progress
 from flowexport.streaming import ShardError, shard_progress
 
@@ -40,7 +40,7 @@ class KubeShardBook:
 
     def __init__(
         self,
-        board: StatusBoard,
+        board: StatusWriter,
         events: EventSink,
         body: Any,
         since: int | None,

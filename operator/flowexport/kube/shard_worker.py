@@ -20,15 +20,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flowexport import lifecycle, metrics
+from flowexport import lifecycle
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.stream import StreamSubscription
 from flowexport.core.logformat import LogFormat, LogFormatError
-from flowexport.kube.board import StatusBoard
+from flowexport.kube import metrics
+from flowexport.kube.replicas import STOP_SECONDS
 from flowexport.kube.shard_book import KubeShardBook
-from flowexport.kube.shards import STOP_SECONDS
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Operator
+from flowexport.kube.status_writer import StatusWriter
 
 log = logging.getLogger("flowexport.operator")
 
@@ -91,7 +92,7 @@ async def read_shards(op: Operator, body: Any, stopped: Any, uid: str) -> None:
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
     generation = metadata.get("generation")
-    found = stream_of((body.get("status") or {}).get("source")) if op.shards.enabled else None
+    found = stream_of((body.get("status") or {}).get("source")) if op.replicas.enabled else None
     try:
         spec = parse_spec(dict(body["spec"])) if found is not None else None
     except SpecError:
@@ -104,20 +105,20 @@ async def read_shards(op: Operator, body: Any, stopped: Any, uid: str) -> None:
     def changed() -> bool:
         return bool(
             stopped
-            or op.shards.owns(uid)
+            or op.replicas.owns(uid)
             or body["metadata"].get("generation") != generation
             or stream_of((body.get("status") or {}).get("source")) != found
         )
 
-    board = StatusBoard(namespace, name, op.api.patch_status, shards_only=True)
+    board = StatusWriter(namespace, name, op.api.patch_status, shards_only=True)
     board.load(dict(body.get("status") or {}))
     book = KubeShardBook(
         board,
         op.events,
         body,
         stream.filter_since_ms,
-        op.shards.identity,
-        lambda shard_id: op.shards.owns(shard_key(uid, shard_id)),
+        op.replicas.identity,
+        lambda shard_id: op.replicas.owns(shard_key(uid, shard_id)),
         prunes=False,
     )
 

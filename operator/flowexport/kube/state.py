@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from flowexport import metrics
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.subscription import Subscription
-from flowexport.kube.api import KubeClient
-from flowexport.kube.board import StatusBoard
+from flowexport.kube import metrics
+from flowexport.kube.client import KubeClient
 from flowexport.kube.events import EventSink
+from flowexport.kube.replicas import SOLO, Replicas
 from flowexport.kube.secrets import KubeSecrets, Versions
-from flowexport.kube.shards import SOLO, Shards
+from flowexport.kube.status_writer import StatusWriter
 
 #: Default seconds between reconciles of a healthy FlowExport: how soon drift is repaired.
 RESYNC_SECONDS = 300.0
@@ -33,7 +33,7 @@ TRANSIENT_RETRY_SECONDS = (15.0, 300.0)
 class Export:
     """One FlowExport: its status writer, its subscription and when to reconcile it next."""
 
-    board: StatusBoard
+    board: StatusWriter
     resync_seconds: float = RESYNC_SECONDS
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     subscription: Subscription | None = None
@@ -108,13 +108,13 @@ class Operator:
         resync_seconds: float = RESYNC_SECONDS,
         scan_cluster: bool = False,
         allowed_pce_hosts: frozenset[str] = frozenset(),
-        shards: Shards = SOLO,
+        replicas: Replicas = SOLO,
     ) -> None:
         self.api = api
         #: uids of FlowExports whose clean-up is done (a repeated deletion cycle skips it).
         self.cleaned_up: BoundedSet = BoundedSet()
         #: Which FlowExports this replica handles (all of them when it is the only one).
-        self.shards = shards
+        self.replicas = replicas
         self.events = events
         self.exports: dict[tuple[str, str], Export] = {}
         #: FlowExports whose ingestion worker is running here (the clean-up waits for it).
@@ -130,7 +130,7 @@ class Operator:
         """The FlowExport's state, created (from its stored status) on first use."""
         key = (namespace, name)
         if key not in self.exports:
-            board = StatusBoard(namespace, name, self.api.patch_status)
+            board = StatusWriter(namespace, name, self.api.patch_status)
             board.load(status)
             self.exports[key] = Export(board, self.resync_seconds)
         return self.exports[key]

@@ -16,13 +16,14 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
-from flowexport import lifecycle, metrics
+from flowexport import lifecycle
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.reader import ReaderCursor, initial_cursor
-from flowexport.kube.board import StatusBoard
+from flowexport.kube import metrics
 from flowexport.kube.events import announce
+from flowexport.kube.replicas import uid_of
 from flowexport.kube.shard_book import KubeShardBook
 from flowexport.kube.shard_worker import (
     TAKE_BACK_SECONDS,
@@ -30,8 +31,8 @@ from flowexport.kube.shard_worker import (
     shard_key,
     source_status,
 )
-from flowexport.kube.shards import uid_of
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
+from flowexport.kube.status_writer import StatusWriter
 from flowexport.pipeline import Progress
 from flowexport.streaming import poll_cursor_after_stream, shard_progress
 from flowexport.workloads.sync import SyncResult, WorkloadTotals
@@ -64,23 +65,23 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
     held = False
     try:
         while not stopped:
-            if not op.shards.owns(uid):
+            if not op.replicas.owns(uid):
                 if held:
-                    log.info("%s/%s: let go by replica %s", namespace, name, op.shards.identity)
+                    log.info("%s/%s: let go by replica %s", namespace, name, op.replicas.identity)
                     held = False
                 op.let_go(namespace, name)
                 # Mode stream: this replica's share of the shards (a short wait if none).
                 await read_shards(op, body, stopped, uid)
                 continue
-            if not held and op.shards.enabled:
-                log.info("%s/%s: taken up by replica %s", namespace, name, op.shards.identity)
+            if not held and op.replicas.enabled:
+                log.info("%s/%s: taken up by replica %s", namespace, name, op.replicas.identity)
             held = True
             export = op.export(namespace, name, dict(body.get("status") or {}))
             await _step(op, export, body, stopped, uid)
     finally:
         metrics.WORKERS.dec()
         try:
-            if op.shards.owns(uid):
+            if op.replicas.owns(uid):
                 await export.board.write(force=True)
         finally:
             op.working.discard((namespace, name))
@@ -126,7 +127,7 @@ async def _wait(
     while not stopped and time.monotonic() < deadline:
         if export.restart.is_set() or body["metadata"].get("generation") != generation:
             return
-        if not op.shards.owns(uid):
+        if not op.replicas.owns(uid):
             return
         await stopped.wait(min(WAKE_SECONDS, deadline - time.monotonic()))
 
@@ -155,7 +156,7 @@ async def _ingest(
     stream_since: int | None = None
     book: KubeShardBook | None = None
     # Peer workloads are synced before each upload by this replica: no sharing with Sync.
-    shared = op.shards.enabled and spec.workloads.mode != "Sync"
+    shared = op.replicas.enabled and spec.workloads.mode != "Sync"
     same_stream = (
         stream is not None
         and source.get("mode") == "stream"
@@ -182,8 +183,8 @@ async def _ingest(
             op.events,
             body,
             stream_since,
-            op.shards.identity,
-            (lambda shard_id: op.shards.owns(shard_key(uid, shard_id))) if shared else None,
+            op.replicas.identity,
+            (lambda shard_id: op.replicas.owns(shard_key(uid, shard_id))) if shared else None,
         )
     elif source.get("mode") != "poll":
         progress = _back_to_poll(board, progress, source)
@@ -250,7 +251,7 @@ async def _ingest(
             while not stop.is_set():
                 await asyncio.wait({stopping}, timeout=WAKE_SECONDS)
                 changed = body["metadata"].get("generation") != generation
-                if stopped or changed or export.restart.is_set() or not op.shards.owns(uid):
+                if stopped or changed or export.restart.is_set() or not op.replicas.owns(uid):
                     stop.set()
                 else:
                     shards = (body.get("status") or {}).get("shards")
@@ -309,7 +310,7 @@ async def _ingest(
 STREAM_DELIVERY_MARGIN_MS = 60_000
 
 
-def _back_to_poll(board: StatusBoard, progress: Progress, source: dict[str, Any]) -> Progress:
+def _back_to_poll(board: StatusWriter, progress: Progress, source: dict[str, Any]) -> Progress:
     """The poll progress after mode stream: resuming where the earliest shard checkpoint is
     (less the delivery margin), the shards' counts folded in, their window kept."""
     since = int(source.get("since") or 0)

@@ -5,8 +5,7 @@ No message carries a credential.
 
 from __future__ import annotations
 
-from flowexport.api.conditions import Reason
-from flowexport.errors import FlowExportError
+from flowexport.errors import FlowExportError, Reason
 
 
 class PCEError(FlowExportError):

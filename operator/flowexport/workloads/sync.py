@@ -22,13 +22,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason, Report
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Report
 from flowexport.api.models import FlowExportSpec, WorkloadsStatus
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.interfaces import discover
 from flowexport.aws.session import AwsClients
 from flowexport.core.flows import Flow
-from flowexport.errors import FlowExportError, unexpected
+from flowexport.errors import FlowExportError, Reason, unexpected
 from flowexport.pce.client import PCEClient, bulk_errors
 from flowexport.pce.errors import PCERequestError
 from flowexport.workloads.desired import (

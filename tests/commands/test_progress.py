@@ -1,6 +1,6 @@
 import io
 
-from flowexport.progress import ProgressBar
+from flowexport.commands.progress import ProgressBar
 
 
 class Terminal(io.StringIO):

@@ -1,12 +1,13 @@
 """FlowExports spread over several operator replicas, each handled by exactly one.
 
 Replicas find each other through Leases: each holds `flowexport-shard-<replica id>` in the
-shard namespace (labelled `flowexport.io/shard-group`), renews it every `renew` seconds and
-lists the group's Leases as it does. A member is live while its Lease keeps changing: one not
-renewed for `lease` seconds (measured on this replica's clock from when it saw the Lease
-change, so the replicas' clocks need not agree) is gone. A FlowExport belongs to the live
-member with the highest hash of (its uid, the member) (rendezvous hashing: a member joining
-or leaving moves only its own share).
+Lease namespace (`--shard-namespace`), labelled `flowexport.io/shard-group` (names kept from the
+release that introduced them, so an upgrade finds its replicas), renews it every `renew`
+seconds and lists the group's Leases as it does. A member is live while its Lease keeps
+changing: one not renewed for `lease` seconds (measured on this replica's clock from when it
+saw the Lease change, so the replicas' clocks need not agree) is gone. A FlowExport belongs to
+the live member with the highest hash of (its uid, the member) (rendezvous hashing: a member
+joining or leaving moves only its own share).
 
 Never two at once: a replica takes a FlowExport up only `handover` seconds after it first saw
 it as its own (time for a former owner, alive, to see the new member and stop its pipeline,
@@ -14,7 +15,7 @@ or, dead or cut off, for its Lease to lapse), and a replica that could not renew
 Lease for `fence` seconds (< `lease`) gives every FlowExport up until it can again. A dead
 replica's FlowExports are taken over within `lease + handover` seconds (+ one `renew`).
 
-Without a shard namespace (one replica) every FlowExport is this replica's: `Shards.SOLO`.
+Without a Lease namespace (one replica) every FlowExport is this replica's: `SOLO`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ LEASE_PREFIX = "flowexport-shard-"
 
 
 class LeaseApi(Protocol):
-    """The Lease calls sharding makes (blocking; run in threads)."""
+    """The Lease calls the replicas make (blocking; run in threads)."""
 
     def list_leases(self, namespace: str, group: str) -> list[dict[str, Any]]:
         """The group's Leases: each {"name", "holder", "renewTime", "resourceVersion"}."""
@@ -84,7 +85,7 @@ def owner_of(uid: str, members: tuple[str, ...]) -> str | None:
 
 
 @dataclass
-class Shards:
+class Replicas:
     """This replica's view of the members, and which FlowExports it may handle now."""
 
     identity: str
@@ -189,7 +190,7 @@ class Shards:
                 for member in self.stale():
                     await asyncio.to_thread(api.delete_lease, namespace, LEASE_PREFIX + member)
             except Exception as exc:  # the API is away: `owns` fences after `fence` seconds
-                log.warning("cannot renew the shard Lease %s: %s", self.lease_name, exc)
+                log.warning("cannot renew the replica Lease %s: %s", self.lease_name, exc)
             await asyncio.sleep(self.timing.renew)
 
     async def leave(self) -> None:
@@ -199,7 +200,7 @@ class Shards:
             try:
                 await asyncio.to_thread(self.api.delete_lease, self.namespace, self.lease_name)
             except Exception as exc:
-                log.warning("cannot delete the shard Lease %s: %s", self.lease_name, exc)
+                log.warning("cannot delete the replica Lease %s: %s", self.lease_name, exc)
 
 
 def now_micro() -> str:
@@ -207,4 +208,4 @@ def now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-SOLO = Shards(identity="solo")
+SOLO = Replicas(identity="solo")

@@ -13,10 +13,9 @@ from typing import Any
 
 import yaml
 
-from flowexport.api.conditions import Reason
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import parse_spec
-from flowexport.errors import ConfigError
+from flowexport.errors import ConfigError, Reason
 from flowexport.secrets import SecretKind
 
 log = logging.getLogger("flowexport.sync")

@@ -19,8 +19,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flowexport.api.models import GROUP, PLURAL, VERSION
+from flowexport.kube.replicas import GROUP_LABEL, now_micro
 from flowexport.kube.secret_watch import SecretWatch
-from flowexport.kube.shards import GROUP_LABEL, now_micro
 
 
 @dataclass(frozen=True)

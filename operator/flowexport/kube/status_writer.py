@@ -11,11 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowexport import metrics
-from flowexport.api.conditions import ConditionUpdate
+from flowexport.api.conditions import ConditionSet, ConditionUpdate, Transition
 from flowexport.api.models import FlowExportStatus
+from flowexport.kube import metrics
 from flowexport.pipeline import Progress
-from flowexport.status import ConditionSet, Transition
 
 Writer = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
@@ -27,7 +26,7 @@ IDLE_FIELDS = frozenset({"cursor", "lagSeconds"})
 IDLE_WRITE_SECONDS = 300.0
 
 
-class StatusBoard:
+class StatusWriter:
     """Everything the operator knows of one FlowExport's status, written as one document.
 
     Handlers and the ingestion worker both report here, so neither overwrites the other's

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Reason
+from flowexport.api.conditions import ConditionType, ConditionUpdate
 from flowexport.aws.reader import ReaderCursor
-from flowexport.kube.board import StatusBoard, merge_patch
+from flowexport.errors import Reason
+from flowexport.kube.status_writer import StatusWriter, merge_patch
 from flowexport.pipeline import Progress
 from tests.kube.fakes import FakeKube
 
@@ -19,9 +20,9 @@ class Recorder:
         self.writes.append(status)
 
 
-def board(min_interval: float = 0.0) -> tuple[StatusBoard, Recorder]:
+def board(min_interval: float = 0.0) -> tuple[StatusWriter, Recorder]:
     recorder = Recorder()
-    return StatusBoard("ns", "fe", recorder, min_interval=min_interval), recorder
+    return StatusWriter("ns", "fe", recorder, min_interval=min_interval), recorder
 
 
 def update(type_: str, ok: bool | None, reason: str, message: str) -> list[ConditionUpdate]:
@@ -110,7 +111,7 @@ async def test_a_restarted_writer_clears_stale_paging_fields_from_the_stored_sta
     kube = FakeKube()
     stale = {"ingestedThrough": 5, "sliceEnd": 9, "pageToken": "t@9999", "pageOffset": 1700}
     await kube.patch_status("ns", "fe", {"cursor": stale})
-    b = StatusBoard("ns", "fe", kube.patch_status, min_interval=0)
+    b = StatusWriter("ns", "fe", kube.patch_status, min_interval=0)
     b.load(kube.status("ns", "fe"))
     b.record(Progress(ReaderCursor(ingested_through=12)))
     await b.write(force=True)
@@ -120,7 +121,7 @@ async def test_a_restarted_writer_clears_stale_paging_fields_from_the_stored_sta
 
 async def test_a_cursor_moving_over_an_idle_log_group_is_written_once_per_idle_interval() -> None:
     recorder = Recorder()
-    b = StatusBoard("ns", "fe", recorder, min_interval=0.0, idle_interval=3600)
+    b = StatusWriter("ns", "fe", recorder, min_interval=0.0, idle_interval=3600)
     b.record(Progress(ReaderCursor(ingested_through=1)))
     await b.write()
     b.record(Progress(ReaderCursor(ingested_through=2)))  # a poll that found nothing

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from flowexport import metrics
 from flowexport.aws.reader import ReaderCursor
+from flowexport.kube import metrics
 from flowexport.pipeline import Progress
 from flowexport.sim.moto import free_port
 

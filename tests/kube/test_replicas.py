@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowexport.kube.shards import LEASE_PREFIX, STOP_SECONDS, Shards, Timing, owner_of, timing
+from flowexport.kube.replicas import LEASE_PREFIX, STOP_SECONDS, Replicas, Timing, owner_of, timing
 
 TIMING = Timing(renew=5, lease=15, fence=10, handover=20)
 UIDS = [f"uid-{i}" for i in range(300)]
@@ -26,15 +26,15 @@ def leases(*members: str, renewed: str = "t0") -> list[dict[str, str]]:
     return [{"name": LEASE_PREFIX + m, "renewTime": renewed} for m in members]
 
 
-def advance(clock: Clock, seconds: float, *renewing: Shards) -> None:
+def advance(clock: Clock, seconds: float, *renewing: Replicas) -> None:
     """Time passes; the replicas given renewed their Leases meanwhile."""
     clock.now += seconds
     for shards in renewing:
         shards._renewed = clock.now
 
 
-def replica(identity: str, clock: Clock) -> Shards:
-    shards = Shards(identity, "ops", timing=TIMING, clock=clock)
+def replica(identity: str, clock: Clock) -> Replicas:
+    shards = Replicas(identity, "ops", timing=TIMING, clock=clock)
     shards._renewed = clock.now
     return shards
 
@@ -57,7 +57,7 @@ def test_a_member_leaving_moves_only_its_own_share(members: list[str], leaving: 
 
 
 def test_without_a_shard_namespace_every_flowexport_is_this_replicas() -> None:
-    solo = Shards("x")
+    solo = Replicas("x")
     assert not solo.enabled and all(solo.owns(uid) for uid in UIDS)
 
 

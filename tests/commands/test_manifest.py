@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 
 from flowexport.api.validation import SpecError
-from flowexport.manifest import ManifestError, load_manifest
+from flowexport.commands.manifest import ManifestError, load_manifest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flowexport-minimal.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flowexport-minimal.yaml"
 
 
 def test_example_loads() -> None:
