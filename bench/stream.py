@@ -67,7 +67,7 @@ from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.reader import ReaderCursor
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
-from flowexport.aws.subscription import Subscription, ensure_subscription
+from flowexport.aws.subscription import Subscription
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.errors import FlowExportError
 from flowexport.pce.client import PCEClient, PCECredentials
@@ -75,7 +75,8 @@ from flowexport.pipeline import Progress, build_pipeline
 from flowexport.sim.moto import moto_server, reset
 from flowexport.sim.pce import PCESimConfig, PCESimulator
 from flowexport.sim.serve import ServerThread
-from flowexport.streaming import MemoryShardBook, ShardRunner
+from flowexport.sources import ensure_subscription
+from flowexport.sources.shards import MemoryShardBook, ShardRunner
 
 REGION = "us-east-1"
 KEYS = AwsKeys("AKIABENCHSTREAM", "bench-secret")

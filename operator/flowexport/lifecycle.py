@@ -1,6 +1,7 @@
 """The steps every front end runs for one FlowExport, without Kubernetes.
 
-    subscribe  -> SubscriptionReady   ensure the log group and the flow log (create/adopt/repair)
+    subscribe  -> SubscriptionReady   ensure the log group, the flow log and the read mode's
+                                      resources (create/adopt/repair; `flowexport.sources`)
     probe      -> PCEReachable        one authenticated PCE request
     ingest     -> WorkloadsSynced     with spec.workloads Sync: the first workload sync, then
                                       one every refreshSeconds, beside the pipeline
@@ -19,22 +20,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Report
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, failed
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
-from flowexport.aws.stream import StreamSubscription
-from flowexport.aws.subscription import Subscription, delete_subscription, ensure_subscription
+from flowexport.aws.subscription import Subscription
 from flowexport.core.flows import Flow
-from flowexport.core.logformat import LogFormat
 from flowexport.errors import ConfigError, FlowExportError, Reason, unexpected
 from flowexport.pce.client import PCEClient, PCECredentials
-from flowexport.pipeline import Checkpoint, Pipeline, Prepare, Progress, build_pipeline
+from flowexport.pipeline import Checkpoint, Prepare, Progress, build_pipeline
 from flowexport.secrets import SecretKind, SecretSource
-from flowexport.streaming import ShardBook, ShardRunner
+from flowexport.sources import (
+    Reading,
+    Share,
+    SourceStore,
+    delete_subscription,
+    ensure_subscription,
+    source_for,
+    take_over,
+)
+from flowexport.sources.shards import ShardBook
 from flowexport.workloads.sync import (
     OnResult,
     WorkloadSync,
@@ -46,9 +54,6 @@ from flowexport.workloads.sync import (
 )
 
 log = logging.getLogger("flowexport.lifecycle")
-
-#: The Ingesting message while the worker keeps up with the log group.
-CAUGHT_UP = "caught up with the log group"
 
 
 @dataclass
@@ -72,12 +77,6 @@ class Ingested(Step):
     """The ingest step's result, with the progress last checkpointed."""
 
     progress: Progress | None = None
-
-
-def failed(type_: ConditionType, exc: FlowExportError) -> ConditionUpdate:
-    """The condition for a failed stage; a retryable failure says it is being retried."""
-    message = f"retrying: {exc}" if exc.retryable else str(exc)
-    return ConditionUpdate(type_, False, exc.reason, message)
 
 
 def invalid_spec(exc: FlowExportError) -> ConditionUpdate:
@@ -110,11 +109,6 @@ def workloads_suspended() -> ConditionUpdate:
     return ConditionUpdate(
         ConditionType.WORKLOADS_SYNCED, False, Reason.SUSPENDED, "spec.suspend is true"
     )
-
-
-def caught_up() -> ConditionUpdate:
-    """Ingesting after a read that reached the end of the log group."""
-    return ConditionUpdate(ConditionType.INGESTING, True, Reason.INGESTING, CAUGHT_UP)
 
 
 def _internal(
@@ -222,14 +216,7 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
     else:
         how = "created by" if subscription.flow_log_owned else "adopted by"
         message = f"flow log {subscription.flow_log_id} {how} this FlowExport"
-        stream = subscription.stream
-        if stream is not None:
-            message += (
-                f"; subscription filter {stream.filter_name} "
-                f"({'created by' if stream.filter_owned else 'adopted by'} this FlowExport) "
-                f"delivers to Kinesis stream {stream.stream_name} "
-                f"({'created by' if stream.stream_owned else 'adopted by'} this FlowExport)"
-            )
+        message += source_for(spec.source).describe(subscription)
         if subscription.other_filters:
             names = ", ".join(
                 f"{name} (to {target})"
@@ -264,89 +251,90 @@ async def probe(spec: FlowExportSpec, secrets: SecretSource) -> Step:
     return Step([ConditionUpdate(ConditionType.PCE_REACHABLE, True, Reason.REACHABLE, message)])
 
 
-async def ingest(
-    spec: FlowExportSpec,
-    subscription: Subscription,
-    secrets: SecretSource,
-    progress: Progress,
-    checkpoint: Checkpoint,
-    *,
-    stop: asyncio.Event,
-    report: Report,
-    settle_seconds: float,
-    once: bool = False,
-    on_upload: Callable[[float], None] | None = None,
-    owner: str = "",
-    workload_totals: WorkloadTotals | None = None,
-    on_workloads: OnResult | None = None,
-    shard_book: ShardBook | None = None,
-    stream_since: int | None = None,
-    on_stream_start: StreamStart | None = None,
-) -> Ingested:
+@dataclass
+class Ingestion:
+    """What `ingest` needs from its front end for one run of the pipeline."""
+
+    spec: FlowExportSpec
+    subscription: Subscription
+    secrets: SecretSource
+    #: The log group's progress (a copy: the pipeline moves it before a checkpoint holds it).
+    progress: Progress
+    #: Saves the log group's progress (after the PCE accepted everything before it).
+    checkpoint: Checkpoint
+    #: Where the source's state is kept (mode, start, the checkpoints of its parts).
+    store: SourceStore
+    stop: asyncio.Event
+    #: Where Ingesting (and WorkloadsSynced) are reported as they change.
+    report: Report
+    #: Seconds an event must have been ingested before it is read.
+    settle_seconds: float
+    #: Read until caught up, then return (else until `stop`).
+    once: bool = False
+    #: namespace/name: whose workloads these are.
+    owner: str = ""
+    on_upload: Callable[[float], None] | None = None
+    workload_totals: WorkloadTotals | None = None
+    on_workloads: OnResult | None = None
+
+
+async def ingest(job: Ingestion) -> Ingested:
     """Run the pipeline until `stop` (or, with `once`, until caught up).
 
-    Each read reports Ingesting through `report` (caught up, or retrying a transient failure);
+    The source `spec.source` names takes over from the mode the store was in (no gap), then
+    reads, reporting Ingesting through `report` (caught up, or retrying a transient failure);
     a terminal failure ends the step and is returned, with the progress last checkpointed.
-    With spec.workloads Sync, the workloads of `owner` (namespace/name) are synced first and
-    then every refreshSeconds (reported as WorkloadsSynced, results to `on_workloads`); no
-    flow is uploaded before the first sync ran to its end.
-
-    With spec.source.mode stream, the shards `shard_book` gives this process are read instead.
-    Unless the stream was already being read (`stream_since`), the log group is first polled
-    up to the subscription filter's creation (from then on the stream has every record: no
-    gap), and the point reached is handed to `on_stream_start` before any shard is read.
+    With spec.workloads Sync, the workloads of `owner` are synced first and then every
+    refreshSeconds (reported as WorkloadsSynced, results to `on_workloads`); no flow is
+    uploaded before the first sync ran to its end.
     """
+    spec, stop = job.spec, job.stop
     try:
-        clients = await _aws_clients(spec, secrets)
-        pce = await pce_client(spec, secrets)
+        clients = await _aws_clients(spec, job.secrets)
+        pce = await pce_client(spec, job.secrets)
     except FlowExportError as exc:
-        return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=progress)
+        return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=job.progress)
+    source = source_for(spec.source)
+    progress: Progress | None = job.progress
+    try:
+        progress = await take_over(source, job.store, job.progress, job.subscription)
+    except FlowExportError as exc:
+        await pce.aclose()
+        return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=job.progress)
+    if progress is None:  # stopped while other replicas were still reading
+        await pce.aclose()
+        return Ingested(progress=job.progress)
     syncer = None
     if spec.workloads.mode == "Sync":
-        syncer = WorkloadSync(spec, clients, pce, owner, workload_totals)
+        syncer = WorkloadSync(spec, clients, pce, job.owner, job.workload_totals)
     pipeline = build_pipeline(
         spec,
         clients,
-        subscription.log_format,
+        job.subscription.log_format,
         pce,
         progress,
-        checkpoint,
-        settle_seconds=settle_seconds,
-        on_upload=on_upload,
-        prepare=_peers(syncer, on_workloads) if syncer else None,
+        job.checkpoint,
+        settle_seconds=job.settle_seconds,
+        on_upload=job.on_upload,
+        prepare=_peers(syncer, job.on_workloads) if syncer else None,
     )
-
-    async def on_error(exc: FlowExportError) -> None:
-        await report(failed(ConditionType.INGESTING, exc))
-
-    async def on_success() -> None:
-        await report(caught_up())
-
+    reading = Reading(
+        spec,
+        job.subscription,
+        clients,
+        pce,
+        pipeline,
+        job.store,
+        stop,
+        job.report,
+        once=job.once,
+        on_upload=job.on_upload,
+    )
     try:
-        async with pce, _workloads_kept(syncer, stop, report, on_workloads):
+        async with pce, _workloads_kept(syncer, stop, job.report, job.on_workloads):
             if stop.is_set():
                 return Ingested(progress=pipeline.progress)
-            if spec.source.mode == "stream":
-                await _stream(
-                    spec,
-                    subscription,
-                    clients,
-                    pce,
-                    pipeline,
-                    shard_book,
-                    stream_since,
-                    on_stream_start,
-                    stop=stop,
-                    report=report,
-                    once=once,
-                    on_upload=on_upload,
-                )
-            elif once:
-                await pipeline.run_once(stop)
-                await on_success()
-            else:
-                poll = float(spec.ingestion.poll_interval_seconds)
-                await pipeline.run_forever(stop, poll, on_error, on_success)
+            await source.read(reading)
     except _WorkloadsFailedError as exc:
         error = exc.error
         return Ingested([sync_failed(error)], error, progress=pipeline.progress)
@@ -358,119 +346,35 @@ async def ingest(
     return Ingested(progress=pipeline.progress)
 
 
-#: Called with the epoch milliseconds from which the stream is read, and the poll progress
-#: there, before the first shard is read.
-StreamStart = Callable[[int, Progress], Awaitable[None]]
-
-
-async def _stream(
+async def read_share(
     spec: FlowExportSpec,
-    subscription: Subscription,
-    clients: AwsClients,
-    pce: PCEClient,
-    pipeline: Pipeline,
-    book: ShardBook | None,
-    since: int | None,
-    on_start: StreamStart | None,
-    *,
-    stop: asyncio.Event,
-    report: Report,
-    once: bool,
-    on_upload: Callable[[float], None] | None,
-) -> None:
-    stream = subscription.stream
-    if stream is None or book is None:
-        raise ConfigError("mode stream without a stream subscription", Reason.INTERNAL_ERROR)
-    window = None
-    if since is None:
-        await _drain(pipeline, stream.filter_since_ms, stop, spec, report)
-        if stop.is_set():
-            return
-        since = int(pipeline.progress.cursor.ingested_through)
-        window = pipeline.progress.window
-        if on_start is not None:
-            await on_start(since, pipeline.progress)
-        log.info(
-            "%s: log group polled up to the stream's start; reading the stream", stream.stream_name
-        )
-    runner = ShardRunner(
-        spec,
-        stream,
-        clients,
-        pce,
-        subscription.log_format,
-        book,
-        since_ms=since,
-        report=report,
-        on_upload=on_upload,
-        prepare=pipeline.prepare,
-        start_window=window,
-    )
-    if once:
-        await runner.run_once(stop)
-        await report(caught_up())
-    else:
-        await runner.run_forever(stop)
-
-
-async def read_shards(
-    spec: FlowExportSpec,
-    stream: StreamSubscription,
-    log_format: LogFormat,
+    share: Share,
     secrets: SecretSource,
     book: ShardBook,
-    since: int,
     *,
     stop: asyncio.Event,
     report: Report,
     on_upload: Callable[[float], None] | None = None,
 ) -> Ingested:
-    """Read the shards `book` gives this process of a stream another process holds the
-    FlowExport of (it polled the log group, started the stream at `since` and reports the
-    conditions), until `stop`; a terminal failure is returned."""
+    """Read the parts `book` gives this process of a FlowExport another process holds (it
+    started the source and reports the conditions), until `stop`; a terminal failure is
+    returned."""
     try:
         clients = await _aws_clients(spec, secrets)
         pce = await pce_client(spec, secrets)
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc)
-    runner = ShardRunner(
-        spec,
-        stream,
-        clients,
-        pce,
-        log_format,
-        book,
-        since_ms=since,
-        report=report,
-        on_upload=on_upload,
-    )
     try:
         async with pce:
-            await runner.run_forever(stop)
+            await share.read(
+                spec, clients, pce, book, stop=stop, report=report, on_upload=on_upload
+            )
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc)
     except Exception as exc:  # a bug must not kill the worker silently
         updates, error = _internal(ConditionType.INGESTING, exc, "reading shards")
         return Ingested(updates, error)
     return Ingested()
-
-
-async def _drain(
-    pipeline: Pipeline, until_ms: int, stop: asyncio.Event, spec: FlowExportSpec, report: Report
-) -> None:
-    """Poll the log group until every event ingested up to `until_ms` was read (the filter's
-    creation: later ones are in the stream); retryable failures back off."""
-
-    def reached(progress: Progress) -> bool:
-        cursor = progress.cursor
-        return bool(cursor.slice_end is None and cursor.ingested_through >= until_ms)
-
-    async def on_error(exc: FlowExportError) -> None:
-        await report(failed(ConditionType.INGESTING, exc))
-
-    # Slices at most 5 s apart: the stream waits for this.
-    poll = min(float(spec.ingestion.poll_interval_seconds), 5.0)
-    await pipeline.run_forever(stop, poll, on_error, until=reached)
 
 
 class _WorkloadsFailedError(Exception):

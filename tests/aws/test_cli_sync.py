@@ -355,3 +355,11 @@ def test_once_in_stream_mode_polls_up_to_the_filter_then_reads_the_stream(
     third = sync(path, "--once", "--state", str(state))
     assert status(third)["counts"]["flowsUploaded"] == 15
     assert len(received(world)) == 15  # nothing twice across the three runs
+    # Back to poll, as the operator does it: the log group resumes before the earliest shard
+    # checkpoint, the shards' counts and window kept, so nothing is uploaded twice.
+    polling = sync(manifest(world), "--once", "--state", str(state))
+    assert polling.returncode == 0, polling.stderr
+    doc = status(polling)
+    assert doc["source"] == {"mode": "poll"} and "shards" not in doc
+    assert doc["counts"]["flowsUploaded"] == 15
+    assert len(received(world)) == 15

@@ -27,8 +27,8 @@ from flowexport.aws.kinesis_reader import ShardCursor, ShardReader
 from flowexport.aws.ownership import MANAGED_BY, MANAGED_BY_TAG
 from flowexport.aws.reader import LogReader, ReaderCursor
 from flowexport.aws.session import AwsTarget, make_clients, make_session
-from flowexport.aws.subscription import delete_subscription, ensure_subscription
-from flowexport.streaming import list_shards
+from flowexport.sources import delete_subscription, ensure_subscription
+from flowexport.sources.shards import list_shards
 from tests.aws.iampolicy import Request, actions, allows, load
 from tests.cloud import KEYS, REGION, Cloud
 

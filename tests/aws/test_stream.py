@@ -9,8 +9,8 @@ import pytest
 
 from flowexport.api.models import SourceSpec
 from flowexport.aws.errors import AwsError
-from flowexport.aws.subscription import delete_subscription, ensure_subscription
 from flowexport.errors import Reason
+from flowexport.sources import delete_subscription, ensure_subscription
 from tests.cloud import Cloud
 
 OWNER = "flows/prod"

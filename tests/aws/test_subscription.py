@@ -8,13 +8,9 @@ import pytest
 
 from flowexport.aws.errors import AwsError
 from flowexport.aws.session import AwsTarget, make_session
-from flowexport.aws.subscription import (
-    OWNER_TAG,
-    delete_subscription,
-    ensure_subscription,
-    find_log_group,
-)
+from flowexport.aws.subscription import OWNER_TAG, find_log_group
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT
+from flowexport.sources import delete_subscription, ensure_subscription
 from tests.cloud import KEYS, REGION, Cloud
 
 OWNER = "security/prod-vpc"

@@ -20,7 +20,7 @@ async def test_the_keys_the_clean_up_needs_are_held_until_it_ran(world: World) -
     await reconcile(world.op, world.export(), body)
     assert IN_USE_FINALIZER in finalizers(world)
     assert finalizers(world, "pce-key") == (), "the PCE key is not needed to clean up"
-    await clean_up(world.op, body, body["spec"])
+    await clean_up(world.op, body)
     assert finalizers(world) == ()
     assert world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"] == []
 
@@ -34,9 +34,9 @@ async def test_a_secret_shared_by_two_exports_is_held_until_the_last_clean_up(
     )
     await reconcile(world.op, world.export("a"), first)
     await reconcile(world.op, world.export("b"), second)
-    await clean_up(world.op, first, first["spec"])
+    await clean_up(world.op, first)
     assert IN_USE_FINALIZER in finalizers(world)
-    await clean_up(world.op, second, second["spec"])
+    await clean_up(world.op, second)
     assert finalizers(world) == ()
 
 
@@ -52,12 +52,12 @@ async def test_a_clean_up_that_cannot_succeed_says_why_and_how_to_release_it(
     await reconcile(world.op, world.export(), body)
     world.kube.delete_secret(NS, "aws-keys")  # e.g. removed by hand, finalizer and all
     with pytest.raises(kopf.TemporaryError):
-        await clean_up(world.op, body, body["spec"])
+        await clean_up(world.op, body)
     assert world.condition("SubscriptionReady") == ("False", "SecretNotFound")
     message = next(m for _, r, m in world.events.posted if r == "SecretNotFound")
     assert f"annotate it {SKIP_CLEANUP_ANNOTATION}=true" in message
     body["metadata"]["annotations"] = {SKIP_CLEANUP_ANNOTATION: "true"}
-    await clean_up(world.op, body, body["spec"])  # released, AWS untouched
+    await clean_up(world.op, body)  # released, AWS untouched
     assert "CleanupSkipped" in world.events.reasons("Warning")
     assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
 
@@ -68,7 +68,7 @@ async def test_a_deletion_run_again_after_the_clean_up_finds_it_done(world: Worl
     body = world.body()
     body["metadata"]["uid"] = "uid-1"
     await reconcile(world.op, world.export(), body)
-    await clean_up(world.op, body, body["spec"])
+    await clean_up(world.op, body)
     world.kube.delete_secret(NS, "aws-keys")
-    await clean_up(world.op, body, body["spec"])  # no SecretNotFound: done already
+    await clean_up(world.op, body)  # no SecretNotFound: done already
     assert "SecretNotFound" not in {r for _, r, _ in world.events.posted}

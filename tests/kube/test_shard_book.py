@@ -13,7 +13,7 @@ from flowexport.errors import Reason
 from flowexport.kube.shard_book import MAX_GAPS, KubeShardBook
 from flowexport.kube.status_writer import StatusWriter
 from flowexport.pipeline import Progress
-from flowexport.streaming import ShardError
+from flowexport.sources.shards import ShardError
 from tests.kube.fakes import FakeKube, RecordingEvents
 
 NS, NAME = "security", "prod"

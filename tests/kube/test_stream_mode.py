@@ -79,5 +79,5 @@ async def test_stream_mode_end_to_end_with_restart_and_mode_switches(world: Worl
         await eventually(lambda: len(world.received()) == 50, "streamed again")
     assert unique(world) == 50 == len(world.received())
 
-    await clean_up(world.op, streamed, streamed["spec"])
+    await clean_up(world.op, streamed)
     assert streams(world) == []

@@ -146,7 +146,7 @@ async def test_a_log_group_deleted_under_the_worker_is_reported_and_reconciled(
 async def test_delete_removes_what_it_created(world: World) -> None:
     body = world.body()
     await reconcile(world.op, world.export(), body)
-    await clean_up(world.op, body, body["spec"])
+    await clean_up(world.op, body)
     assert world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"] == []
     groups = world.cloud.clients.logs.describe_log_groups(logGroupNamePrefix="/flowexport/prod")
     assert groups["logGroups"] == []
@@ -157,7 +157,7 @@ async def test_delete_removes_what_it_created(world: World) -> None:
 async def test_retain_policy_keeps_aws_resources(world: World) -> None:
     body = world.body(deletionPolicy="Retain")
     await reconcile(world.op, world.export(), body)
-    await clean_up(world.op, body, body["spec"])
+    await clean_up(world.op, body)
     assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
 
 
@@ -166,7 +166,7 @@ async def test_a_clean_up_that_cannot_reach_aws_says_why_and_is_retried(world: W
     await reconcile(world.op, world.export(), body)
     world.kube.delete_secret(NS, "aws-keys")
     with pytest.raises(kopf.TemporaryError):
-        await clean_up(world.op, body, body["spec"])
+        await clean_up(world.op, body)
     assert "SecretNotFound" in world.events.reasons("Warning")
     assert len(world.cloud.clients.ec2.describe_flow_logs()["FlowLogs"]) == 1
 

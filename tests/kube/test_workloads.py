@@ -81,7 +81,7 @@ async def test_workloads_are_made_before_the_first_upload_and_reported(world: Wo
     assert order(world).count("bulk_create") == 2
 
     # Deleting the FlowExport (deletionPolicy Delete) deletes its workloads.
-    await clean_up(world.op, body, body["spec"])
+    await clean_up(world.op, body)
     assert ours(world) == {}
     assert any("2 PCE workloads" in m for _, r, m in world.events.posted if r == "Deleted")
 
@@ -142,7 +142,7 @@ async def test_a_clean_up_without_the_pce_secret_completes_and_says_what_it_left
     async with running(world, export, body):
         await eventually(lambda: world.condition("WorkloadsSynced") == ("True", "Synced"))
     world.kube.secrets.pop((NS, "pce-key"))  # pruned together with the FlowExport
-    await clean_up(world.op, body, body["spec"])
+    await clean_up(world.op, body)
     assert len(ours(world)) == 1  # left, and said so
     (warning,) = [m for t, r, m in world.events.posted if r == "CleanupIncomplete"]
     assert "left in the PCE" in warning and "pce-key" in warning

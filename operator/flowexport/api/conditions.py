@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from flowexport.api.models import Condition
-from flowexport.errors import Reason
+from flowexport.errors import FlowExportError, Reason
 
 
 class ConditionType(StrEnum):
@@ -79,6 +79,21 @@ class ConditionUpdate:
     ok: bool | None
     reason: Reason
     message: str
+
+
+def failed(type_: ConditionType, exc: FlowExportError) -> ConditionUpdate:
+    """The condition for a failed stage; a retryable failure says it is being retried."""
+    message = f"retrying: {exc}" if exc.retryable else str(exc)
+    return ConditionUpdate(type_, False, exc.reason, message)
+
+
+#: The Ingesting message while the worker keeps up with what it reads.
+CAUGHT_UP = "caught up with the log group"
+
+
+def caught_up() -> ConditionUpdate:
+    """Ingesting after a read that reached the end of the log group."""
+    return ConditionUpdate(ConditionType.INGESTING, True, Reason.INGESTING, CAUGHT_UP)
 
 
 #: Where a step reports a condition as it goes (the operator's status, `sync`'s printout).

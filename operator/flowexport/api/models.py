@@ -13,7 +13,15 @@ import string
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from flowexport.core.logformat import LogFormat, LogFormatError
@@ -609,6 +617,10 @@ class StreamSpec(ApiModel):
         return self
 
 
+#: What the message for a mode without its settings adds.
+_SETTINGS_HINTS = {"stream": " (at least subscriptionRoleArn)"}
+
+
 class SourceSpec(ApiModel):
     """Where the worker reads the log group's records from."""
 
@@ -626,9 +638,11 @@ class SourceSpec(ApiModel):
     )
 
     @model_validator(mode="after")
-    def _stream_needs_settings(self) -> SourceSpec:
-        if self.mode == "stream" and self.stream is None:
-            raise ValueError("mode stream needs source.stream (at least subscriptionRoleArn)")
+    def _mode_needs_its_settings(self) -> SourceSpec:
+        # A mode with settings has a field of its own name (source.stream for mode stream).
+        if self.mode in type(self).model_fields and getattr(self, self.mode) is None:
+            hint = _SETTINGS_HINTS.get(self.mode, "")
+            raise ValueError(f"mode {self.mode} needs source.{self.mode}{hint}")
         return self
 
 
@@ -768,6 +782,23 @@ class SourceStatus(ApiModel):
             "is the shards' entries, written by the replicas reading them)."
         ),
     )
+
+    @classmethod
+    def from_stored(cls, raw: Any) -> SourceStatus | None:
+        """The stored status.source (keys of another version ignored); None if there is none
+        or it is damaged."""
+        if not isinstance(raw, dict):
+            return None
+        known = {field.alias or name for name, field in cls.model_fields.items()}
+        try:
+            return cls.model_validate({k: v for k, v in raw.items() if k in known})
+        except ValidationError:
+            return None
+
+    def to_stored(self) -> dict[str, Any]:
+        """As written in status.source."""
+        stored: dict[str, Any] = self.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return stored
 
 
 class FlowExportStatus(ApiModel):

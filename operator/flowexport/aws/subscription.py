@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowexport.api.models import AwsSpec, SourceSpec
+from flowexport.api.models import AwsSpec
 from flowexport.aws.errors import AwsError, call
 from flowexport.aws.ownership import OWNER_TAG, owner_tags
 from flowexport.aws.session import AwsClients
@@ -18,9 +18,6 @@ from flowexport.aws.stream import (
     StreamSubscription,
     delete_filter,
     describe_filters,
-    ensure_stream_subscription,
-    filter_name_of,
-    remove_stream_subscription,
 )
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
 from flowexport.errors import Reason
@@ -39,6 +36,8 @@ class Subscription:
     changes: list[str] = field(default_factory=list)
     #: Other subscription filters on the log group (name -> destination), e.g. the Lambda's.
     other_filters: dict[str, str] = field(default_factory=dict)
+    #: The log group's subscription filters as described (less those removed here).
+    filters: list[dict[str, Any]] = field(default_factory=list)
     #: Mode stream: the stream and the filter delivering to it.
     stream: StreamSubscription | None = None
 
@@ -62,12 +61,10 @@ def _may_create(spec: AwsSpec) -> bool:
     return spec.management_policy == "AdoptOrCreate"
 
 
-def ensure_subscription(
-    clients: AwsClients, spec: AwsSpec, owner: str, source: SourceSpec | None = None
-) -> Subscription:
-    """Make the VPC's flow log deliver to the log group in the desired format, and with
-    `source` mode stream a subscription filter deliver the log group to the stream (in mode
-    poll, this FlowExport's filter and stream are removed); idempotent.
+def ensure_delivery(clients: AwsClients, spec: AwsSpec, owner: str) -> Subscription:
+    """Make the VPC's flow log deliver to the log group in the desired format, and remove the
+    subscription filters the spec names; idempotent. The read mode's own resources are the
+    source's (`flowexport.sources.ensure_subscription`).
 
     Raises AwsError: terminal for a missing VPC or log group, denied permissions, or a flow
     log in the way that this FlowExport does not own; retryable for throttling and outages.
@@ -79,18 +76,6 @@ def ensure_subscription(
     flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, fmt, changes)
     error = flow_log.get("DeliverLogsErrorMessage")
     filters = _subscription_filters(clients, spec, changes)
-    others = {str(f["filterName"]): str(f.get("destinationArn", "")) for f in filters}
-    stream = None
-    stream_spec = source.stream if source is not None else None
-    if source is not None and source.mode == "stream" and stream_spec is not None:
-        stream = ensure_stream_subscription(clients, spec, stream_spec, owner, filters)
-        changes += stream.changes
-        others.pop(stream.filter_name, None)
-    else:
-        wanted = filter_name_of(stream_spec, owner)
-        if ":kinesis:" in others.get(wanted, "") and _may_change(spec):
-            changes += remove_stream_subscription(clients, spec, stream_spec, owner)
-            others.pop(wanted, None)
     return Subscription(
         log_group_arn=arn,
         flow_log_id=flow_log["FlowLogId"],
@@ -99,8 +84,8 @@ def ensure_subscription(
         flow_log_owned=flow_log_owned,
         delivery_error=str(error) if error else None,
         changes=changes,
-        other_filters=others,
-        stream=stream,
+        other_filters={str(f["filterName"]): str(f.get("destinationArn", "")) for f in filters},
+        filters=filters,
     )
 
 
@@ -344,21 +329,18 @@ def _ensure_flow_log(
     return created[0], True
 
 
-def delete_subscription(
-    clients: AwsClients,
-    spec: AwsSpec,
-    owner: str,
-    policy: str,
-    source: SourceSpec | None = None,
-) -> list[str]:
-    """With policy Delete, remove the flow log, log group, and (mode stream) subscription filter
-    and Kinesis stream this FlowExport created (never under managementPolicy Observe, which
-    changes nothing in AWS)."""
-    if policy != "Delete" or not _may_change(spec):
+def deletes(spec: AwsSpec, policy: str) -> bool:
+    """Whether a deletion removes what the FlowExport created: policy Delete, and never under
+    managementPolicy Observe (which changes nothing in AWS)."""
+    return policy == "Delete" and _may_change(spec)
+
+
+def delete_delivery(clients: AwsClients, spec: AwsSpec, owner: str, policy: str) -> list[str]:
+    """With policy Delete, remove the flow log and log group this FlowExport created (see
+    `deletes`); what was removed."""
+    if not deletes(spec, policy):
         return []
     removed = []
-    if source is not None and source.mode == "stream":
-        removed += remove_stream_subscription(clients, spec, source.stream, owner)
     owned = [f["FlowLogId"] for f in _flow_logs(clients, spec) if _owner_of(f) == owner]
     if owned:
         call("ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=owned)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionSet, ConditionUpdate
-from flowexport.api.models import Counts, FlowExportStatus
+from flowexport.api.models import Counts, FlowExportStatus, SourceStatus
 from flowexport.api.validation import SpecError
 from flowexport.aws.blocking import until_stopped
 from flowexport.aws.reader import initial_cursor
@@ -26,7 +26,7 @@ from flowexport.aws.subscription import Subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.commands.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
 from flowexport.pipeline import Progress
-from flowexport.streaming import MemoryShardBook, shard_progress
+from flowexport.sources.shards import MemoryShardBook, shard_progress
 from flowexport.workloads.sync import WorkloadTotals
 
 log = logging.getLogger("flowexport.sync")
@@ -75,8 +75,10 @@ class SyncState:
     failed_at_start: int = 0
     #: This run's workload syncs (spec.workloads Sync), kept up to date by the syncer.
     workloads: WorkloadTotals | None = None
-    #: Mode stream: where the stream is read from, and each shard's checkpoint.
-    source: dict[str, Any] | None = None
+    #: The source's status (mode and start) and its parts' checkpoints (mode stream: shards
+    #: of the stored start, as loaded, then as read).
+    source: SourceStatus | None = None
+    loaded_parts: dict[str, Progress] = field(default_factory=dict)
     book: MemoryShardBook | None = None
 
     def apply(self, updates: list[ConditionUpdate]) -> None:
@@ -89,24 +91,26 @@ class SyncState:
         return UsageError(str(step.error))
 
     def shard_entries(self) -> dict[str, dict[str, Any]]:
-        """Each shard's status entry (mode stream)."""
-        if self.book is None or self.source is None:
+        """Each part's status entry (mode stream: the shards)."""
+        if self.source is None:
             return {}
+        parts = self.book.shards if self.book is not None else self.loaded_parts
+        behind = self.book.behind if self.book is not None else {}
         return {
             shard_id: {
                 **p.to_state(),
-                "since": self.source.get("since"),
-                "millisBehindLatest": self.book.behind.get(shard_id),
+                "since": self.source.since,
+                "millisBehindLatest": behind.get(shard_id),
             }
-            for shard_id, p in self.book.shards.items()
+            for shard_id, p in parts.items()
         }
 
     def saved(self) -> dict[str, Any]:
-        """What --state keeps: the log group's progress, and in mode stream the shards'."""
+        """What --state keeps: the log group's progress, the source and its parts'."""
         assert self.progress is not None
         state = self.progress.to_state()
         if self.source is not None:
-            state["source"] = self.source
+            state["source"] = self.source.to_stored()
             state["shards"] = self.shard_entries()
         return state
 
@@ -222,21 +226,66 @@ class _FileShardBook(MemoryShardBook):
         self.write()
 
 
+class FileSourceStore:
+    """`flowexport sync`'s `SourceStore`: the source's state in memory and in --state."""
+
+    shared = False
+
+    def __init__(self, state: SyncState, write: Callable[[], None]) -> None:
+        self.state, self.write = state, write
+
+    def stored(self) -> SourceStatus | None:
+        """The source as loaded from --state, or as this run set it."""
+        return self.state.source
+
+    def parts(self) -> dict[str, dict[str, Any]]:
+        """The parts' checkpoints as status entries."""
+        return self.state.shard_entries()
+
+    def keep(self, status: SourceStatus) -> None:
+        """The same source goes on."""
+        self.state.source = status
+
+    async def switch(self, status: SourceStatus, progress: Progress) -> None:
+        """A new start: parts forgotten, progress and source written to --state."""
+        self.state.progress = copy.deepcopy(progress)
+        self.state.source = status
+        self.state.loaded_parts = {}
+        self.state.book = _FileShardBook(self.write)
+        self.write()
+
+    async def others_stopped(self) -> bool:
+        """No other replica: nothing to wait for."""
+        return True
+
+    def book(self, since: int | None) -> MemoryShardBook:
+        """The parts' checkpoints of the stored start (none for a new one)."""
+        if self.state.book is None:
+            stored = self.state.source
+            resumed = stored is not None and since is not None and stored.since == since
+            self.state.book = _FileShardBook(
+                self.write, self.state.loaded_parts if resumed else None
+            )
+        return self.state.book
+
+    def announce(self, reason: str, message: str) -> None:
+        """A log line."""
+        log.info("%s: %s", reason, message)
+
+
 def _load_progress(args: argparse.Namespace, state: SyncState) -> Progress:
     if args.state is not None and args.state.exists():
         try:
             saved = json.loads(args.state.read_text())
             progress = Progress.from_state(saved)
-            source = saved.get("source")
-            if isinstance(source, dict) and source.get("mode") == "stream":
-                state.source = source
-                state.book = MemoryShardBook(
-                    {
-                        str(shard_id): p
-                        for shard_id, entry in (saved.get("shards") or {}).items()
-                        if (p := shard_progress(entry, source.get("since"))) is not None
-                    }
-                )
+            state.source = SourceStatus.from_stored(saved.get("source"))
+            since = state.source.since if state.source is not None else None
+            if since is not None:
+                state.loaded_parts = {
+                    str(shard_id): p
+                    for shard_id, entry in (saved.get("shards") or {}).items()
+                    if (p := shard_progress(entry, since)) is not None
+                }
             return progress
         except (OSError, ValueError, AttributeError) as exc:
             raise UsageError(f"cannot resume from {args.state}: {exc}") from None
@@ -297,47 +346,24 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         state.progress = saved
         write_state()
 
-    stream = subscription.stream
-    since = None
-    if spec.source.mode == "stream" and stream is not None:
-        source = state.source or {}
-        if source.get("streamArn") == stream.stream_arn and source.get("since") is not None:
-            since = int(source["since"])
-        else:
-            state.source, state.book = None, None
-        state.book = _FileShardBook(write_state, state.book.shards if state.book else None)
-    else:
-        state.source, state.book = None, None
-
-    async def on_stream_start(start: int, drained: Progress) -> None:
-        assert stream is not None
-        state.progress = drained
-        state.source = {
-            "mode": "stream",
-            "streamArn": stream.stream_arn,
-            "subscriptionFilter": stream.filter_name,
-            "since": start,
-        }
-        write_state()
-
     async def report(update: ConditionUpdate) -> None:
         state.apply([update])
 
     ingested = await lifecycle.ingest(
-        spec,
-        subscription,
-        secrets,
-        progress,
-        save,
-        stop=stop,
-        report=report,
-        settle_seconds=args.settle,
-        once=args.once,
-        owner=state.manifest.owner,
-        workload_totals=state.workloads,
-        shard_book=state.book,
-        stream_since=since,
-        on_stream_start=on_stream_start,
+        lifecycle.Ingestion(
+            spec,
+            subscription,
+            secrets,
+            progress,
+            save,
+            FileSourceStore(state, write_state),
+            stop,
+            report,
+            settle_seconds=args.settle,
+            once=args.once,
+            owner=state.manifest.owner,
+            workload_totals=state.workloads,
+        )
     )
     state.progress = ingested.progress
     if ingested.error is not None:

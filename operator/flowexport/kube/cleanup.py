@@ -12,7 +12,7 @@ import kopf
 
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType, ConditionUpdate
-from flowexport.api.validation import SpecError, parse_spec
+from flowexport.api.validation import SpecError
 from flowexport.errors import FlowExportError
 from flowexport.kube.reconcile import release_secret
 from flowexport.kube.replicas import uid_of
@@ -41,7 +41,7 @@ async def _worker_stopped(op: Operator, namespace: str, name: str) -> None:
 SKIP_CLEANUP_ANNOTATION = "flowexport.io/skip-cleanup"
 
 
-async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
+async def clean_up(op: Operator, body: Any) -> None:
     """The delete handler's body: raises kopf.TemporaryError to be retried, after saying why
     in a condition and an Event."""
     metadata = body["metadata"]
@@ -50,7 +50,7 @@ async def clean_up(op: Operator, body: Any, raw_spec: dict[str, Any]) -> None:
     if uid in op.cleaned_up:
         return  # kopf runs the deletion again when a daemon stops late: done already
     try:
-        spec = parse_spec(raw_spec)
+        spec = op.spec_of(body)
     except SpecError:
         op.forget(namespace, name)
         return  # an invalid spec never subscribed anything

@@ -142,7 +142,7 @@ async def ingest(
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Remove what this FlowExport created, per its deletion policy (the replica that owns it
     does; the others wait, so the finalizer goes only once the clean-up is done)."""
     op = _operator(memo)
@@ -150,4 +150,4 @@ async def cleanup(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -
     if not op.replicas.owns(uid):
         owner = op.replicas.owner(uid)
         raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
-    await clean_up(op, body, dict(spec))
+    await clean_up(op, body)

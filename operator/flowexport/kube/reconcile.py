@@ -16,7 +16,7 @@ from typing import Any
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType
 from flowexport.api.models import FlowExportSpec
-from flowexport.api.validation import SpecError, parse_spec
+from flowexport.api.validation import SpecError
 from flowexport.aws.reader import initial_cursor
 from flowexport.kube import metrics
 from flowexport.kube.events import announce
@@ -38,7 +38,7 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
         board.generation = generation
         export.reconciled_generation = generation
         try:
-            spec = parse_spec(dict(body["spec"]))
+            spec = op.spec_of(body)
         except SpecError as exc:
             announce(op.events, body, board.apply([lifecycle.invalid_spec(exc)]))
             export.schedule_never()

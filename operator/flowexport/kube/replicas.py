@@ -77,6 +77,12 @@ def uid_of(metadata: Any) -> str:
     return str(metadata.get("uid") or f"{metadata.get('namespace') or ''}/{metadata.get('name')}")
 
 
+def work_key(uid: str, part: str) -> str:
+    """What decides the replica reading one part of a FlowExport's source (a Kinesis
+    shard): parts of one FlowExport spread over the replicas like FlowExports do."""
+    return f"{uid}/{part}"
+
+
 def owner_of(uid: str, members: tuple[str, ...]) -> str | None:
     """The member a FlowExport (by uid) belongs to: highest rendezvous hash; None if none."""
     if not members:

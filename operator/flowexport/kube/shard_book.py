@@ -1,6 +1,6 @@
 """Shard checkpoints of a FlowExport in mode stream, kept in its status (`status.shards`).
 
-Each shard is read by one replica (`owns`, from the replicas' Leases: see `kube/shards.py`),
+Each shard is read by one replica (`owns`, from the replicas' Leases: see `replicas.py`),
 which alone writes the shard's entry. A shard changing hands resumes from the furthest
 checkpoint in status or in memory (Kinesis sequence numbers only grow within a shard), so a
 late final write of the former reader never sends the new one back.
@@ -19,7 +19,7 @@ from flowexport.kube import metrics
 from flowexport.kube.events import EventSink
 from flowexport.kube.status_writer import StatusWriter
 from flowexport.pipeline import Progress
-from flowexport.streaming import ShardError, shard_progress
+from flowexport.sources.shards import ShardError, shard_progress
 
 log = logging.getLogger("flowexport.operator")
 

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flowexport.api.models import FlowExportSpec
+from flowexport.api.validation import SpecError, parse_spec
 from flowexport.aws.subscription import Subscription
 from flowexport.kube import metrics
 from flowexport.kube.client import KubeClient
@@ -117,6 +118,8 @@ class Operator:
         self.replicas = replicas
         self.events = events
         self.exports: dict[tuple[str, str], Export] = {}
+        #: Each FlowExport's spec as parsed for a generation (see `spec_of`).
+        self._specs: dict[tuple[str, str], tuple[Any, FlowExportSpec | SpecError]] = {}
         #: FlowExports whose ingestion worker is running here (the clean-up waits for it).
         self.working: set[tuple[str, str]] = set()
         self.settle_seconds = settle_seconds
@@ -125,6 +128,24 @@ class Operator:
         self.scan_cluster = scan_cluster
         #: PCE hosts the operator may send credentials to (lower case); empty: any.
         self.allowed_pce_hosts = frozenset(h.lower() for h in allowed_pce_hosts)
+
+    def spec_of(self, body: Any) -> FlowExportSpec:
+        """The FlowExport's spec, parsed once per generation (raises SpecError, also once per
+        generation, for an invalid one)."""
+        metadata = body["metadata"]
+        key = (metadata.get("namespace") or "", metadata.get("name") or "")
+        generation = metadata.get("generation")
+        cached = self._specs.get(key)
+        if cached is None or generation is None or cached[0] != generation:
+            try:
+                parsed: FlowExportSpec | SpecError = parse_spec(dict(body["spec"]))
+            except SpecError as exc:
+                parsed = exc
+            cached = (generation, parsed)
+            self._specs[key] = cached
+        if isinstance(cached[1], SpecError):
+            raise cached[1]
+        return cached[1]
 
     def export(self, namespace: str, name: str, status: dict[str, Any] | None = None) -> Export:
         """The FlowExport's state, created (from its stored status) on first use."""
@@ -145,6 +166,7 @@ class Operator:
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted FlowExport's state and metrics."""
         self.exports.pop((namespace, name), None)
+        self._specs.pop((namespace, name), None)
         metrics.forget(namespace, name)
 
     def let_go(self, namespace: str, name: str) -> None:

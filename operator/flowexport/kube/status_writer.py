@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import time
 from collections.abc import Awaitable, Callable
@@ -12,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flowexport.api.conditions import ConditionSet, ConditionUpdate, Transition
-from flowexport.api.models import FlowExportStatus
+from flowexport.api.models import FlowExportStatus, SourceStatus
 from flowexport.kube import metrics
 from flowexport.pipeline import Progress
 
@@ -56,6 +55,8 @@ class StatusWriter:
         self.generation: int | None = None
         self.fields: dict[str, Any] = {}
         self.progress: Progress | None = None
+        #: status.source: the read mode and its start (see `flowexport.sources`).
+        self.source: SourceStatus | None = None
         self.shards_only = shards_only
         #: Mode stream: each shard's status entry (checkpoint, counts, lag), by shard id:
         #: those this replica writes (`own_shards`) and the others' as last observed.
@@ -81,9 +82,10 @@ class StatusWriter:
             self.conditions = ConditionSet(FlowExportStatus.model_validate(status).conditions)
         except ValidationError:
             self.conditions = ConditionSet()  # written by another version: recomputed
-        for key in ("flowLogId", "logGroupArn", "workloads", "source"):
+        for key in ("flowLogId", "logGroupArn", "workloads"):
             if status.get(key):
                 self.fields[key] = status[key]
+        self.source = SourceStatus.from_stored(status.get("source"))
         if isinstance(status.get("shards"), dict):
             self.shards = copy.deepcopy(status["shards"])
         if status.get("cursor"):
@@ -92,10 +94,9 @@ class StatusWriter:
             except ValueError:
                 self.progress = None
         if self.progress is not None and self.shards:
-            own = (self.fields.get("source") or {}).get("logGroupCounts")
-            if isinstance(own, dict):
-                with contextlib.suppress(TypeError, ValueError, AttributeError):
-                    self.progress.set_counts(own)  # damaged: status.counts stands
+            own = self.source.log_group_counts if self.source is not None else None
+            if own is not None:
+                self.progress.set_counts(own.model_dump(by_alias=True))
             else:  # written before logGroupCounts existed
                 _remove_shard_totals(self.progress, self.counted_shards())
 
@@ -112,7 +113,8 @@ class StatusWriter:
         return changed
 
     def update(self, **fields: Any) -> None:
-        """Set plain status fields (flowLogId, logGroupArn, workloads)."""
+        """Set plain status fields (flowLogId, logGroupArn, workloads); `source` has its own
+        attribute."""
         self.fields.update({k: v for k, v in fields.items() if v is not None})
 
     def set_shard(self, shard_id: str, entry: dict[str, Any]) -> None:
@@ -163,13 +165,13 @@ class StatusWriter:
         self._drop_shards = None
 
     def counted_shards(self) -> dict[str, dict[str, Any]]:
-        """The shard entries status.counts includes: those of the current stream start."""
-        source = self.fields.get("source")
-        if not isinstance(source, dict):
+        """The shard entries status.counts includes: those of the current source start (none
+        while the source has no start: polling)."""
+        if self.source is None:
             return self.shards  # written before status.source existed
-        if source.get("mode") != "stream":
+        since = self.source.since
+        if since is None:
             return {}
-        since = source.get("since")
         return {k: e for k, e in self.shards.items() if e.get("since") == since}
 
     def record(self, progress: Progress) -> None:
@@ -188,6 +190,8 @@ class StatusWriter:
             ],
             **self.fields,
         }
+        if self.source is not None:
+            doc["source"] = self.source.to_stored()
         if self.generation is not None:
             doc["observedGeneration"] = self.generation
         if self.progress is not None:

@@ -19,28 +19,19 @@ from typing import Any, Literal, Protocol
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
-from flowexport.api.validation import SpecError, parse_spec
-from flowexport.aws.reader import ReaderCursor, initial_cursor
+from flowexport.api.validation import SpecError
+from flowexport.aws.reader import initial_cursor
 from flowexport.kube import metrics
 from flowexport.kube.events import announce
-from flowexport.kube.replicas import uid_of
-from flowexport.kube.shard_book import KubeShardBook
-from flowexport.kube.shard_worker import (
-    TAKE_BACK_SECONDS,
-    read_shards,
-    shard_key,
-    source_status,
-)
+from flowexport.kube.replicas import uid_of, work_key
+from flowexport.kube.share_reader import read_share
+from flowexport.kube.source_store import WAKE_SECONDS, KubeSourceStore
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
-from flowexport.kube.status_writer import StatusWriter
 from flowexport.pipeline import Progress
-from flowexport.streaming import poll_cursor_after_stream, shard_progress
 from flowexport.workloads.sync import SyncResult, WorkloadTotals
 
 log = logging.getLogger("flowexport.operator")
 
-#: Seconds between checks for a new generation or a restart request while waiting.
-WAKE_SECONDS = 1.0
 #: Seconds before starting again after an unexpected failure (a bug) ended a pipeline.
 RETRY_SECONDS = 30.0
 
@@ -55,7 +46,7 @@ class Stopped(Protocol):
 
 async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> None:
     """Ingest until kopf stops the daemon, while this replica owns the FlowExport (see
-    `shards`): one that moves to another replica is let go (its state dropped), and taken up
+    `replicas`): one that moves to another replica is let go (its state dropped), and taken up
     again from its stored status if it comes back."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
@@ -70,8 +61,8 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
                     log.info("%s/%s: let go by replica %s", namespace, name, op.replicas.identity)
                     held = False
                 op.let_go(namespace, name)
-                # Mode stream: this replica's share of the shards (a short wait if none).
-                await read_shards(op, body, stopped, uid)
+                # This replica's share of the source's parts (a short wait if none).
+                await read_share(op, body, stopped, uid)
                 continue
             if not held and op.replicas.enabled:
                 log.info("%s/%s: taken up by replica %s", namespace, name, op.replicas.identity)
@@ -93,7 +84,7 @@ async def _step(op: Operator, export: Export, body: Any, stopped: Stopped, uid: 
     export.restart.clear()  # what follows reads the newest spec and subscription
     generation = body["metadata"].get("generation")
     try:
-        spec = parse_spec(dict(body["spec"]))
+        spec = op.spec_of(body)
     except SpecError:
         # The reconcile reports it; wait for a new spec.
         await _wait(op, stopped, export, body, generation, float("inf"))
@@ -151,59 +142,16 @@ async def _ingest(
     progress = copy.deepcopy(board.progress) or Progress(
         initial_cursor(spec.ingestion.start_from, int(time.time() * 1000))
     )
-    source = board.fields.get("source") or {}
-    stream = subscription.stream
-    stream_since: int | None = None
-    book: KubeShardBook | None = None
     # Peer workloads are synced before each upload by this replica: no sharing with Sync.
     shared = op.replicas.enabled and spec.workloads.mode != "Sync"
-    same_stream = (
-        stream is not None
-        and source.get("mode") == "stream"
-        and source.get("streamArn") == stream.stream_arn
+    store = KubeSourceStore(
+        board,
+        op.events,
+        body,
+        op.replicas.identity,
+        stopped,
+        (lambda part: op.replicas.owns(work_key(uid, part))) if shared else None,
     )
-    if source.get("shared") and not (shared and spec.source.mode == "stream" and same_stream):
-        # The other replicas read shards until they see the change: let them stop first.
-        await stopped.wait(TAKE_BACK_SECONDS)
-        if stopped:
-            return
-        board.observe_shards((body.get("status") or {}).get("shards"))
-    if spec.source.mode == "stream" and stream is not None:
-        if same_stream:
-            stream_since = int(source.get("since") or 0)
-            board.update(
-                source=source_status(stream, stream_since, subscription.log_format, shared)
-            )
-        elif source.get("mode") == "stream":
-            # Another stream: poll from where this one left off, up to the new filter.
-            progress = _back_to_poll(board, progress, source)
-            await board.write(force=True)
-        book = KubeShardBook(
-            board,
-            op.events,
-            body,
-            stream_since,
-            op.replicas.identity,
-            (lambda shard_id: op.replicas.owns(shard_key(uid, shard_id))) if shared else None,
-        )
-    elif source.get("mode") != "poll":
-        progress = _back_to_poll(board, progress, source)
-        await board.write(force=True)
-
-    async def on_stream_start(since: int, drained: Progress) -> None:
-        assert book is not None and stream is not None
-        board.record(drained)
-        board.clear_shards()
-        board.update(source=source_status(stream, since, subscription.log_format, shared))
-        book.start(since)
-        op.events.post(
-            body,
-            "Normal",
-            "StreamStarted",
-            f"log group read up to the subscription filter's creation; reading Kinesis stream "
-            f"{stream.stream_name} from here",
-        )
-        await board.write(force=True)
 
     async def checkpoint(saved: Progress) -> None:
         # A checkpoint after an upload is written at once, so a crash repeats at most the
@@ -255,12 +203,13 @@ async def _ingest(
                     stop.set()
                 else:
                     shards = (body.get("status") or {}).get("shards")
-                    if book is None and shards:
-                        # Mode poll: a late final checkpoint of another replica's shard.
+                    if store.shard_book is None and shards:
+                        # A source without parts: a late final checkpoint of another
+                        # replica's shard.
                         for shard_id in list(shards):
                             board.drop_shard(shard_id)
                         counted = False
-                    elif book is not None:
+                    elif store.shard_book is not None:
                         counted = not board.observe_shards(shards) and counted
                     counted = counted or await board.write()
         finally:
@@ -271,21 +220,21 @@ async def _ingest(
     secrets = op.secrets(namespace, spec)
     try:
         ingested = await lifecycle.ingest(
-            spec,
-            subscription,
-            secrets,
-            progress,
-            checkpoint,
-            stop=stop,
-            report=report,
-            settle_seconds=op.settle_seconds,
-            on_upload=lambda seconds: metrics.observe_upload(namespace, name, seconds),
-            owner=f"{namespace}/{name}",
-            workload_totals=totals,
-            on_workloads=on_workloads,
-            shard_book=book,
-            stream_since=stream_since,
-            on_stream_start=on_stream_start,
+            lifecycle.Ingestion(
+                spec,
+                subscription,
+                secrets,
+                progress,
+                checkpoint,
+                store,
+                stop,
+                report,
+                settle_seconds=op.settle_seconds,
+                owner=f"{namespace}/{name}",
+                on_upload=lambda seconds: metrics.observe_upload(namespace, name, seconds),
+                workload_totals=totals,
+                on_workloads=on_workloads,
+            )
         )
     finally:
         stop.set()
@@ -303,35 +252,3 @@ async def _ingest(
         await _wait(op, stopped, export, body, generation, delay)
     await board.write(force=True)
     log.info("%s/%s: ingestion pipeline stopped", namespace, name)
-
-
-#: How much polling re-reads before the earliest stream checkpoint when the mode goes back to
-#: poll (records reach the stream up to this long after CloudWatch Logs ingested them).
-STREAM_DELIVERY_MARGIN_MS = 60_000
-
-
-def _back_to_poll(board: StatusWriter, progress: Progress, source: dict[str, Any]) -> Progress:
-    """The poll progress after mode stream: resuming where the earliest shard checkpoint is
-    (less the delivery margin), the shards' counts folded in, their window kept."""
-    since = int(source.get("since") or 0)
-    shards = {
-        shard_id: p
-        for shard_id, entry in board.shards.items()
-        if (p := shard_progress(entry, since)) is not None
-    }
-    if source.get("mode") == "stream":
-        resume, window = poll_cursor_after_stream(since, shards, STREAM_DELIVERY_MARGIN_MS)
-        progress.cursor = ReaderCursor(resume)
-        progress.window = window
-        for p in shards.values():
-            progress.add_counts(p)
-        log.info(
-            "%s/%s: mode poll again, resuming the log group at %d",
-            board.namespace,
-            board.name,
-            resume,
-        )
-    board.clear_shards()
-    board.update(source={"mode": "poll"})
-    board.record(progress)
-    return copy.deepcopy(progress)

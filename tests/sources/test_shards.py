@@ -15,12 +15,12 @@ from botocore.exceptions import ClientError
 from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.kinesis_reader import ShardCursor
-from flowexport.aws.subscription import ensure_subscription
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.errors import Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
-from flowexport.streaming import MemoryShardBook, ShardError, ShardRunner, list_shards
+from flowexport.sources import ensure_subscription
+from flowexport.sources.shards import MemoryShardBook, ShardError, ShardRunner, list_shards
 from tests.aws.test_pipeline import flow_line, received
 from tests.cloud import Cloud
 from tests.pcesim import SimPCE
