@@ -50,6 +50,9 @@ class Reason(StrEnum):
     INGESTING = "Ingesting"
     # Ingesting=False: spec.suspend is true; not an error.
     SUSPENDED = "Suspended"
+    # Ingesting=False: the startFrom time is still in the future (nothing to read before
+    # then); not an error.
+    WAITING_FOR_START = "WaitingForStart"
 
     # -- the spec and its Secrets (terminal: the user changes them) --
     # SubscriptionReady=False: a spec field is invalid. Terminal.
@@ -164,6 +167,7 @@ _NOT_ERRORS = frozenset(
         Reason.DISABLED,
         Reason.INGESTING,
         Reason.SUSPENDED,
+        Reason.WAITING_FOR_START,
     }
 )
 

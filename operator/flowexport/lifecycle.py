@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, failed
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, caught_up, failed
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
@@ -318,6 +320,7 @@ async def ingest(job: Ingestion) -> Ingested:
         on_upload=job.on_upload,
         prepare=_peers(syncer, job.on_workloads) if syncer else None,
     )
+    report = _until_started(job.report, progress)
     reading = Reading(
         spec,
         job.subscription,
@@ -326,7 +329,7 @@ async def ingest(job: Ingestion) -> Ingested:
         pipeline,
         job.store,
         stop,
-        job.report,
+        report,
         once=job.once,
         on_upload=job.on_upload,
     )
@@ -334,6 +337,8 @@ async def ingest(job: Ingestion) -> Ingested:
         async with pce, _workloads_kept(syncer, stop, job.report, job.on_workloads):
             if stop.is_set():
                 return Ingested(progress=pipeline.progress)
+            if report is not job.report:
+                await report(caught_up())  # becomes what it waits for
             await source.read(reading)
     except _WorkloadsFailedError as exc:
         error = exc.error
@@ -344,6 +349,30 @@ async def ingest(job: Ingestion) -> Ingested:
         updates, error = _internal(ConditionType.INGESTING, exc, "ingesting")
         return Ingested(updates, error, progress=pipeline.progress)
     return Ingested(progress=pipeline.progress)
+
+
+def _until_started(report: Report, progress: Progress) -> Report:
+    """`report`, except that while the log group's start (startFrom, resolved when the
+    FlowExport was first seen) is in the future, Ingesting says it waits for it instead of
+    True: nothing is read before then, and a typo (year 2999) must not look healthy."""
+    start_ms = getattr(progress.cursor, "ingested_through", None)
+    if not isinstance(start_ms, int) or start_ms <= time.time() * 1000:
+        return report
+    start = datetime.fromtimestamp(start_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    waiting = ConditionUpdate(
+        ConditionType.INGESTING,
+        False,
+        Reason.WAITING_FOR_START,
+        f"startFrom {start} is in the future: nothing is read before then",
+    )
+
+    async def reported(update: ConditionUpdate) -> None:
+        ahead = start_ms > time.time() * 1000
+        if ahead and update.type is ConditionType.INGESTING and update.ok is True:
+            update = waiting
+        await report(update)
+
+    return reported
 
 
 async def read_share(

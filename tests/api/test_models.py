@@ -72,6 +72,7 @@ def test_round_trip_uses_camel_case() -> None:
             "bogus",
         ),
         ({"ingestion.batchSize": 1001}, "spec.ingestion.batchSize", "less than or equal"),
+        ({"ingestion.lookbackSeconds": 899}, "spec.ingestion.lookbackSeconds", "900"),
         ({"ingestion.includeCidrs": ["10.0.0.0/33"]}, "spec.ingestion.includeCidrs.0", "CIDR"),
         ({"ingestion.startFrom": "2026-01-01T00:00:00"}, "spec.ingestion.startFrom", "pattern"),
         ({"ingestion.startFrom": "2026-13-01T00:00:00Z"}, "spec.ingestion.startFrom", "RFC 3339"),

@@ -46,7 +46,7 @@ class World:
                 "credentialsSecretRef": {"name": "aws-keys"},
             },
             "pce": {"url": self.pce.url, "orgId": 1, "credentialsSecretRef": {"name": "pce-key"}},
-            "ingestion": {"pollIntervalSeconds": 1, "lookbackSeconds": 60},
+            "ingestion": {"pollIntervalSeconds": 1, "lookbackSeconds": 900},
         }
         for path, value in overrides.items():
             *parents, leaf = path.split(".")

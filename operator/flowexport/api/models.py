@@ -340,6 +340,12 @@ class PceSpec(ApiModel):
         return self
 
 
+#: The shortest look-back that covers AWS's delivery of flow-log records to CloudWatch Logs:
+#: about 5 minutes best effort after an aggregation interval of up to 10 minutes
+#: (the AWS VPC user guide, "Publish flow logs to CloudWatch Logs").
+MIN_LOOKBACK_SECONDS = 900
+
+
 def _check_start_from(value: str) -> str:
     if value not in ("now", "earliest"):
         try:
@@ -385,11 +391,13 @@ class IngestionSpec(ApiModel):
     )
     lookback_seconds: int = Field(
         default=1200,
-        ge=0,
+        ge=MIN_LOOKBACK_SECONDS,
         le=86400,
         description=(
             "How far back each read re-scans for late events (flow logs arrive minutes late); "
-            "events already read are not uploaded twice."
+            "events already read are not uploaded twice. At least 900: AWS delivers a record "
+            "about 5 minutes (best effort) after its aggregation interval (up to 10 minutes) "
+            "ends, and an event older than its arrival minus this is never read."
         ),
     )
     start_from: Annotated[str, AfterValidator(_check_start_from)] = Field(
