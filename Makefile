@@ -28,7 +28,7 @@ bench: $(STAMP)
 
 crd: $(STAMP)
 	$(BIN)/flowexport crd > crds/flowexport.yaml
-	cp crds/flowexport.yaml charts/flowexport-operator/crds/flowexport.yaml
+	cp crds/flowexport.yaml charts/flowexport-operator/files/flowexport-crd.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
