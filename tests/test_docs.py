@@ -194,8 +194,9 @@ def test_every_role_the_docs_and_examples_name_is_one_iam_lets_the_operator_use(
 
 def _posted_event_reasons() -> dict[str, str]:
     """Every Event reason the operator's code posts as a literal (a string, or a `Reason`
-    member) -> where; reasons passed on from a condition or an error are `Reason`s, which the
-    reason table of docs/conditions.md lists."""
+    member) -> where: `.post(body, type, reason, message)`, a source's `.announce(reason,
+    message)`, kopf's `info`/`warn`/`event`/`exception(reason=...)`. Reasons passed on from a
+    condition or an error are `Reason`s, which the reason table of docs/conditions.md lists."""
     package = ROOT / "operator" / "flowexport"
     found: dict[str, str] = {}
     for path in sorted(package.rglob("*.py")):
@@ -206,7 +207,9 @@ def _posted_event_reasons() -> dict[str, str]:
                 continue
             reason: ast.expr | None = None
             if node.func.attr == "post" and len(node.args) >= 3:
-                reason = node.args[2]
+                reason = node.args[2]  # events.post(body, type, reason, message)
+            elif node.func.attr == "announce" and node.args:
+                reason = node.args[0]  # a source's announce(reason, message)
             elif node.func.attr in {"info", "warn", "event", "exception"}:
                 reason = next((k.value for k in node.keywords if k.arg == "reason"), None)
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
