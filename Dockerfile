@@ -3,8 +3,9 @@
 #
 #   docker build -t REGISTRY/flowexport-operator:0.1.0 --build-arg VERSION=0.1.0 .
 #
-# Two stages: the first builds the project's wheel and installs it with its dependencies
-# (all published as binary wheels, so no compiler is needed) into a virtual environment,
+# Two stages: the first builds the project's wheel and installs it with its dependencies at the
+# versions the tests ran with (constraints.txt; all published as binary wheels, so no compiler
+# is needed) into a virtual environment,
 # then removes pip, setuptools and the simulators (`flowexport.sim`: the demo's stand-ins, whose
 # packages are the `demo` extra) from it; the second copies only that environment onto a
 # fresh slim image.
@@ -16,11 +17,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY operator ./operator
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/flowexport \
- && /opt/flowexport/bin/pip install --only-binary=:all: /wheels/*.whl \
+ && /opt/flowexport/bin/pip install --only-binary=:all: --constraint constraints.txt /wheels/*.whl \
  && /opt/flowexport/bin/pip uninstall --yes pip setuptools \
  && rm -rf /opt/flowexport/lib/python3*/site-packages/flowexport/sim \
  && /opt/flowexport/bin/python -m compileall -q /opt/flowexport/lib \
@@ -37,9 +38,11 @@ LABEL org.opencontainers.image.title="flowexport-operator" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 # The bytecode was compiled in the build stage: nothing writes to the (read-only) root.
+# FLOWEXPORT_REVISION: the revision label of flowexport_build_info.
 ENV PATH=/opt/flowexport/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    FLOWEXPORT_REVISION=${REVISION}
 RUN groupadd --system --gid 10001 flowexport \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin flowexport

@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench crd clean
+.PHONY: demo test lint bench crd constraints clean
 
-$(STAMP): pyproject.toml
+# The runtime dependencies at the versions in constraints.txt, as the image has them.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --constraint constraints.txt
 	touch $@
 
 demo: $(STAMP)
@@ -28,7 +29,14 @@ bench: $(STAMP)
 
 crd: $(STAMP)
 	$(BIN)/flowexport crd > crds/flowexport.yaml
-	cp crds/flowexport.yaml charts/flowexport-operator/crds/flowexport.yaml
+	cp crds/flowexport.yaml charts/flowexport-operator/files/flowexport-crd.yaml
+
+# After changing dependencies: resolve them afresh and pin them (then `make test` runs with them).
+constraints:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(BIN)/python -m tests.deploy.runtime_deps > constraints.txt
+	touch $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

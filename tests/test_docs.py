@@ -3,6 +3,7 @@ commands, every relative link resolves, and the reference pages say what the cod
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -15,6 +16,9 @@ import pytest
 
 from flowexport.api.crd import build_crd
 from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.errors import Reason
+from flowexport.kube.cleanup import SKIP_CLEANUP_ANNOTATION
+from tests.markdown import anchors, slug, without_code_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -54,29 +58,8 @@ def test_the_docs_pages_exist() -> None:
         assert f"(docs/{name})" in README, f"the README does not link docs/{name}"
 
 
-def _slug(heading: str) -> str:
-    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
-def _anchors(text: str) -> set[str]:
-    anchors: set[str] = set()
-    seen: dict[str, int] = {}
-    for heading in re.findall(r"^#{1,6} (.+)$", _without_code_blocks(text), flags=re.M):
-        slug = _slug(heading)
-        count = seen.get(slug, 0)
-        seen[slug] = count + 1
-        anchors.add(slug if count == 0 else f"{slug}-{count}")
-    return anchors
-
-
-def _without_code_blocks(text: str) -> str:
-    return re.sub(r"^ *```.*?^ *```", "", text, flags=re.M | re.S)
-
-
 def _links(text: str) -> list[str]:
-    prose = re.sub(r"`[^`\n]*`", "", _without_code_blocks(text))
+    prose = re.sub(r"`[^`\n]*`", "", without_code_blocks(text))
     return re.findall(r"\]\(([^)\s]+)\)", prose)
 
 
@@ -92,15 +75,15 @@ def test_every_relative_link_resolves(page: Path) -> None:
         assert ROOT in target.parents or target == ROOT, f"{page.name}: {link} leaves the repo"
         if anchor:
             assert target.suffix == ".md", f"{page.name}: {link} has an anchor into a non-page"
-            anchors = _anchors(target.read_text())
-            assert anchor in anchors, f"{page.name}: {link} names no heading of {target.name}"
+            headings = anchors(target.read_text())
+            assert anchor in headings, f"{page.name}: {link} names no heading of {target.name}"
 
 
 def test_the_slugs_are_githubs() -> None:
-    assert _slug("2. AWS: the operator's role and the delivery role") == (
+    assert slug("2. AWS: the operator's role and the delivery role") == (
         "2-aws-the-operators-role-and-the-delivery-role"
     )
-    assert _slug("`flowexport kube-sim`") == "flowexport-kube-sim"
+    assert slug("`flowexport kube-sim`") == "flowexport-kube-sim"
 
 
 def test_the_readme_lists_every_subcommand_with_its_docs_section() -> None:
@@ -159,3 +142,104 @@ def test_docs_parse_example_is_real_output() -> None:
     for flow in ("172.31.16.139,172.31.16.21,22,6", "10.0.1.15,10.0.2.40,5432,6"):
         assert flow in CLI
         assert flow in result.stdout.splitlines()
+
+
+def _iam_pattern(resource: str) -> re.Pattern[str]:
+    """An IAM resource with wildcards as a regex (`*` any run of characters, `?` one)."""
+    return re.compile(re.escape(resource).replace(r"\*", ".*").replace(r"\?", "."))
+
+
+def _iam_resources(document: str, action: str) -> list[re.Pattern[str]]:
+    policy = json.loads((ROOT / "iam" / document).read_text())
+    found = []
+    for statement in policy["Statement"]:
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        if action in actions:
+            resources = statement["Resource"]
+            found += [
+                _iam_pattern(r) for r in ([resources] if isinstance(resources, str) else resources)
+            ]
+    return found
+
+
+#: Which role each spec field names, and the IAM permission that lets the operator use it.
+_ROLE_FIELDS = {
+    "roleArn": ("operator-assume-role-policy.json", "sts:AssumeRole"),
+    "deliverLogsRoleArn": ("operator-policy.json", "iam:PassRole"),
+    "subscriptionRoleArn": ("operator-policy.json", "iam:PassRole"),
+}
+_ARN_PAGES = [*PAGES, *sorted((ROOT / "examples").rglob("*.yaml"))]
+
+
+@pytest.mark.parametrize("page", _ARN_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_role_the_docs_and_examples_name_is_one_iam_lets_the_operator_use(
+    page: Path,
+) -> None:
+    """A multi-account example that names a role iam/ does not allow fails the first time it
+    is copied: each role named is one the operator may assume or pass, by iam/'s documents."""
+    text = page.read_text()
+    for field, arn in re.findall(
+        r"\b(\w*[rR]oleArn)\b\W+(arn:aws:iam::\S+?:role/[\w+=,.@/-]+)", text
+    ):
+        if field not in _ROLE_FIELDS:
+            continue
+        document, action = _ROLE_FIELDS[field]
+        allowed = _iam_resources(document, action)
+        assert any(p.fullmatch(arn) for p in allowed), (
+            f"{page.name}: {field} {arn} is not a role iam/{document} allows for {action}"
+        )
+
+
+def _posted_event_reasons() -> dict[str, str]:
+    """Every Event reason the operator's code posts as a literal (a string, or a `Reason`
+    member) -> where: `.post(body, type, reason, message)`, a source's `.announce(reason,
+    message)`, kopf's `info`/`warn`/`event`/`exception(reason=...)`. Reasons passed on from a
+    condition or an error are `Reason`s, which the reason table of docs/conditions.md lists."""
+    package = ROOT / "operator" / "flowexport"
+    found: dict[str, str] = {}
+    for path in sorted(package.rglob("*.py")):
+        if "sim" in path.relative_to(package).parts:
+            continue  # the simulators post nothing on FlowExports
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            reason: ast.expr | None = None
+            if node.func.attr == "post" and len(node.args) >= 3:
+                reason = node.args[2]  # events.post(body, type, reason, message)
+            elif node.func.attr == "announce" and node.args:
+                reason = node.args[0]  # a source's announce(reason, message)
+            elif node.func.attr in {"info", "warn", "event", "exception"}:
+                reason = next((k.value for k in node.keywords if k.arg == "reason"), None)
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            if isinstance(reason, ast.Constant) and isinstance(reason.value, str):
+                found[reason.value] = where
+            elif (
+                isinstance(reason, ast.Attribute)
+                and isinstance(reason.value, ast.Name)
+                and reason.value.id == "Reason"
+            ):
+                found[Reason[reason.attr].value] = where
+    return found
+
+
+def test_every_event_reason_is_documented() -> None:
+    posted = _posted_event_reasons()
+    for reason in ("StreamStarted", "CleanupSkipped", "SubscriptionChanged", "Ready"):
+        assert reason in posted, f"the search misses {reason}"  # the finder finds
+    documented = (DOCS / "operator.md").read_text() + (DOCS / "conditions.md").read_text()
+    for reason, where in posted.items():
+        assert f"`{reason}`" in documented, f"Event reason {reason} ({where}) is not documented"
+
+
+def test_every_condition_reason_is_in_the_reason_table() -> None:
+    """Condition reasons are Event reasons too (one Event per transition)."""
+    table = (DOCS / "conditions.md").read_text().split("## Reasons", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M))
+    assert {r.value for r in Reason} <= listed
+
+
+def test_the_skip_cleanup_annotation_is_documented() -> None:
+    operator_page = (DOCS / "operator.md").read_text()
+    assert f"{SKIP_CLEANUP_ANNOTATION}=true" in operator_page

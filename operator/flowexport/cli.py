@@ -1,7 +1,9 @@
 """The `flowexport` command: argument parsing and dispatch to `flowexport.commands`.
 
 A subcommand's module is imported only when that subcommand runs (or the whole parser is
-asked for), so `flowexport parse` does not pay for kopf, boto3 or the simulators.
+asked for), so `flowexport parse` does not pay for kopf, boto3 or the simulators, and
+`flowexport --help` (which lists the subcommands from `COMMANDS`) imports none of them: this
+module imports nothing of the package but its version until a subcommand is chosen.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import sys
 from collections.abc import Sequence
 
 from flowexport import __version__
-from flowexport.commands.common import EXIT_USAGE, UsageError
 
 #: Each subcommand: its module in `flowexport.commands` and its one-line help (a test holds
 #: the help equal to the module's own).
@@ -56,8 +57,10 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser: complete for `command`, or for every subcommand when None."""
+def build_parser(command: str | None = None, *, listing: bool = False) -> argparse.ArgumentParser:
+    """The argument parser: complete for `command`, or for every subcommand when None (unless
+    `listing`: then every subcommand is only named, with its one-line help, and no command
+    module is imported, which is all `flowexport --help` and a usage error need)."""
     parser = argparse.ArgumentParser(
         prog="flowexport",
         description="AWS VPC flow logs to Illumio PCE traffic flows.",
@@ -68,7 +71,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, summary) in COMMANDS.items():
-        if command is None or command == name:
+        if command == name or (command is None and not listing):
             importlib.import_module(f"flowexport.commands.{module}").add_parser(commands)
         else:
             commands.add_parser(name, help=summary)
@@ -78,7 +81,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `flowexport` console script."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(chosen_command(arguments)).parse_args(arguments)
+    command = chosen_command(arguments)
+    args = build_parser(command, listing=command is None).parse_args(arguments)
+    # Imported once a subcommand was chosen: help and usage errors exit above without it.
+    from flowexport.commands.common import EXIT_USAGE, UsageError  # noqa: PLC0415
+
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,

@@ -185,3 +185,15 @@ def test_a_stream_of_another_owner_is_used_but_never_deleted(cloud: Cloud) -> No
     assert sub.stream is not None and not sub.stream.stream_owned
     delete_subscription(cloud.clients, cloud.spec(), OWNER, "Delete", source(streamName="shared"))
     assert "shared" in streams(cloud)
+
+
+def test_spec_tags_go_on_the_stream_it_creates_even_past_ten_per_call(cloud: Cloud) -> None:
+    tags = {f"tag-{i:02d}": str(i) for i in range(15)}  # AddTagsToStream takes 10 a call
+    sub = ensure_subscription(cloud.clients, cloud.spec(tags=tags), OWNER, source())
+    assert sub.stream is not None
+    found = cloud.clients.kinesis.list_tags_for_stream(StreamName=sub.stream.stream_name)
+    assert {t["Key"]: t["Value"] for t in found["Tags"]} == {
+        "flowexport.io/owner": OWNER,
+        "flowexport.io/managed-by": "flowexport-operator",
+        **tags,
+    }

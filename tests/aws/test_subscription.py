@@ -249,3 +249,44 @@ def test_a_foreign_flow_log_in_an_unusable_format_says_to_replace_it(cloud: Clou
     assert "replace it with one whose format has those fields" in message
     assert "remove spec.aws.logFormat" not in message
     assert len(flow_logs(cloud)) == 1
+
+
+TAGS = {"CostCenter": "cc-42", "team": "secops", "data class": "internal/flow-logs"}
+
+
+def test_spec_tags_go_on_the_log_group_and_flow_log_beside_the_ownership_tags(
+    cloud: Cloud,
+) -> None:
+    result = ensure_subscription(cloud.clients, cloud.spec(tags=TAGS), OWNER)
+    group_tags = cloud.clients.logs.list_tags_for_resource(
+        resourceArn=result.log_group_arn.removesuffix(":*")
+    )["tags"]
+    (flow_log,) = flow_logs(cloud)
+    flow_log_tags = {t["Key"]: t["Value"] for t in flow_log["Tags"]}  # type: ignore[attr-defined]
+    for tags in (group_tags, flow_log_tags):
+        assert tags == {
+            **TAGS,
+            OWNER_TAG: OWNER,
+            "flowexport.io/managed-by": "flowexport-operator",
+        }
+    # Adopted resources keep theirs: tags are set when the operator creates something.
+    assert ensure_subscription(cloud.clients, cloud.spec(tags={"new": "x"}), OWNER).changes == []
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"aws:cloudformation:stack-name": "x"},
+        {"flowexport.io/owner": "x"},
+        {"": "x"},
+        {"k" * 129: "x"},
+        {"k": "v" * 257},
+        {"bad<key>": "x"},
+    ],
+    ids=["aws-prefix", "ours", "empty", "long-key", "long-value", "characters"],
+)
+def test_tags_aws_would_refuse_or_that_claim_ownership_are_refused_in_the_spec(
+    cloud: Cloud, tags: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError, match="tag"):
+        cloud.spec(tags=tags)

@@ -4,20 +4,23 @@ rendered manifest against the Kubernetes schemas, and check it against the opera
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
-import promql_parser
 import pytest
 import yaml
 
 from flowexport import __version__
+from flowexport.api.crd import build_crd
 from flowexport.cli import build_parser
 from flowexport.kube import metrics
 from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
 from tests.chart import render_files as render_files_of
+from tests.markdown import anchors
+from tests.promql import exported_sample_names, metric_names
 
 #: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas here.
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
@@ -69,6 +72,51 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "priorityClassName": "system-cluster-critical",
     },
+    "operations": {
+        "replicas": 3,
+        "commonLabels": {"team": "secops", "cost-centre": "cc-42"},
+        "podLabels": {"sidecar.istio.io/inject": "false"},
+        "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"},
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+            },
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "flowexport-operator"}},
+            },
+        ],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "node-role", "operator": "In", "values": ["system"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "extraVolumes": [{"name": "corporate-ca", "configMap": {"name": "corporate-ca"}}],
+        "extraVolumeMounts": [
+            {"name": "corporate-ca", "mountPath": "/etc/flowexport/ca", "readOnly": True}
+        ],
+        "operator": {"extraEnv": [{"name": "AWS_CA_BUNDLE", "value": "/etc/flowexport/ca/ca.crt"}]},
+        "grafanaDashboard": {
+            "enabled": True,
+            "namespace": "monitoring",
+            "annotations": {"grafana_folder": "Operators"},
+        },
+        "networkPolicy": {"enabled": True},
+    },
+    "crds-unmanaged": {"crds": {"enabled": False}},
     # As a subchart: helm hands it the parent's `global` values, whatever keys they hold.
     "subchart-globals": {
         "global": {
@@ -142,11 +190,58 @@ def test_values_that_are_not_in_the_schema_are_refused() -> None:
 
 
 def test_the_chart_crd_is_the_generated_crd() -> None:
-    chart_crd = CHART / "crds" / "flowexport.yaml"
+    chart_crd = CHART / "files" / "flowexport-crd.yaml"
     assert chart_crd.read_bytes() == (ROOT / "crds" / "flowexport.yaml").read_bytes(), (
-        "charts/flowexport-operator/crds/ is stale: run `make crd`"
+        "charts/flowexport-operator/files/flowexport-crd.yaml is stale: run `make crd`"
     )
     validate_object(yaml.safe_load(chart_crd.read_text()))
+
+
+def rendered_crd(values: dict[str, Any] | None = None, **options: Any) -> dict[str, Any] | None:
+    with helm.Chart.load(CHART) as chart:
+        files = chart.render(values or {}, name="fx", namespace=RELEASE_NAMESPACE, **options)
+    found = [
+        doc
+        for path, text in files.items()
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc and doc["kind"] == "CustomResourceDefinition"
+    ]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"is_install": True}, {"is_upgrade": True, "revision": 2}],
+    ids=["install", "upgrade"],
+)
+def test_the_crd_is_installed_and_upgraded_with_the_release_and_kept(
+    options: dict[str, Any],
+) -> None:
+    """cert-manager's model: the CRD is a template, so `helm upgrade` applies a new schema (Helm
+    never upgrades crds/), and `helm.sh/resource-policy: keep` leaves it (and every FlowExport)
+    on uninstall."""
+    crd = rendered_crd(**options)
+    assert crd is not None
+    generated = build_crd()
+    assert crd["spec"] == generated["spec"]  # the template changes no byte of the schema
+    assert crd["metadata"]["name"] == generated["metadata"]["name"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    validate_object(crd)
+
+
+def test_the_crd_can_be_left_to_the_user_or_not_kept() -> None:
+    unkept = rendered_crd({"crds": {"keep": False}}, is_install=True)
+    assert unkept is not None and "annotations" not in unkept["metadata"]
+    argo = {"argocd.argoproj.io/sync-options": "Delete=false"}
+    kept_by_argo = rendered_crd({"crds": {"annotations": argo}}, is_install=True)
+    assert kept_by_argo is not None
+    assert kept_by_argo["metadata"]["annotations"] == {**argo, "helm.sh/resource-policy": "keep"}
+    assert rendered_crd(VARIANTS["crds-unmanaged"], is_install=True) is None
+    notes = render_files_of(VARIANTS["crds-unmanaged"])["flowexport-operator/templates/NOTES.txt"]
+    assert "kubectl apply --server-side -f crds/flowexport.yaml" in notes
 
 
 def test_the_chart_and_the_package_have_one_version() -> None:
@@ -331,10 +426,13 @@ def test_global_values_are_accepted_and_the_registry_prefixes_the_image() -> Non
     assert any("imageRegistry" in p for p in lint_problems({"global": {"imageRegistry": 5}}))
 
 
-def test_notes_say_what_is_watched_and_how_to_upgrade_crds() -> None:
+def test_notes_say_what_is_watched_how_to_label_the_secret_and_the_crd_upgrades() -> None:
     notes = render_files_of(VARIANTS["namespace-list"])["flowexport-operator/templates/NOTES.txt"]
     assert "It reconciles FlowExports in: security, payments." in notes
-    assert "kubectl apply --server-side -f" in notes
+    # Without the label the FlowExport reports SecretNotLabelled: the label comes with the key.
+    assert "label secret pce-api-key flowexport.io/secret-type=pce-credentials" in notes
+    assert "`helm upgrade` applies a new chart's schema" in notes
+    assert "create-pod-identity-association" in notes  # no IRSA role set: Pod Identity told
     notes_all = render_files_of(VARIANTS["all-namespaces"])[
         "flowexport-operator/templates/NOTES.txt"
     ]
@@ -346,19 +444,9 @@ def test_the_chart_packages_and_the_archive_renders_the_same(tmp_path: Any) -> N
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
     assert archive.endswith(f"flowexport-operator-{version}.tgz")
     with helm.Chart.load(archive) as packaged:
-        assert [c["name"] for c in packaged.crds] == ["crds/flowexport.yaml"]
+        assert packaged.crds == []  # the CRD is a template (see crds.enabled), not crds/
         from_archive = packaged.render({}, name="fx", namespace=RELEASE_NAMESPACE, is_install=True)
     assert from_archive == render_files_of({})
-
-
-def exported_sample_names() -> set[str]:
-    """Every sample name the operator's /metrics can carry."""
-    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
-    return {
-        family.name + suffix
-        for family in metrics.REGISTRY.collect()
-        for suffix in suffixes[family.type]
-    }
 
 
 def test_alert_rules_parse_and_read_metrics_the_operator_exports() -> None:
@@ -372,15 +460,35 @@ def test_alert_rules_parse_and_read_metrics_the_operator_exports() -> None:
         "FlowExportErrorsPersist",
         "FlowExportOperatorDown",
     }
-    exported = exported_sample_names()
+    exported = exported_sample_names(metrics.REGISTRY)
+    runbook = anchors((ROOT / "docs" / "conditions.md").read_text())
     for name, alert in alerts.items():
-        promql_parser.parse(alert["expr"])  # raises on a syntax error
-        used = set(re.findall(r"\bflowexport_\w+", alert["expr"]))
+        used = metric_names(alert["expr"])  # parses it: raises on a syntax error
         assert used and used <= exported, f"{name} reads {used - exported}, not exported"
+        assert used == set(re.findall(r"\bflowexport_\w+", alert["expr"]))
         assert alert["labels"]["severity"] in {"warning", "critical"}
         assert alert["annotations"]["summary"]
+        page, _, anchor = alert["annotations"]["runbook_url"].partition("#")
+        assert page == "docs/conditions.md" and anchor in runbook, f"{name}: no section {anchor}"
     assert alerts["FlowExportNotReady"]["for"] == "30m"
-    assert alerts["FlowExportLagHigh"]["expr"].endswith("> 900")
+    lag = alerts["FlowExportLagHigh"]["expr"]
+    assert lag.count("> 900") == 4 and "flowexport_last_progress_timestamp_seconds" in lag
+    for name in ("FlowExportNotReady", "FlowExportLagHigh"):
+        assert "flowexport_suspended" in alerts[name]["expr"]
+    hosted = render(
+        {
+            "metrics": {
+                "prometheusRule": {
+                    "enabled": True,
+                    "runbookBaseUrl": "https://git.example.com/fx/blob/v1/docs/conditions.md",
+                }
+            }
+        }
+    )
+    (rule,) = of_kind(hosted, "PrometheusRule")
+    assert {r["annotations"]["runbook_url"] for r in rule["spec"]["groups"][0]["rules"]} == {
+        f"https://git.example.com/fx/blob/v1/docs/conditions.md#{a.lower()}" for a in alerts
+    }
     with pytest.raises(helm.HelmError, match=r"prometheusRule\.enabled needs metrics\.enabled"):
         render({"metrics": {"enabled": False, "prometheusRule": {"enabled": True}}})
 
@@ -395,9 +503,22 @@ def test_the_network_policy_opens_the_container_ports_and_the_egress_asked_for()
     assert health == {"ports": [{"port": ports["health"], "protocol": "TCP"}]}  # from anywhere
     assert metrics_rule["ports"] == [{"port": ports["metrics"], "protocol": "TCP"}]
     assert metrics_rule["from"] == [MONITORING]
-    dns, rest = policy["spec"]["egress"]
+    dns, rest, credentials = policy["spec"]["egress"]
     assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
     assert [p["port"] for p in rest["ports"]] == [443, 7443]
+    # Pod Identity's agent and the instance metadata service answer on port 80, on the node.
+    assert credentials["ports"] == [{"port": 80, "protocol": "TCP"}]
+    assert [t["ipBlock"]["cidr"] for t in credentials["to"]] == [
+        "169.254.170.23/32",
+        "fd00:ec2::23/128",
+        "169.254.169.254/32",
+        "fd00:ec2::254/128",
+    ]
+    (irsa_only,) = of_kind(
+        render({"networkPolicy": {"enabled": True, "credentialEndpoints": {"cidrs": []}}}),
+        "NetworkPolicy",
+    )
+    assert len(irsa_only["spec"]["egress"]) == 2
     (without_metrics,) = of_kind(
         render({"networkPolicy": {"enabled": True}, "metrics": {"enabled": False}}),
         "NetworkPolicy",
@@ -415,3 +536,95 @@ def test_allowed_pce_hosts_reach_the_operator() -> None:
     assert any(
         "allowedPceHosts" in p for p in lint_problems({"operator": {"allowedPceHosts": ["a b"]}})
     )
+
+
+def test_pods_fit_real_clusters() -> None:
+    objects = render(VARIANTS["operations"])
+    pod = deployment(objects)["spec"]["template"]
+    spread = pod["spec"]["topologySpreadConstraints"]
+    selector = deployment(objects)["spec"]["selector"]
+    assert spread[0]["labelSelector"] == selector  # filled in when not given
+    assert spread[1]["labelSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "flowexport-operator"}
+    }
+    assert pod["spec"]["affinity"] == VARIANTS["operations"]["affinity"]
+    assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    assert pod["metadata"]["annotations"] == VARIANTS["operations"]["podAnnotations"]
+    (budget,) = of_kind(objects, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 2 and "maxUnavailable" not in budget["spec"]
+    assert budget["spec"]["selector"] == selector
+    (default_budget,) = of_kind(
+        render({"podDisruptionBudget": {"enabled": True}}), "PodDisruptionBudget"
+    )
+    assert default_budget["spec"]["maxUnavailable"] == 1  # one replica: a drain is not blocked
+    assert of_kind(render(), "PodDisruptionBudget") == []
+
+
+def test_common_labels_are_on_every_object_and_never_in_a_selector() -> None:
+    objects = render(VARIANTS["operations"])
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["team"] == "secops" and labels["cost-centre"] == "cc-42", obj["kind"]
+    pod = deployment(objects)["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "secops"
+    assert "team" not in deployment(objects)["spec"]["selector"]["matchLabels"]
+
+
+def test_a_corporate_ca_is_mounted_for_aws_ca_bundle() -> None:
+    objects = render(VARIANTS["operations"])
+    spec = deployment(objects)["spec"]["template"]["spec"]
+    assert {"name": "corporate-ca", "configMap": {"name": "corporate-ca"}} in spec["volumes"]
+    mounts = {m["name"]: m for m in container(objects)["volumeMounts"]}
+    assert mounts["tmp"]["mountPath"] == "/tmp"
+    assert mounts["corporate-ca"] == {
+        "name": "corporate-ca",
+        "mountPath": "/etc/flowexport/ca",
+        "readOnly": True,
+    }
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env["AWS_CA_BUNDLE"].startswith(mounts["corporate-ca"]["mountPath"] + "/")
+
+
+def test_the_dashboard_configmap_carries_the_dashboard_for_the_sidecar() -> None:
+    (config,) = of_kind(render(VARIANTS["operations"]), "ConfigMap")
+    assert config["metadata"]["namespace"] == "monitoring"
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config["metadata"]["annotations"] == {"grafana_folder": "Operators"}
+    shipped = (CHART / "dashboards" / "flowexport.json").read_text()
+    assert json.loads(config["data"]["flowexport.json"]) == json.loads(shipped)
+    assert of_kind(render(), "ConfigMap") == []
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    paths = {}
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        paths[path] = sub
+        paths.update(_schema_paths(sub, path))
+    return paths
+
+
+def _value_paths(values: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for name, value in values.items():
+        path = f"{prefix}.{name}" if prefix else name
+        paths.add(path)
+        if isinstance(value, dict) and value:
+            paths |= _value_paths(value, path)
+    return paths
+
+
+def test_every_value_is_in_the_schema_with_a_description() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    described = _schema_paths(schema)
+    free_form = {"resources", "podSecurityContext", "securityContext", "global", "affinity"}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for path in _value_paths(values):
+        if path.split(".")[0] in free_form and "." in path:
+            continue  # a Kubernetes object or a parent's values, passed through as they are
+        parent = described.get(path.rsplit(".", 1)[0], {})
+        if path not in described and parent.get("additionalProperties"):
+            continue  # a key of a map value (grafanaDashboard.labels.grafana_dashboard)
+        assert path in described, f"values.yaml has {path}, values.schema.json lacks it"
+    for path, sub in described.items():
+        assert sub.get("description"), f"values.schema.json: {path} has no description"

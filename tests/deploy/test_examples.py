@@ -98,3 +98,22 @@ def test_the_schema_check_catches_a_broken_example() -> None:
     flowexport["spec"]["aws"]["trafficType"] = "SOME"
     with pytest.raises(jsonschema.ValidationError, match="SOME"):
         jsonschema.Draft7Validator(crd_schema()).validate(flowexport)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_a_flowexport_assuming_a_role_names_resources_of_that_account(path: Path) -> None:
+    """With `roleArn` the operator works in that role's account: the delivery role, the
+    subscription role and the stream are that account's (a subscription filter cannot deliver
+    straight to another account's stream, nor pass another account's role)."""
+    (flowexport,) = [d for d in documents(path) if d["kind"] == "FlowExport"]
+    aws, stream = flowexport["spec"]["aws"], flowexport["spec"].get("source", {}).get("stream", {})
+    if "roleArn" not in aws:
+        return
+    account = aws["roleArn"].split(":")[4]
+    for arn in (
+        aws.get("deliverLogsRoleArn"),
+        stream.get("subscriptionRoleArn"),
+        stream.get("streamArn"),
+    ):
+        if arn:
+            assert arn.split(":")[4] == account, f"{arn} is not in {account}, roleArn's account"

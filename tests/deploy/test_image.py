@@ -18,9 +18,15 @@ import pytest
 
 from flowexport import __version__
 from flowexport.cli import build_parser
+from flowexport.kube.metrics import REVISION_ENV
 from tests.chart import ROOT, of_kind, render
+from tests.deploy.runtime_deps import render as render_constraints
+from tests.deploy.runtime_deps import runtime_closure
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+CONSTRAINTS = ROOT / "constraints.txt"
+#: What the build stage copies from the repository.
+BUILD_SOURCES = ["LICENSE", "README.md", "constraints.txt", "operator", "pyproject.toml"]
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "python3-dev", "libffi-dev", "git")
 
 
@@ -104,6 +110,34 @@ def test_the_build_installs_binary_wheels_only_and_drops_pip() -> None:
     assert "apt-get" not in run  # nothing to compile, so no compiler
 
 
+def test_the_build_installs_the_versions_the_tests_ran_with() -> None:
+    """An image built next month gets the dependencies pinned in constraints.txt, which are
+    the runtime dependencies of the environment these tests run in."""
+    (run,) = STAGES[0].all("RUN")
+    install = next(
+        part for part in run.split("&&") if "/wheels/*.whl" in part and "install" in part
+    )
+    assert "--constraint constraints.txt" in install
+    pinned = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[name] = version
+    assert pinned == runtime_closure(), (
+        "constraints.txt is not what this environment runs: `make constraints` after changing "
+        "dependencies, or install with `--constraint constraints.txt` (what `make` does)"
+    )
+    assert CONSTRAINTS.read_text() == render_constraints(runtime_closure())
+    assert {"kopf", "boto3", "botocore", "httpx", "pydantic", "prometheus-client"} <= set(pinned)
+    assert not {"moto", "pytest", "aiohttp-jinja2", "jsonschema", "ruff"} & set(pinned)
+
+
+def test_the_image_knows_its_revision() -> None:
+    env = " ".join(FINAL.all("ENV"))
+    assert f"{REVISION_ENV}=${{REVISION}}" in env
+    assert any(a.startswith("REVISION=") for a in FINAL.all("ARG"))
+
+
 def test_it_runs_as_the_non_root_user_the_chart_expects() -> None:
     (user,) = FINAL.all("USER")
     uid, gid = (int(x) for x in user.split(":"))
@@ -144,9 +178,9 @@ def test_oci_labels() -> None:
 
 def test_the_build_context_holds_only_what_the_build_copies() -> None:
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
+    allowed = [word for word in ignore[ignore.index("*") + 1 :] if word.startswith("!")]
     sources = [word for arg in STAGES[0].all("COPY") for word in arg.split()[:-1]]
-    assert sorted(sources) == ["README.md", "operator", "pyproject.toml"]
+    assert sorted(w.strip("!/") for w in allowed) == sorted(sources) == BUILD_SOURCES
 
 
 @pytest.mark.network
@@ -157,8 +191,9 @@ def test_the_build_stage_commands_work(tmp_path: Path) -> None:
     (run,) = STAGES[0].all("RUN")
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
+    for name in BUILD_SOURCES:
+        if name != "operator":
+            shutil.copy(ROOT / name, src / name)
     shutil.copytree(
         ROOT / "operator",
         src / "operator",

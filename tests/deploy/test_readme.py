@@ -100,3 +100,34 @@ def test_the_quick_start_installs_as_the_install_guide_does() -> None:
         return [line.strip(" \\") for line in block.splitlines() if line.strip(" \\")]
 
     assert command(QUICK_START) == command(INSTALL)
+
+
+CHART_README = (CHART / "README.md").read_text()
+
+
+def test_the_chart_readme_says_the_rbac_and_replicas_the_chart_has() -> None:
+    objects = render({"replicas": 2})
+    (role,) = [r for r in of_kind(objects, "Role") if not r["metadata"]["name"].endswith("-shards")]
+    chart = {
+        (g, r): sorted(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    lines = [line for line in CHART_README.splitlines() if line.startswith("| `")]
+    documented = {}
+    for line in lines:
+        group, resource, verbs = (cell.strip() for cell in line.strip("|").split("|"))
+        documented[(codes(group)[0].strip('"'), codes(resource)[0])] = sorted(
+            v.strip() for v in verbs.split(",")
+        )
+    assert documented == chart
+    (leases,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-shards")]
+    ((rule,),) = [leases["rules"]]
+    assert f"`{rule['apiGroups'][0]}` `{rule['resources'][0]}`: {', '.join(rule['verbs'])}" in (
+        " ".join(CHART_README.split())
+    )
+    default = of_kind(render(), "Deployment")[0]["spec"]
+    assert default["replicas"] == 1 and default["strategy"]["type"] == "Recreate"
+    assert "`replicas: 1` (the default)" in CHART_README and "`Recreate`" in CHART_README
+    assert "leader election" not in CHART_README  # the replicas share through Leases

@@ -57,6 +57,28 @@ _RFC3339 = (
 )
 _START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
 
+#: AWS tags the spec may add: every service here takes 50 per resource, two are the operator's.
+MAX_AWS_TAGS = 40
+#: Characters every service here (CloudWatch Logs, EC2, Kinesis) accepts in tag keys and values.
+_AWS_TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
+
+
+def _check_aws_tags(value: dict[str, str]) -> dict[str, str]:
+    for key, text in value.items():
+        if not 1 <= len(key) <= 128 or not _AWS_TAG_TEXT.match(key):
+            raise ValueError(
+                f"tag key {key[:64]!r} must be 1 to 128 letters, digits, spaces or _ . : / = + - @"
+            )
+        if key.lower().startswith("aws:") or key.startswith("flowexport.io/"):
+            raise ValueError(f"tag key {key[:64]!r}: aws: and flowexport.io/ keys are reserved")
+        if len(text) > 256 or not _AWS_TAG_TEXT.match(text):
+            raise ValueError(
+                f"the value of tag {key[:64]!r} must be at most 256 letters, digits, spaces or "
+                "_ . : / = + - @"
+            )
+    return value
+
+
 #: The PCE's org ids are small positive integers (1 on a single-org PCE); 2^31-1, the largest
 #: 32-bit id, leaves them all room and keeps far below where JSON numbers lose precision.
 MAX_ORG_ID = 2**31 - 1
@@ -277,6 +299,33 @@ class AwsSpec(ApiModel):
             "only reported. Not allowed with managementPolicy Observe."
         ),
         max_length=2,
+    )
+    tags: Annotated[
+        dict[str, Annotated[str, Field(max_length=256)]], AfterValidator(_check_aws_tags)
+    ] = Field(
+        default_factory=dict,
+        description=(
+            "Tags for everything the operator creates in AWS (the log group, the flow log, the "
+            "Kinesis stream), beside its own flowexport.io/ ones, e.g. CostCenter: cc-42. Set "
+            "when a resource is created: resources that exist keep their tags. Keys: 1 to 128 "
+            "characters, not starting with aws: or flowexport.io/; values up to 256."
+        ),
+        json_schema_extra={
+            "maxProperties": MAX_AWS_TAGS,
+            "x-kubernetes-validations": [
+                {
+                    # Constant cost per key (no regex over a key of unknown length).
+                    "rule": (
+                        "self.all(k, size(k) >= 1 && size(k) <= 128 && !k.startsWith('aws:') && "
+                        "!k.startsWith('AWS:') && !k.startsWith('flowexport.io/'))"
+                    ),
+                    "message": (
+                        "tag keys are 1 to 128 characters, not starting with aws: or "
+                        "flowexport.io/; values are at most 256"
+                    ),
+                }
+            ],
+        },
     )
 
     @field_validator("endpoint_url")

@@ -78,6 +78,10 @@ def _stream_tags(clients: AwsClients, name: str) -> dict[str, str]:
     return {t["Key"]: t.get("Value", "") for t in answer.get("Tags", [])}
 
 
+#: AddTagsToStream takes at most 10 tags per call.
+_TAGS_PER_CALL = 10
+
+
 def _not_active(name: str, status: str) -> AwsError:
     return AwsError(f"stream {name} is {status}; retrying", Reason.STREAM_NOT_ACTIVE)
 
@@ -104,13 +108,15 @@ def _ensure_stream(
             mode["ShardCount"] = spec.shard_count
             mode["StreamModeDetails"] = {"StreamMode": "PROVISIONED"}
         call("kinesis", "CreateStream", clients.kinesis.create_stream, **mode)
-        call(
-            "kinesis",
-            "AddTagsToStream",
-            clients.kinesis.add_tags_to_stream,
-            StreamName=name,
-            Tags=owner_tags(owner),
-        )
+        tags = list(owner_tags(owner, aws.tags).items())
+        for at in range(0, len(tags), _TAGS_PER_CALL):
+            call(
+                "kinesis",
+                "AddTagsToStream",
+                clients.kinesis.add_tags_to_stream,
+                StreamName=name,
+                Tags=dict(tags[at : at + _TAGS_PER_CALL]),
+            )
         changes.append(f"created Kinesis stream {name}")
         summary = _describe(clients, name)
         if summary is None:

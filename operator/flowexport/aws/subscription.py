@@ -144,7 +144,7 @@ def _ensure_log_group(
             "CreateLogGroup",
             clients.logs.create_log_group,
             logGroupName=name,
-            tags=owner_tags(owner),
+            tags=owner_tags(owner, spec.tags),
         )
         call(
             "logs",
@@ -312,7 +312,7 @@ def _ensure_flow_log(
         TagSpecifications=[
             {
                 "ResourceType": "vpc-flow-log",
-                "Tags": [{"Key": k, "Value": v} for k, v in owner_tags(owner).items()],
+                "Tags": [{"Key": k, "Value": v} for k, v in owner_tags(owner, spec.tags).items()],
             }
         ],
     )

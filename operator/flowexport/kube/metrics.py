@@ -2,25 +2,65 @@
 
 Counters count what this process did (they start at zero with the process, as Prometheus
 expects); the totals since the FlowExport was created are in its status.
+
+Two timestamps let an alert see a stall, which a value set only when something happens
+cannot: `flowexport_last_progress_timestamp_seconds` (when reading last moved: a checkpoint
+of the log group's cursor, which a healthy worker makes every poll whether or not it found
+records, or of a Kinesis shard, made after every read) and, in mode poll,
+`flowexport_read_through_timestamp_seconds` (every record CloudWatch Logs ingested before it
+has been read and its flows accepted). `time() - ...` of either keeps growing while nothing is
+read or uploaded, whatever the cause: a PCE or AWS outage, a hung worker.
+`flowexport_suspended` tells a FlowExport that stands still on purpose. Both timestamps are
+set here, from the checkpoints and conditions the worker reports, at no extra call site.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
     start_http_server,
 )
 
+from flowexport import __version__
+from flowexport.aws.kinesis_reader import ShardCursor
+from flowexport.aws.reader import ReaderCursor
 from flowexport.pipeline import Progress
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LABELS = ("namespace", "name")
+
+# The process (memory, CPU, open files: process_resident_memory_bytes is what an OOMKill is
+# measured against) and the interpreter (python_info, python_gc_*), as the default registry
+# of prometheus_client would have them.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+#: The environment variable the image sets to the Git revision it was built from.
+REVISION_ENV = "FLOWEXPORT_REVISION"
+
+BUILD_INFO = Gauge(
+    "flowexport_build_info",
+    "Always 1; the labels say which build runs: version, Git revision, Python version.",
+    ("version", "revision", "python"),
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(
+    __version__, os.environ.get(REVISION_ENV) or "unknown", platform.python_version()
+).set(1)
 
 RECORDS_READ = Counter(
     "flowexport_records_read",
@@ -92,6 +132,33 @@ WORKLOADS = Gauge(
 WORKERS = Gauge(
     "flowexport_workers", "Ingestion workers running in this operator.", registry=REGISTRY
 )
+LAST_PROGRESS = Gauge(
+    "flowexport_last_progress_timestamp_seconds",
+    "Unix time this process last saw the FlowExport's reading move (a checkpoint of the log "
+    "group's cursor, made every poll when healthy, or of a Kinesis shard, made after every "
+    "read); set when it is first seen. time() minus it grows while reading stalls.",
+    _LABELS,
+    registry=REGISTRY,
+)
+READ_THROUGH = Gauge(
+    "flowexport_read_through_timestamp_seconds",
+    "Mode poll: every record CloudWatch Logs ingested before this Unix time has been read and "
+    "its flows accepted by the PCE (the cursor's ingestedThrough). time() minus it is the age "
+    "of the oldest record not yet handled.",
+    _LABELS,
+    registry=REGISTRY,
+)
+SUSPENDED = Gauge(
+    "flowexport_suspended",
+    "1 while the FlowExport is suspended (spec.suspend: Ready False with reason Suspended).",
+    _LABELS,
+    registry=REGISTRY,
+)
+
+#: Each FlowExport's `Ready`, `Reconciling` and `Stalled` as last set (see `set_condition`).
+_SUMMARY: dict[tuple[str, str], dict[str, bool]] = {}
+#: The wall clock the timestamps are read from (a test may replace it).
+clock: Callable[[], float] = time.time
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:
@@ -101,6 +168,7 @@ def serve(port: int, address: str = "0.0.0.0") -> None:
 
 def count_progress(namespace: str, name: str, before: Progress | None, after: Progress) -> None:
     """Add what changed between two checkpoints of a FlowExport's pipeline."""
+    first = before is None
     if before is None:
         before = Progress(after.cursor)  # the first report counts from zero
     labels = (namespace, name)
@@ -112,6 +180,13 @@ def count_progress(namespace: str, name: str, before: Progress | None, after: Pr
         _add(RECORDS_SKIPPED.labels(*labels, reason), count - before.records_skipped.get(reason, 0))
     if after.lag_seconds is not None:
         LAG.labels(*labels).set(after.lag_seconds)
+    cursor = after.cursor
+    # A shard's checkpoint follows a read (idle or not); the log group's cursor moves with every
+    # poll. The same cursor reported again (a pipeline stopping) is not progress.
+    if isinstance(cursor, ShardCursor) or cursor != before.cursor or first:
+        LAST_PROGRESS.labels(*labels).set(clock())
+        if isinstance(cursor, ReaderCursor):
+            READ_THROUGH.labels(*labels).set(cursor.ingested_through / 1000)
 
 
 def _add(counter: Counter, delta: int) -> None:
@@ -120,8 +195,11 @@ def _add(counter: Counter, delta: int) -> None:
 
 
 def set_shard_lag(namespace: str, name: str, shard: str, seconds: float) -> None:
-    """A shard's MillisBehindLatest, in seconds."""
+    """A shard's MillisBehindLatest, in seconds. The FlowExport reads a stream: its log
+    group's cursor (read up to the stream's start) no longer says how far reading is."""
     SHARD_LAG.labels(namespace, name, shard).set(seconds)
+    with contextlib.suppress(KeyError):
+        READ_THROUGH.remove(namespace, name)
 
 
 def count_error(namespace: str, name: str, stage: str, reason: str) -> None:
@@ -130,8 +208,27 @@ def count_error(namespace: str, name: str, stage: str, reason: str) -> None:
 
 
 def set_condition(namespace: str, name: str, type_: str, ok: bool | None) -> None:
-    """The condition as 1 (True) or 0 (False or Unknown)."""
+    """The condition as 1 (True) or 0 (False or Unknown).
+
+    Also `flowexport_suspended`: `Ready`, `Reconciling` and `Stalled` all False happens only
+    while suspended (`api.conditions.kstatus_of`: Ready not True is Stalled for a terminal
+    reason and Reconciling for any other but Suspended). The first condition of a FlowExport
+    starts its progress clock, so a worker that never checkpoints is seen too."""
     CONDITION.labels(namespace, name, type_).set(1 if ok else 0)
+    key = (namespace, name)
+    if key not in _SUMMARY:
+        _SUMMARY[key] = {}
+        if not _has(LAST_PROGRESS, key):
+            LAST_PROGRESS.labels(*key).set(clock())
+    if type_ in ("Ready", "Reconciling", "Stalled"):
+        summary = _SUMMARY[key]
+        summary[type_] = bool(ok)
+        if len(summary) == 3:
+            SUSPENDED.labels(*key).set(0 if any(summary.values()) else 1)
+
+
+def _has(gauge: Gauge, labels: tuple[str, ...]) -> bool:
+    return labels in gauge._metrics  # no public way to ask for a child without making it
 
 
 def observe_upload(namespace: str, name: str, seconds: float) -> None:
@@ -163,9 +260,13 @@ def forget(namespace: str, name: str) -> None:
         UPLOAD_SECONDS,
         LAG,
         WORKLOADS,
+        LAST_PROGRESS,
+        READ_THROUGH,
+        SUSPENDED,
     ):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)
+    _SUMMARY.pop((namespace, name), None)
     for metric in (RECORDS_SKIPPED, ERRORS, CONDITION, WORKLOAD_CHANGES, SHARD_LAG):
         for labels in list(metric._metrics):  # no public way to list a family's children
             if labels[:2] == (namespace, name):
