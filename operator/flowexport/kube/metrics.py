@@ -35,6 +35,7 @@ from prometheus_client import (
 )
 
 from flowexport import __version__
+from flowexport.api.conditions import SUMMARY
 from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.aws.reader import ReaderCursor
 from flowexport.pipeline import Progress
@@ -220,10 +221,10 @@ def set_condition(namespace: str, name: str, type_: str, ok: bool | None) -> Non
         _SUMMARY[key] = {}
         if not _has(LAST_PROGRESS, key):
             LAST_PROGRESS.labels(*key).set(clock())
-    if type_ in ("Ready", "Reconciling", "Stalled"):
+    if type_ in SUMMARY:
         summary = _SUMMARY[key]
         summary[type_] = bool(ok)
-        if len(summary) == 3:
+        if len(summary) == len(SUMMARY):
             SUSPENDED.labels(*key).set(0 if any(summary.values()) else 1)
 
 
