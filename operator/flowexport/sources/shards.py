@@ -44,8 +44,10 @@ log = logging.getLogger("flowexport.stream")
 LIST_SECONDS = 30.0
 #: Seconds between looks at which shards this process reads (replicas joining or leaving).
 OWNERS_SECONDS = 1.0
-#: Unique flows of a window all shards' checkpoints keep together (each at least 64).
-WINDOW_FLOWS_TOTAL = 12_288
+#: Unique flows of a window all open shards' checkpoints keep together (each an equal share,
+#: at least 64): the same 16,384 a log group's checkpoint keeps, so a status holds at most
+#: about twice 171 KiB of windows (the log group's and the shards').
+WINDOW_FLOWS_TOTAL = MAX_CHECKPOINTED_FLOWS
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ class ShardBook(Protocol):
 
 
 def window_flows(open_shards: int) -> int:
-    """Unique flows one shard's checkpoint keeps (the status must stay small)."""
+    """Unique flows one shard's checkpoint keeps: its share of `WINDOW_FLOWS_TOTAL` (the
+    status must stay small)."""
     return max(64, min(MAX_CHECKPOINTED_FLOWS, WINDOW_FLOWS_TOTAL // max(1, open_shards)))
 
 
