@@ -299,7 +299,9 @@ async def ingest(job: Ingestion) -> Ingested:
     source = source_for(spec.source)
     progress: Progress | None = job.progress
     try:
-        progress = await take_over(source, job.store, job.progress, job.subscription)
+        progress = await take_over(
+            source, job.store, job.progress, job.subscription, spec.ingestion.start_from
+        )
     except FlowExportError as exc:
         await pce.aclose()
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=job.progress)
@@ -319,6 +321,7 @@ async def ingest(job: Ingestion) -> Ingested:
         settle_seconds=job.settle_seconds,
         on_upload=job.on_upload,
         prepare=_peers(syncer, job.on_workloads) if syncer else None,
+        log_group_arn=job.subscription.log_group_arn,
     )
     report = _until_started(job.report, progress)
     reading = Reading(

@@ -439,14 +439,17 @@ def build_pipeline(
     settle_seconds: float,
     on_upload: Callable[[float], None] | None = None,
     prepare: Prepare | None = None,
+    log_group_arn: str | None = None,
 ) -> Pipeline:
-    """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt`."""
+    """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt` (the
+    cursors belonging to the log group `log_group_arn`)."""
     reader = LogReader(
         clients,
         spec.aws.log_group_name,
         spec.ingestion.lookback_seconds,
         settle_seconds=settle_seconds,
         limiter=RateLimiter(spec.aws.api_requests_per_second),
+        log_group_arn=log_group_arn,
     )
     return pipeline_for(
         spec, reader, fmt, pce, progress, checkpoint, on_upload=on_upload, prepare=prepare

@@ -5,6 +5,7 @@ a subscription filter deleted out of band."""
 from __future__ import annotations
 
 from tests.e2e.conftest import FE, Stack, eventually
+from tests.flowlines import put_connections
 
 
 def test_a_start_in_the_future_says_what_it_waits_for(stack: Stack) -> None:
@@ -24,3 +25,31 @@ def test_a_look_back_shorter_than_aws_delivery_is_refused_at_admission(stack: St
     answer = stack.kube.post(FE, json=short)
     assert answer.status_code == 422, answer.text
     assert "lookbackSeconds" in answer.text
+
+
+def test_a_renamed_log_group_is_read_from_start_from_not_from_the_old_cursor(
+    stack: Stack,
+) -> None:
+    """The old group's cursor (its time, its page token) means nothing in the new group: the
+    new one is read from startFrom (earliest here), and an Event says so."""
+    stack.apply(stack.flowexport())
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    put_connections(stack.aws("logs"), "/flowexport/prod", 20)
+    eventually(lambda: len(stack.received()) == 20, what="the old group's flows")
+    # The new group already holds records written before the rename (and after the cursor's
+    # time in the old group they are not: the old cursor would skip them all).
+    stack.aws("logs").create_log_group(logGroupName="/flowexport/renamed")
+    put_connections(stack.aws("logs"), "/flowexport/renamed", 300, start=1_000)
+    # The old group's cursor moves past their arrival (polled every second, no settle delay).
+    put_connections(stack.aws("logs"), "/flowexport/prod", 5, start=20)
+    eventually(lambda: len(stack.received()) == 25, what="the old group read after them")
+    answer = stack.kube.patch(
+        f"{FE}/prod",
+        json={"spec": {"aws": {"logGroupName": "/flowexport/renamed"}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert answer.status_code == 200, answer.text
+    eventually(lambda: len(stack.received()) == 325, what="the new group's 300 flows")
+    reset = [e for e in stack.events() if e["reason"] == "CursorReset"]
+    assert reset and reset[0]["type"] == "Warning" and "startFrom earliest" in reset[0]["message"]
+    assert "/flowexport/renamed" in stack.get()["status"]["cursor"]["logGroup"]

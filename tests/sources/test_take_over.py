@@ -39,6 +39,7 @@ class Store:
         self.others_stop = others_stop
         self.switches: list[tuple[SourceStatus, Progress]] = []
         self.waited = 0
+        self.announced: list[str] = []
 
     def stored(self) -> SourceStatus | None:
         return self.source
@@ -60,8 +61,8 @@ class Store:
     def book(self, since: int | None) -> MemoryShardBook:
         return MemoryShardBook()
 
-    def announce(self, reason: str, message: str) -> None:
-        pass
+    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.announced.append(reason)
 
 
 def valid_spec(**overrides: Any) -> FlowExportSpec:
@@ -89,9 +90,9 @@ def shard(arrived_ms: int, since: int, uploaded: int) -> dict[str, Any]:
 async def test_a_new_flowexport_polls_and_says_so_once() -> None:
     store = Store()
     progress = Progress(ReaderCursor(5_000))
-    assert await take_over(SOURCES["poll"], store, progress, subscription()) is progress
+    assert await take_over(SOURCES["poll"], store, progress, subscription(), "now") is progress
     assert [s.mode for s, _ in store.switches] == ["poll"]
-    assert await take_over(SOURCES["poll"], store, progress, subscription()) is progress
+    assert await take_over(SOURCES["poll"], store, progress, subscription(), "now") is progress
     assert len(store.switches) == 1  # the same source goes on: nothing written
 
 
@@ -100,9 +101,11 @@ async def test_leaving_a_stream_resumes_the_log_group_at_the_earliest_open_shard
     parts = {"a": shard(400_000, since, 3), "b": shard(250_000, since, 4), "old": shard(1, 5, 9)}
     store = Store(streaming(since), parts)
     progress = Progress(ReaderCursor(since))
-    resumed = await take_over(SOURCES["poll"], store, progress, subscription())
+    resumed = await take_over(SOURCES["poll"], store, progress, subscription(), "now")
     assert resumed is not None
-    assert resumed.cursor == ReaderCursor(250_000 - STREAM_DELIVERY_MARGIN_MS)
+    assert resumed.cursor == ReaderCursor(
+        250_000 - STREAM_DELIVERY_MARGIN_MS, log_group="arn:group"
+    )
     assert resumed.flows_uploaded == 7  # the shards of this start, not the older one's
     assert [s.mode for s, _ in store.switches] == ["poll"]
 
@@ -111,10 +114,10 @@ async def test_the_same_stream_resumes_its_shards_and_another_stream_starts_over
     store = Store(streaming(100_000))
     progress = Progress(ReaderCursor(100_000))
     sub = subscription(stream())
-    assert await take_over(SOURCES["stream"], store, progress, sub) is progress
+    assert await take_over(SOURCES["stream"], store, progress, sub, "now") is progress
     assert store.switches == []
     other = subscription(stream(ARN.replace("flows", "other")))
-    assert await take_over(SOURCES["stream"], store, progress, other) is not None
+    assert await take_over(SOURCES["stream"], store, progress, other, "now") is not None
     # Back to the log group first: the new stream starts once it is drained.
     assert [s.mode for s, _ in store.switches] == ["poll"]
 
@@ -123,13 +126,13 @@ async def test_parts_shared_with_other_replicas_are_taken_back_only_once_they_st
     sub = subscription(stream())
     progress = Progress(ReaderCursor(0))
     same = Store(streaming(1, shared=True), shared=True)
-    await take_over(SOURCES["stream"], same, progress, sub)
+    await take_over(SOURCES["stream"], same, progress, sub, "now")
     assert same.waited == 0  # still shared the same way: nobody to wait for
     no_longer = Store(streaming(1, shared=True), shared=False)
-    await take_over(SOURCES["stream"], no_longer, progress, sub)
+    await take_over(SOURCES["stream"], no_longer, progress, sub, "now")
     assert no_longer.waited == 1
     stopping = Store(streaming(1, shared=True), others_stop=False)
-    assert await take_over(SOURCES["poll"], stopping, progress, sub) is None
+    assert await take_over(SOURCES["poll"], stopping, progress, sub, "now") is None
     assert stopping.switches == []  # nothing decided while the front end stops
 
 
@@ -141,3 +144,24 @@ def test_replicas_read_a_share_only_of_a_shared_stream_start() -> None:
     assert share_of(spec, streaming(42, shared=False)) is None
     assert share_of(spec, SourceStatus(mode="poll")) is None
     assert share_of(valid_spec(), streaming(42, shared=True)) is None  # the spec polls now
+
+
+async def test_a_cursor_of_another_log_group_is_never_replayed() -> None:
+    """The spec names a new log group while a slice of the old one is open: its page token
+    means nothing there; the new group is read from startFrom, and the store says so."""
+    old = ReaderCursor(5_000, 9_000, "token-of-the-old-group", 3, "arn:old")
+    store = Store(SourceStatus(mode="poll"))
+    progress = Progress(old)
+    progress.flows_uploaded = 7
+    resumed = await take_over(SOURCES["poll"], store, progress, subscription(), "earliest")
+    assert resumed is not None
+    assert resumed.cursor == ReaderCursor(0, log_group="arn:group")
+    assert resumed.flows_uploaded == 7
+    assert store.announced == ["CursorReset"] and len(store.switches) == 1
+    # A cursor of the same group, or one that never named its group, goes on.
+    same = Progress(ReaderCursor(5_000, 9_000, "token", 3, "arn:group"))
+    assert (await take_over(SOURCES["poll"], store, same, subscription(), "now")) is same
+    legacy = Progress(ReaderCursor(5_000, 9_000, "token", 3))
+    kept = await take_over(SOURCES["poll"], store, legacy, subscription(), "now")
+    assert kept is not None and kept.cursor.page_token == "token"
+    assert kept.cursor.log_group == "arn:group" and store.announced == ["CursorReset"]

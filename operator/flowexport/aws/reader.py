@@ -35,13 +35,16 @@ class ReaderCursor:
 
     Every event ingested at or before `ingested_through` has been handled. When a slice is in
     progress, `slice_end` closes it, `page_token` is the page being read (None: the first) and
-    `page_offset` counts that page's events of the slice already handled.
+    `page_offset` counts that page's events of the slice already handled. `log_group` is the
+    ARN of the log group the cursor belongs to (None: not known yet, or written by a version
+    that did not record it): a cursor is never replayed against another log group.
     """
 
     ingested_through: int
     slice_end: int | None = None
     page_token: str | None = None
     page_offset: int = 0
+    log_group: str | None = None
 
     def to_status(self) -> dict[str, Any]:
         """The cursor as stored in the FlowExport's status: a whole value, every field named
@@ -52,6 +55,7 @@ class ReaderCursor:
             "sliceEnd": self.slice_end,
             "pageToken": self.page_token if in_slice else None,
             "pageOffset": self.page_offset if in_slice else None,
+            "logGroup": self.log_group,
         }
 
     @classmethod
@@ -60,27 +64,31 @@ class ReaderCursor:
         try:
             ingested = int(data["ingestedThrough"])
             slice_end = data.get("sliceEnd")
+            group = data.get("logGroup")
+            log_group = str(group) if group is not None else None
             if slice_end is None:  # between slices: paging fields mean nothing
-                return cls(ingested_through=ingested)
+                return cls(ingested_through=ingested, log_group=log_group)
             token = data.get("pageToken")
             return cls(
                 ingested_through=ingested,
                 slice_end=int(slice_end),
                 page_token=str(token) if token is not None else None,
                 page_offset=int(data.get("pageOffset") or 0),
+                log_group=log_group,
             )
         except (KeyError, TypeError, ValueError):
             raise ValueError("status.cursor is not a reader cursor") from None
 
 
-def initial_cursor(start_from: str, now_ms: int) -> ReaderCursor:
-    """The cursor of a new FlowExport: `now`, `earliest` or an RFC 3339 time."""
+def initial_cursor(start_from: str, now_ms: int, log_group: str | None = None) -> ReaderCursor:
+    """The cursor of a new FlowExport (or a new log group): `now`, `earliest` or an RFC 3339
+    time."""
     if start_from == "now":
-        return ReaderCursor(now_ms)
+        return ReaderCursor(now_ms, log_group=log_group)
     if start_from == "earliest":
-        return ReaderCursor(0)
+        return ReaderCursor(0, log_group=log_group)
     when = datetime.fromisoformat(start_from.replace("z", "Z").replace("Z", "+00:00"))
-    return ReaderCursor(int(when.timestamp() * 1000))
+    return ReaderCursor(int(when.timestamp() * 1000), log_group=log_group)
 
 
 @dataclass(frozen=True)
@@ -117,9 +125,12 @@ class LogReader:
         settle_seconds: float = 15.0,
         page_limit: int = PAGE_LIMIT,
         limiter: RateLimiter | None = None,
+        log_group_arn: str | None = None,
     ) -> None:
         self.clients = clients
         self.log_group = log_group
+        #: What the cursors this reader makes belong to.
+        self.log_group_arn = log_group_arn
         self.lookback_ms = lookback_seconds * 1000
         self.settle_ms = int(settle_seconds * 1000)
         self.page_limit = page_limit
@@ -136,7 +147,7 @@ class LogReader:
             end = now_ms - self.settle_ms
             if end <= cursor.ingested_through:
                 return
-            cursor = ReaderCursor(cursor.ingested_through, end, None, 0)
+            cursor = ReaderCursor(cursor.ingested_through, end, None, 0, self.log_group_arn)
         assert cursor.slice_end is not None
         start, end = cursor.ingested_through, cursor.slice_end
         token, offset = cursor.page_token, cursor.page_offset
@@ -145,11 +156,12 @@ class LogReader:
             events = [e for e in page if start < e.ingestion_time <= end]
             for at in range(offset, len(events), chunk_size):
                 done = min(at + chunk_size, len(events))
-                yield Chunk(events[at:done], ReaderCursor(start, end, token, done))
+                position = ReaderCursor(start, end, token, done, self.log_group_arn)
+                yield Chunk(events[at:done], position)
             if next_token is None or next_token == token:
                 break
             token, offset = next_token, 0
-        yield Chunk([], ReaderCursor(end), final=True)
+        yield Chunk([], ReaderCursor(end, log_group=self.log_group_arn), final=True)
 
     def _page(self, start_time: int, token: str | None) -> tuple[list[Event], str | None]:
         kwargs: dict[str, Any] = {

@@ -268,9 +268,9 @@ class FileSourceStore:
             )
         return self.state.book
 
-    def announce(self, reason: str, message: str) -> None:
+    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
         """A log line."""
-        log.info("%s: %s", reason, message)
+        log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
 
 
 def _load_progress(args: argparse.Namespace, state: SyncState) -> Progress:

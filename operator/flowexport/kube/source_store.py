@@ -87,6 +87,6 @@ class KubeSourceStore:
             )
         return self.shard_book
 
-    def announce(self, reason: str, message: str) -> None:
-        """A Normal Event on the FlowExport."""
-        self.events.post(self.body, "Normal", reason, message)
+    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+        """An Event on the FlowExport."""
+        self.events.post(self.body, "Warning" if warning else "Normal", reason, message)

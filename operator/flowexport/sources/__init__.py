@@ -12,7 +12,11 @@ subclass listed in `SOURCES`, and its settings in the spec's `SourceSpec`.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from flowexport.api.models import AwsSpec, FlowExportSpec, SourceSpec, SourceStatus
+from flowexport.aws.reader import ReaderCursor, initial_cursor
 from flowexport.aws.session import AwsClients
 from flowexport.aws.subscription import Subscription, delete_delivery, deletes, ensure_delivery
 from flowexport.pipeline import Progress
@@ -68,11 +72,19 @@ def delete_subscription(
 
 
 async def take_over(
-    source: Source, store: SourceStore, progress: Progress, subscription: Subscription
+    source: Source,
+    store: SourceStore,
+    progress: Progress,
+    subscription: Subscription,
+    start_from: str,
 ) -> Progress | None:
     """The log group's progress `source` goes on from, after taking over from the mode the
     stored status is in (none, itself, or another: without a gap); None when the front end
-    stopped while other replicas were still reading parts."""
+    stopped while other replicas were still reading parts.
+
+    A cursor belongs to one log group: one of another log group (the spec names a new one) is
+    never replayed; the new log group is read from `start_from`, and the store says so."""
+    progress = await _own_log_group(store, progress, subscription, start_from)
     stored = store.stored()
     same = stored is not None and source.continues(stored, subscription)
     # The other replicas read parts until they see the change: let them stop first.
@@ -86,6 +98,27 @@ async def take_over(
         assert stored is not None
         progress = await previous.hand_back(store, stored, progress)
     await source.begin(store, progress)
+    return progress
+
+
+async def _own_log_group(
+    store: SourceStore, progress: Progress, subscription: Subscription, start_from: str
+) -> Progress:
+    cursor = progress.cursor
+    arn = subscription.log_group_arn
+    if not isinstance(cursor, ReaderCursor) or cursor.log_group in (None, arn):
+        if isinstance(cursor, ReaderCursor) and cursor.log_group is None:
+            progress.cursor = dataclasses.replace(cursor, log_group=arn)
+        return progress
+    progress.cursor = initial_cursor(start_from, int(time.time() * 1000), arn)
+    store.announce(
+        "CursorReset",
+        f"the log group is now {arn} (was {cursor.log_group}): its records are read from "
+        f"startFrom {start_from}; the cursor and shard checkpoints of the old one are dropped",
+        warning=True,
+    )
+    # The log group's progress starts over; what the old source's parts had is not resumed.
+    await store.switch(SourceStatus(mode=PollSource.mode), progress)
     return progress
 
 

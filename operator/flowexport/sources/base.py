@@ -61,8 +61,9 @@ class SourceStore(Protocol):
         """The book of part checkpoints for the source start `since` (None: not started)."""
         ...
 
-    def announce(self, reason: str, message: str) -> None:
-        """Tell the user of a change (an Event, a log line)."""
+    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+        """Tell the user of a change (an Event, a log line); `warning` when data may be read
+        twice or not at all."""
         ...
 
 

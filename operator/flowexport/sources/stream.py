@@ -162,7 +162,8 @@ class StreamSource(Source):
             if (p := shard_progress(entry, since)) is not None
         }
         resume, window = poll_cursor_after_stream(since, shards, STREAM_DELIVERY_MARGIN_MS)
-        progress.cursor = ReaderCursor(resume)
+        log_group = getattr(progress.cursor, "log_group", None)
+        progress.cursor = ReaderCursor(resume, log_group=log_group)
         progress.window = window
         for p in shards.values():
             progress.add_counts(p)
