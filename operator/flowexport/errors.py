@@ -100,6 +100,9 @@ class Reason(StrEnum):
     STREAM_NOT_FOUND = "StreamNotFound"
     # SubscriptionReady: the stream is being created or updated. Retryable.
     STREAM_NOT_ACTIVE = "StreamNotActive"
+    # Ingesting: the subscription filter into the stream was deleted or replaced out of band;
+    # the operator re-creates it and reads the gap from the log group. Retryable.
+    SUBSCRIPTION_FILTER_CHANGED = "SubscriptionFilterChanged"
     # SubscriptionReady: the subscription filter cannot be put (the log group's two-filter
     # limit, or one the operator does not own differs from the spec). Terminal.
     SUBSCRIPTION_FILTER_CONFLICT = "SubscriptionFilterConflict"
@@ -153,6 +156,7 @@ _RETRYABLE = frozenset(
         Reason.AWS_UNREACHABLE,
         Reason.STS_UNREACHABLE,
         Reason.STREAM_NOT_ACTIVE,
+        Reason.SUBSCRIPTION_FILTER_CHANGED,
         Reason.PCE_UNAVAILABLE,
         Reason.INTERNAL_ERROR,
     }

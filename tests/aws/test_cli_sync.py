@@ -160,7 +160,12 @@ def test_once_subscribes_ingests_and_resumes(world: dict[str, Any]) -> None:
     assert (counts["recordsRead"], counts["flowsUploaded"]) == (30, 30)
     assert sorted(f[0] for f in received(world)) == sorted(f"10.0.0.{i + 1}" for i in range(30))
     cursor = json.loads(state.read_text())["cursor"]
-    assert {k for k, v in cursor.items() if v is not None} == {"ingestedThrough", "window"}
+    assert {k for k, v in cursor.items() if v is not None} == {
+        "ingestedThrough",
+        "window",
+        "logGroup",
+    }
+    assert cursor["logGroup"].endswith(":log-group:/flowexport/sync")
     assert "sync-secret" not in first.stdout + first.stderr + second.stderr + state.read_text()
 
 

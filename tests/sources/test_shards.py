@@ -16,7 +16,7 @@ from flowexport.api.conditions import ConditionUpdate
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.core.logformat import PIPELINE_FORMAT
-from flowexport.errors import Reason
+from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import MAX_CHECKPOINTED_FLOWS, Progress
 from flowexport.sources import ensure_subscription
@@ -423,3 +423,38 @@ async def test_a_clean_restart_uploads_no_flow_twice_in_a_window_up_to_its_share
     await read(stream, client, restarted)
     assert sum(p.records_read for p in restarted.shards.values()) == 32_000
     assert len(received(pce)) == 16_000
+
+
+@pytest.mark.parametrize("replaced", [False, True])
+async def test_a_filter_deleted_or_replaced_out_of_band_ends_the_reading_at_once(
+    cloud: Cloud, client: PCEClient, replaced: bool
+) -> None:
+    """The holder checks the filter feeding the stream (here every 0.2 s; by default every
+    FILTER_CHECK_SECONDS): deleted, or replaced by another of the same name, it raises a
+    retryable SubscriptionFilterChanged, so the worker has it re-created and the gap read."""
+    stream = Stream(cloud)
+    assert stream.sub.stream is not None
+    runner = stream.runner(client, MemoryShardBook(), filter_check_seconds=0.2)
+    logs = cloud.clients.logs
+    name = stream.sub.stream.filter_name
+    logs.delete_subscription_filter(logGroupName=GROUP, filterName=name)
+    if replaced:
+        time.sleep(0.01)  # another creation time
+        ensure_subscription(cloud.clients, stream.spec.aws, "flows/prod", stream.spec.source)
+    with pytest.raises(FlowExportError) as caught:
+        await asyncio.wait_for(runner.run_forever(asyncio.Event()), 30)
+    assert caught.value.reason is Reason.SUBSCRIPTION_FILTER_CHANGED and caught.value.retryable
+    assert name in str(caught.value)
+
+
+async def test_the_filter_the_stream_started_with_keeps_it_reading(
+    cloud: Cloud, client: PCEClient
+) -> None:
+    stream = Stream(cloud)
+    runner = stream.runner(client, MemoryShardBook(), filter_check_seconds=0.2)
+    stop = asyncio.Event()
+    reading = asyncio.create_task(runner.run_forever(stop))
+    await asyncio.sleep(1.5)
+    assert not reading.done()
+    stop.set()
+    await asyncio.wait_for(reading, 30)

@@ -815,6 +815,15 @@ class SourceStatus(ApiModel):
         ),
     )
     stream_name: str | None = Field(default=None, description="The stream's name (mode stream).")
+    subscription_filter_created: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Mode stream: when the subscription filter the stream was started with was created "
+            "(epoch milliseconds). Another one (deleted and re-created out of band) starts the "
+            "stream anew, the gap read from the log group."
+        ),
+    )
     retention_hours: int | None = Field(
         default=None, ge=1, description="The stream's retention (mode stream)."
     )

@@ -392,3 +392,16 @@ def delete_filter(clients: AwsClients, group: str, name: str) -> None:
 def is_own_filter(found: dict[str, Any], wanted: str) -> bool:
     """Whether a described filter is this FlowExport's: its name, to a Kinesis stream."""
     return found.get("filterName") == wanted and ":kinesis:" in str(found.get("destinationArn"))
+
+
+def filter_in_place(clients: AwsClients, group: str, stream: StreamSubscription) -> bool:
+    """Whether the log group still has the subscription filter `stream` was started with: its
+    name, to the stream, created when it was (not deleted, nor replaced by another of the same
+    name)."""
+    for found in describe_filters(clients, group):
+        if found.get("filterName") == stream.filter_name:
+            return bool(
+                found.get("destinationArn") == stream.stream_arn
+                and int(found.get("creationTime") or 0) == stream.filter_since_ms
+            )
+    return False

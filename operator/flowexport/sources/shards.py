@@ -25,7 +25,7 @@ from flowexport.aws.blocking import off_loop
 from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.kinesis_reader import RECORDS_LIMIT, ShardCursor, ShardReader
 from flowexport.aws.session import AwsClients
-from flowexport.aws.stream import StreamSubscription
+from flowexport.aws.stream import StreamSubscription, filter_in_place
 from flowexport.core.logformat import LogFormat
 from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
@@ -44,6 +44,10 @@ log = logging.getLogger("flowexport.stream")
 LIST_SECONDS = 30.0
 #: Seconds between looks at which shards this process reads (replicas joining or leaving).
 OWNERS_SECONDS = 1.0
+#: Seconds between checks that the subscription filter feeding the stream is still the one
+#: the stream was started with (deleted or replaced out of band: records would miss the
+#: stream). DescribeSubscriptionFilters is 5 requests/s per account and region, shared.
+FILTER_CHECK_SECONDS = 60.0
 #: Unique flows of a window all open shards' checkpoints keep together (each an equal share,
 #: at least 64): the same 16,384 a log group's checkpoint keeps, so a status holds at most
 #: about twice 171 KiB of windows (the log group's and the shards').
@@ -151,6 +155,7 @@ class ShardRunner:
         start_window: Window | None = None,
         list_seconds: float = LIST_SECONDS,
         records_limit: int = RECORDS_LIMIT,
+        filter_check_seconds: float | None = None,
     ) -> None:
         self.spec, self.stream, self.clients, self.pce, self.fmt = spec, stream, clients, pce, fmt
         self.book = book
@@ -161,6 +166,8 @@ class ShardRunner:
         self.start_window = start_window
         self.list_seconds = list_seconds
         self.records_limit = records_limit
+        #: How often to check the subscription filter (None: never; the holder checks).
+        self.filter_check_seconds = filter_check_seconds
         self.read_seconds = (
             spec.source.stream.read_interval_millis if spec.source.stream else 1000
         ) / 1000
@@ -239,9 +246,14 @@ class ShardRunner:
         `list_seconds`; who reads which is looked at every `OWNERS_SECONDS`."""
         failures = 0
         listed_at = float("-inf")
+        checked_at = time.monotonic()  # the filter was just ensured
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
+                every = self.filter_check_seconds
+                if every is not None and time.monotonic() - checked_at >= every:
+                    checked_at = time.monotonic()
+                    await self._check_filter()
                 if time.monotonic() - listed_at >= self.list_seconds:
                     try:
                         self.shards = await off_loop(
@@ -272,6 +284,26 @@ class ShardRunner:
         finally:
             stopping.cancel()
             await self._stop_all()
+
+    async def _check_filter(self) -> None:
+        """Raise a retryable SubscriptionFilterChanged when the filter feeding the stream is
+        gone or replaced (the holder then has it re-created and the gap read from the log
+        group); a failure to look is retried at the next check."""
+        group = self.spec.aws.log_group_name
+        try:
+            present = await off_loop(filter_in_place, self.clients, group, self.stream)
+        except FlowExportError as exc:
+            if not exc.retryable:
+                raise
+            log.info("cannot check subscription filter %s: %s", self.stream.filter_name, exc)
+            return
+        if not present:
+            raise AwsError(
+                f"subscription filter {self.stream.filter_name} on log group {group} was "
+                f"deleted or replaced: re-creating it, and reading what Kinesis stream "
+                f"{self.stream.stream_name} missed from the log group",
+                Reason.SUBSCRIPTION_FILTER_CHANGED,
+            )
 
     def _adjust(self) -> None:
         listed = {s.shard_id for s in self.shards}

@@ -35,6 +35,7 @@ from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Pipeline, Progress
 from flowexport.sources.base import Reading, Share, Source, SourceStore
 from flowexport.sources.shards import (
+    FILTER_CHECK_SECONDS,
     ShardBook,
     ShardRunner,
     poll_cursor_after_stream,
@@ -68,6 +69,7 @@ def source_status(
         stream_arn=stream.stream_arn,
         stream_name=stream.stream_name,
         subscription_filter=stream.filter_name,
+        subscription_filter_created=stream.filter_since_ms,
         retention_hours=stream.retention_hours,
         log_format=log_format.render(),
         since=since,
@@ -143,12 +145,15 @@ class StreamSource(Source):
     # -- reading -----------------------------------------------------------------------------
 
     def continues(self, stored: SourceStatus, sub: Subscription) -> bool:
-        """The same stream (by ARN) was being read."""
-        return (
-            stored.mode == self.mode
-            and sub.stream is not None
-            and stored.stream_arn == sub.stream.stream_arn
-        )
+        """The same stream (by ARN) was being read, fed by the same subscription filter: one
+        deleted and re-created (out of band) missed records, which the log group has."""
+        stream = sub.stream
+        if stored.mode != self.mode or stream is None or stored.stream_arn != stream.stream_arn:
+            return False
+        created = stored.subscription_filter_created
+        if created is None:  # written before it was recorded: the start is after the filter
+            return stored.since is None or stored.since >= stream.filter_since_ms
+        return created == stream.filter_since_ms
 
     async def hand_back(
         self, store: SourceStore, stored: SourceStatus, progress: Progress
@@ -223,6 +228,7 @@ class StreamSource(Source):
             on_upload=reading.on_upload,
             prepare=reading.pipeline.prepare,
             start_window=window,
+            filter_check_seconds=FILTER_CHECK_SECONDS,
         )
         if reading.once:
             await runner.run_once(reading.stop)
