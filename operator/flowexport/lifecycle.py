@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -278,6 +278,8 @@ class Ingestion:
     on_upload: Callable[[float], None] | None = None
     workload_totals: WorkloadTotals | None = None
     on_workloads: OnResult | None = None
+    #: A dry run: each batch is handed here instead of being uploaded.
+    dry_run: Callable[[Sequence[Flow]], None] | None = None
 
 
 async def ingest(job: Ingestion) -> Ingested:
@@ -296,6 +298,7 @@ async def ingest(job: Ingestion) -> Ingested:
         pce = await pce_client(spec, job.secrets)
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc, progress=job.progress)
+    pce.dry_run = job.dry_run
     source = source_for(spec.source)
     progress: Progress | None = job.progress
     try:

@@ -51,6 +51,7 @@ def world(moto_url: str, pce_sim: dict[str, Any], tmp_path: Path) -> dict[str, A
         "vpc": vpc,
         "role": role["Role"]["Arn"],
         "logs": boto3.client("logs", **kw),
+        "ec2": boto3.client("ec2", **kw),
         "tmp": tmp_path,
     }
 
@@ -368,3 +369,30 @@ def test_once_in_stream_mode_polls_up_to_the_filter_then_reads_the_stream(
     assert doc["source"] == {"mode": "poll"} and "shards" not in doc
     assert doc["counts"]["flowsUploaded"] == 15
     assert len(received(world)) == 15
+
+
+def test_dry_run_changes_nothing_and_prints_what_it_would_upload(world: dict[str, Any]) -> None:
+    path = manifest(world)
+    # Nothing in AWS yet: a dry run observes only, so it creates nothing and says what is
+    # missing.
+    missing = sync(path, "--once", "--dry-run")
+    assert missing.returncode == 2, missing.stderr
+    assert world["logs"].describe_log_groups(logGroupNamePrefix=GROUP)["logGroups"] == []
+    state = world["tmp"] / "dry-state.json"
+    assert sync(path, "--once", "--state", str(state)).returncode == 0  # creates them
+    saved = state.read_text()
+    flow_logs = world["ec2"].describe_flow_logs()["FlowLogs"]
+    write_flows(world, 12)
+    dry = sync(path, "--once", "--dry-run", "--state", str(state))
+    assert dry.returncode == 0, dry.stderr
+    would = [line for line in dry.stderr.splitlines() if line.startswith("would upload: ")]
+    assert sorted(would) == sorted(
+        f"would upload: 10.0.0.{i + 1},10.1.0.9,443,6" for i in range(12)
+    )
+    assert status(dry)["counts"]["flowsUploaded"] == 12  # what would have been uploaded
+    assert received(world) == []
+    assert state.read_text() == saved  # no checkpoint
+    assert world["ec2"].describe_flow_logs()["FlowLogs"] == flow_logs
+    # The real run then uploads them all.
+    real = sync(path, "--once", "--state", str(state))
+    assert real.returncode == 0 and len(received(world)) == 12

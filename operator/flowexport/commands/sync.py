@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,8 @@ from flowexport.aws.reader import initial_cursor
 from flowexport.aws.subscription import Subscription
 from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.commands.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
+from flowexport.core.encode import encode_csv
+from flowexport.core.flows import Flow
 from flowexport.pipeline import Progress
 from flowexport.sources.shards import MemoryShardBook, shard_progress
 from flowexport.workloads.sync import WorkloadTotals
@@ -55,6 +58,16 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("-f", "--file", type=Path, required=True, help="FlowExport manifest")
     parser.add_argument("--once", action="store_true", help="ingest until caught up, then exit")
     parser.add_argument("--state", type=Path, help="JSON file keeping the cursor and counts")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=(
+            "change nothing anywhere: AWS as with managementPolicy Observe, no workloads, "
+            "no upload (each flow it would upload goes to stderr as 'would upload: "
+            "<PCE CSV line>'; the counts say what would have been uploaded) and no --state "
+            "written"
+        ),
+    )
     parser.add_argument(
         "--settle",
         type=float,
@@ -168,12 +181,33 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid FlowExport: {problems}") from None
     except ManifestError as exc:
         raise UsageError(str(exc)) from None
+    if args.dry_run:
+        manifest = dry_run_of(manifest)
     state = SyncState(manifest)
     try:
         code = asyncio.run(_sync(args, state))
     finally:
         print(json.dumps(state.status(), indent=2), flush=True)
     return code
+
+
+def dry_run_of(manifest: Manifest) -> Manifest:
+    """The manifest as a dry run runs it: nothing created, changed or deleted in AWS
+    (managementPolicy Observe) and no workloads touched (mode Off)."""
+    spec = manifest.spec
+    dry = spec.model_copy(
+        update={
+            "aws": spec.aws.model_copy(update={"management_policy": "Observe"}),
+            "workloads": spec.workloads.model_copy(update={"mode": "Off"}),
+        }
+    )
+    return dataclasses.replace(manifest, spec=dry)
+
+
+def _print_would_upload(flows: Sequence[Flow]) -> None:
+    for line in encode_csv(flows).splitlines():
+        print(f"would upload: {line}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 class _StoppedError(Exception):
@@ -337,7 +371,7 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         return EXIT_OK
 
     def write_state() -> None:
-        if args.state is not None:
+        if args.state is not None and not args.dry_run:
             temporary = args.state.with_suffix(args.state.suffix + ".tmp")
             temporary.write_text(json.dumps(state.saved()))
             temporary.replace(args.state)
@@ -363,6 +397,7 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
             once=args.once,
             owner=state.manifest.owner,
             workload_totals=state.workloads,
+            dry_run=_print_would_upload if args.dry_run else None,
         )
     )
     state.progress = ingested.progress

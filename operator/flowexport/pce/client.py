@@ -177,6 +177,8 @@ class PCEClient:
         except ValueError as exc:
             raise PCEConfigError(str(exc)) from None
         self.org_id = org_id
+        #: Set: a dry run, each batch is handed here instead of being uploaded.
+        self.dry_run: Callable[[Sequence[Flow]], None] | None = None
         self.retry = retry or RetryPolicy()
         self.retries = 0
         self._sleep = sleep
@@ -222,6 +224,9 @@ class PCEClient:
         if not flows:
             return BatchResult(0, 0, 0, [])
         check_batch_size(len(flows))
+        if self.dry_run is not None:
+            self.dry_run(flows)
+            return BatchResult(len(flows), len(flows), 0, [])
         response = await self._request(
             "POST",
             f"{self.org_path}/agents/bulk_traffic_flows",
