@@ -401,8 +401,8 @@ async def read_share(
         return Ingested([failed(ConditionType.INGESTING, exc)], exc)
     try:
         async with pce:
-            await share.read(
-                spec, clients, pce, book, stop=stop, report=report, on_upload=on_upload
+            await share.source.read_share(
+                share, spec, clients, pce, book, stop=stop, report=report, on_upload=on_upload
             )
     except FlowExportError as exc:
         return Ingested([failed(ConditionType.INGESTING, exc)], exc)

@@ -95,22 +95,6 @@ class Share:
     #: What the source needs to read its parts (its own frozen dataclass).
     target: Any
 
-    async def read(
-        self,
-        spec: FlowExportSpec,
-        clients: AwsClients,
-        pce: PCEClient,
-        book: ShardBook,
-        *,
-        stop: asyncio.Event,
-        report: Report,
-        on_upload: Callable[[float], None] | None = None,
-    ) -> None:
-        """Read this replica's parts until `stop`."""
-        await self.source.read_share(
-            self, spec, clients, pce, book, stop=stop, report=report, on_upload=on_upload
-        )
-
 
 class Source(ABC):
     """One read mode."""
