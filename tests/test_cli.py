@@ -18,9 +18,9 @@ import pytest
 from flowexport import __version__
 from flowexport.api.crd import render_crd_yaml
 from flowexport.cli import COMMANDS, build_parser, chosen_command
-from flowexport.commands.textinput import LINE_PIECE, open_lines
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.core.records import MAX_RECORD_CHARS
+from flowexport.core.textfile import TOO_LONG_LINE, TextBlocks
 from tests.flowlines import line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +96,19 @@ def test_blank_lines_before_the_header_are_counted_and_the_header_still_used() -
     assert skipped["empty"] == 2
 
 
-def test_parse_survives_binary_garbage(tmp_path: Path) -> None:
+def test_binary_garbage_is_refused_in_one_line_with_exit_3(tmp_path: Path) -> None:
     junk = tmp_path / "junk.log"
     junk.write_bytes(b"\xff\xfe\x00garbage\n" + SAMPLE.read_bytes()[:0] + b"\x80\x81\n")
     result = flowexport("parse", str(junk))
-    assert result.returncode == 0
+    assert result.returncode == 3
     assert counts(result)["records"] == 2
+    errors = result.stderr.decode().splitlines()[:-1]
+    assert errors == [
+        f"flowexport parse: cannot use {junk}: it is neither flow-log text nor Parquet (binary "
+        "data: none of its 2 lines is a flow-log record; field_count 2): give a flow-log "
+        "file, plain text or gzip, or Parquet as AWS delivers flow logs to S3"
+    ]
+    assert b"Traceback" not in result.stderr
 
 
 def test_damaged_and_unreadable_files_are_reported_and_the_others_go_through(
@@ -121,7 +128,7 @@ def test_damaged_and_unreadable_files_are_reported_and_the_others_go_through(
     missing = tmp_path / "missing.log"
     paths = (truncated, SAMPLE, corrupt, header, missing)
     result = flowexport("parse", *map(str, paths))
-    assert result.returncode == 1
+    assert result.returncode == 3  # the header: unusable wins over incomplete
     assert result.stdout == flowexport("parse", str(SAMPLE)).stdout  # every good flow
     errors = result.stderr.decode().splitlines()[:-1]
     assert len(errors) == 4
@@ -136,7 +143,9 @@ def test_damaged_and_unreadable_files_are_reported_and_the_others_go_through(
     )
     assert errors[2:] == [
         f"flowexport parse: cannot use {header}: its header is not a usable log format "
-        "(log format lacks field(s) every flow needs: srcport, dstport, protocol)",
+        "(log format lacks field(s) every flow needs: srcport, dstport, protocol); the flow "
+        "log must be recreated with ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} "
+        "in its format",
         f"flowexport parse: cannot read {missing}: No such file or directory",
     ]
     summary = counts(result)
@@ -147,7 +156,7 @@ def test_damaged_and_unreadable_files_are_reported_and_the_others_go_through(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["parse", "--format", "${srcaddr}"], "lacks"),
+        (["parse", "--format", "${srcaddr} ${bogus}"], "bogus"),
         (["parse", "--actions", "ALLOW"], "ALLOW"),
         (["parse", "--include-cidr", "10.0.0.0/99"], "10.0.0.0/99"),
     ],
@@ -182,13 +191,17 @@ def test_over_long_lines_are_counted_and_the_rest_parsed(tmp_path: Path) -> None
 
 def test_files_are_read_in_bounded_pieces(tmp_path: Path) -> None:
     path = tmp_path / "long.log"
-    path.write_bytes(b"a" * (5 * 2**20) + b"\nb\r\n" + b"c" * (LINE_PIECE - 1) + b"\n")
-    with open_lines(str(path)) as source:
-        assert [len(text) for text in source] == [LINE_PIECE, 2, LINE_PIECE]
-    assert source.error is None
+    long_ok = b"c" * (MAX_RECORD_CHARS + 1)  # held whole: the processor counts it too_long
+    path.write_bytes(b"a" * (5 * 2**20) + b"\nb\r\n" + long_ok + b"\nd")
+    with path.open("rb") as stream:
+        blocks = TextBlocks(stream, block_bytes=2**20)
+        pieces = list(blocks)
+    assert max(map(len, pieces)) <= 2**20 + len(TOO_LONG_LINE) + 1
+    assert b"".join(pieces).split(b"\n") == [TOO_LONG_LINE, b"b", long_ok, b"d"]
+    assert blocks.error is None
 
 
-def peak_rss(*args: str) -> tuple[int, dict[str, object]]:
+def peak_rss(*args: str, code: int = 0) -> tuple[int, dict[str, object]]:
     """Run `flowexport ARGS` as the only child of a fresh interpreter: its peak RSS in bytes,
     and its counts."""
     probe = (
@@ -203,8 +216,8 @@ def peak_rss(*args: str) -> tuple[int, dict[str, object]]:
         timeout=300,
         check=True,
     )
-    code, peak, stderr = json.loads(result.stdout)
-    assert code == 0, stderr
+    returned, peak, stderr = json.loads(result.stdout)
+    assert returned == code, stderr
     summary: dict[str, object] = json.loads(stderr.strip().splitlines()[-1])
     return peak, summary
 
@@ -248,7 +261,7 @@ def test_parse_memory_follows_neither_line_length_nor_distinct_lines(
 ) -> None:
     path = tmp_path / "hostile.log.gz"
     write_gzip_lines(path, heads, body, copies)
-    peak, summary = peak_rss("parse", *args, str(path))
+    peak, summary = peak_rss("parse", *args, str(path), code=3)  # no record is usable
     assert summary["records"] == len(heads)
     assert summary["skipped"] == {skipped: len(heads)}
     assert peak < HOSTILE_RSS_LIMIT, f"peak RSS {peak / MB:.0f} MB"

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from typing import IO, Any, cast
 
-from flowexport.commands.textinput import describe, open_lines
 from flowexport.core.aggregate import Aggregator
-from flowexport.core.logformat import DEFAULT_V2_FORMAT, LogFormat, LogFormatError
+from flowexport.core.logformat import LogFormat, MissingFieldsError
 from flowexport.core.normalise import FlowFilter
-from flowexport.core.processor import FlowProcessor, ProcessStats
-from flowexport.core.records import is_header, too_long
+from flowexport.core.processor import ProcessStats
+from flowexport.core.sources import FileKind, UnusableInputError, read_source
+from flowexport.core.textfile import describe
 
 EXIT_OK = 0
 #: The PCE rejected some flows.
 EXIT_REJECTED = 1
-#: Some input file was unreadable, damaged or unusable; the others were processed.
+#: Some input file could not be read to its end (missing, unreadable, damaged part way); the
+#: others were processed.
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
+#: Some input was unusable: not flow-log text or Parquet, records that all fail the format
+#: in force, or a format (from --format, a header line or Parquet columns) without the fields
+#: a flow needs; the other files were processed.
+EXIT_UNUSABLE = 3
 
 
 class UsageError(Exception):
@@ -54,8 +61,9 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         "--format",
         dest="log_format",
         help=(
-            "the flow log's LogFormat ('${version} ${srcaddr} ...'); default: the file's header "
-            "line if it has one, else the AWS default (version 2) format"
+            "the flow log's LogFormat ('${version} ${srcaddr} ...') for text files; default: "
+            "the file's header line if it has one, else the AWS default (version 2) format "
+            "(a Parquet file names its own columns)"
         ),
     )
     parser.add_argument(
@@ -80,51 +88,53 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _format_for(
-    lines: Iterator[str], explicit: LogFormat | None
-) -> tuple[LogFormat, Iterable[str]]:
-    """The format of an input, and the lines read while finding it (blank ones as ''), to be
-    processed too.
-
-    Raises LogFormatError when the input's header line is not a usable format.
-    """
-    if explicit is not None:
-        return explicit, ()
-    blank = 0
-    for line in lines:
-        if too_long(line):
-            return DEFAULT_V2_FORMAT, chain(repeat("", blank), (line,))
-        tokens = line.split()
-        if tokens:
-            fmt = LogFormat.parse(line) if is_header(tokens) else DEFAULT_V2_FORMAT
-            return fmt, chain(repeat("", blank), (line,))
-        blank += 1
-    return DEFAULT_V2_FORMAT, repeat("", blank)
-
-
 @dataclass
 class FlowFiles:
-    """What reading flow-log files gave: their flows, the counts of their lines, and one
-    message for each file that could not be read to its end."""
+    """What reading flow-log files gave: their flows, the counts of their records, one
+    message for each file that could not be read to its end (`problems`), and whether some
+    input was unusable (`unusable`: not flow logs, or a format without the fields a flow
+    needs)."""
 
     flows: Aggregator = field(default_factory=Aggregator)
     stats: ProcessStats = field(default_factory=ProcessStats)
     problems: list[str] = field(default_factory=list)
+    unusable: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_UNUSABLE, else EXIT_INCOMPLETE, else EXIT_OK."""
+        if self.unusable:
+            return EXIT_UNUSABLE
+        return EXIT_INCOMPLETE if self.problems else EXIT_OK
 
 
 def read_flow_files(args: argparse.Namespace, paths: Sequence[str]) -> FlowFiles:
     """Parse, normalise and aggregate the files named, as the reading options say.
 
-    A file that cannot be opened, is damaged part way (its lines before the damage still
-    count) or has an unusable header is reported on stderr and in `problems`; the other
-    files still go through.
+    Text (plain or gzip) and Parquet are told apart by their content. A file that cannot be
+    opened, is damaged part way (its records before the damage still count) or is unusable
+    (see `core.sources`) is reported on stderr, one line each, and in `problems`; the other
+    files still go through. A `--format` without the fields a flow needs is unusable for
+    every file: it is reported once and no file is read.
     """
+    files = FlowFiles()
     try:
         explicit = LogFormat.parse(args.log_format) if args.log_format else None
+    except MissingFieldsError as exc:
+        files.unusable = True
+        message = (
+            f"cannot use --format: {exc}; pass the flow log's whole LogFormat "
+            "(`aws ec2 describe-flow-logs` shows it)"
+        )
+        files.problems.append(message)
+        print(f"flowexport {args.command}: {message}", file=sys.stderr)
+        return files
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
         flow_filter = FlowFilter.build(args.actions, args.include_cidr, args.exclude_cidr)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    files = FlowFiles()
     for path in paths:
         problem = _read_file(path, explicit, flow_filter, files)
         if problem is not None:
@@ -138,19 +148,31 @@ def _read_file(
 ) -> str | None:
     """Fold one file into `files`; what went wrong with it, if anything."""
     try:
-        with open_lines(path) as source:
-            lines = iter(source)
-            try:
-                fmt, first = _format_for(lines, explicit)
-            except LogFormatError as exc:
-                return f"cannot use {path}: its header is not a usable log format ({exc})"
-            processor = FlowProcessor(fmt, flow_filter)
-            processor.feed(chain(first, lines))
+        with _open(path) as stream:
+            read = read_source(stream, explicit, flow_filter)
+    except UnusableInputError as exc:
+        files.unusable = True
+        if exc.stats is not None:
+            files.stats.add(exc.stats)
+        return f"cannot use {path}: {exc}"
     except OSError as exc:
         return f"cannot read {path}: {describe(exc)}"
-    files.flows.merge(processor.aggregator)
-    files.stats.add(processor.stats)
-    if source.error is None:
+    files.flows.merge(read.processor.aggregator)
+    files.stats.add(read.stats)
+    if read.error is None:
         return None
-    records = processor.stats.records
-    return f"cannot read all of {path}: {source.error}; the {records} lines before that count"
+    records = read.stats.records
+    what = "rows" if read.kind is FileKind.PARQUET else "lines"
+    return f"cannot read all of {path}: {read.error}; the {records} {what} before that count"
+
+
+@contextmanager
+def _open(path: str) -> Iterator[IO[bytes]]:
+    """A buffered binary stream of `path` (`-`: standard input)."""
+    if path == "-":
+        raw = sys.stdin.buffer
+        # peek() needs a BufferedReader; a replaced stdin may be a plain binary stream.
+        yield raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(Any, raw))
+        return
+    with open(path, "rb") as stream:
+        yield stream

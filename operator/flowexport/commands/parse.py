@@ -7,12 +7,7 @@ import json
 import sys
 from typing import Any
 
-from flowexport.commands.common import (
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    add_reading_options,
-    read_flow_files,
-)
+from flowexport.commands.common import add_reading_options, read_flow_files
 from flowexport.core.encode import encode_csv
 
 
@@ -22,12 +17,14 @@ def add_parser(commands: Any) -> None:
         "parse",
         help="turn flow-log lines into PCE CSV flows (stdout) and counts (stderr)",
         description=(
-            "Read flow-log lines (plain or gzip, '-' for stdin), normalise them to client -> "
-            "server flows, aggregate duplicates and print PCE bulk CSV "
-            "(src_ip,dst_ip,dst_port,proto) on stdout. One JSON line of counts goes to stderr. "
-            "Exit 0 when every file was read, 1 when some file could not be read to its end "
-            "(each is named on stderr; the flows of everything read are still printed), 2 on "
-            "a usage error."
+            "Read flow logs (text, plain or gzip, or Parquet as AWS delivers them to S3, told "
+            "apart by content; '-' for stdin), normalise them to client -> server flows, "
+            "aggregate duplicates and print PCE bulk CSV (src_ip,dst_ip,dst_port,proto) on "
+            "stdout. One JSON line of counts goes to stderr. Exit 0 when every file was read, "
+            "1 when some file could not be read to its end, 2 on a usage error, 3 when some "
+            "input was unusable (not flow logs, records that all fail the format, or a format "
+            "without the fields a flow needs). Each such file is named on stderr with what to "
+            "do; the flows of everything read are still printed."
         ),
     )
     add_reading_options(parser)
@@ -48,4 +45,4 @@ def run(args: argparse.Namespace) -> int:
         "file_errors": len(files.problems),
     }
     sys.stderr.write(json.dumps(summary) + "\n")
-    return EXIT_INCOMPLETE if files.problems else EXIT_OK
+    return files.exit_code

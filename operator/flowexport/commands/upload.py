@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from flowexport.commands.common import (
-    EXIT_INCOMPLETE,
-    EXIT_OK,
     EXIT_REJECTED,
     EXIT_USAGE,
     UsageError,
@@ -49,10 +47,12 @@ def add_parser(commands: Any) -> None:
             "Parse flow-log files (plain or gzip), normalise and aggregate them, and upload "
             "the flows with the PCE's bulk_traffic_flows API. Credentials come from the "
             "environment: PCE_API_KEY (the API key's auth username) and PCE_API_SECRET. "
-            "Exit 0 when every flow was accepted, 1 when the PCE rejected some or some file "
-            "could not be read to its end (the flows of the rest are uploaded), 2 on usage, "
-            "authentication or connection errors. A JSON summary goes to stderr, with what "
-            "the PCE had accepted when an upload fails part way."
+            "Files are read as `flowexport parse` reads them (text or Parquet). Exit 0 when "
+            "every flow was accepted, 1 when the PCE rejected some or some file could not be "
+            "read to its end (the flows of the rest are uploaded), 2 on usage, authentication "
+            "or connection errors, 3 when some input was unusable (the flows of the rest are "
+            "uploaded). A JSON summary goes to stderr, with what the PCE had accepted when an "
+            "upload fails part way."
         ),
     )
     parser.add_argument("--pce-url", required=True, help="PCE base URL, e.g. https://pce:8443")
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.write(json.dumps(report) + "\n")
     if done.failed:
         return EXIT_REJECTED
-    return EXIT_INCOMPLETE if files.problems else EXIT_OK
+    return files.exit_code
 
 
 def _add_upload(report: dict[str, Any], done: UploadSummary, client: PCEClient) -> None:

@@ -19,6 +19,10 @@ class LogFormatError(ValueError):
     """A LogFormat string that the pipeline cannot use; the message says why."""
 
 
+class MissingFieldsError(LogFormatError):
+    """A format without a field every flow needs (addresses, ports, protocol)."""
+
+
 @dataclass(frozen=True)
 class LogFormat:
     """An ordered list of flow-log fields, as in `${version} ${srcaddr} ...`."""
@@ -37,7 +41,7 @@ class LogFormat:
             raise LogFormatError(f"repeated flow-log field(s): {', '.join(repeated)}")
         missing = [n for n in REQUIRED_FIELDS if n not in names]
         if missing:
-            raise LogFormatError(
+            raise MissingFieldsError(
                 f"log format lacks field(s) every flow needs: {', '.join(missing)}"
             )
         object.__setattr__(self, "index", {name: i for i, name in enumerate(names)})

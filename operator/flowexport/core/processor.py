@@ -1,34 +1,40 @@
-"""The hot path: flow-log lines in, aggregated flows and counts out.
+"""The hot path: flow-log records in, aggregated flows and counts out, over columns.
 
-Most lines repeat a small set of connections; only packets, bytes and times change. So a
-line is reduced to a key made of the fields that decide its flow (addresses, ports,
-protocol, action, status, TCP flags); each key is looked up in a cache that resolves a key seen
-for the first time through the same parser and normaliser as any other record, and the result
-is counted into the window's table, all by C-level iteration (`map`, `itemgetter`,
-`Counter.update`'s counter). Python-level work is per distinct key, not per line.
+Most records repeat a small set of connections; only packets, bytes and times change. So a
+record is reduced to its *key*, the text of the fields that decide its flow or skip reason
+(addresses, ports, protocol, action, status, TCP flags), and the work per record is done on
+columns (`core.columnar`: numpy over a block's bytes, Arrow's hash kernels): the keys are cut
+out of the lines, coded densely, looked up among the keys resolved before, and counted. Python
+work is per distinct key seen for the first time (resolved through the same parser and
+normaliser as any other record: `records.parse_values`, `normalise.normalise`) and per distinct
+flow of a block; there is no per-record Python loop on well-formed input.
 
-Two ways to take the key, chosen by the format:
-- prefix: when the key fields lead the format (the operator's default format is built so),
-  the key is the line's leading text up to the last key field, one string slice;
-- fields: otherwise, the key fields' tokens from a split, joined by single spaces (one string
-  hashes once; a tuple of fresh tokens hashes each of them).
-Lines that are not cleanly single-space separated, or have the wrong number of fields, go
-through a per-line path that gives the same canonical key or a skip reason.
+Input comes as text lines (`feed`: CloudWatch messages or lines; `feed_text`: a block of bytes
+read from a file) or as Arrow record batches of typed columns (`feed_batch`: Parquet flow
+logs, see `core.parquet`). Both end in the same keys, so the same record gives the same flow
+or skip reason whichever way it came.
+
+How a text line is split (the reference semantics, `line_key` below; the columnar path takes
+the common case and gives the same answer):
+- a line over MAX_RECORD_CHARS characters (its line break not counted) is `too_long`;
+- a line with exactly the format's field count of single spaces that still has them once
+  trailing whitespace is stripped is split on those spaces (a tab or a no-break space inside
+  a field stays in it, and never shifts the fields);
+- any other line is split on runs of whitespace: the format's field count gives a record,
+  no field an `empty` line, field names a `header`, anything else `field_count`.
 
 Memory follows neither line length nor the number of distinct lines: a record longer than
-MAX_RECORD_CHARS is counted `too_long` before any key is taken from it, and the key cache is
-emptied when it holds too many keys or too many bytes of them.
+MAX_RECORD_CHARS is counted `too_long` and no key of it is taken, input is handled in bounded
+blocks, and the resolved keys are forgotten when they are too many or take too many bytes.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import filterfalse, islice, repeat
-from operator import itemgetter, methodcaller, sub
-from sys import getsizeof
-from typing import Any, cast
+from itertools import filterfalse, islice
+from typing import TYPE_CHECKING, Any
 
 from flowexport.core.aggregate import Aggregator
 from flowexport.core.fields import KEY_FIELDS
@@ -38,22 +44,32 @@ from flowexport.core.normalise import FlowFilter, normalise
 from flowexport.core.reasons import SkipReason
 from flowexport.core.records import MAX_RECORD_CHARS, is_header, parse_values, too_long
 
-#: Resolved keys kept before the cache is emptied (it may hold one chunk more); bounds
-#: memory on high-churn logs.
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: Resolved keys kept before they are forgotten (one block's more may be held a moment);
+#: bounds memory on high-churn logs.
 DEFAULT_CACHE_SIZE = 200_000
 
-#: Bytes of keys kept before the cache is emptied (it may hold one chunk more): the bound
-#: when keys are long. A real key takes about 100 bytes.
+#: Bytes of resolved keys kept before they are forgotten (one block's more may be held a
+#: moment): the bound when keys are long. A real key takes about 100 bytes.
 DEFAULT_CACHE_BYTES = 32 * 2**20
 
-#: Lines handled at a time: bounds the transient memory of a chunk, its keys and tokens
-#: (at most 1024 lines of MAX_RECORD_CHARS each). Larger chunks are no faster.
-CHUNK_LINES = 1024
+#: Lines of `feed` handled at a time (at most this many lines of MAX_RECORD_CHARS each are
+#: held as one block of bytes, besides the caller's strings).
+CHUNK_LINES = 4096
+
+#: Bytes counted per resolved key beside its text (what a Python string of it would add).
+_KEY_OVERHEAD = 64
+
+_REASONS = tuple(SkipReason)
+_REASON_CODE = {reason: -1 - i for i, reason in enumerate(_REASONS)}
+_MISSING = -(2**40)
 
 
 @dataclass
 class ProcessStats:
-    """Counts of what happened to lines; `records == flowed + sum(skipped.values())`."""
+    """Counts of what happened to records; `records == flowed + sum(skipped.values())`."""
 
     records: int = 0
     flowed: int = 0
@@ -68,7 +84,7 @@ class ProcessStats:
 
     @property
     def malformed(self) -> int:
-        """Lines skipped because they were broken (as opposed to filtered or NODATA)."""
+        """Records skipped because they were broken (as opposed to filtered or NODATA)."""
         return sum(n for r, n in self.skipped.items() if SkipReason(r).malformed)
 
     def as_dict(self) -> dict[str, object]:
@@ -80,8 +96,38 @@ class ProcessStats:
         }
 
 
+def line_key(line: str, n_fields: int, key_at: Sequence[int]) -> tuple[str, ...] | SkipReason:
+    """The key fields' texts of one line, or why the line has none (the reference split)."""
+    if too_long(line):
+        return SkipReason.TOO_LONG
+    if line.count(" ") == n_fields - 1:
+        stripped = line.rstrip()
+        if stripped.count(" ") == n_fields - 1:
+            tokens = stripped.split(" ")
+            return tuple(tokens[i] for i in key_at)
+    tokens = line.split()
+    if len(tokens) == n_fields:
+        return tuple(tokens[i] for i in key_at)
+    if not tokens:
+        return SkipReason.EMPTY
+    if is_header(tokens):
+        return SkipReason.HEADER
+    return SkipReason.FIELD_COUNT
+
+
+def key_runs(key_at: Sequence[int]) -> list[tuple[int, int]]:
+    """Adjacent key field positions as runs `[a, b)`: each run is one slice of a line."""
+    runs: list[tuple[int, int]] = []
+    for i in key_at:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
 class FlowProcessor:
-    """Parse, normalise and aggregate flow-log lines of one format into a window of flows.
+    """Parse, normalise and aggregate flow-log records of one format into a window of flows.
 
     Validation covers what the pipeline uses: the field count and the key fields. A damaged
     value in a field the pipeline never reads (`account-id`, `bytes`...) does not cost the
@@ -95,159 +141,289 @@ class FlowProcessor:
         cache_size: int = DEFAULT_CACHE_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
+        from flowexport.core import columnar  # noqa: PLC0415 - numpy/pyarrow only when reading
+
+        self._columnar = columnar
+        self._np: Any = importlib.import_module("numpy")
+        self._pa: Any = importlib.import_module("pyarrow")
         self.format = fmt
         self.filter = flow_filter or FlowFilter()
-        self.aggregator = Aggregator()
+        self._aggregator = Aggregator()
         self.stats = ProcessStats()
         self._n_fields = len(fmt.fields)
-        key_at = [i for i, name in enumerate(fmt.fields) if name in KEY_FIELDS]
-        self._key_names = tuple(fmt.fields[i] for i in key_at)
-        self._key_fields = itemgetter(*key_at)
-        # Prefix keys need the key fields first and at least one field after them.
-        self._prefix_len = len(key_at) if key_at == list(range(len(key_at))) else 0
-        if self._prefix_len >= self._n_fields:
-            self._prefix_len = 0
-        self._split_prefix = methodcaller("split", " ", self._prefix_len)
-        self._rest = itemgetter(self._prefix_len)
-        self._cache = _Resolved(self._resolve)
+        self._key_at = tuple(i for i, name in enumerate(fmt.fields) if name in KEY_FIELDS)
+        self._key_names = tuple(fmt.fields[i] for i in self._key_at)
+        self._runs = key_runs(self._key_at)
+        self._widest = [
+            sum(columnar.widest_value(fmt.fields[i]) + 1 for i in range(a, b)) - 1
+            for a, b in self._runs
+        ]
+        # The key fields lead the format (the operator's own format is built so): one run.
+        prefix = len(self._key_at) if self._key_at == tuple(range(len(self._key_at))) else 0
+        self._prefix_len = prefix if prefix < self._n_fields else 0
+        self._table = columnar.KeyTable()
+        self._slow: dict[tuple[str, ...], int] = {}
+        self._slow_bytes = 0
+        self._flow_ids: dict[Flow, int] = {}
+        self._flows: list[Flow] = []
+        # Records per flow id not yet in the aggregator, and those flow ids in first-seen
+        # order: blocks add to them on columns, the aggregator takes them when asked.
+        self._counts = self._np.zeros(0, self._np.int64)
+        self._order: list[int] = []
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
-        self._cached_bytes = 0
+
+    # -- input ------------------------------------------------------------------------------
 
     def feed(self, lines: Iterable[str]) -> None:
-        """Process lines (with or without trailing newlines) into the current window."""
+        """Process lines (with or without trailing line breaks) into the current window."""
         iterator = iter(lines)
         while chunk := list(islice(iterator, CHUNK_LINES)):
-            self._feed_chunk(chunk)
+            if max(map(len, chunk)) > MAX_RECORD_CHARS:
+                chunk = self._without_too_long(chunk)
+            if chunk:
+                self._feed_strings(chunk)
+
+    def feed_text(self, data: bytes) -> None:
+        """Process a block of lines as read from a file: `\\n` line breaks (universal
+        newlines already applied), the last line's break optional, any bytes (what is not
+        UTF-8 reads as U+FFFD)."""
+        if not data:
+            return
+        ascii_only = data.isascii()
+        if not ascii_only:
+            data = data.decode("utf-8", "replace").encode()
+        self._feed_block(data, ascii_only, {})
+
+    def feed_batch(self, batch: pa.RecordBatch) -> None:
+        """Process a record batch with one column per key field of the format, named as the
+        field (as `core.parquet` gives them), of any type: integers, strings, nulls for `-`."""
+        columnar = self._columnar
+        rows = batch.num_rows
+        if not rows:
+            return
+        parts = []
+        for name in self._key_names:
+            dictionary, codes = columnar.encode(batch.column(name))
+            parts.append((columnar.column_text(dictionary), codes))
+        codes, first = columnar.combine(parts)
+        keys = columnar.distinct_keys(parts, first)
+        results = self._results(keys)
+        counts = self._np.bincount(codes, minlength=len(keys))
+        self._tally(rows, results, counts, 0)
 
     def drain(self) -> list[tuple[Flow, int]]:
         """Close the window: its flows with record counts, in first-seen order."""
         return self.aggregator.drain()
 
-    def _feed_chunk(self, chunk: list[str]) -> None:
-        records = len(chunk)
-        if max(map(len, chunk)) > MAX_RECORD_CHARS:
-            chunk = self._without_too_long(chunk)
-        keys = self._prefix_keys(chunk) if self._prefix_len else self._field_keys(chunk)
-        cache = self._cache
-        table = self.aggregator.table
-        # The only per-line work, all of it C-level: each key looked up once (a key seen for
-        # the first time is resolved by the cache's __missing__), its result counted straight
-        # into the window's table. Skip reasons are counted there too and moved out below.
-        _count_into(table, map(cache.__getitem__, keys))
-        if cache.added:
-            self._cached_bytes += sum(map(getsizeof, cache.added))  # each added once
-            cache.added.clear()
-            if len(cache) > self._cache_size or self._cached_bytes > self._cache_bytes:
-                cache.clear()
-                self._cached_bytes = 0
-        skipped = self.stats.skipped
-        for reason in _SKIP_REASONS:
-            count = table.pop(reason, 0)  # type: ignore[call-overload]
-            if count:
-                skipped[reason] = skipped.get(reason, 0) + count
-        self.stats.records += records
-        self.stats.flowed = self.stats.records - sum(skipped.values())
+    @property
+    def aggregator(self) -> Aggregator:
+        """The window's flows so far."""
+        if self._order:
+            table, flows, counts = self._aggregator.table, self._flows, self._counts
+            for flow_id in self._order:
+                flow = flows[flow_id]
+                table[flow] = table.get(flow, 0) + int(counts[flow_id])
+            counts[:] = 0
+            self._order = []
+        return self._aggregator
+
+    # -- text -------------------------------------------------------------------------------
 
     def _without_too_long(self, chunk: list[str]) -> list[str]:
         """The chunk without its over-long lines, which are counted as `too_long`."""
         kept = list(filterfalse(too_long, chunk))
-        if len(kept) < len(chunk):
+        dropped = len(chunk) - len(kept)
+        if dropped:
             skipped = self.stats.skipped
-            skipped[SkipReason.TOO_LONG] = (
-                skipped.get(SkipReason.TOO_LONG, 0) + len(chunk) - len(kept)
-            )
+            skipped[SkipReason.TOO_LONG] = skipped.get(SkipReason.TOO_LONG, 0) + dropped
+            self.stats.records += dropped
+            self.stats.flowed = self.stats.records - sum(skipped.values())
         return kept
 
-    def _clean_lines(self, chunk: list[str]) -> tuple[list[str], list[str]]:
-        """Split a chunk into single-space separated lines of the right field count, and others."""
-        clean = self._n_fields - 1
-        if set(map(str.count, chunk, repeat(" "))) == {clean}:
-            return chunk, []
-        return (
-            [line for line in chunk if line.count(" ") == clean],
-            [line for line in chunk if line.count(" ") != clean],
-        )
+    def _feed_strings(self, chunk: list[str]) -> None:
+        text = "\n".join(chunk)
+        forced: dict[int, str] = {}
+        if text.count("\n") != len(chunk) - 1 or "\r" in text:
+            # A trailing line break does not change a line's outcome; a line break inside a
+            # line (one CloudWatch message) would split it, so such a line goes per line.
+            lines = list(map(str.rstrip, chunk, ["\r\n"] * len(chunk)))
+            for i, line in enumerate(lines):
+                if "\n" in line or "\r" in line:
+                    forced[i], lines[i] = chunk[i], ""
+            text = "\n".join(lines)
+        try:
+            data = (text + "\n").encode()
+        except UnicodeEncodeError:  # lone surrogates: those lines go per line
+            lines = text.split("\n")
+            for i, line in enumerate(lines):
+                try:
+                    line.encode()
+                except UnicodeEncodeError:
+                    forced[i], lines[i] = chunk[i], ""
+            data = ("\n".join(lines) + "\n").encode()
+        self._feed_block(data, data.isascii(), forced)
 
-    def _prefix_keys(self, chunk: list[str]) -> list[str]:
-        """Keys as the text before the first non-key field."""
-        lines, odd = self._clean_lines(chunk)
-        rests = map(len, map(self._rest, map(self._split_prefix, lines)))
-        ends = map(sub, map(len, lines), rests)
-        keys = list(map(str.__getitem__, lines, map(slice, repeat(0), ends)))
-        return keys + self._slow_keys(odd)
+    def _feed_block(self, data: bytes, ascii_only: bool, forced: dict[int, str]) -> None:
+        columnar, np = self._columnar, self._np
+        lines = columnar.split_block(data, self._n_fields, ascii_only, list(forced))
+        if len(lines.clean):
+            over = columnar.over_long_runs(lines, self._n_fields, self._runs, self._widest)
+            if len(over):  # malformed in a key field: per line, no long key is made
+                lines.slow = np.union1d(lines.slow, lines.clean[over])
+                lines.clean = np.delete(lines.clean, over)
+        results = counts = np.zeros(0, np.int64)
+        positions = None
+        if len(lines.clean):
+            views = columnar.run_views(data, lines, self._n_fields, self._runs)
+            parts = [columnar.encode(view) for view in views]
+            codes, first = columnar.combine(parts)
+            keys = columnar.distinct_keys(parts, first)
+            results = self._results(keys)
+            counts = np.bincount(codes, minlength=len(keys))
+            positions = lines.clean[first]
+        if len(lines.slow):
+            slow = lines.slow.tolist()
+            starts, ends = lines.starts, lines.ends
+            texts = [forced[i] if i in forced else data[starts[i] : ends[i]].decode() for i in slow]
+            slow_results = np.fromiter(map(self._line_code, texts), np.int64, len(texts))
+            if positions is None:
+                positions = lines.slow
+                results, counts = slow_results, np.ones(len(slow), np.int64)
+            else:  # interleave by line number: flows stay in first-seen order
+                positions = np.concatenate([positions, lines.slow])
+                order = np.argsort(positions, kind="stable")
+                results = np.concatenate([results, slow_results])[order]
+                counts = np.concatenate([counts, np.ones(len(slow), np.int64)])[order]
+        self._tally(lines.count, results, counts, lines.too_long)
 
-    def _field_keys(self, chunk: list[str]) -> list[str]:
-        """Keys as tuples of the key fields' tokens."""
-        lines, odd = self._clean_lines(chunk)
-        # Split on the single spaces just counted (a tab inside a token must not shift the
-        # fields), streamed so each token list is freed as soon as its key is taken.
-        rows = map(_split_on_space, map(str.rstrip, lines))
-        # Joined into one string: one hash per lookup instead of one per field of a tuple.
-        keys = list(map(_join, map(self._key_fields, rows)))
-        return keys + self._slow_keys(odd)
+    # -- resolution -------------------------------------------------------------------------
 
-    def _slow_keys(self, lines: list[str]) -> list[str]:
-        """Per-line path: canonical keys for usable lines; the others counted as skipped."""
-        skipped = self.stats.skipped
-        keys: list[str] = []
-        for line in lines:
-            tokens = line.split()
-            if len(tokens) == self._n_fields:
-                keys.append(self._canonical_key(tokens))
-                continue
-            reason = _odd_line(tokens)
-            skipped[reason] = skipped.get(reason, 0) + 1
-        return keys
+    def _results(self, keys: pa.Array) -> Any:
+        """Each distinct key's result code: a flow id, or a negative skip code."""
+        np = self._np
+        results = self._table.lookup(keys, _MISSING)
+        new = np.flatnonzero(results == _MISSING)
+        if len(new):
+            new_keys = keys.take(self._pa.array(new))
+            codes = self._resolve_keys(new_keys)
+            results[new] = codes
+            self._table.add(new_keys, codes, _KEY_OVERHEAD)
+        return results
 
-    def _canonical_key(self, tokens: list[str]) -> str:
-        if self._prefix_len:
-            return " ".join(tokens[: self._prefix_len]) + " "
-        return _join(self._key_fields(tokens))
+    def _resolve_keys(self, keys: pa.Array) -> Any:
+        """Result codes of keys not seen before, resolved on columns."""
+        columnar, np = self._columnar, self._np
+        fields = columnar.key_fields(keys, len(self._key_names))
+        if fields is None:  # cannot happen with keys made here; kept exact all the same
+            texts = [key.decode("utf-8", "replace") for key in keys.to_pylist()]
+            outcomes = (self._resolve(text.split(" ")) for text in texts)
+            return np.fromiter(map(self._code, outcomes), np.int64, len(texts))
+        resolved = columnar.resolve(self._key_names, fields, self.filter)
+        codes = -1 - resolved.reason
+        is_flow = np.flatnonzero(resolved.reason == columnar.FLOW)
+        if len(is_flow):
+            rows = np.stack(
+                [
+                    resolved.client[is_flow],
+                    resolved.server[is_flow],
+                    resolved.port[is_flow],
+                    resolved.protocol[is_flow],
+                ],
+                axis=1,
+            )
+            distinct, which = np.unique(rows, axis=0, return_inverse=True)
+            addresses = resolved.addresses
+            ids = np.array(
+                [
+                    self._code(Flow(addresses[c], addresses[s], p, q))
+                    for c, s, p, q in distinct.tolist()
+                ],
+                np.int64,
+            )
+            codes[is_flow] = ids[which.reshape(-1)]
+        return codes
 
-    def _key_tokens(self, key: str) -> tuple[str, ...]:
-        if self._prefix_len:
-            return tuple(key.split(" ")[: self._prefix_len])
-        return tuple(key.split(" "))
+    def _line_code(self, line: str) -> int:
+        """The result code of one line taken by the per-line path."""
+        key = line_key(line, self._n_fields, self._key_at)
+        if isinstance(key, SkipReason):
+            return _REASON_CODE[key]
+        code = self._slow.get(key)
+        if code is None:
+            code = self._slow[key] = self._code(self._resolve(key))
+            self._slow_bytes += sum(map(len, key)) + _KEY_OVERHEAD
+        return code
 
-    def _resolve(self, key: str) -> Flow | SkipReason:
-        tokens = self._key_tokens(key)
+    def _resolve(self, tokens: Sequence[str]) -> Flow | SkipReason:
+        if len(tokens) != len(self._key_names):
+            return SkipReason.FIELD_COUNT
         if is_header(tokens):
             return SkipReason.HEADER
         parsed = parse_values(self._key_names, tokens)
         return parsed if isinstance(parsed, SkipReason) else normalise(parsed, self.filter)
 
+    def _code(self, outcome: Flow | SkipReason) -> int:
+        if isinstance(outcome, SkipReason):
+            return _REASON_CODE[outcome]
+        code = self._flow_ids.get(outcome)
+        if code is None:
+            code = self._flow_ids[outcome] = len(self._flows)
+            self._flows.append(outcome)
+        return code
 
-_split_on_space = methodcaller("split", " ")
-_join = " ".join
-_SKIP_REASONS = tuple(SkipReason)
-#: Counts an iterable's items into a dict in C (what `Counter.update` does).
-_count_into = cast(Callable[[dict[Any, int], Iterable[Any]], None], Counter.update)
+    # -- counting ---------------------------------------------------------------------------
 
+    def _tally(self, records: int, results: Any, counts: Any, too_long: int) -> None:
+        """Count a block: `results` and `counts` per distinct key (or line), in first-seen
+        order."""
+        np = self._np
+        skipped = self.stats.skipped
+        if too_long:
+            skipped[SkipReason.TOO_LONG] = skipped.get(SkipReason.TOO_LONG, 0) + too_long
+        if len(results):
+            is_skip = results < 0
+            if is_skip.any():
+                per_reason = np.bincount(
+                    -1 - results[is_skip], weights=counts[is_skip], minlength=len(_REASONS)
+                )
+                for i in np.flatnonzero(per_reason).tolist():
+                    reason = _REASONS[i]
+                    skipped[reason] = skipped.get(reason, 0) + int(per_reason[i])
+            flow_ids = results[~is_skip]
+            if len(flow_ids):
+                # Each flow once, in order of its first key (keys are in first-seen order).
+                first = np.full(len(self._flows), len(flow_ids), np.int64)
+                np.minimum.at(first, flow_ids, np.arange(len(flow_ids)))
+                ids = np.flatnonzero(first < len(flow_ids))
+                ids = ids[np.argsort(first[ids], kind="stable")]
+                sums = np.bincount(flow_ids, weights=counts[~is_skip])[ids].astype(np.int64)
+                if len(self._counts) < len(self._flows):
+                    grown = np.zeros(max(len(self._flows), 2 * len(self._counts)), np.int64)
+                    grown[: len(self._counts)] = self._counts
+                    self._counts = grown
+                self._order.extend(ids[self._counts[ids] == 0].tolist())
+                self._counts[ids] += sums
+        self.stats.records += records
+        self.stats.flowed = self.stats.records - sum(skipped.values())
+        held = self._table.count + len(self._slow)
+        if held > self._cache_size or self._table.nbytes + self._slow_bytes > self._cache_bytes:
+            self._forget()
 
-class _Resolved(dict[str, "Flow | SkipReason"]):
-    """Keys resolved to their flow or skip reason; a missing key is resolved on lookup and
-    noted in `added` (for the cache's byte count)."""
+    def _forget(self) -> None:
+        self.aggregator  # noqa: B018 - takes the counts by flow id before the ids go
+        self._table.clear()
+        self._slow.clear()
+        self._slow_bytes = 0
+        self._flow_ids.clear()
+        self._flows.clear()
+        self._counts = self._np.zeros(0, self._np.int64)
 
-    __slots__ = ("added", "resolve")
-
-    def __init__(self, resolve: Callable[[str], Flow | SkipReason]) -> None:
-        super().__init__()
-        self.resolve = resolve
-        self.added: list[str] = []
-
-    def __missing__(self, key: str) -> Flow | SkipReason:
-        value = self[key] = self.resolve(key)
-        self.added.append(key)
-        return value
-
-
-def _odd_line(tokens: list[str]) -> SkipReason:
-    if not tokens:
-        return SkipReason.EMPTY
-    if is_header(tokens):
-        return SkipReason.HEADER
-    return SkipReason.FIELD_COUNT
+    @property
+    def _cache(self) -> list[str]:
+        """The keys held, as text (for tests)."""
+        held = [key.decode("utf-8", "replace") for key in self._table.held()]
+        return held + [" ".join(key) for key in self._slow]
 
 
 def process_lines(
