@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 import re
 import subprocess
 import sys
@@ -349,3 +350,67 @@ def test_top_level_help_is_quick() -> None:
         runs.append(time.perf_counter() - started)
         assert result.returncode == 0
     assert min(runs) < 0.150, f"flowexport --help took {min(runs) * 1000:.0f} ms at best"
+
+
+def test_parquet_gives_what_the_same_records_give_as_text(tmp_path: Path) -> None:
+    from tests.flowparquet import write_parquet  # noqa: PLC0415 - pyarrow only here
+
+    fmt = PIPELINE_FORMAT
+    records = [
+        line(fmt, srcaddr="10.0.2.40", dstaddr="10.0.1.15", srcport=5432, dstport=48512),
+        line(fmt, tcp_flags=2),
+        line(fmt, srcaddr="2001:db8::1", dstaddr="2001:db8::2", dstport=443, action="REJECT"),
+    ]
+    text = tmp_path / "flows.log"
+    text.write_text(" ".join(fmt.fields) + "\n" + "\n".join(records) + "\n")
+    parquet = tmp_path / "flows.log.parquet.bin"  # the name says nothing: content decides
+    write_parquet(str(parquet), records, fmt)
+    from_text = flowexport("parse", "--actions", "ACCEPT,REJECT", str(text))
+    from_parquet = flowexport("parse", "--actions", "ACCEPT,REJECT", str(parquet))
+    from_stdin = flowexport("parse", "--actions", "ACCEPT,REJECT", stdin=parquet.read_bytes())
+    assert from_parquet.returncode == from_stdin.returncode == 0, from_parquet.stderr
+    assert from_parquet.stdout == from_stdin.stdout == from_text.stdout
+    assert from_text.stdout.decode().splitlines() == [
+        "10.0.1.15,10.0.2.40,5432,6",
+        "2001:db8::1,2001:db8::2,443,6",
+    ]
+    assert counts(from_parquet)["records"] == 3
+
+
+def test_random_bytes_are_refused_with_exit_3(tmp_path: Path) -> None:
+    junk = tmp_path / "random.bin"
+    rng = random.Random(4)
+    junk.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
+    result = flowexport("parse", str(junk))
+    assert result.returncode == 3
+    (error,) = result.stderr.decode().splitlines()[:-1]
+    assert error.startswith(f"flowexport parse: cannot use {junk}: it is neither flow-log text ")
+
+
+def test_a_custom_format_without_header_or_format_says_pass_format(tmp_path: Path) -> None:
+    log = tmp_path / "custom.log"
+    log.write_text(line(PIPELINE_FORMAT) + "\n" + line(PIPELINE_FORMAT, tcp_flags=2) + "\n")
+    result = flowexport("parse", str(log))
+    assert result.returncode == 3
+    (error,) = result.stderr.decode().splitlines()[:-1]
+    assert error == (
+        f"flowexport parse: cannot use {log}: no header line and none of its 2 records matches "
+        "AWS's default format (14 fields; its first record has 22; field_count 2): pass "
+        "--format with the flow log's LogFormat"
+    )
+    assert flowexport("parse", "--format", PIPELINE_FORMAT.render(), str(log)).returncode == 0
+
+
+def test_a_format_without_the_fields_a_flow_needs_exits_3_from_option_or_header(
+    tmp_path: Path,
+) -> None:
+    header = tmp_path / "header.log"
+    header.write_text("srcaddr dstaddr action\n10.0.0.1 10.0.0.2 ACCEPT\n")
+    from_header = flowexport("parse", str(header))
+    from_option = flowexport("parse", "--format", "${srcaddr} ${dstaddr} ${action}", str(SAMPLE))
+    assert from_header.returncode == from_option.returncode == 3
+    assert (
+        "lacks field(s) every flow needs: srcport, dstport, protocol"
+        in (from_option.stderr.decode().splitlines()[0])
+    )
+    assert from_option.stdout == b""

@@ -153,7 +153,7 @@ def test_transient_failures_are_retried(sim: dict[str, Any]) -> None:
         ({"ca": False}, [], "supply its CA bundle"),
         ({"env": {"PCE_API_KEY": "", "PCE_API_SECRET": ""}}, [], "set PCE_API_KEY"),
         ({}, ["--batch-size", "1001"], "between 1 and 1000"),
-        ({}, ["--format", "${srcaddr}"], "lacks"),
+        ({}, ["--format", "${srcaddr} ${bogus}"], "bogus"),
     ],
 )
 def test_usage_auth_and_tls_errors_exit_2(
@@ -163,6 +163,15 @@ def test_usage_auth_and_tls_errors_exit_2(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_format_without_the_fields_a_flow_needs_exits_3_before_any_upload(
+    sim: dict[str, Any],
+) -> None:
+    result = upload(sim, "--format", "${srcaddr}", str(SAMPLE))
+    assert result.returncode == 3
+    assert "cannot use --format: log format lacks field(s)" in result.stderr
+    assert httpx.get(f"{sim['url']}/_sim/uploads", verify=False).json() == []
 
 
 def test_unreachable_pce_exit_2(tmp_path: Path) -> None:

@@ -168,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
         "skipped": files.stats.as_dict()["skipped"],
         "file_errors": len(files.problems),
     }
+    if files.unusable and not flows:  # nothing to upload: the PCE is not asked
+        sys.stderr.write(json.dumps(report) + "\n")
+        return files.exit_code
     # Progress is shown by the bar; httpx's per-request lines would drown it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     done = UploadSummary()
