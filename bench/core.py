@@ -1,6 +1,7 @@
 """Benchmark the pure core against the original Lambda's approach, in one process.
 
     python bench/core.py [--records N] [--windows W] [--json]
+    python bench/core.py --cli [--cli-records N] [--repeat R] [--json]
 
 Synthetic records (realistic mix): a few percent unique connections repeated, both legs of
 each, TCP flags on some, ~5% REJECT, ~5% IPv6, ~2% NODATA. A fixed pool of distinct lines is
@@ -9,6 +10,13 @@ cycled to N records and fed in chunks of 10,000 (a CloudWatch page), in W aggreg
 Reports, for the core (parse + normalise + aggregate + encode) and for a baseline written the
 way the Lambda worked (split, fields 3,4,6,7 of ACCEPT lines, one CSV line per record):
 records/s on one core, CSV lines uploaded, and peak traced memory at N/10 and N records.
+
+With --cli (issue 25): the same mix written as a file of N lines of AWS's default format (and
+as the same records in Parquet, typed as AWS types them), then, alternating R times, each run
+a fresh process: a naive loop that reads the file, splits each line and keeps four fields of
+the ACCEPT records (the Lambda's way), `flowexport parse FILE` on the text and on the Parquet
+file. Reports wall and CPU seconds (best of R), the ratio naive / parse (>= 1: parse is
+faster), whether text and Parquet gave the same CSV, and peak RSS of parse at N/10 and N.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -187,13 +197,167 @@ def peak_memory(fn: Callable[[list[str], int, int], int], pool: list[str], n: in
         tracemalloc.stop()
 
 
+#: The naive loop `flowexport parse` is measured against: read, split, keep four fields.
+NAIVE = """
+import sys
+kept = []
+with open(sys.argv[1]) as lines:
+    for line in lines:
+        fields = line.split(" ")
+        if fields[12] == "ACCEPT":
+            kept.append(f"{fields[3]},{fields[4]},{fields[6]},{fields[7]}")
+print(len(kept))
+"""
+
+#: Rows per Parquet row group (AWS does not document its row group size).
+PARQUET_ROW_GROUP = 256 * 1024
+
+
+def write_inputs(rows: list[dict[str, str]], n: int, folder: Path) -> tuple[Path, Path]:
+    """N records of AWS's default format cycled from the mix: a text file and a Parquet file
+    (INT32/INT64/STRING columns as AWS types them, null for `-`, gzip pages)."""
+    import pyarrow as pa  # noqa: PLC0415 - only this mode needs it
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    lines = render(rows, DEFAULT_V2_FORMAT)
+    text = folder / f"flows-{n}.log"
+    with text.open("w") as out:
+        for chunk in records(lines, n):
+            out.write("\n".join(chunk) + "\n")
+    types = {"version": pa.int32(), "srcport": pa.int32(), "dstport": pa.int32()}
+    types |= {"protocol": pa.int32(), "packets": pa.int64(), "bytes": pa.int64()}
+    types |= {"start": pa.int64(), "end": pa.int64()}
+    columns = {}
+    for name in DEFAULT_V2_FORMAT.fields:
+        kind = types.get(name, pa.string())
+        values: list[object] = [row.get(name) for row in rows]
+        if kind != pa.string():
+            values = [None if v is None else int(str(v)) for v in values]
+        columns[name.replace("-", "_")] = pa.array(values, kind)
+    pool = pa.table(columns)
+    table = pa.concat_tables([pool] * (-(-n // len(rows)))).slice(0, n)
+    parquet = folder / f"flows-{n}.parquet"
+    pq.write_table(table, parquet, compression="gzip", row_group_size=PARQUET_ROW_GROUP)
+    return text, parquet
+
+
+#: Runs a command as the only child of a small interpreter, for the child's own peak RSS (a
+#: child forked from this process would count this process's memory as its own).
+PROBE = """
+import hashlib, json, resource, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.run(sys.argv[1:], capture_output=True)
+wall = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+err = child.stderr.decode(errors="replace").strip().splitlines()
+print(json.dumps({
+    "seconds": round(wall, 3),
+    "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+    "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    "exit": child.returncode,
+    "stdout_sha256": hashlib.sha256(child.stdout).hexdigest()[:16],
+    "counts": err[-1] if err else "",
+}))
+"""
+
+
+def _spawn(command: list[str]) -> dict[str, float | str]:
+    """Wall and CPU seconds, peak RSS, exit code, stdout digest and counts of one command."""
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, *command], capture_output=True, text=True, check=True
+    )
+    result: dict[str, float | str] = json.loads(probe.stdout)
+    return result
+
+
+def cli_main(n: int, repeat: int, as_json: bool) -> int:
+    """`flowexport parse` on text and Parquet vs the naive loop (see the module's doc)."""
+    python = sys.executable
+    parse = [python, "-m", "flowexport", "parse"]
+    env_path = str(Path(__file__).resolve().parents[1] / "operator")
+    os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
+    rows = make_records(Mix())
+    result: dict[str, object] = {
+        "records": n,
+        "python": platform.python_version(),
+        "mix": Mix().__dict__,
+        "load_average_before": os.getloadavg(),
+    }
+    with tempfile.TemporaryDirectory(prefix="flowexport-bench-") as tmp:
+        text, parquet = write_inputs(rows, n, Path(tmp))
+        small_text, small_parquet = write_inputs(rows, n // 10, Path(tmp))
+        result["text_mb"] = round(text.stat().st_size / 2**20, 1)
+        result["parquet_mb"] = round(parquet.stat().st_size / 2**20, 1)
+        runs: dict[str, list[dict[str, float | str]]] = {"naive": [], "text": [], "parquet": []}
+        for _ in range(repeat):  # alternated, so load changes hit all three alike
+            runs["naive"].append(_spawn([python, "-c", NAIVE, str(text)]))
+            runs["text"].append(_spawn([*parse, str(text)]))
+            runs["parquet"].append(_spawn([*parse, str(parquet)]))
+        small = {"text": _spawn([*parse, str(small_text)])}
+        small["parquet"] = _spawn([*parse, str(small_parquet)])
+    result["load_average_after"] = os.getloadavg()
+    best = {k: min(v, key=lambda r: float(r["seconds"])) for k, v in runs.items()}
+    cpu = {k: min(float(r["cpu_seconds"]) for r in v) for k, v in runs.items()}
+    for name, run in best.items():
+        result[name] = {
+            **run,
+            "best_cpu_seconds": cpu[name],
+            "all_seconds": [r["seconds"] for r in runs[name]],
+        }
+        result[name]["records_per_s"] = round(n / float(run["seconds"]))  # type: ignore[index]
+    naive_wall = float(best["naive"]["seconds"])
+    result["ratio_naive_over_parse_text"] = {
+        "wall": round(naive_wall / float(best["text"]["seconds"]), 3),
+        "cpu": round(cpu["naive"] / cpu["text"], 3),
+    }
+    result["ratio_text_over_parquet"] = {
+        "wall": round(float(best["text"]["seconds"]) / float(best["parquet"]["seconds"]), 3),
+        "cpu": round(cpu["text"] / cpu["parquet"], 3),
+    }
+    result["same_csv_text_and_parquet"] = (
+        best["text"]["stdout_sha256"] == best["parquet"]["stdout_sha256"]
+        and best["text"]["counts"] == best["parquet"]["counts"]
+    )
+    result["peak_rss_mb"] = {
+        kind: {"n_over_10": small[kind]["peak_rss_mb"], "n": best[kind]["peak_rss_mb"]}
+        for kind in ("text", "parquet")
+    }
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"records={n:,} python={result['python']} best of {repeat}, alternated")
+    print(
+        f"load average before {result['load_average_before']}, after {result['load_average_after']}"
+    )
+    print(f"{'':10}{'wall s':>9}{'cpu s':>9}{'records/s':>12}{'peak RSS':>10}  all wall s")
+    for name in runs:
+        r = result[name]
+        assert isinstance(r, dict)
+        print(
+            f"{name:10}{r['seconds']:>9}{r['best_cpu_seconds']:>9}{r['records_per_s']:>12,}"
+            f"{r['peak_rss_mb']:>9}M  {r['all_seconds']}"
+        )
+    print(f"naive / parse (text): {result['ratio_naive_over_parse_text']}")
+    print(f"parse text / parse Parquet: {result['ratio_text_over_parquet']}")
+    print(f"same CSV and counts from text and Parquet: {result['same_csv_text_and_parquet']}")
+    print(f"peak RSS of parse at N/10 and N: {result['peak_rss_mb']}")
+    print(f"counts: {best['text']['counts']}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--windows", type=int, default=1, help="aggregation windows over the run")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs; the best is reported")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--cli", action="store_true", help="time `flowexport parse` (text, Parquet) vs a naive loop"
+    )
+    parser.add_argument("--cli-records", type=int, default=2_000_000, help="lines for --cli")
     args = parser.parse_args()
+    if args.cli:
+        return cli_main(args.cli_records, args.repeat, args.json)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 

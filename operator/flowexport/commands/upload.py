@@ -44,7 +44,7 @@ def add_parser(commands: Any) -> None:
         "upload",
         help="parse flow-log files and upload their flows to a PCE",
         description=(
-            "Parse flow-log files (plain or gzip), normalise and aggregate them, and upload "
+            "Parse flow-log files (text or Parquet), normalise and aggregate them, and upload "
             "the flows with the PCE's bulk_traffic_flows API. Credentials come from the "
             "environment: PCE_API_KEY (the API key's auth username) and PCE_API_SECRET. "
             "Files are read as `flowexport parse` reads them (text or Parquet). Exit 0 when "

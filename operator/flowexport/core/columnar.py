@@ -46,7 +46,6 @@ Codes = npt.NDArray[np.int64]
 
 _NEWLINE, _SPACE = 10, 32
 _INLINE = 12  # a binary_view value of at most 12 bytes is stored inside its 16-byte view
-_TWELVE = np.arange(_INLINE, dtype=np.int64)
 _DENSE_LIMIT = 2**62
 
 
@@ -54,7 +53,7 @@ _DENSE_LIMIT = 2**62
 class Lines:
     """Where the lines of a block are, and which of them the columnar path takes.
 
-    `clean` indexes the lines whose keys `run_views` cuts out; `slow` the lines that go
+    `clean` indexes the lines whose keys `views` cuts out; `slow` the lines that go
     through the per-line path; `too_long` counts lines over MAX_RECORD_CHARS characters.
     """
 
@@ -68,22 +67,35 @@ class Lines:
     spaces: npt.NDArray[np.int64]
 
 
-def split_block(data: bytes, n_fields: int, ascii_only: bool, forced_slow: Sequence[int]) -> Lines:
+def split_block(
+    data: bytes | memoryview, n_fields: int, ascii_only: bool, forced_slow: Sequence[int]
+) -> Lines:
     """Find the lines of `data` (UTF-8, `\\n`-separated, the last line's break optional) and
     sort them into clean, slow and over-long ones.
 
     `forced_slow`: line numbers that go to the per-line path whatever they hold.
     """
     buf = np.frombuffer(data, np.uint8)
-    breaks = np.flatnonzero(buf == _NEWLINE)
-    if len(data) and data[-1] != _NEWLINE:
-        breaks = np.append(breaks, len(data))
-    count = len(breaks)
+    # One pass finds the spaces and line breaks together: in `separators` (sorted), line i's
+    # spaces lie between its line break and the one before.
+    separators = np.flatnonzero(buf <= _SPACE)
+    kinds = buf[separators]
+    at_break = np.flatnonzero(kinds == _NEWLINE)
+    if np.count_nonzero(kinds < _SPACE) != len(at_break):  # tabs, other control bytes
+        wanted = (kinds == _SPACE) | (kinds == _NEWLINE)
+        separators, kinds = separators[wanted], kinds[wanted]
+        at_break = np.flatnonzero(kinds == _NEWLINE)
+    ends = separators[at_break]
+    if len(buf) and buf[-1] != _NEWLINE:  # the last line has no line break
+        ends = np.append(ends, len(buf))
+        at_break = np.append(at_break, len(separators))
+    count = len(ends)
     starts = np.empty(count, np.int64)
+    first_space = np.empty(count, np.int64)
     if count:
-        starts[0] = 0
-        starts[1:] = breaks[:-1] + 1
-    ends = breaks.astype(np.int64)
+        starts[0] = first_space[0] = 0
+        starts[1:] = ends[:-1] + 1
+        first_space[1:] = at_break[:-1] + 1
     lengths = ends - starts
     too_long = np.zeros(count, bool)
     long_lines = np.flatnonzero(lengths > MAX_RECORD_CHARS)
@@ -92,28 +104,12 @@ def split_block(data: bytes, n_fields: int, ascii_only: bool, forced_slow: Seque
             too_long[long_lines] = True
         else:  # bytes over the limit, characters maybe not: count the characters
             for i in long_lines.tolist():
-                too_long[i] = len(data[starts[i] : ends[i]].decode()) > MAX_RECORD_CHARS
-    # One pass finds the spaces and line breaks together: in `separators` (sorted), line i's
-    # spaces lie between its line break and the one before.
-    separators = np.flatnonzero(buf <= _SPACE)
-    kinds = buf[separators]
-    wanted = (kinds == _SPACE) | (kinds == _NEWLINE)
-    if not wanted.all():  # tabs and other control bytes: not separators here
-        separators, kinds = separators[wanted], kinds[wanted]
-    at_break = np.flatnonzero(kinds == _NEWLINE)
-    if len(at_break) < count:  # the last line has no line break
-        at_break = np.append(at_break, len(separators))
-    first_space = np.empty(count, np.int64)
-    if count:
-        first_space[0] = 0
-        first_space[1:] = at_break[:-1] + 1
-    in_line = at_break - first_space
-    spaces = separators
-    last = buf[np.maximum(ends - 1, 0)] if count else np.zeros(0, np.uint8)
+                too_long[i] = len(str(data[starts[i] : ends[i]], "utf-8")) > MAX_RECORD_CHARS
+    last = buf[np.maximum(ends - 1, 0)]
     # Clean: the format's field count, single spaces, and a last byte that is printable
     # ASCII (no trailing whitespace to strip, the last field not empty).
-    clean = (in_line == n_fields - 1) & (last > _SPACE) & (last < 127) & (lengths > 0)
-    clean &= ~too_long
+    clean = (at_break - first_space == n_fields - 1) & (last > _SPACE) & (last < 127)
+    clean &= (lengths > 0) & ~too_long
     if forced_slow:
         clean[np.asarray(forced_slow, np.int64)] = False
     slow = ~clean & ~too_long
@@ -123,45 +119,71 @@ def split_block(data: bytes, n_fields: int, ascii_only: bool, forced_slow: Seque
         ends=ends,
         clean=np.flatnonzero(clean),
         slow=np.flatnonzero(slow),
-        too_long=int(too_long.sum()),
+        too_long=int(np.count_nonzero(too_long)),
         first_space=first_space,
-        spaces=spaces,
+        spaces=separators,
     )
 
 
-def run_views(
-    data: bytes, lines: Lines, n_fields: int, runs: Sequence[tuple[int, int]]
-) -> list[pa.Array]:
-    """For each run of adjacent key fields `[a, b)`, its text in every clean line, as
-    `binary_view` values pointing into `data`."""
-    padded = data + bytes(_INLINE)  # every value's first 12 bytes can be read as a row
-    buffer = pa.py_buffer(padded)
-    # Item i of `rows` is the 12 bytes from byte i: one gather copies a value's first bytes.
-    rows = np.ndarray(shape=(len(data) + 1,), dtype=f"V{_INLINE}", buffer=padded, strides=(1,))
+Bounds = list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
+
+
+def run_bounds(lines: Lines, n_fields: int, runs: Sequence[tuple[int, int]]) -> Bounds:
+    """Where each run of adjacent key fields `[a, b)` starts and ends in every clean line."""
     clean = lines.clean
     first = lines.first_space[clean]
-    views = []
+    bounds = []
     for a, b in runs:
         start = lines.starts[clean] if a == 0 else lines.spaces[first + (a - 1)] + 1
         end = lines.ends[clean] if b == n_fields else lines.spaces[first + (b - 1)]
-        views.append(_views(rows, buffer, start, end - start))
-    return views
+        bounds.append((start, end))
+    return bounds
 
 
-def over_long_runs(
-    lines: Lines, n_fields: int, runs: Sequence[tuple[int, int]], widest: Sequence[int]
-) -> npt.NDArray[np.int64]:
-    """Positions in `lines.clean` of the lines with a run longer than any valid value of its
-    fields can make (`widest[i]`: the longest valid text of run i): such a line is malformed,
-    and goes per line so that no long key is ever made or held."""
-    clean = lines.clean
-    first = lines.first_space[clean]
-    over = np.zeros(len(clean), bool)
-    for (a, b), most in zip(runs, widest, strict=True):
-        start = lines.starts[clean] if a == 0 else lines.spaces[first + (a - 1)] + 1
-        end = lines.ends[clean] if b == n_fields else lines.spaces[first + (b - 1)]
+def over_long(bounds: Bounds, widest: Sequence[int]) -> npt.NDArray[np.bool_]:
+    """The clean lines with a run longer than any valid value of its fields can make
+    (`widest[i]`: the longest valid text of run i): such a line is malformed, and goes per
+    line so that no long key is ever made or held."""
+    over = np.zeros(len(bounds[0][0]) if bounds else 0, bool)
+    for (start, end), most in zip(bounds, widest, strict=True):
         over |= end - start > most
-    return np.flatnonzero(over)
+    return over
+
+
+#: A mask keeping the low k bytes of a 64-bit word, for k = 0..8.
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)
+
+#: Bytes readable after the end of a block's data that `views` may read.
+PADDING = 16
+
+
+def views(buffer: bytes | bytearray, bounds: Bounds) -> list[pa.Array]:
+    """The runs' texts as `binary_view` values pointing into `buffer`, which holds the block
+    and at least PADDING more bytes (read, never used)."""
+    # Item i of `words` is the 8 bytes from byte i: one gather reads 8 bytes of every value.
+    words = np.ndarray(shape=(len(buffer) - 8,), dtype="V8", buffer=buffer, strides=(1,))
+    arrow = pa.py_buffer(buffer)
+    return [_views(words, arrow, start, end - start) for start, end in bounds]
+
+
+def _views(
+    words: npt.NDArray[np.void],
+    buffer: pa.Buffer,
+    start: npt.NDArray[np.int64],
+    length: npt.NDArray[np.int64],
+) -> pa.Array:
+    """A binary_view array of the byte ranges `[start, start + length)` of `buffer`.
+
+    A view is 16 bytes: the length (int32) and either the value itself (up to 12 bytes,
+    zero-padded) or its first 4 bytes, the buffer's index (0) and the offset (int32)."""
+    count = len(start)
+    low = words[start].view("<u8")  # bytes 0-7 of each value
+    high = words[start + 8].view("<u8")  # bytes 8-15
+    view = np.empty((count, 2), np.uint64)
+    view[:, 0] = length.astype(np.uint64) | (low & _LOW_BYTES[np.minimum(length, 4)]) << 32
+    inline = (low >> 32 | high << 32) & _LOW_BYTES[np.clip(length - 4, 0, 8)]
+    view[:, 1] = np.where(length <= _INLINE, inline, start.astype(np.uint64) << 32)
+    return pa.Array.from_buffers(pa.binary_view(), count, [None, pa.py_buffer(view), buffer])
 
 
 def widest_value(name: str) -> int:
@@ -172,28 +194,6 @@ def widest_value(name: str) -> int:
     if kind is Kind.INT:
         return MAX_INT_DIGITS
     return max(map(len, _ENUMS.get(name, ("-",))))
-
-
-def _views(
-    rows: npt.NDArray[np.void],
-    buffer: pa.Buffer,
-    start: npt.NDArray[np.int64],
-    length: npt.NDArray[np.int64],
-) -> pa.Array:
-    """A binary_view array of the byte ranges `[start, start + length)` of `buffer`, whose
-    bytes `rows` gives 12 at a time."""
-    count = len(start)
-    view = np.empty((count, 16), np.uint8)
-    view[:, 4:] = rows[start].view(np.uint8).reshape(count, _INLINE)
-    words = view.view(np.int32)
-    words[:, 0] = length
-    inline = np.flatnonzero(length <= _INLINE)
-    if len(inline):  # the bytes after a short value must be zero
-        view[inline, 4:] *= length[inline, None] > _TWELVE
-    out_of_line = length > _INLINE
-    words[out_of_line, 2] = 0  # the only data buffer
-    words[out_of_line, 3] = start[out_of_line]
-    return pa.Array.from_buffers(pa.binary_view(), count, [None, pa.py_buffer(view), buffer])
 
 
 def encode(values: pa.Array) -> tuple[pa.Array, Codes]:

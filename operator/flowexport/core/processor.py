@@ -184,16 +184,25 @@ class FlowProcessor:
             if chunk:
                 self._feed_strings(chunk)
 
-    def feed_text(self, data: bytes) -> None:
+    def feed_text(self, data: bytes | memoryview) -> None:
         """Process a block of lines as read from a file: `\\n` line breaks (universal
         newlines already applied), the last line's break optional, any bytes (what is not
-        UTF-8 reads as U+FFFD)."""
-        if not data:
+        UTF-8 reads as U+FFFD).
+
+        A memoryview over the start of a larger buffer (as `textfile.TextBlocks` gives) is
+        read in place when the buffer holds `columnar.PADDING` bytes more than the view."""
+        if not len(data):
             return
-        ascii_only = data.isascii()
+        buffer = data.obj if isinstance(data, memoryview) else data
+        if not isinstance(buffer, bytes | bytearray):
+            buffer = bytes(data)
+        ascii_only = buffer.isascii()
         if not ascii_only:
-            data = data.decode("utf-8", "replace").encode()
-        self._feed_block(data, ascii_only, {})
+            text = bytes(data).decode("utf-8", "replace").encode()
+            ascii_only, buffer, data = False, text, text
+        if len(buffer) < len(data) + self._columnar.PADDING:
+            buffer = bytes(data) + bytes(self._columnar.PADDING)
+        self._feed_block(data, buffer, ascii_only, {})
 
     def feed_batch(self, batch: pa.RecordBatch) -> None:
         """Process a record batch with one column per key field of the format, named as the
@@ -262,21 +271,29 @@ class FlowProcessor:
                 except UnicodeEncodeError:
                     forced[i], lines[i] = chunk[i], ""
             data = ("\n".join(lines) + "\n").encode()
-        self._feed_block(data, data.isascii(), forced)
+        self._feed_block(data, data + bytes(self._columnar.PADDING), data.isascii(), forced)
 
-    def _feed_block(self, data: bytes, ascii_only: bool, forced: dict[int, str]) -> None:
+    def _feed_block(
+        self,
+        data: bytes | memoryview,
+        buffer: bytes | bytearray,
+        ascii_only: bool,
+        forced: dict[int, str],
+    ) -> None:
+        """Process the lines of `data`, which starts `buffer` (PADDING bytes longer)."""
         columnar, np = self._columnar, self._np
         lines = columnar.split_block(data, self._n_fields, ascii_only, list(forced))
-        if len(lines.clean):
-            over = columnar.over_long_runs(lines, self._n_fields, self._runs, self._widest)
-            if len(over):  # malformed in a key field: per line, no long key is made
-                lines.slow = np.union1d(lines.slow, lines.clean[over])
-                lines.clean = np.delete(lines.clean, over)
         results = counts = np.zeros(0, np.int64)
         positions = None
         if len(lines.clean):
-            views = columnar.run_views(data, lines, self._n_fields, self._runs)
-            parts = [columnar.encode(view) for view in views]
+            bounds = columnar.run_bounds(lines, self._n_fields, self._runs)
+            over = columnar.over_long(bounds, self._widest)
+            if over.any():  # malformed in a key field: per line, no long key is made
+                lines.slow = np.union1d(lines.slow, lines.clean[over])
+                lines.clean = lines.clean[~over]
+                bounds = [(start[~over], end[~over]) for start, end in bounds]
+        if len(lines.clean):
+            parts = [columnar.encode(view) for view in columnar.views(buffer, bounds)]
             codes, first = columnar.combine(parts)
             keys = columnar.distinct_keys(parts, first)
             results = self._results(keys)
@@ -285,7 +302,9 @@ class FlowProcessor:
         if len(lines.slow):
             slow = lines.slow.tolist()
             starts, ends = lines.starts, lines.ends
-            texts = [forced[i] if i in forced else data[starts[i] : ends[i]].decode() for i in slow]
+            texts = [
+                forced[i] if i in forced else str(data[starts[i] : ends[i]], "utf-8") for i in slow
+            ]
             slow_results = np.fromiter(map(self._line_code, texts), np.int64, len(texts))
             if positions is None:
                 positions = lines.slow

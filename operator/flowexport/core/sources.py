@@ -33,6 +33,9 @@ PARQUET_MAGIC = b"PAR1"
 #: Bytes of a non-seekable Parquet input (stdin) held in memory before it spills to disk.
 _SPOOL_BYTES = 64 * 2**20
 
+#: Bytes of the start of a text input read for its header line and an error's wording.
+_SAMPLE_BYTES = 2**16
+
 #: Records skipped for none of these reasons are records in the format (even if filtered).
 _NOT_RECORDS = frozenset({SkipReason.EMPTY, SkipReason.HEADER})
 
@@ -95,7 +98,8 @@ def read_source(
     blocks = TextBlocks(stream, gzipped=kind is FileKind.GZIP)
     iterator = iter(blocks)
     first = next(iterator, b"")
-    fmt, format_from = _text_format(first, explicit)
+    sample = bytes(first[:_SAMPLE_BYTES])  # where the format and the wording are found
+    fmt, format_from = _text_format(sample, explicit)
     processor = FlowProcessor(fmt, flow_filter)
     processor.feed_text(first)
     for block in iterator:
@@ -103,7 +107,7 @@ def read_source(
     read = SourceRead(processor, kind, format_from, blocks.error)
     if not _has_records(processor.stats):
         raise UnusableInputError(
-            _unmatched(processor, format_from, first, blocks.error), processor.stats
+            _unmatched(processor, format_from, sample, blocks.error), processor.stats
         )
     return read
 
@@ -193,7 +197,7 @@ def _looks_binary(first: bytes) -> bool:
 
 def _first_record_fields(first: bytes) -> int | None:
     """The field count of the first line that is neither blank nor a header."""
-    for line in first[:65536].split(b"\n")[:-1] or [first[:65536]]:
+    for line in first.split(b"\n")[:-1] or [first]:
         tokens = line.decode("utf-8", "replace").split()
         if tokens and not all(t in FIELDS_BY_NAME for t in tokens):
             return len(tokens)

@@ -35,6 +35,9 @@ _PIECE = 2**20
 #: What an over-long line is handed on as: one byte too many to be a record.
 TOO_LONG_LINE = b"x" * (MAX_RECORD_CHARS + 1)
 
+#: Bytes after each block's end that a reader of the block may read (and never use).
+PADDING = 16
+
 #: What a damaged or unreadable input raises part way (gzip.BadGzipFile is an OSError).
 READ_ERRORS = (OSError, EOFError, zlib.error)
 
@@ -62,7 +65,9 @@ class TextBlocks:
         )
         self._block_bytes = block_bytes
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[memoryview]:
+        """Each block as a view of the start of a buffer that holds PADDING bytes more (see
+        `FlowProcessor.feed_text`); a view is valid until the next block is asked for."""
         carry = b""  # the start of a line that goes on in the next piece
         skipping = False  # inside an over-long line already handed on
         pending_cr = False  # a piece ended in \r: a line break, unless \n follows
@@ -80,16 +85,19 @@ class TextBlocks:
                 if end < 0:
                     continue
                 piece, skipping = piece[end + 1 :], False
-            data = carry + piece if carry else piece
+            data = bytearray(carry)
+            data += piece
             cut = data.rfind(b"\n") + 1
-            block, carry = data[:cut], data[cut:]
-            if len(carry) > MAX_LINE_BYTES:
-                block += TOO_LONG_LINE + b"\n"
-                carry, skipping = b"", True
-            if last and self.error is None and carry:
-                block, carry = block + carry, b""  # the last line, without a line break
-            if block:
-                yield block
+            if len(data) - cut > MAX_LINE_BYTES:
+                del data[cut:]
+                data += TOO_LONG_LINE + b"\n"
+                cut, skipping = len(data), True
+            if last and self.error is None:
+                cut = len(data)  # the last line, without a line break
+            carry = bytes(data[cut:])
+            if cut:
+                data += bytes(PADDING)
+                yield memoryview(data)[:cut]
 
     def _pieces(self) -> Iterator[tuple[bytes, bool]]:
         """The stream's bytes, about `block_bytes` at a time, and whether each is the last.
