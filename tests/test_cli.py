@@ -316,7 +316,8 @@ def test_parse_imports_none_of_the_heavy_edges() -> None:
     probe = (
         "import sys; from flowexport.cli import main\n"
         "try:\n    main(['parse', '--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = {'kopf', 'boto3', 'botocore', 'aiohttp', 'kubernetes', 'httpx', 'moto'}\n"
+        "heavy = {'kopf', 'boto3', 'botocore', 'aiohttp', 'kubernetes', 'httpx', 'moto',\n"
+        "         'pyarrow', 'numpy'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
     )
     result = subprocess.run(

@@ -8,6 +8,8 @@ other lines, so flows are compared to it as a mapping and to the reference as a 
 
 from __future__ import annotations
 
+import gzip
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +23,11 @@ from flowexport.core.normalise import FlowFilter, normalise
 from flowexport.core.processor import FlowProcessor
 from flowexport.core.reasons import SkipReason
 from flowexport.core.records import is_header, parse_values, too_long
+from flowexport.core.textfile import TextBlocks
 from tests.core import oracle
 from tests.core.test_golden import GOLDEN, input_format, parse_args, read_lines
 from tests.core.test_properties import formats, tokens
+from tests.flowlines import line as record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,3 +151,40 @@ def test_every_fixture_gives_what_the_old_processor_gave() -> None:
     sample = read_lines(ROOT / "examples" / "flowlogs" / "sample.log")
     for fmt in (input_format(None, sample), DEFAULT_V2_FORMAT, PIPELINE_FORMAT):
         check(sample, fmt, FlowFilter.build(["ACCEPT", "REJECT"]))
+
+
+@given(
+    st.lists(st.one_of(tokens, st.just("\r"), st.just("é"), st.just("\xff")), max_size=400),
+    st.sampled_from([DEFAULT_V2_FORMAT, PIPELINE_FORMAT]),
+    st.integers(1, 300),
+    st.booleans(),
+    st.data(),
+)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_files_read_in_blocks_give_what_the_old_reader_gave(
+    pieces: list[str], fmt: LogFormat, block_bytes: int, gzipped: bool, data: st.DataObject
+) -> None:
+    """Bytes of a file, cut into blocks anywhere (inside a line, between \\r and \\n, inside a
+    UTF-8 character), give what the old reader's lines (Python's text mode) gave."""
+    seps = st.sampled_from([" ", " ", " ", "  ", "\t", "\n", "\r\n", "\r"])
+    text = "".join(piece + data.draw(seps) for piece in pieces)
+    good = [record(fmt, srcport=40000 + i % 7) for i in range(data.draw(st.integers(0, 30)))]
+    text = "\n".join(good) + "\n" + text if data.draw(st.booleans()) else text + "\n".join(good)
+    raw = text.encode("utf-8", "surrogatepass").replace("\xff".encode(), b"\xff")
+    if gzipped:
+        raw = gzip.compress(raw)
+    old = oracle.FlowProcessor(fmt)
+    with io.TextIOWrapper(
+        io.BytesIO(gzip.decompress(raw) if gzipped else raw),
+        encoding="utf-8",
+        errors="replace",
+        newline=None,
+    ) as stream:
+        old.feed(stream)
+    new = FlowProcessor(fmt)
+    blocks = TextBlocks(io.BytesIO(raw), gzipped=gzipped, block_bytes=block_bytes)
+    for block in blocks:
+        new.feed_text(block)
+    assert blocks.error is None
+    assert dict(new.drain()) == dict(old.drain())
+    assert (new.stats.records, new.stats.skipped) == (old.stats.records, old.stats.skipped)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -260,48 +261,41 @@ def column_text(column: pa.Array) -> pa.Array:
 
 
 class KeyTable:
-    """Keys resolved before, with their results (a flow id, or a negative skip code), held as
-    one Arrow array so a block's distinct keys are looked up in C++."""
+    """Keys resolved before, with their results (a flow id, or a negative skip code).
+
+    A Python dict: a lookup costs per key looked up (a block's distinct keys, fed from C by
+    `map`), not per key held, so a small block (500 CloudWatch events) costs little however
+    many keys are held."""
 
     def __init__(self) -> None:
-        self._chunks: list[pa.Array] = []
-        self._results: list[npt.NDArray[np.int64]] = []
-        self._keys: pa.Array | None = None
-        self._all_results = np.zeros(0, np.int64)
-        self.count = 0
+        self._results: dict[bytes, int] = {}
         self.nbytes = 0
+
+    @property
+    def count(self) -> int:
+        """Keys held."""
+        return len(self._results)
 
     def lookup(self, keys: pa.Array, missing: int) -> npt.NDArray[np.int64]:
         """Each key's result, `missing` for keys not in the table."""
-        if not self.count:
-            return np.full(len(keys), missing, np.int64)
-        if self._keys is None:
-            self._keys = pa.concat_arrays(self._chunks)
-            self._chunks = [self._keys]
-            self._all_results = np.concatenate(self._results)
-            self._results = [self._all_results]
-        index = pc.fill_null(pc.index_in(keys, value_set=self._keys), -1)
-        at = index.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        return np.where(at >= 0, self._all_results[np.maximum(at, 0)], missing)
+        texts = keys.to_pylist()
+        found = map(self._results.get, texts, repeat(missing, len(texts)))
+        return np.fromiter(found, np.int64, len(texts))
 
     def add(self, keys: pa.Array, results: npt.NDArray[np.int64], overhead: int) -> None:
         """Remember resolved keys; `overhead` bytes are counted per key beside its text."""
-        if not len(keys):
-            return
-        self._chunks.append(keys)
-        self._results.append(results)
-        self._keys = None
-        self.count += len(keys)
-        lengths = pc.binary_length(keys).to_numpy(zero_copy_only=False)
-        self.nbytes += int(lengths.sum()) + overhead * len(keys)
+        texts = keys.to_pylist()
+        self._results.update(zip(texts, results.tolist(), strict=True))
+        self.nbytes += sum(map(len, texts)) + overhead * len(texts)
 
     def held(self) -> list[bytes]:
         """The keys held (for tests and debugging)."""
-        return [key for chunk in self._chunks for key in chunk.to_pylist()]
+        return list(self._results)
 
     def clear(self) -> None:
         """Forget every key."""
-        self.__init__()  # type: ignore[misc]
+        self._results.clear()
+        self.nbytes = 0
 
 
 # -- resolving distinct keys on columns ------------------------------------------------------

@@ -62,6 +62,10 @@ CHUNK_LINES = 4096
 #: Bytes counted per resolved key beside its text (what a Python string of it would add).
 _KEY_OVERHEAD = 64
 
+#: The longest key of the per-line path kept (four longest addresses and the rest): a longer
+#: one cannot be valid, and costs its line a parse each time it comes.
+_SLOW_KEY_CHARS = 512
+
 _REASONS = tuple(SkipReason)
 _REASON_CODE = {reason: -1 - i for i, reason in enumerate(_REASONS)}
 _MISSING = -(2**40)
@@ -370,8 +374,11 @@ class FlowProcessor:
             return _REASON_CODE[key]
         code = self._slow.get(key)
         if code is None:
-            code = self._slow[key] = self._code(self._resolve(key))
-            self._slow_bytes += sum(map(len, key)) + _KEY_OVERHEAD
+            code = self._code(self._resolve(key))
+            size = sum(map(len, key))
+            if size <= _SLOW_KEY_CHARS:  # a longer key is malformed: not worth its memory
+                self._slow[key] = code
+                self._slow_bytes += size + _KEY_OVERHEAD
         return code
 
     def _resolve(self, tokens: Sequence[str]) -> Flow | SkipReason:

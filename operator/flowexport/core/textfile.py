@@ -66,8 +66,8 @@ class TextBlocks:
         self._block_bytes = block_bytes
 
     def __iter__(self) -> Iterator[memoryview]:
-        """Each block as a view of the start of a buffer that holds PADDING bytes more (see
-        `FlowProcessor.feed_text`); a view is valid until the next block is asked for."""
+        """Each block as a view of the start of its own buffer, which holds PADDING bytes
+        more (see `FlowProcessor.feed_text`)."""
         carry = b""  # the start of a line that goes on in the next piece
         skipping = False  # inside an over-long line already handed on
         pending_cr = False  # a piece ended in \r: a line break, unless \n follows
@@ -105,13 +105,14 @@ class TextBlocks:
         Read in pieces of at most _PIECE bytes (a buffered read of more would drop what it
         had read when the stream fails part way)."""
         read = getattr(self._stream, "read1", self._stream.read)
+        ask = min(_PIECE, self._block_bytes)
         while True:
             pieces: list[bytes] = []
             size = 0
             last = False
             try:
                 while size < self._block_bytes:
-                    piece = read(_PIECE)
+                    piece = read(ask)
                     if not piece:
                         last = True
                         break
