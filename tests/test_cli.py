@@ -415,3 +415,19 @@ def test_a_format_without_the_fields_a_flow_needs_exits_3_from_option_or_header(
         in (from_option.stderr.decode().splitlines()[0])
     )
     assert from_option.stdout == b""
+
+
+@pytest.mark.parametrize(("after", "between"), [(b"\n", []), (b"", []), (b"x\n", [b"x"])])
+def test_an_over_long_line_ended_by_cr_at_a_block_boundary(
+    tmp_path: Path, after: bytes, between: list[bytes]
+) -> None:
+    """A line read past in pieces ends at its \\r, whether a \\n follows in the next block (one
+    line break) or not (a lone \\r ends a line too)."""
+    block = 40_000
+    data = b"y" * (block - 1) + b"\r" + after + b"next\nlast"
+    with (tmp_path / "cr.log").open("wb") as out:
+        out.write(data)
+    with (tmp_path / "cr.log").open("rb") as stream:
+        pieces = list(TextBlocks(stream, block_bytes=block))
+    lines = b"".join(pieces).split(b"\n")
+    assert lines == [TOO_LONG_LINE, *between, b"next", b"last"]

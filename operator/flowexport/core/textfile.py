@@ -64,66 +64,72 @@ class TextBlocks:
             gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream  # type: ignore[assignment]
         )
         self._block_bytes = block_bytes
+        self._gzipped = gzipped
 
     def __iter__(self) -> Iterator[memoryview]:
         """Each block as a view of the start of its own buffer, which holds PADDING bytes
         more (see `FlowProcessor.feed_text`)."""
-        carry = b""  # the start of a line that goes on in the next piece
+        carry = b""  # the start of a line that goes on in the next block, its \r unchanged
         skipping = False  # inside an over-long line already handed on
-        pending_cr = False  # a piece ended in \r: a line break, unless \n follows
-        for raw, last in self._pieces():
-            piece = raw
-            if pending_cr:
-                piece = b"\r" + piece
-                pending_cr = False
-            if b"\r" in piece:
-                if piece.endswith(b"\r") and not last:
-                    piece, pending_cr = piece[:-1], True
-                piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        last = False
+        while not last:
+            # The block is read straight into its own buffer, after the carried line start;
+            # the buffer's zeros past what was read are the padding.
+            data = bytearray(len(carry) + self._block_bytes + PADDING)
+            data[: len(carry)] = carry
+            size, last = self._fill(memoryview(data)[len(carry) : len(carry) + self._block_bytes])
+            del data[len(carry) + size + PADDING :]
+            end = len(carry) + size
+            if data.find(b"\r", 0, end) >= 0:  # universal newlines, as Python's text mode
+                text = bytes(data[:end])
+                cr = b"\r" if text.endswith(b"\r") and not last else b""  # \n may follow
+                text = text[: len(text) - len(cr)]
+                text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                data = bytearray(text + cr + bytes(PADDING))
+                end = len(text)
             if skipping:
-                end = piece.find(b"\n")
-                if end < 0:
+                found = data.find(b"\n", 0, end)
+                if found < 0:
+                    carry = b"\r" if end < len(data) - PADDING else b""
                     continue
-                piece, skipping = piece[end + 1 :], False
-            data = bytearray(carry)
-            data += piece
-            cut = data.rfind(b"\n") + 1
-            if len(data) - cut > MAX_LINE_BYTES:
-                del data[cut:]
-                data += TOO_LONG_LINE + b"\n"
-                cut, skipping = len(data), True
-            if last and self.error is None:
-                cut = len(data)  # the last line, without a line break
-            carry = bytes(data[cut:])
+                del data[: found + 1]
+                end -= found + 1
+                skipping = False
+            cut = data.rfind(b"\n", 0, end) + 1
+            held = bytes(data[end : len(data) - PADDING])  # a \r whose \n may follow
+            if end - cut > MAX_LINE_BYTES:
+                data[cut:] = TOO_LONG_LINE + b"\n" + bytes(PADDING)
+                end = cut = cut + len(TOO_LONG_LINE) + 1
+                skipping = True  # up to the line's break (a held \r: its \n, if one follows)
+            if last and self.error is None and not skipping:
+                cut = end  # the last line, without a line break
+            carry = bytes(data[cut:end]) + held
             if cut:
-                data += bytes(PADDING)
                 yield memoryview(data)[:cut]
 
-    def _pieces(self) -> Iterator[tuple[bytes, bool]]:
-        """The stream's bytes, about `block_bytes` at a time, and whether each is the last.
+    def _fill(self, view: memoryview) -> tuple[int, bool]:
+        """Read into `view` until it is full or the stream ends: the bytes read, and whether
+        the stream ended (or failed: then `error` says why).
 
-        Read in pieces of at most _PIECE bytes (a buffered read of more would drop what it
-        had read when the stream fails part way)."""
-        read = getattr(self._stream, "read1", self._stream.read)
-        ask = min(_PIECE, self._block_bytes)
-        while True:
-            pieces: list[bytes] = []
-            size = 0
-            last = False
-            try:
-                while size < self._block_bytes:
-                    piece = read(ask)
-                    if not piece:
-                        last = True
-                        break
-                    pieces.append(piece)
-                    size += len(piece)
-            except READ_ERRORS as exc:
-                self.error = describe(exc)
-                last = True
-            yield b"".join(pieces), last
-            if last:
-                return
+        A gzip stream is read a decompressed piece at a time (a buffered read of more would
+        drop what it had decompressed when the stream fails part way); a plain one straight
+        into the view."""
+        size = 0
+        try:
+            while size < len(view):
+                if self._gzipped:
+                    piece = self._stream.read1(min(_PIECE, len(view) - size))  # type: ignore[attr-defined]
+                    got = len(piece)
+                    view[size : size + got] = piece
+                else:
+                    got = self._stream.readinto(view[size:]) or 0  # type: ignore[attr-defined]
+                if not got:
+                    return size, True
+                size += got
+        except READ_ERRORS as exc:
+            self.error = describe(exc)
+            return size, True
+        return size, False
 
 
 def first_line(block: bytes) -> str | None:
