@@ -409,7 +409,7 @@ def resolve(names: Sequence[str], fields: Sequence[pa.Array], flow_filter: FlowF
     protocol = np.where(null["protocol"], -1, protocol)
     _set(reason, (src < 0) | (dst < 0) | (protocol < 0), SkipReason.MISSING_FIELD)
     v6 = np.zeros(max(1, len(addresses)), bool)
-    v6[: len(addresses)] = [a is not None and ":" in a for a in addresses]
+    v6[: len(addresses)] = _np(pc.match_substring(pa.array(addresses, pa.string()), ":"))
     _set(reason, v6[np.maximum(src, 0)] != v6[np.maximum(dst, 0)], SkipReason.BAD_IP)
     ported = np.isin(protocol, _PORT_PROTOCOLS)
     srcport = np.where(null["srcport"], -1, ints["srcport"])
@@ -472,11 +472,15 @@ def _addresses(columns: Sequence[pa.Array]) -> tuple[list[str | None], list[Any]
     canonical: list[str | None] = distinct.to_pylist()
     for i in np.flatnonzero(~quad).tolist():
         canonical[i] = parse_ip(canonical[i])  # type: ignore[arg-type]
-    spelled: dict[str, int] = {}
-    index = np.array(
-        [-1 if c is None else spelled.setdefault(c, len(spelled)) for c in canonical], np.int64
-    )
-    addresses: list[str | None] = list(spelled)
+    # One index per canonical address (IPv6 has several spellings); -1 where none.
+    dictionary, index = encode(pa.array(canonical, pa.string()))
+    if dictionary.null_count:  # null_encoding="encode" made None a value of its own
+        none = dictionary.is_null().to_numpy(zero_copy_only=False)
+        kept = np.flatnonzero(~none)
+        renumber = np.full(len(dictionary), -1, np.int64)
+        renumber[kept] = np.arange(len(kept))
+        dictionary, index = dictionary.filter(pa.array(~none)), renumber[index]
+    addresses: list[str | None] = dictionary.to_pylist()
     at = [index[_np(pc.index_in(values, value_set=distinct))] for values in columns]
     return addresses, at
 
@@ -495,7 +499,13 @@ def _source_is_client(
     by_ports = np.where(src_rank != dst_rank, dst_rank < src_rank, dstport < srcport)
     equal = (src_rank == dst_rank) & (srcport == dstport)
     if equal.any():
-        order = sorted(range(len(addresses)), key=lambda i: _address_key(addresses[i]))
+        spelled = pa.array(addresses, pa.string())
+        order = _np(
+            pc.sort_indices(
+                pa.table({"length": pc.utf8_length(spelled), "text": spelled}),
+                sort_keys=[("length", "ascending"), ("text", "ascending")],
+            )
+        )
         rank = np.empty(max(1, len(addresses)), np.int64)
         rank[order] = np.arange(len(order))
         by_address = rank[np.maximum(src, 0)] <= rank[np.maximum(dst, 0)]
@@ -506,10 +516,6 @@ def _source_is_client(
     synack = (flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
     syn = (flags & TCP_SYN) != 0
     return np.where(tcp & synack, False, np.where(tcp & syn, True, by_ports))
-
-
-def _address_key(address: str | None) -> tuple[int, str]:
-    return (len(address), address) if address is not None else (0, "")
 
 
 def _port_rank(port: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -23,7 +23,7 @@ from flowexport.core.records import MAX_RECORD_CHARS
 GZIP_MAGIC = b"\x1f\x8b"
 
 #: Bytes read at a time; a block is at most this plus one line of MAX_LINE_BYTES.
-BLOCK_BYTES = 8 * 2**20
+BLOCK_BYTES = 16 * 2**20
 
 #: The longest line held whole: no line of more bytes can be MAX_RECORD_CHARS characters of
 #: UTF-8 or less (a character takes at most four bytes).
