@@ -29,7 +29,7 @@ from flowexport.core.fields import FIELDS_BY_NAME, KEY_FIELDS
 from flowexport.core.logformat import LogFormat
 
 #: Rows handed on at a time (a row group is read a batch at a time).
-BATCH_ROWS = 64 * 1024
+BATCH_ROWS = 256 * 1024
 
 
 def field_name(column: str) -> str | None:
