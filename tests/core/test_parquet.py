@@ -141,3 +141,19 @@ def test_malformed_parquet_values_are_skipped_like_malformed_text() -> None:
     read = read_source(buffer, None, FlowFilter())
     assert read.processor.drain() == [(Flow("10.0.0.1", "10.0.0.2", 443, 6), 1)]
     assert read.stats.skipped == {"bad_ip": 2, "bad_int": 1, "nodata": 1}
+
+
+def test_a_file_that_starts_like_parquet_but_is_not_is_unusable() -> None:
+    with pytest.raises(UnusableInputError, match="starts like Parquet but is not readable"):
+        read_source(io.BytesIO(b"PAR1" + bytes(range(256)) * 8), None, FlowFilter())
+
+
+def test_parquet_text_columns_are_read_as_dictionaries_and_give_the_same_flows() -> None:
+    lines = mixed_lines(V5, 2000, seed=9)
+    buffer = io.BytesIO()
+    write_parquet(buffer, lines, V5, row_group_size=300)
+    buffer.seek(0)
+    batch = next(ParquetFlowLog(buffer).batches())
+    assert pa.types.is_dictionary(batch.column("srcaddr").type)
+    assert not pa.types.is_dictionary(batch.column("srcport").type)
+    text_and_parquet(lines, V5, row_group_size=300)

@@ -198,7 +198,16 @@ def widest_value(name: str) -> int:
 
 
 def encode(values: pa.Array) -> tuple[pa.Array, Codes]:
-    """Dense codes of `values` in order of first appearance, and the distinct values."""
+    """Dense codes of `values` in order of first appearance, and the distinct values (null,
+    if there, one of them). A dictionary array (Parquet's dictionary pages) is renumbered by
+    its integer codes, its text never hashed again."""
+    if pa.types.is_dictionary(values.type):
+        dictionary, indices = values.dictionary, values.indices
+        if indices.null_count:
+            indices = pc.fill_null(indices, len(dictionary))
+            dictionary = pa.concat_arrays([dictionary, pa.nulls(1, dictionary.type)])
+        used, codes = encode(indices)
+        return dictionary.take(used), codes
     encoded = pc.dictionary_encode(values, null_encoding="encode")
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     return encoded.dictionary, codes

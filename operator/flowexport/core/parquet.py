@@ -47,14 +47,26 @@ class ParquetFlowLog:
     """
 
     def __init__(self, source: str | IO[bytes]) -> None:
-        self._file = pq.ParquetFile(source)
+        schema = pq.read_schema(source) if isinstance(source, str) else None
+        if schema is None:
+            at = source.tell()  # type: ignore[union-attr]
+            schema = pq.ParquetFile(source).schema_arrow
+            source.seek(at)  # type: ignore[union-attr]
         columns: dict[str, str] = {}
-        for column in self._file.schema_arrow.names:
+        for column in schema.names:
             name = field_name(column)
             if name is not None and name not in columns:
                 columns[name] = column
         self._columns = columns
         self.format = LogFormat(tuple(columns))
+        # Text columns come as the dictionaries their pages hold (AWS's and pyarrow's
+        # writers dictionary-encode them): each distinct address decoded and hashed once.
+        text = [
+            column
+            for name, column in columns.items()
+            if name in KEY_FIELDS and pa.types.is_string(schema.field(column).type)
+        ]
+        self._file = pq.ParquetFile(source, read_dictionary=text)
         self.rows = self._file.metadata.num_rows
         self.row_groups = self._file.num_row_groups
 
