@@ -2,6 +2,7 @@
 
     python bench/core.py [--records N] [--windows W] [--json]
     python bench/core.py --cli [--cli-records N] [--repeat R] [--json]
+    python bench/core.py --versus-old [--records N] [--repeat R]
 
 Synthetic records (realistic mix): a few percent unique connections repeated, both legs of
 each, TCP flags on some, ~5% REJECT, ~5% IPv6, ~2% NODATA. A fixed pool of distinct lines is
@@ -17,6 +18,10 @@ a fresh process: a naive loop that reads the file, splits each line and keeps fo
 the ACCEPT records (the Lambda's way), `flowexport parse FILE` on the text and on the Parquet
 file. Reports wall and CPU seconds (best of R), the ratio naive / parse (>= 1: parse is
 faster), whether text and Parquet gave the same CSV, and peak RSS of parse at N/10 and N.
+
+With --versus-old: the columnar FlowProcessor against the per-line one it replaced (kept as the
+test oracle, tests/core/oracle.py), fed as the pipeline feeds it (lists of CloudWatch messages
+of 10,000 and of 500), alternated, CPU seconds: records/s of each and the ratio.
 """
 
 from __future__ import annotations
@@ -345,6 +350,34 @@ def cli_main(n: int, repeat: int, as_json: bool) -> int:
     return 0
 
 
+def versus_old(n: int, repeat: int) -> int:
+    """The columnar processor against the old per-line one, fed as the pipeline feeds them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.core import oracle  # noqa: PLC0415 - the old processor, kept as the oracle
+
+    rows = make_records(Mix())
+    print(f"records={n:,} best of {repeat}, alternated, CPU seconds")
+    for fmt, name in ((PIPELINE_FORMAT, "operator format"), (DEFAULT_V2_FORMAT, "v2 format")):
+        pool = render(rows, fmt)
+        for size in (10_000, 500):
+            best: dict[str, float] = {}
+            for _ in range(repeat):
+                for label, make in (("old", oracle.FlowProcessor), ("new", FlowProcessor)):
+                    processor = make(fmt)
+                    started = time.process_time()
+                    for chunk in records(pool, n):
+                        for at in range(0, len(chunk), size):
+                            processor.feed(chunk[at : at + size])
+                    processor.drain()
+                    spent = time.process_time() - started
+                    best[label] = min(best.get(label, spent), spent)
+            print(
+                f"{name:16} feeds of {size:>6,}: old {n / best['old']:>10,.0f}/s  "
+                f"new {n / best['new']:>10,.0f}/s  new/old {best['old'] / best['new']:.2f}x"
+            )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -355,9 +388,14 @@ def main() -> int:
         "--cli", action="store_true", help="time `flowexport parse` (text, Parquet) vs a naive loop"
     )
     parser.add_argument("--cli-records", type=int, default=2_000_000, help="lines for --cli")
+    parser.add_argument(
+        "--versus-old", action="store_true", help="the columnar processor vs the per-line one"
+    )
     args = parser.parse_args()
     if args.cli:
         return cli_main(args.cli_records, args.repeat, args.json)
+    if args.versus_old:
+        return versus_old(args.records, args.repeat)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 

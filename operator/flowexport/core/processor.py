@@ -59,6 +59,11 @@ DEFAULT_CACHE_BYTES = 32 * 2**20
 #: held as one block of bytes, besides the caller's strings).
 CHUNK_LINES = 4096
 
+#: New keys of a block resolved on columns from this many on; fewer are resolved one by one
+#: through `records.parse_values` and `normalise.normalise` (same answers: the differential
+#: tests run both ways), as the fixed cost of the column kernels is about that of 250 keys.
+RESOLVE_ON_COLUMNS = 256
+
 #: Bytes counted per resolved key beside its text (what a Python string of it would add).
 _KEY_OVERHEAD = 64
 
@@ -176,6 +181,7 @@ class FlowProcessor:
         self._order: list[int] = []
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
+        self._resolve_on_columns = RESOLVE_ON_COLUMNS
 
     # -- input ------------------------------------------------------------------------------
 
@@ -337,8 +343,10 @@ class FlowProcessor:
     def _resolve_keys(self, keys: pa.Array) -> Any:
         """Result codes of keys not seen before, resolved on columns."""
         columnar, np = self._columnar, self._np
-        fields = columnar.key_fields(keys, len(self._key_names))
-        if fields is None:  # cannot happen with keys made here; kept exact all the same
+        fields = None
+        if len(keys) >= self._resolve_on_columns:
+            fields = columnar.key_fields(keys, len(self._key_names))
+        if fields is None:  # a few keys: one by one costs less than thirty kernel calls
             texts = [key.decode("utf-8", "replace") for key in keys.to_pylist()]
             outcomes = (self._resolve(text.split(" ")) for text in texts)
             return np.fromiter(map(self._code, outcomes), np.int64, len(texts))
