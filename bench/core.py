@@ -275,12 +275,21 @@ def _spawn(command: list[str]) -> dict[str, float | str]:
     return result
 
 
-def cli_main(n: int, repeat: int, as_json: bool) -> int:
-    """`flowexport parse` on text and Parquet vs the naive loop (see the module's doc)."""
+def cli_main(n: int, repeat: int, as_json: bool, baseline: str | None = None) -> int:
+    """`flowexport parse` on text and Parquet vs the naive loop (see the module's doc); with
+    `baseline` (another checkout's operator/ directory), its `flowexport parse` on the text
+    too, in the same alternation."""
     python = sys.executable
     parse = [python, "-m", "flowexport", "parse"]
     env_path = str(Path(__file__).resolve().parents[1] / "operator")
     os.environ["PYTHONPATH"] = env_path + os.pathsep + os.environ.get("PYTHONPATH", "")
+    # The baseline's modules first: a child started with `-c` puts this path before the rest.
+    old_parse = (
+        [python, "-c", f"import sys; sys.path.insert(0, {baseline!r}); "
+         "from flowexport.cli import main; sys.exit(main())", "parse"]
+        if baseline
+        else None
+    )  # fmt: skip
     rows = make_records(Mix())
     result: dict[str, object] = {
         "records": n,
@@ -294,10 +303,14 @@ def cli_main(n: int, repeat: int, as_json: bool) -> int:
         result["text_mb"] = round(text.stat().st_size / 2**20, 1)
         result["parquet_mb"] = round(parquet.stat().st_size / 2**20, 1)
         runs: dict[str, list[dict[str, float | str]]] = {"naive": [], "text": [], "parquet": []}
-        for _ in range(repeat):  # alternated, so load changes hit all three alike
+        if old_parse:
+            runs["baseline_text"] = []
+        for _ in range(repeat):  # alternated, so load changes hit all alike
             runs["naive"].append(_spawn([python, "-c", NAIVE, str(text)]))
             runs["text"].append(_spawn([*parse, str(text)]))
             runs["parquet"].append(_spawn([*parse, str(parquet)]))
+            if old_parse:
+                runs["baseline_text"].append(_spawn([*old_parse, str(text)]))
         small = {"text": _spawn([*parse, str(small_text)])}
         small["parquet"] = _spawn([*parse, str(small_parquet)])
     result["load_average_after"] = os.getloadavg()
@@ -315,6 +328,11 @@ def cli_main(n: int, repeat: int, as_json: bool) -> int:
         "wall": round(naive_wall / float(best["text"]["seconds"]), 3),
         "cpu": round(cpu["naive"] / cpu["text"], 3),
     }
+    if old_parse:
+        result["ratio_naive_over_baseline_parse_text"] = {
+            "wall": round(naive_wall / float(best["baseline_text"]["seconds"]), 3),
+            "cpu": round(cpu["naive"] / cpu["baseline_text"], 3),
+        }
     result["ratio_text_over_parquet"] = {
         "wall": round(float(best["text"]["seconds"]) / float(best["parquet"]["seconds"]), 3),
         "cpu": round(cpu["text"] / cpu["parquet"], 3),
@@ -343,6 +361,8 @@ def cli_main(n: int, repeat: int, as_json: bool) -> int:
             f"{r['peak_rss_mb']:>9}M  {r['all_seconds']}"
         )
     print(f"naive / parse (text): {result['ratio_naive_over_parse_text']}")
+    if old_parse:
+        print(f"naive / baseline parse (text): {result['ratio_naive_over_baseline_parse_text']}")
     print(f"parse text / parse Parquet: {result['ratio_text_over_parquet']}")
     print(f"same CSV and counts from text and Parquet: {result['same_csv_text_and_parquet']}")
     print(f"peak RSS of parse at N/10 and N: {result['peak_rss_mb']}")
@@ -389,11 +409,14 @@ def main() -> int:
     )
     parser.add_argument("--cli-records", type=int, default=2_000_000, help="lines for --cli")
     parser.add_argument(
+        "--baseline-source", help="with --cli: another checkout's operator/ directory, timed too"
+    )
+    parser.add_argument(
         "--versus-old", action="store_true", help="the columnar processor vs the per-line one"
     )
     args = parser.parse_args()
     if args.cli:
-        return cli_main(args.cli_records, args.repeat, args.json)
+        return cli_main(args.cli_records, args.repeat, args.json, args.baseline_source)
     if args.versus_old:
         return versus_old(args.records, args.repeat)
     if hasattr(os, "sched_setaffinity"):
