@@ -64,6 +64,13 @@ CHUNK_LINES = 4096
 #: tests run both ways), as the fixed cost of the column kernels is about that of 250 keys.
 RESOLVE_ON_COLUMNS = 256
 
+#: Blocks of `feed_texts` whose distinct keys are looked up together.
+GROUP_BLOCKS = 4
+
+#: Characters of per-line texts a group may hold before it is counted (hostile input sends
+#: whole blocks down the per-line path).
+_GROUP_TEXT_CHARS = 4 * 2**20
+
 #: Bytes counted per resolved key beside its text (what a Python string of it would add).
 _KEY_OVERHEAD = 64
 
@@ -201,8 +208,42 @@ class FlowProcessor:
 
         A memoryview over the start of a larger buffer (as `textfile.TextBlocks` gives) is
         read in place when the buffer holds `columnar.PADDING` bytes more than the view."""
+        self._finish(self._prepare_text(data))
+
+    def feed_texts(self, blocks: Iterable[bytes | memoryview]) -> None:
+        """`feed_text` each block; the distinct keys of up to GROUP_BLOCKS blocks are looked
+        up together (most keys recur from block to block: one lookup instead of several)."""
+        group: list[_Prepared] = []
+        held = 0
+        for block in blocks:
+            prepared = self._prepare_text(block)
+            group.append(prepared)
+            held += sum(map(len, prepared.slow_texts))
+            if len(group) == GROUP_BLOCKS or held > _GROUP_TEXT_CHARS:
+                self._finish_group(group)
+                group, held = [], 0
+        if group:
+            self._finish_group(group)
+
+    def _finish_group(self, group: list[_Prepared]) -> None:
+        keyed = [prepared for prepared in group if prepared.keys is not None]
+        if len(keyed) > 1:
+            keys, codes = self._columnar.encode(
+                self._pa.concat_arrays([prepared.keys for prepared in keyed])
+            )
+            results = self._results(keys)
+            at = 0
+            for prepared in keyed:
+                count = len(prepared.keys)
+                prepared.results = results[codes[at : at + count]]
+                at += count
+        for prepared in group:  # the cache is not emptied mid-group: the results hold ids
+            self._finish(prepared, forget=False)
+        self._forget_if_full()
+
+    def _prepare_text(self, data: bytes | memoryview) -> _Prepared:
         if not len(data):
-            return
+            return _Prepared(0, 0)
         buffer = data.obj if isinstance(data, memoryview) else data
         if not isinstance(buffer, bytes | bytearray):
             buffer = bytes(data)
@@ -212,7 +253,7 @@ class FlowProcessor:
             ascii_only, buffer, data = False, text, text
         if len(buffer) < len(data) + self._columnar.PADDING:
             buffer = bytes(data) + bytes(self._columnar.PADDING)
-        self._feed_block(data, buffer, ascii_only, {})
+        return self._prepare_block(data, buffer, ascii_only, {})
 
     def feed_batch(self, batch: pa.RecordBatch) -> None:
         """Process a record batch with one column per key field of the format, named as the
@@ -230,6 +271,7 @@ class FlowProcessor:
         results = self._results(keys)
         counts = self._np.bincount(codes, minlength=len(keys))
         self._tally(rows, results, counts, 0)
+        self._forget_if_full()
 
     def drain(self) -> list[tuple[Flow, int]]:
         """Close the window: its flows with record counts, in first-seen order."""
@@ -281,20 +323,21 @@ class FlowProcessor:
                 except UnicodeEncodeError:
                     forced[i], lines[i] = chunk[i], ""
             data = ("\n".join(lines) + "\n").encode()
-        self._feed_block(data, data + bytes(self._columnar.PADDING), data.isascii(), forced)
+        padded = data + bytes(self._columnar.PADDING)
+        self._finish(self._prepare_block(data, padded, data.isascii(), forced))
 
-    def _feed_block(
+    def _prepare_block(
         self,
         data: bytes | memoryview,
         buffer: bytes | bytearray,
         ascii_only: bool,
         forced: dict[int, str],
-    ) -> None:
-        """Process the lines of `data`, which starts `buffer` (PADDING bytes longer)."""
+    ) -> _Prepared:
+        """Cut the lines of `data` (which starts `buffer`, PADDING bytes longer) into distinct
+        keys, and take the texts of the lines for the per-line path."""
         columnar, np = self._columnar, self._np
         lines = columnar.split_block(data, self._n_fields, ascii_only, list(forced))
-        results = counts = np.zeros(0, np.int64)
-        positions = None
+        prepared = _Prepared(lines.count, lines.too_long)
         if len(lines.clean):
             bounds = columnar.run_bounds(lines, self._n_fields, self._runs)
             over = columnar.over_long(bounds, self._widest)
@@ -305,26 +348,41 @@ class FlowProcessor:
         if len(lines.clean):
             parts = [columnar.encode(view) for view in columnar.views(buffer, bounds)]
             codes, first = columnar.combine(parts)
-            keys = columnar.distinct_keys(parts, first)
-            results = self._results(keys)
-            counts = np.bincount(codes, minlength=len(keys))
-            positions = lines.clean[first]
+            prepared.keys = columnar.distinct_keys(parts, first)
+            prepared.counts = np.bincount(codes, minlength=len(prepared.keys))
+            prepared.positions = lines.clean[first]
         if len(lines.slow):
-            slow = lines.slow.tolist()
             starts, ends = lines.starts, lines.ends
-            texts = [
-                forced[i] if i in forced else str(data[starts[i] : ends[i]], "utf-8") for i in slow
+            prepared.slow = lines.slow
+            prepared.slow_texts = [
+                forced[i] if i in forced else str(data[starts[i] : ends[i]], "utf-8")
+                for i in lines.slow.tolist()
             ]
+        return prepared
+
+    def _finish(self, prepared: _Prepared, forget: bool = True) -> None:
+        """Resolve and count a prepared block."""
+        np = self._np
+        results = counts = np.zeros(0, np.int64)
+        positions = prepared.positions
+        if prepared.keys is not None:
+            results = prepared.results
+            if results is None:
+                results = self._results(prepared.keys)
+            counts = prepared.counts
+        if prepared.slow is not None:
+            texts = prepared.slow_texts
             slow_results = np.fromiter(map(self._line_code, texts), np.int64, len(texts))
+            ones = np.ones(len(texts), np.int64)
             if positions is None:
-                positions = lines.slow
-                results, counts = slow_results, np.ones(len(slow), np.int64)
+                results, counts = slow_results, ones
             else:  # interleave by line number: flows stay in first-seen order
-                positions = np.concatenate([positions, lines.slow])
-                order = np.argsort(positions, kind="stable")
+                order = np.argsort(np.concatenate([positions, prepared.slow]), kind="stable")
                 results = np.concatenate([results, slow_results])[order]
-                counts = np.concatenate([counts, np.ones(len(slow), np.int64)])[order]
-        self._tally(lines.count, results, counts, lines.too_long)
+                counts = np.concatenate([counts, ones])[order]
+        self._tally(prepared.records, results, counts, prepared.too_long)
+        if forget:
+            self._forget_if_full()
 
     # -- resolution -------------------------------------------------------------------------
 
@@ -440,6 +498,9 @@ class FlowProcessor:
                 self._counts[ids] += sums
         self.stats.records += records
         self.stats.flowed = self.stats.records - sum(skipped.values())
+
+    def _forget_if_full(self) -> None:
+        """Forget the resolved keys when they are too many or take too many bytes."""
         held = self._table.count + len(self._slow)
         if held > self._cache_size or self._table.nbytes + self._slow_bytes > self._cache_bytes:
             self._forget()
@@ -458,6 +519,20 @@ class FlowProcessor:
         """The keys held, as text (for tests)."""
         held = [key.decode("utf-8", "replace") for key in self._table.held()]
         return held + [" ".join(key) for key in self._slow]
+
+
+@dataclass
+class _Prepared:
+    """A block cut into keys, waiting to be resolved and counted."""
+
+    records: int
+    too_long: int
+    keys: Any = None  # the distinct keys of the clean lines, in first-seen order
+    counts: Any = None  # lines per key
+    positions: Any = None  # the line where each key first appears
+    results: Any = None  # each key's result code, when looked up with its group
+    slow: Any = None  # the lines for the per-line path
+    slow_texts: list[str] = field(default_factory=list)
 
 
 def process_lines(

@@ -102,8 +102,7 @@ def read_source(
     fmt, format_from = _text_format(sample, explicit)
     processor = FlowProcessor(fmt, flow_filter)
     processor.feed_text(first)
-    for block in iterator:
-        processor.feed_text(block)
+    processor.feed_texts(iterator)
     read = SourceRead(processor, kind, format_from, blocks.error)
     if not _has_records(processor.stats):
         raise UnusableInputError(
