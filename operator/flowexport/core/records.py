@@ -20,7 +20,7 @@ LOG_STATUSES = frozenset({"OK", "NODATA", "SKIPDATA"})
 #: are `too_long`. The longest real record, every field of versions 2-8 at its maximum (ECS
 #: ARNs and names of up to 255 characters), is about 3,000 characters; a default-format record
 #: about 120. 8 KiB leaves room for fields AWS may add while bounding what one line can cost:
-#: file input never holds more of a line than this (see flowexport.commands.textinput).
+#: file input never holds a longer line whole (see flowexport.core.textfile).
 MAX_RECORD_CHARS = 8192
 
 #: The longest address text: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
