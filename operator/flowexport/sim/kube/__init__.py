@@ -22,12 +22,15 @@ Modules, one job each:
 - `admission`: pruning, defaulting and validation of a write; a Secret's `stringData`
 - `resources`: the served resource types, built-in and from CRDs
 - `errors`: `ApiError`, answered as a `Status` object
+- `faults`: injected errors, hangs and dropped connections (`KubeFault`), set from Python or
+  at `/_faults`
 - `rbac`, `proto`, `schema`: RBAC rules, kubectl's protobuf bodies, structural schemas (pure)
 """
 
 from __future__ import annotations
 
 from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.faults import KubeFault, KubeFaults
 from flowexport.sim.kube.resources import BUILTINS, RBAC, ResourceType
 from flowexport.sim.kube.server import ADMIN, ADMIN_TOKEN, AUDIT, KubeSimulator, kubeconfig
 from flowexport.sim.kube.store import HISTORY
@@ -40,6 +43,8 @@ __all__ = [
     "HISTORY",
     "RBAC",
     "ApiError",
+    "KubeFault",
+    "KubeFaults",
     "KubeSimulator",
     "ResourceType",
     "kubeconfig",

@@ -7,7 +7,8 @@ authorized by the Roles, ClusterRoles and bindings in the store (403 `Forbidden`
 see `rbac.py`); an unknown token gets 401. Every request is recorded in `requests` with its
 user and RBAC attributes. Resource paths are routed to the store (`store.py`) with the
 write's options (`dryRun=All`, `fieldManager`, `force`), watches to `watch.py`, reads asked
-as Tables to `tables.py`, and discovery to `discovery.py`.
+as Tables to `tables.py`, and discovery to `discovery.py`. Faults (`faults.py`: errors such as
+409 and 500, hangs, dropped connections) are injected before any of that.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from flowexport.sim.kube.discovery import Discovery
 from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.faults import CONTROL_PATH, KubeFaults
 from flowexport.sim.kube.proto import ProtobufError, decode_object
 from flowexport.sim.kube.rbac import RbacObjects, attributes, service_account_user
 from flowexport.sim.kube.resources import RBAC, ResourceType, with_type
@@ -44,7 +46,10 @@ class KubeSimulator:
         self.discovery = Discovery(self.store)
         self.requests: list[dict[str, Any]] = []
         self.tokens: dict[str, str] = {ADMIN_TOKEN: ADMIN}
+        #: Injected errors and hangs (see `faults.py`), also set over HTTP at `/_faults`.
+        self.faults = KubeFaults()
         self.app = web.Application(middlewares=[self._errors])
+        self.faults.routes(self.app)
         self.app.router.add_get("/version", self.discovery.version)
         self.app.router.add_get("/api", self.discovery.api_versions)
         self.app.router.add_get("/apis", self.discovery.api_groups)
@@ -76,6 +81,10 @@ class KubeSimulator:
         self.requests.append(entry)
         request[AUDIT] = entry
         try:
+            injected = None if request.path == CONTROL_PATH else await self.faults.apply(request)
+            if injected is not None:
+                entry["status"] = injected.status
+                return injected
             entry["user"] = self._authenticate(request)
             response: web.StreamResponse = await handler(request)
         except ApiError as exc:
