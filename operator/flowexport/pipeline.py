@@ -253,7 +253,9 @@ class Pipeline:
         On any failure the in-memory state rolls back to the last checkpoint and the error is
         raised; the next call re-reads from there. When `stop` is set, a read under way is
         abandoned, what was read is uploaded and checkpointed (the request in flight gets
-        `STOP_GRACE_SECONDS`, then is abandoned too) and the call returns.
+        `STOP_GRACE_SECONDS`, then is abandoned too) and the call returns; a checkpoint not
+        saved at a stop (`CheckpointNotSavedError`) rolls back to the last saved one and
+        returns, uploading nothing more.
         """
         chunks = self.reader.chunks(self.progress.cursor, int(self.clock() * 1000), self._chunk)
         last: Any = None
@@ -274,7 +276,7 @@ class Pipeline:
                     await self._flush(chunk.cursor, stop)
                 if stopping:
                     break
-        except _AbandonedError:
+        except (_AbandonedError, CheckpointNotSavedError):
             self._rollback()
         except BaseException:
             self._rollback()
@@ -397,6 +399,12 @@ class Pipeline:
 
 def _next_chunk(chunks: Iterator[Chunk]) -> Chunk | None:
     return next(chunks, None)
+
+
+class CheckpointNotSavedError(Exception):
+    """Raised by a `Checkpoint` that could not save the progress while stopping: the run ends
+    at the last checkpoint saved, uploading nothing more (so a stop repeats at most the batch
+    before it)."""
 
 
 class _AbandonedError(Exception):

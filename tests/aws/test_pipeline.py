@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.core.normalise import FlowFilter
 from flowexport.pce.client import PCEClient
 from flowexport.pce.errors import PCEUnavailableError
-from flowexport.pipeline import Pipeline, Progress
+from flowexport.pipeline import CheckpointNotSavedError, Pipeline, Progress
 from tests.cloud import Cloud
 from tests.flowlines import line
 from tests.pcesim import SimPCE
@@ -177,6 +178,24 @@ async def test_a_pce_outage_rolls_back_to_the_checkpoint(
     progress = await runner.run_once()
     assert progress.records_read == 2
     assert len(received(pce)) == 2
+
+
+async def test_a_checkpoint_not_saved_at_a_stop_ends_the_run_uploading_nothing_more(
+    group: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    put(group, [flow_line(i) for i in range(60)])
+    saved: list[Progress] = []
+
+    async def unsaved_after_the_first(progress: Progress) -> None:
+        if saved:  # the API server no longer answers, and the worker is stopping
+            raise CheckpointNotSavedError
+        saved.append(copy.deepcopy(progress))
+
+    runner = pipeline(group, client, unsaved_after_the_first, batch_size=10)  # type: ignore[arg-type]
+    progress = await runner.run_once()  # returns: no error to retry
+    assert progress.to_state() == saved[0].to_state(), "not rolled back to the saved one"
+    # Flushes of half a batch: the one saved, and the one whose checkpoint was not.
+    assert len(received(pce)) == 10, "uploaded on past a checkpoint it could not save"
 
 
 def test_progress_state_round_trips() -> None:

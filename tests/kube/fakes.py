@@ -25,6 +25,10 @@ class FakeKube:
         self.secrets: dict[tuple[str, str], SecretRecord] = {}
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
+        #: Annotations set on each FlowExport (`annotate`), as the API server keeps them.
+        self.annotations: dict[tuple[str, str], dict[str, str]] = {}
+        #: Each FlowExport's resourceVersion, moved by every write here.
+        self.versions: dict[tuple[str, str], str] = {}
         self.secret_reads = 0
         self.serves = serves
         self._versions = itertools.count(1)
@@ -66,11 +70,29 @@ class FakeKube:
                 found, finalizers=finalizers, version=version
             )
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """A JSON merge patch of the status, as the API server applies it."""
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        """A JSON merge patch of the status, as the API server applies it; answers the object
+        (its resourceVersion and status) as the API server does."""
         self.patches.append((namespace, name, copy.deepcopy(status)))
         stored = self.statuses.setdefault((namespace, name), {})
         _merge(stored, status)
+        version = self.versions[(namespace, name)] = str(next(self._versions))
+        return {"metadata": {"resourceVersion": version}, "status": copy.deepcopy(stored)}
+
+    def wipe_status(self, namespace: str, name: str) -> None:
+        """`kubectl patch --subresource=status --type=merge -p '{"status":null}'`."""
+        self.statuses[(namespace, name)] = {}
+        self.versions[(namespace, name)] = str(next(self._versions))
+
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Set (None: remove) annotations, as a merge patch of the metadata does."""
+        kept = self.annotations.setdefault((namespace, name), {})
+        for key, value in annotations.items():
+            if value is None:
+                kept.pop(key, None)
+            else:
+                kept[key] = value
+        self.versions[(namespace, name)] = str(next(self._versions))
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return self.statuses.get((namespace, name), {})
@@ -83,10 +105,13 @@ class FakeKube:
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """RFC 7386: null removes, an object merges (into an empty one where there was none)."""
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+        elif isinstance(value, dict):
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
             _merge(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
@@ -121,6 +146,28 @@ class Stopped:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), timeout)
         return self
+
+
+class LiveBody(dict[str, Any]):
+    """A FlowExport as kopf's live body shows it to a daemon: the spec and generation as the
+    test sets them; the status, resourceVersion and annotations as `kube` holds them now."""
+
+    def __init__(self, kube: FakeKube, base: dict[str, Any]) -> None:
+        super().__init__(base)
+        self.kube = kube
+        self.key = (base["metadata"]["namespace"], base["metadata"]["name"])
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "status":
+            return copy.deepcopy(self.kube.statuses.get(self.key, {}))
+        value = super().__getitem__(key)
+        if key == "metadata":
+            value["resourceVersion"] = self.kube.versions.get(self.key, "0")
+            value["annotations"] = dict(self.kube.annotations.get(self.key, {}))
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key == "status" or key in self else default
 
 
 def body(namespace: str, name: str, spec: dict[str, Any], generation: int = 1) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 `KubeClient` is the interface the operator's parts use; `KubeApi` implements it with the
 official client, and the tests' in-memory fake implements it too.
+
+Every call has a client timeout (`REQUEST_TIMEOUT`: connect, then each read) and runs in a
+daemon thread (`off_loop`), so an API server that hangs neither stalls a caller for longer nor
+holds up the process's exit after a SIGTERM.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -19,8 +22,15 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flowexport.api.models import GROUP, PLURAL, VERSION
+from flowexport.aws.blocking import off_loop
 from flowexport.kube.replicas import GROUP_LABEL, now_micro
 from flowexport.kube.secret_watch import SecretWatch
+
+#: Seconds to connect to the API server, and to wait for each read of its answer.
+CONNECT_SECONDS = 5.0
+READ_SECONDS = 10.0
+#: The official client's `_request_timeout` for every call the operator makes itself.
+REQUEST_TIMEOUT = (CONNECT_SECONDS, READ_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -72,8 +82,13 @@ class KubeClient(Protocol):
         left alone."""
         ...
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the FlowExport's status subresource."""
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        """Merge-patch the FlowExport's status subresource; the object as stored after it
+        (None if unknown)."""
+        ...
+
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Set (None: remove) annotations of the FlowExport."""
         ...
 
 
@@ -135,7 +150,13 @@ class KubeApi:
                 {"op": "add", "path": "/metadata/finalizers", "value": wanted},
             ]
             try:
-                await asyncio.to_thread(self.core.patch_namespaced_secret, name, namespace, patch)
+                await off_loop(
+                    self.core.patch_namespaced_secret,
+                    name,
+                    namespace,
+                    patch,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
                 return
             except ApiException as exc:
                 if exc.status not in (409, 422):
@@ -146,7 +167,7 @@ class KubeApi:
     def list_leases(self, namespace: str, group: str) -> list[dict[str, Any]]:
         """The shard group's Leases: name, holder, renewTime."""
         found = client.CoordinationV1Api().list_namespaced_lease(
-            namespace, label_selector=f"{GROUP_LABEL}={group}"
+            namespace, label_selector=f"{GROUP_LABEL}={group}", _request_timeout=REQUEST_TIMEOUT
         )
         return [
             {
@@ -171,16 +192,20 @@ class KubeApi:
             },
         }
         try:
-            coordination.patch_namespaced_lease(name, namespace, body)
+            coordination.patch_namespaced_lease(
+                name, namespace, body, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            coordination.create_namespaced_lease(namespace, body)
+            coordination.create_namespaced_lease(namespace, body, _request_timeout=REQUEST_TIMEOUT)
 
     def delete_lease(self, namespace: str, name: str) -> None:
         """Delete the Lease (a missing one is fine)."""
         try:
-            client.CoordinationV1Api().delete_namespaced_lease(name, namespace)
+            client.CoordinationV1Api().delete_namespaced_lease(
+                name, namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -191,9 +216,9 @@ class KubeApi:
         resources = (found.resources if found else None) or []
         return any(r.name == PLURAL for r in resources)
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the FlowExport's status subresource."""
-        await asyncio.to_thread(
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> Any:
+        """Merge-patch the FlowExport's status subresource; the object as stored after it."""
+        return await off_loop(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -202,13 +227,29 @@ class KubeApi:
             name,
             {"status": status},
             _content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    async def annotate(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Set (None: remove) annotations of the FlowExport (a merge patch)."""
+        await off_loop(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": {"annotations": annotations}},
+            _content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
         )
 
 
 async def _unless_missing(call: Callable[..., Any], *args: Any) -> Any:
-    """`call(*args)` in a thread; None when the API server answers 404."""
+    """`call(*args)` off the loop, with the client timeout; None when the API server answers
+    404."""
     try:
-        return await asyncio.to_thread(call, *args)
+        return await off_loop(call, *args, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
             return None

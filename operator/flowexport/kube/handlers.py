@@ -22,7 +22,7 @@ import kopf
 from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.api.validation import SpecError
 from flowexport.kube.cleanup import clean_up
-from flowexport.kube.client import CRD_MISSING
+from flowexport.kube.client import CONNECT_SECONDS, CRD_MISSING, READ_SECONDS
 from flowexport.kube.events import configure_posting
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.reconcile import resync as resync_if_due
@@ -38,6 +38,9 @@ FINALIZER = "flowexport.io/cleanup"
 RESYNC_TICK_SECONDS = 10.0
 #: Seconds before a replica that does not own a deleted FlowExport looks at it again.
 SHARD_WAIT_SECONDS = 5.0
+#: kopf's own API calls (patches, Events, the watches' connects): connect, and the whole call.
+KOPF_CONNECT_SECONDS = CONNECT_SECONDS
+KOPF_REQUEST_SECONDS = 2 * READ_SECONDS
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -56,8 +59,12 @@ def _uid(body: kopf.Body) -> str:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Finalizer name; kopf's own bookkeeping in annotations (the status schema is ours);
-    Events reported as the operator's."""
+    Events reported as the operator's; a timeout on each of kopf's API calls (its default is
+    five minutes, with no connect timeout)."""
     settings.persistence.finalizer = FINALIZER
+    settings.networking.connect_timeout = KOPF_CONNECT_SECONDS
+    settings.networking.request_timeout = KOPF_REQUEST_SECONDS
+    settings.watching.connect_timeout = KOPF_CONNECT_SECONDS
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowexport.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="flowexport.io", key="last-handled-configuration"
@@ -108,7 +115,7 @@ async def reconcile_on_change(
         return  # another replica's (its resync takes it up when it moves here)
     log.info("%s/%s: reconcile on %s", namespace, name, reason)
     try:
-        await reconcile(op, op.export(*_key(body), dict(status)), body)
+        await reconcile(op, op.export(*_key(body), dict(status), body), body)
     except SpecError as exc:
         raise kopf.PermanentError(str(exc)) from None
 
@@ -119,7 +126,7 @@ async def resync(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any
     or when a Secret changed; only the FlowExports this replica owns."""
     op = _operator(memo)
     if op.replicas.owns(_uid(body)):
-        await resync_if_due(op, op.export(*_key(body), dict(status)), body)
+        await resync_if_due(op, op.export(*_key(body), dict(status), body), body)
 
 
 # On stop, the worker gets a graceful phase longer than the pipeline's grace for an upload in
@@ -138,7 +145,7 @@ async def ingest(
 ) -> None:
     """The ingestion worker of one FlowExport."""
     op = _operator(memo)
-    await work(op, op.export(*_key(body), dict(status)), body, stopped)
+    await work(op, op.export(*_key(body), dict(status), body), body, stopped)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

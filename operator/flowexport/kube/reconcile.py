@@ -123,6 +123,8 @@ async def resync(op: Operator, export: Export, body: Any) -> bool:
     yet, or when a Secret it read changed; whether it did. An invalid spec is reported and
     waits for the spec to change."""
     namespace = body["metadata"].get("namespace") or ""
+    # What is pending, and a status someone else changed (wiped), written within a tick.
+    await export.board.write()
     # A generation no reconcile here has seen: its update went to another replica's handler.
     unseen = body["metadata"].get("generation") != export.reconciled_generation
     if not (export.due or unseen):

@@ -29,14 +29,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from flowexport.aws.blocking import off_loop
+
 log = logging.getLogger("flowexport.operator")
 
 GROUP_LABEL = "flowexport.io/shard-group"
 LEASE_PREFIX = "flowexport-shard-"
+#: Seconds a clean stop waits for its Lease's deletion (else the Lease lapses).
+LEAVE_SECONDS = 2.0
 
 
 class LeaseApi(Protocol):
-    """The Lease calls the replicas make (blocking; run in threads)."""
+    """The Lease calls the replicas make (blocking, each with a client timeout; run in
+    daemon threads)."""
 
     def list_leases(self, namespace: str, group: str) -> list[dict[str, Any]]:
         """The group's Leases: each {"name", "holder", "renewTime", "resourceVersion"}."""
@@ -182,7 +187,7 @@ class Replicas:
         api, namespace = self.api, self.namespace
         while True:
             try:
-                await asyncio.to_thread(
+                await off_loop(
                     api.renew_lease,
                     namespace,
                     self.lease_name,
@@ -191,10 +196,10 @@ class Replicas:
                     int(self.timing.lease),
                 )
                 self._renewed = self.clock()
-                leases = await asyncio.to_thread(api.list_leases, namespace, self.group)
+                leases = await off_loop(api.list_leases, namespace, self.group)
                 self.observe(leases)
                 for member in self.stale():
-                    await asyncio.to_thread(api.delete_lease, namespace, LEASE_PREFIX + member)
+                    await off_loop(api.delete_lease, namespace, LEASE_PREFIX + member)
             except Exception as exc:  # the API is away: `owns` fences after `fence` seconds
                 log.warning("cannot renew the replica Lease %s: %s", self.lease_name, exc)
             await asyncio.sleep(self.timing.renew)
@@ -204,9 +209,12 @@ class Replicas:
         self._renewed = float("-inf")
         if self.api is not None and self.namespace is not None:
             try:
-                await asyncio.to_thread(self.api.delete_lease, self.namespace, self.lease_name)
-            except Exception as exc:
-                log.warning("cannot delete the replica Lease %s: %s", self.lease_name, exc)
+                await asyncio.wait_for(
+                    off_loop(self.api.delete_lease, self.namespace, self.lease_name),
+                    LEAVE_SECONDS,
+                )
+            except Exception as exc:  # its Lease lapses instead: a slower hand-over
+                log.warning("cannot delete the replica Lease %s: %r", self.lease_name, exc)
 
 
 def now_micro() -> str:

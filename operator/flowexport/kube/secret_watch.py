@@ -29,6 +29,10 @@ log = logging.getLogger("flowexport.operator")
 WATCH_SECONDS = 300
 #: Seconds between attempts after a failed list or watch (doubling up to the second value).
 RETRY_SECONDS = (1.0, 60.0)
+#: Client timeouts (connect, each read) of a list, and of a watch (which may be quiet for as
+#: long as it is open).
+LIST_TIMEOUT = (5.0, 30.0)
+WATCH_TIMEOUT = (5.0, WATCH_SECONDS + 30.0)
 
 Convert = Callable[[Any], Any]
 
@@ -102,9 +106,13 @@ class SecretWatch:
 
     def _list(self, scope: str | None) -> str:
         if scope is None:
-            found = self.core.list_secret_for_all_namespaces(label_selector=SECRET_TYPE_LABEL)
+            found = self.core.list_secret_for_all_namespaces(
+                label_selector=SECRET_TYPE_LABEL, _request_timeout=LIST_TIMEOUT
+            )
         else:
-            found = self.core.list_namespaced_secret(scope, label_selector=SECRET_TYPE_LABEL)
+            found = self.core.list_namespaced_secret(
+                scope, label_selector=SECRET_TYPE_LABEL, _request_timeout=LIST_TIMEOUT
+            )
         secrets = {_key(item): self.convert(item) for item in found.items or []}
         with self._lock:
             for key in [k for k in self._secrets if scope is None or k[0] == scope]:
@@ -127,6 +135,7 @@ class SecretWatch:
             resource_version=version,
             timeout_seconds=WATCH_SECONDS,
             allow_watch_bookmarks=True,
+            _request_timeout=WATCH_TIMEOUT,
         )
         for event in stream:
             if self._stop.is_set():

@@ -18,7 +18,7 @@ from flowexport.errors import Reason
 from flowexport.kube import metrics
 from flowexport.kube.events import EventSink
 from flowexport.kube.status_writer import StatusWriter
-from flowexport.pipeline import Progress
+from flowexport.pipeline import CheckpointNotSavedError, Progress
 from flowexport.sources.shards import ShardError, shard_progress
 
 log = logging.getLogger("flowexport.operator")
@@ -103,7 +103,8 @@ class KubeShardBook:
         return owned
 
     async def save(self, shard_id: str, progress: Progress, millis_behind: int | None) -> None:
-        """Record the checkpoint in status (written at once after an upload)."""
+        """Record the checkpoint in status (written at once after an upload, and retried
+        until written: no further upload past a checkpoint not saved)."""
         before = self.held.get(shard_id)
         self.held[shard_id] = copy.deepcopy(progress)
         entry = self._entry(shard_id)
@@ -117,7 +118,10 @@ class KubeShardBook:
         if millis_behind is not None:
             metrics.set_shard_lag(ns, name, shard_id, millis_behind / 1000)
         uploaded = before is None or progress.batches_uploaded != before.batches_uploaded
-        await self.board.write(force=uploaded or progress.cursor.ended)
+        if not (uploaded or progress.cursor.ended):
+            await self.board.write()
+        elif not await self.board.save():  # only once stopping, with the API server away
+            raise CheckpointNotSavedError
 
     def _entry(self, shard_id: str) -> dict[str, Any]:
         """The shard's entry to update: this replica's, or as stored now (taken over: the

@@ -74,6 +74,7 @@ async def read_share(op: Operator, body: Any, stopped: Any, uid: str) -> None:
 
     board = StatusWriter(namespace, name, op.api.patch_status, shards_only=True)
     board.load(dict(body.get("status") or {}))
+    board.track(body)
     book = KubeShardBook(
         board,
         op.events,
@@ -97,6 +98,8 @@ async def read_share(op: Operator, body: Any, stopped: Any, uid: str) -> None:
         try:
             while not stop.is_set():
                 await asyncio.wait({stopping}, timeout=WAKE_SECONDS)
+                if stopped:
+                    board.stopping()
                 if changed():
                     stop.set()
         finally:

@@ -147,14 +147,24 @@ class Operator:
             raise cached[1]
         return cached[1]
 
-    def export(self, namespace: str, name: str, status: dict[str, Any] | None = None) -> Export:
-        """The FlowExport's state, created (from its stored status) on first use."""
+    def export(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> Export:
+        """The FlowExport's state, created (from its stored status) on first use; its status
+        writer follows `body`, the object as the watch delivers it."""
         key = (namespace, name)
         if key not in self.exports:
             board = StatusWriter(namespace, name, self.api.patch_status)
             board.load(status)
             self.exports[key] = Export(board, self.resync_seconds)
-        return self.exports[key]
+        export = self.exports[key]
+        if body is not None:
+            export.board.track(body)
+        return export
 
     def secrets(
         self, namespace: str, spec: FlowExportSpec, versions: Versions | None = None

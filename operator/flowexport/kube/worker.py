@@ -27,7 +27,7 @@ from flowexport.kube.replicas import uid_of, work_key
 from flowexport.kube.share_reader import read_share
 from flowexport.kube.source_store import WAKE_SECONDS, KubeSourceStore
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS, Export, Operator
-from flowexport.pipeline import Progress
+from flowexport.pipeline import CheckpointNotSavedError, Progress
 from flowexport.workloads.sync import SyncResult, WorkloadTotals
 
 log = logging.getLogger("flowexport.operator")
@@ -67,10 +67,12 @@ async def work(op: Operator, export: Export, body: Any, stopped: Stopped) -> Non
             if not held and op.replicas.enabled:
                 log.info("%s/%s: taken up by replica %s", namespace, name, op.replicas.identity)
             held = True
-            export = op.export(namespace, name, dict(body.get("status") or {}))
+            export = op.export(namespace, name, dict(body.get("status") or {}), body)
             await _step(op, export, body, stopped, uid)
     finally:
         metrics.WORKERS.dec()
+        if stopped:
+            export.board.stopping()  # a hung API server must not hold up the stop
         try:
             if op.replicas.owns(uid):
                 await export.board.write(force=True)
@@ -154,12 +156,16 @@ async def _ingest(
     )
 
     async def checkpoint(saved: Progress) -> None:
-        # A checkpoint after an upload is written at once, so a crash repeats at most the
-        # batch in flight; one that only moves the cursor over nothing may wait its turn.
+        # A checkpoint after an upload is written at once, and retried until it is (no
+        # further upload meanwhile), so a crash repeats at most the batch in flight; one that
+        # only moves the cursor over nothing may wait its turn.
         before = board.progress
         uploaded = before is None or saved.batches_uploaded != before.batches_uploaded
         board.record(saved)
-        await board.write(force=uploaded)
+        if not uploaded:
+            await board.write()
+        elif not await board.save():  # only once stopping, with the API server away
+            raise CheckpointNotSavedError
 
     async def report(update: ConditionUpdate) -> None:
         if update.ok is False:
@@ -199,6 +205,8 @@ async def _ingest(
             while not stop.is_set():
                 await asyncio.wait({stopping}, timeout=WAKE_SECONDS)
                 changed = body["metadata"].get("generation") != generation
+                if stopped:
+                    board.stopping()
                 if stopped or changed or export.restart.is_set() or not op.replicas.owns(uid):
                     stop.set()
                 else:
