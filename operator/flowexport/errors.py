@@ -134,6 +134,12 @@ class Reason(StrEnum):
     # errors); uploads go on and each sync tries again. Terminal.
     WORKLOADS_REJECTED = "WorkloadsRejected"
 
+    # -- the cursor --
+    # Ingesting=False: status.cursor is gone (the status was wiped, or restored without it)
+    # from a FlowExport whose cursor the operator had saved; nothing is read until the user
+    # sets the annotation flowexport.io/resume-from. Terminal.
+    CURSOR_LOST = "CursorLost"
+
     # -- the operator itself --
     # Any stage: an unexpected error (a bug). Retryable.
     INTERNAL_ERROR = "InternalError"

@@ -1,6 +1,6 @@
 """The Kubernetes API misbehaving under the running operator (issue 23, items 3, 10 and 11):
 status writes refused (409, 500), an API server gone for a few seconds, one that hangs at a
-SIGTERM, and a status wiped by hand while the operator runs.
+SIGTERM, and a status wiped by hand, with the operator running and while it is stopped.
 
 Faults are injected by the Kubernetes simulator itself (`KubeSimulator.faults`), into the
 operator's own calls (user agent `OpenAPI-Generator`: status, Secrets) or kopf's (`kopf/`).
@@ -10,11 +10,14 @@ the PCE: nothing lost, nothing repeated without a kill.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -218,3 +221,62 @@ def test_a_status_wiped_while_running_comes_back_whole(stack: Stack) -> None:
     put_connections(stack.aws("logs"), "/flowexport/prod", 10, 10)
     eventually(lambda: len(delivered(stack)[0]) == 20, what="flows after the wipe")
     assert delivered(stack)[1] == 0
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def events_of(stack: Stack, reason: str) -> list[dict[str, Any]]:
+    return [e for e in stack.events() if e["reason"] == reason]
+
+
+@pytest.mark.timeout(240)
+def test_a_status_wiped_while_stopped_asks_where_to_resume(stack: Stack) -> None:
+    logs = stack.aws("logs")
+    stack.apply(stack.flowexport())  # startFrom: earliest
+    ready(stack)
+    put_connections(logs, "/flowexport/prod", 10)
+    eventually(lambda: uploaded_in_status(stack) == 10, what="10 flows checkpointed")
+    assert stack.operator.stop() == 0
+    wipe_status(stack)
+    time.sleep(1.5)
+    between = time.time()
+    time.sleep(1.5)
+    put_connections(logs, "/flowexport/prod", 10, 10)  # written while the operator was down
+    stack.operator.start()
+    eventually(
+        lambda: stack.condition("prod", "Ready") == ("False", "CursorLost"),
+        what="the lost cursor said",
+    )
+    assert stack.condition("prod", "Ingesting") == ("False", "CursorLost")
+    assert stack.condition("prod", "Stalled") == ("True", "CursorLost")
+    lost = eventually(lambda: events_of(stack, "CursorLost"), what="a CursorLost Event")
+    assert {e["type"] for e in lost} == {"Warning"}
+    assert all("flowexport.io/resume-from" in e["message"] for e in lost)
+    time.sleep(4)
+    assert len(delivered(stack)[0]) == 10, "ingestion went on without a cursor"
+    assert delivered(stack)[1] == 0, "startFrom earliest re-uploaded the log group"
+    # An unusable value is said, and changes nothing.
+    patch = {"metadata": {"annotations": {"flowexport.io/resume-from": "yesterday"}}}
+    merge = {"Content-Type": "application/merge-patch+json"}
+    assert stack.kube.patch(f"{FE}/prod", json=patch, headers=merge).status_code == 200
+    eventually(lambda: events_of(stack, "ResumeFromInvalid"), timeout=30, what="refused")
+    assert stack.condition("prod", "Ready") == ("False", "CursorLost")
+    # The user's choice: records ingested after `between`.
+    patch = {"metadata": {"annotations": {"flowexport.io/resume-from": rfc3339(between)}}}
+    assert stack.kube.patch(f"{FE}/prod", json=patch, headers=merge).status_code == 200
+    eventually(lambda: len(delivered(stack)[0]) == 20, timeout=60, what="the 10 written meanwhile")
+    assert delivered(stack)[1] == 0
+    ready(stack)
+    (resumed,) = events_of(stack, "CursorRestored")
+    assert rfc3339(between) in resumed["message"]
+    annotations = stack.get()["metadata"].get("annotations") or {}
+    assert "flowexport.io/resume-from" not in annotations, "the annotation was not consumed"
+    # Resumed for good: a restart reads on from the new cursor.
+    assert stack.operator.stop() == 0
+    put_connections(logs, "/flowexport/prod", 5, 20)
+    stack.operator.start()
+    eventually(lambda: len(delivered(stack)[0]) == 25, what="5 more after a restart")
+    assert delivered(stack)[1] == 0
+    assert json.dumps(stack.get()["status"]).count("CursorLost") == 0

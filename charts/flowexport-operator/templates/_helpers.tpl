@@ -68,7 +68,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The rules the operator needs in every namespace it watches. Each one is exercised by
      tests/e2e/test_rbac.py, which fails if the operator makes a request these do not allow. */}}
 {{- define "flowexport.namespacedRules" -}}
-# FlowExports: kopf lists and watches them, and patches finalizers and its own annotations.
+# FlowExports: kopf lists and watches them, and patches finalizers and its own annotations;
+# the operator annotates flowexport.io/cursor-since and removes a consumed resume-from.
 - apiGroups: ["flowexport.io"]
   resources: ["flowexports"]
   verbs: ["list", "watch", "patch"]

@@ -106,7 +106,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile_on_change(
-    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, reason: str, **_: Any
+    body: kopf.Body,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    reason: str,
+    patch: kopf.Patch,
+    **_: Any,
 ) -> None:
     """Reconcile now; an invalid spec is permanent until the spec changes."""
     op = _operator(memo)
@@ -115,18 +120,20 @@ async def reconcile_on_change(
         return  # another replica's (its resync takes it up when it moves here)
     log.info("%s/%s: reconcile on %s", namespace, name, reason)
     try:
-        await reconcile(op, op.export(*_key(body), dict(status), body), body)
+        await reconcile(op, op.export(*_key(body), dict(status), body), body, patch)
     except SpecError as exc:
         raise kopf.PermanentError(str(exc)) from None
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_TICK_SECONDS, initial_delay=RESYNC_TICK_SECONDS)
-async def resync(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+async def resync(
+    body: kopf.Body, status: kopf.Status, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+) -> None:
     """Reconcile when due (drift repair, scheduled retries, a generation not yet reconciled)
     or when a Secret changed; only the FlowExports this replica owns."""
     op = _operator(memo)
     if op.replicas.owns(_uid(body)):
-        await resync_if_due(op, op.export(*_key(body), dict(status), body), body)
+        await resync_if_due(op, op.export(*_key(body), dict(status), body), body, patch)
 
 
 # On stop, the worker gets a graceful phase longer than the pipeline's grace for an upload in

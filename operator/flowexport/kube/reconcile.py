@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any
 
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError
-from flowexport.aws.reader import initial_cursor
-from flowexport.kube import metrics
+from flowexport.kube import cursor, metrics
 from flowexport.kube.events import announce
 from flowexport.kube.secrets import secrets_changed
 from flowexport.kube.state import Export, Operator
-from flowexport.pipeline import Progress
 
 log = logging.getLogger("flowexport.operator")
 
 
-async def reconcile(op: Operator, export: Export, body: Any) -> None:
-    """Ensure the subscription and check the PCE. Raises SpecError for an invalid spec."""
+async def reconcile(
+    op: Operator, export: Export, body: Any, patch: dict[str, Any] | None = None
+) -> None:
+    """Ensure the subscription and check the PCE. Raises SpecError for an invalid spec.
+    Annotations go into kopf's `patch` of the calling handler when given."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
     owner = f"{namespace}/{name}"
@@ -44,11 +44,10 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             export.schedule_never()
             await board.write(force=True)
             raise
-        if board.progress is None:
-            # startFrom is resolved once, when the FlowExport is first seen, and kept in
-            # status: records written while it waits (a conflict, a missing Secret) are read.
-            now_ms = int(time.time() * 1000)
-            board.record(Progress(initial_cursor(spec.ingestion.start_from, now_ms)))
+        # startFrom is resolved once, when the FlowExport is first seen, and kept in status:
+        # records written while it waits (a conflict, a missing Secret) are read. A cursor
+        # lost from status waits for the user's choice.
+        cursor.begin(op, export, body, spec)
         read_before = dict(export.secret_versions)
         export.secret_versions.clear()
         secrets = op.secrets(namespace, spec, export.secret_versions)
@@ -115,10 +114,13 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
             # The worker takes the new credentials. On the first reconcile (nothing read
             # before) no pipeline has run yet: nothing to restart.
             export.restart.set()
-        await board.write(force=True)
+        if await board.write(force=True):
+            await cursor.mark(op, export, body, patch)
 
 
-async def resync(op: Operator, export: Export, body: Any) -> bool:
+async def resync(
+    op: Operator, export: Export, body: Any, patch: dict[str, Any] | None = None
+) -> bool:
     """Reconcile when due (drift repair, scheduled retries), for a generation not reconciled
     yet, or when a Secret it read changed; whether it did. An invalid spec is reported and
     waits for the spec to change."""
@@ -127,7 +129,10 @@ async def resync(op: Operator, export: Export, body: Any) -> bool:
     await export.board.write()
     # A generation no reconcile here has seen: its update went to another replica's handler.
     unseen = body["metadata"].get("generation") != export.reconciled_generation
-    if not (export.due or unseen):
+    # The user said where to resume (or the annotation is there to be removed).
+    given = cursor.annotations_of(body)
+    resume = cursor.RESUME_FROM in given and given[cursor.RESUME_FROM] != export.refused
+    if not (export.due or unseen or resume):
         changed = await secrets_changed(op.api, export.secret_versions, namespace)
         if changed is None:
             return False
@@ -138,7 +143,7 @@ async def resync(op: Operator, export: Export, body: Any) -> bool:
             changed,
         )
     with contextlib.suppress(SpecError):
-        await reconcile(op, export, body)
+        await reconcile(op, export, body, patch)
     return True
 
 

@@ -50,6 +50,11 @@ class Export:
     transient_failures: int = 0
     #: The AWS keys Secret this FlowExport holds with the in-use finalizer (for its clean-up).
     held_secret: str | None = None
+    #: The `flowexport.io/resume-from` value dealt with (applied, or ignored and said), until
+    #: the annotation is gone.
+    consumed: str | None = None
+    #: The last `flowexport.io/resume-from` value refused (said once).
+    refused: str | None = None
 
     def schedule_resync(self) -> None:
         """Healthy: reconcile again after the resync period."""

@@ -99,7 +99,11 @@ async def _step(op: Operator, export: Export, body: Any, stopped: Stopped, uid: 
         await board.write(force=True)
         await _wait(op, stopped, export, body, generation, float("inf"))
         return
-    if export.subscription is None or export.subscribed_generation != generation:
+    if (
+        export.subscription is None
+        or export.subscribed_generation != generation
+        or board.progress is None  # the cursor was lost: the reconcile asks where to resume
+    ):
         await stopped.wait(WAKE_SECONDS)  # the reconcile for this generation is due
         return
     await _ingest(op, export, body, spec, generation, stopped, uid)
