@@ -17,6 +17,7 @@ from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError
+from flowexport.aws.ownership import Owner
 from flowexport.aws.reader import initial_cursor
 from flowexport.kube import metrics
 from flowexport.kube.events import announce
@@ -31,7 +32,7 @@ async def reconcile(op: Operator, export: Export, body: Any) -> None:
     """Ensure the subscription and check the PCE. Raises SpecError for an invalid spec."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
-    owner = f"{namespace}/{name}"
+    owner = Owner(namespace, name, metadata.get("uid") or "")
     async with export.lock:
         board = export.board
         generation = metadata.get("generation")
