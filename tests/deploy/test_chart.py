@@ -17,6 +17,7 @@ from flowexport import __version__
 from flowexport.api.crd import build_crd
 from flowexport.cli import build_parser
 from flowexport.kube import metrics
+from flowexport.urls import parse_host_port
 from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
 from tests.chart import render_files as render_files_of
 from tests.markdown import anchors
@@ -66,7 +67,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "logFormat": "plain",
             "extraArgs": ["--settle=30"],
             "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
-            "allowedPceHosts": ["pce.example.com", "pce2.example.com"],
+            "allowedPceHosts": ["pce.example.com", "pce2.example.com:8443", "[fd00:1::5]:9443"],
         },
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
@@ -528,14 +529,18 @@ def test_the_network_policy_opens_the_container_ports_and_the_egress_asked_for()
 
 
 def test_allowed_pce_hosts_reach_the_operator() -> None:
-    assert parsed_args(render(VARIANTS["digest-and-extras"])).allowed_pce_hosts == [
-        "pce.example.com",
-        "pce2.example.com",
+    given = parsed_args(render(VARIANTS["digest-and-extras"])).allowed_pce_hosts
+    assert given == ["pce.example.com", "pce2.example.com:8443", "[fd00:1::5]:9443"]
+    assert [parse_host_port(h) for h in given] == [
+        ("pce.example.com", 443),
+        ("pce2.example.com", 8443),
+        ("[fd00:1::5]", 9443),
     ]
+    # The default allows no PCE: the operator sends no key until the install names one.
     assert parsed_args(render({})).allowed_pce_hosts == []
-    assert any(
-        "allowedPceHosts" in p for p in lint_problems({"operator": {"allowedPceHosts": ["a b"]}})
-    )
+    for wrong in ("a b", "*", "pce.example.com:", "pce.example.com:port", "https://pce"):
+        problems = lint_problems({"operator": {"allowedPceHosts": [wrong]}})
+        assert any("allowedPceHosts" in p for p in problems), wrong
 
 
 def test_pods_fit_real_clusters() -> None:

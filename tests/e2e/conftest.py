@@ -163,7 +163,12 @@ def stack(
                 **chart_values,
                 "health": {"port": operator.port},
                 "metrics": {"port": operator.metrics_port},
-                "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
+                "operator": {
+                    "settleSeconds": 0,
+                    "resyncSeconds": 3,
+                    "verbose": True,
+                    "allowedPceHosts": loop.allow_pce()[1:],
+                },
             }
             # As the kubelet does: $(VAR) in arguments expanded from the container's env.
             args = [

@@ -67,7 +67,7 @@ def run(
     resync_seconds: float = RESYNC_SECONDS,
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
-    allowed_pce_hosts: frozenset[str] = frozenset(),
+    allowed_pce_hosts: frozenset[tuple[str, int]] = frozenset(),
     api: KubeApi | None = None,
     replicas: Replicas = SOLO,
 ) -> None:
