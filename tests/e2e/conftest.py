@@ -31,6 +31,8 @@ RBAC_KINDS = {
     "RoleBinding": "rolebindings",
     "ClusterRole": "clusterroles",
     "ClusterRoleBinding": "clusterrolebindings",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
 }
 
 
@@ -122,7 +124,8 @@ def eventually(check: Callable[[], Any], timeout: float = 45.0, what: str = "con
 
 
 def install_chart_rbac(kube: httpx.Client, sim: KubeSimulator, values: dict[str, Any]) -> str:
-    """Create the chart's ServiceAccount, Roles and bindings; returns the account's token."""
+    """Create the chart's ServiceAccount, Roles and bindings, and its admission policies;
+    returns the account's token."""
     kube.post("/api/v1/namespaces", json={"metadata": {"name": RELEASE_NAMESPACE}})
     objects = render(values)
     (account,) = of_kind(objects, "ServiceAccount")

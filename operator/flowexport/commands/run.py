@@ -87,6 +87,15 @@ def add_parser(commands: Any) -> None:
             "key is sent anywhere (PCEHostNotAllowed)"
         ),
     )
+    parser.add_argument(
+        "--read-secrets-by-name",
+        action="store_true",
+        help=(
+            "read each Secret a FlowExport names with a GET, instead of one label-selected "
+            "list+watch per namespace: for RBAC that grants get on named Secrets only "
+            "(chart: rbac.secretNames)"
+        ),
+    )
     shards = parser.add_argument_group("sharding over several replicas")
     shards.add_argument(
         "--shard-namespace",
@@ -159,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         args.settle,
         args.resync_seconds,
         allowed_pce_hosts=allowed,
+        watch_secrets=not args.read_secrets_by_name,
         api=api,
         replicas=Replicas(
             identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api
