@@ -150,9 +150,10 @@ def parse_host_port(text: str) -> tuple[str, int]:
     """`HOST` or `HOST:PORT` (an IPv6 address in brackets) as (host, port), canonical as
     `endpoint_of` gives them; HOST alone means port 443. ValueError says what is wrong."""
     match = _HOST_PORT.fullmatch(text.strip())
-    if match is None or not _valid_host(match["host"]):
+    if match is None or "/" in text or not _valid_host(match["host"]):
         raise ValueError(
-            f"{text!r} is not HOST or HOST:PORT (a DNS name, an IPv4 address or an [IPv6] one)"
+            f"{text!r} is not HOST or HOST:PORT (a DNS name, an IPv4 address or an [IPv6] one; "
+            "no scheme or path)"
         )
     port = match["port"]
     if port is not None and not re.fullmatch(_PORT, port):
