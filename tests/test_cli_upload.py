@@ -152,6 +152,11 @@ def test_transient_failures_are_retried(sim: dict[str, Any]) -> None:
         ({"secret": "wrong"}, [], "rejected the API key"),
         ({"ca": False}, [], "supply its CA bundle"),
         ({"env": {"PCE_API_KEY": "", "PCE_API_SECRET": ""}}, [], "set PCE_API_KEY"),
+        (
+            {"env": {"PCE_API_KEY": "api_cli:pasted", "PCE_API_SECRET": "x"}},
+            [],
+            "cannot carry",
+        ),
         ({}, ["--batch-size", "1001"], "between 1 and 1000"),
         ({}, ["--format", "${srcaddr} ${bogus}"], "bogus"),
     ],

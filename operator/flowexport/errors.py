@@ -106,6 +106,11 @@ class Reason(StrEnum):
     # SubscriptionReady: the subscription filter cannot be put (the log group's two-filter
     # limit, or one the operator does not own differs from the spec). Terminal.
     SUBSCRIPTION_FILTER_CONFLICT = "SubscriptionFilterConflict"
+    # SubscriptionReady=False: the spec names an AWS resource (log group, flow log, stream,
+    # subscription filter) whose ownership tag flowexport.io/owner names another FlowExport:
+    # one in another namespace is never read nor changed, one of the same namespace is never
+    # changed; or removeSubscriptionFilters names a FlowExport's filter. Terminal.
+    OWNED_BY_ANOTHER = "OwnedByAnotherFlowExport"
 
     # -- the PCE --
     # PCEReachable: bad URL or CA bundle. Terminal.

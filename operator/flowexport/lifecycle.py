@@ -32,7 +32,7 @@ from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_client
 from flowexport.aws.subscription import Subscription
 from flowexport.core.flows import Flow
 from flowexport.errors import ConfigError, FlowExportError, Reason, unexpected
-from flowexport.pce.client import PCEClient, PCECredentials
+from flowexport.pce.client import PCEClient, PCECredentials, username_problem
 from flowexport.pipeline import Checkpoint, Prepare, Progress, build_pipeline
 from flowexport.secrets import SecretKind, SecretSource
 from flowexport.sources import (
@@ -177,6 +177,9 @@ async def pce_client(spec: FlowExportSpec, secrets: SecretSource) -> PCEClient:
             "(its secret)",
             Reason.SECRET_INVALID,
         )
+    problem = username_problem(username)
+    if problem is not None:
+        raise ConfigError(f"Secret {ref} key username {problem}", Reason.SECRET_INVALID)
     ca_pem = None
     if pce.ca_bundle_secret_ref is not None:
         ca_ref = pce.ca_bundle_secret_ref.name

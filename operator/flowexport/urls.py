@@ -31,6 +31,36 @@ API_PATH = r"^[a-z]+://[^/]*/(.*/)?api/v"
 #: values carrying credentials pass it and are refused by a CEL rule (whose message does not).
 URL_PATTERN = rf"^({CREDENTIALS[1:]}|{_STRICT}$)"
 
+#: Host names no URL of the spec may name: the in-cluster API server and the clouds' instance
+#: metadata services (a FlowExport's author must not aim the operator's requests at them).
+FORBIDDEN_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "metadata",
+    "metadata.google.internal",
+    "instance-data",
+    "instance-data.ec2.internal",
+)
+_FORBIDDEN_NAME = (
+    r"(?i:kubernetes(\.default(\.svc(\.[^:/]*)?)?)?"
+    r"|metadata(\.google\.internal)?|instance-data(\.ec2\.internal)?)"
+)
+#: Link-local (169.254.0.0/16: the metadata services), unspecified, and in brackets: IPv6
+#: link-local (fe80::/10), EC2's metadata prefix (fd00:ec2::/32), unspecified, and IPv4
+#: link-local embedded (::ffff:169.254.x.x, ::a9fe:x).
+_FORBIDDEN_ADDRESS = (
+    r"(169\.254\.[0-9]{1,3}\.[0-9]{1,3}|0\.0\.0\.0"
+    r"|\[(?i:fe[89ab][0-9a-f]:|fd00:0?ec2:|[0:]*\]|[0:]*(ffff:)?(169\.254\.|a9fe:))[^\]]*\]?)"
+)
+#: A URL whose host is one of those (the CRD's CEL rule; `forbidden_host` is the whole rule).
+FORBIDDEN_HOST = rf"^[A-Za-z]+://({_FORBIDDEN_NAME}|{_FORBIDDEN_ADDRESS})([:/]|$)"
+#: What a URL naming a forbidden host is told (the CRD's message and the models').
+FORBIDDEN_HOST_MESSAGE = (
+    "must not name a link-local or cloud metadata address (169.254.0.0/16, fe80::/10, "
+    "fd00:ec2::/32), an unspecified one, or the Kubernetes API server (kubernetes.default.svc)"
+)
+
 _HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:]*)(:(?P<port>.*))?", re.DOTALL)
 
 
@@ -76,7 +106,74 @@ def check_url(value: str, field: str) -> str:
         )
     if not re.fullmatch(_STRICT, value):
         raise ValueError(f"{field} must look like https://host[:port][/path], in ASCII")
+    if forbidden_host(host):
+        raise ValueError(f"{field} {FORBIDDEN_HOST_MESSAGE}")
     return value.rstrip("/")
+
+
+def forbidden_host(host: str) -> bool:
+    """Whether `host` (as in a URL: an IPv6 address in brackets) is one no URL may name:
+    see `FORBIDDEN_NAMES` and `FORBIDDEN_HOST_MESSAGE`."""
+    name = host.lower().rstrip(".")
+    if name in FORBIDDEN_NAMES or name.startswith("kubernetes.default.svc."):
+        return True
+    try:
+        address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        elif 1 < int(address) < 2**32:  # IPv4-compatible (::a.b.c.d)
+            candidates.append(ipaddress.IPv4Address(int(address)))
+        if address in _EC2_METADATA_V6:
+            return True
+    return any(a.is_link_local or a.is_unspecified for a in candidates)
+
+
+_EC2_METADATA_V6 = ipaddress.IPv6Network("fd00:ec2::/32")
+
+
+def endpoint_of(url: str) -> tuple[str, int]:
+    """(host, port) an http(s) URL connects to: the host in lower case (an IPv6 address in
+    canonical form, in brackets), the port given or the scheme's default (443, 80)."""
+    scheme, _, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].rpartition("@")[2]
+    match = _HOST_PORT.fullmatch(authority)
+    host, port = (match["host"], match["port"]) if match else (authority, None)
+    default = 80 if scheme.lower() == "http" else 443
+    return _canonical_host(host), int(port) if port and port.isdigit() else default
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """`HOST` or `HOST:PORT` (an IPv6 address in brackets) as (host, port), canonical as
+    `endpoint_of` gives them; HOST alone means port 443. ValueError says what is wrong."""
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None or "/" in text or not _valid_host(match["host"]):
+        raise ValueError(
+            f"{text!r} is not HOST or HOST:PORT (a DNS name, an IPv4 address or an [IPv6] one; "
+            "no scheme or path)"
+        )
+    port = match["port"]
+    if port is not None and not re.fullmatch(_PORT, port):
+        raise ValueError(f"{text!r} has an invalid port: give a number from 1 to 65535")
+    return _canonical_host(match["host"]), int(port) if port is not None else 443
+
+
+def _canonical_host(host: str) -> str:
+    host = host.lower()
+    if host.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            return host
+    return host
+
+
+def host_port_text(endpoint: tuple[str, int]) -> str:
+    """(host, port) as `host:port`."""
+    return f"{endpoint[0]}:{endpoint[1]}"
 
 
 def check_pce_url(url: str, field: str = "the PCE URL") -> str:

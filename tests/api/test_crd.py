@@ -222,6 +222,25 @@ URLS = [
     "https://exa mple.com",
     "https://h/caf\u00e9",
     "https://[fe80::1%25eth0]",
+    # Metadata, link-local and the API server (issue 23 item 8), and near misses.
+    "https://169.254.169.254",
+    "https://169.254.169.254:80/latest",
+    "https://[fd00:ec2::254]",
+    "https://[FE80::1]:8443",
+    "https://[::ffff:169.254.169.254]",
+    "https://[::ffff:a9fe:a9fe]",
+    "https://[::]",
+    "https://0.0.0.0:8443",
+    "https://kubernetes.default.svc",
+    "https://kubernetes.default.svc.cluster.local:443",
+    "https://Kubernetes",
+    "https://metadata.google.internal",
+    "https://instance-data.ec2.internal",
+    "https://169.2541.example.com",
+    "https://kubernetes-pce.example.com",
+    "https://metadata.example.com",
+    "https://[fd00:ec3::1]",
+    "https://10.169.254.1",
 ]
 #: Every URL field: the same rules in the CRD and the models.
 URL_FIELDS = [
@@ -251,6 +270,9 @@ def test_crd_url_rules_agree_with_the_models(field: str) -> None:
         ("http://pce.example.com", "plain http is only allowed"),
         ("http://127.0.0.1.example.com:80", "plain http is only allowed"),
         ("https://pce.example.com/api/v2", "give the PCE base URL"),
+        ("https://169.254.169.254", "must not name a link-local or cloud metadata address"),
+        ("https://[fd00:ec2::254]:443", "must not name a link-local or cloud metadata address"),
+        ("https://kubernetes.default.svc", "must not name a link-local or cloud metadata"),
     ],
 )
 def test_cel_rules_say_what_is_wrong(url: str, message: str) -> None:

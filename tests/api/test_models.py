@@ -8,6 +8,7 @@ from flowexport import lifecycle
 from flowexport.api.conditions import set_condition
 from flowexport.api.models import MAX_ORG_ID, FlowExport, FlowExportSpec, FlowExportStatus
 from flowexport.api.validation import SpecError, parse_spec
+from flowexport.errors import ConfigError
 from flowexport.urls import check_pce_url
 
 
@@ -317,3 +318,40 @@ def test_a_stream_name_beside_a_stream_arn_must_name_the_same_stream(
     else:
         with pytest.raises(SpecError, match="streamName must be the name"):
             parse_spec(spec)
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "cn-north-1", "us-gov-west-1"])
+def test_regions_botocore_knows_are_taken(region: str) -> None:
+    assert parse_spec(minimal_spec(**{"aws.region": region})).aws.region == region
+
+
+def test_an_unknown_region_is_an_invalid_spec_not_a_retry() -> None:
+    """Issue 23: xx-nowhere-9 was retried for ever (its endpoint never answers)."""
+    with pytest.raises(SpecError) as refused:
+        parse_spec(minimal_spec(**{"aws.region": "xx-nowhere-9"}))
+    assert "region xx-nowhere-9 is not an AWS region" in str(refused.value)
+    assert not refused.value.retryable
+    # With an endpoint given, the endpoint says where (an emulator, a region newer than
+    # this release's botocore).
+    given = minimal_spec(
+        **{"aws.region": "xx-nowhere-9", "aws.endpointUrl": "http://127.0.0.1:5000"}
+    )
+    assert parse_spec(given).aws.region == "xx-nowhere-9"
+
+
+async def test_a_colon_in_the_pce_username_says_why() -> None:
+    """HTTP Basic cannot carry it: the PCE would take the rest for the password (a 401)."""
+
+    class Secrets:
+        async def read(self, name: str, kind: Any) -> dict[str, str]:
+            return {"username": "api_1234:the-secret", "password": "the-secret"}
+
+        def missing(self, name: str, kind: Any) -> None:
+            return None
+
+    spec = parse_spec(minimal_spec())
+    with pytest.raises(ConfigError) as refused:
+        await lifecycle.pce_client(spec, Secrets())
+    assert refused.value.reason == "SecretInvalid"
+    assert "HTTP Basic authentication cannot carry" in str(refused.value)
+    assert "the-secret" not in str(refused.value) and "api_1234" not in str(refused.value)

@@ -11,6 +11,7 @@ Three views must agree:
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ import pytest
 from flowexport.api.models import SourceSpec
 from flowexport.aws.interfaces import discover
 from flowexport.aws.kinesis_reader import ShardCursor, ShardReader
-from flowexport.aws.ownership import MANAGED_BY, MANAGED_BY_TAG
+from flowexport.aws.ownership import MANAGED_BY, MANAGED_BY_TAG, OWNER_TAG, Owner, owner_tags
 from flowexport.aws.reader import LogReader, ReaderCursor
 from flowexport.aws.session import AwsTarget, make_clients, make_session
+from flowexport.aws.stream import default_name
 from flowexport.sources import delete_subscription, ensure_subscription
 from flowexport.sources.shards import list_shards
 from tests.aws.iampolicy import Request, actions, allows, load
@@ -78,7 +80,9 @@ class Call:
     service: str
     operation: str
     params: dict[str, Any]
-    tags: dict[str, str]  # of the flow logs a DeleteFlowLogs call names, read just before
+    #: The tags of the resource the call names (flow logs of a DeleteFlowLogs, the log group,
+    #: the stream), read just before the call: what aws:ResourceTag conditions see.
+    tags: dict[str, str]
 
     @property
     def action(self) -> str:
@@ -98,16 +102,27 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
     calls: list[Call] = []
     original = boto3.session.Session.client
 
-    def flow_log_tags(params: dict[str, Any]) -> dict[str, str]:
-        found = bench["ec2"].describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"]
-        return {t["Key"]: t["Value"] for f in found for t in f.get("Tags", [])}
+    def resource_tags(service: str, operation: str, params: dict[str, Any]) -> dict[str, str]:
+        if operation == "DeleteFlowLogs":
+            found = bench["ec2"].describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"]
+            return {t["Key"]: t["Value"] for f in found for t in f.get("Tags", [])}
+        if service == "logs" and "logGroupName" in params:
+            arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}"
+            with contextlib.suppress(Exception):  # not there (yet): no tags
+                return dict(bench["logs"].list_tags_for_resource(resourceArn=arn)["tags"])
+        if service == "kinesis":
+            name = stream_name(operation, params)
+            with contextlib.suppress(Exception):
+                found = bench["kinesis"].list_tags_for_stream(StreamName=name)["Tags"]
+                return {t["Key"]: t.get("Value", "") for t in found}
+        return {}
 
     def client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
         made = original(self, *args, **kwargs)
 
         def record(model: Any, params: dict[str, Any], **_: Any) -> None:
             service = model.service_model.signing_name
-            tags = flow_log_tags(params) if model.name == "DeleteFlowLogs" else {}
+            tags = resource_tags(service, model.name, params)
             calls.append(Call(service, model.name, dict(params), tags))
 
         made.meta.events.register("before-parameter-build", record)
@@ -115,6 +130,19 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
 
     monkeypatch.setattr(boto3.session.Session, "client", client)
     yield Recording(calls, bench)
+
+
+#: The FlowExport whose life `a_flowexport_life` runs (its default stream name carries the hash).
+OWNER = Owner("security", "prod", "6a1e0c7e-0000-4000-8000-000000000001")
+
+
+def stream_name(operation: str, params: dict[str, Any]) -> str:
+    """The stream a Kinesis call names (GetRecords: its iterator, of the life's stream)."""
+    if operation == "GetRecords":
+        return default_name(OWNER)
+    if "StreamName" in params:
+        return str(params["StreamName"])
+    return str(params.get("StreamARN", "")).rsplit("/", 1)[-1]
 
 
 def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
@@ -126,7 +154,7 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
         REGION, endpoint_url=cloud.url, keys=KEYS, role_arn=operator_role["Role"]["Arn"]
     )
     clients = make_clients(target)  # assumes the role: sts:AssumeRole
-    owner = "security/prod"
+    owner = OWNER
     spec = cloud.spec(logGroupName="/flowexport/prod", deliverLogsRoleArn=role)
     ensure_subscription(clients, spec, owner)  # creates the log group and the flow log
     ensure_subscription(clients, spec, owner)  # adopts what it made: no change
@@ -167,7 +195,7 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
     ensure_subscription(clients, replaced, owner, streaming(kmsKeyId=None, capacityMode="OnDemand"))
     ensure_subscription(clients, replaced, owner, streaming())
     ensure_subscription(clients, replaced, owner, streaming(shardCount=2))
-    name = "flowexport-security-prod"
+    name = default_name(owner)
     (shard, *_) = list_shards(clients, name)
     reader = ShardReader(clients, name, shard.shard_id, since_ms=0)
     list(reader.chunks(ShardCursor(shard.shard_id), now_ms=2**41, chunk_size=10))
@@ -177,13 +205,14 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
 
 
 def requirements(call: Call) -> list[Request]:
-    """The authorization checks AWS makes for one call (implicit ones included)."""
+    """The authorization checks AWS makes for one call (implicit ones included), each with the
+    condition keys it carries: the named resource's tags (aws:ResourceTag/...) and the tags the
+    call puts (aws:RequestTag/...)."""
     p = call.params
     group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{p.get('logGroupName')}"
     flow_log_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/"
-    stream_arn = (
-        p.get("StreamARN") or f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{p.get('StreamName')}"
-    )
+    stream_arn = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{stream_name(call.operation, p)}"
+    resource = {f"aws:ResourceTag/{k}": v for k, v in call.tags.items()}
     match call.action:
         case (
             "ec2:DescribeVpcs"
@@ -198,25 +227,29 @@ def requirements(call: Call) -> list[Request]:
                 Request(call.action, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/{vpc}")
                 for vpc in p["ResourceIds"]
             ]
-            checks.append(Request(call.action, flow_log_arn + "fl-new"))
+            tags = {
+                t["Key"]: t["Value"]
+                for spec in p.get("TagSpecifications", [])
+                for t in spec["Tags"]
+            }
+            checks.append(Request(call.action, flow_log_arn + "fl-new", requested(tags)))
             passed_to = {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}
             checks.append(Request("iam:PassRole", p["DeliverLogsPermissionArn"], passed_to))
-            if p.get("TagSpecifications"):
+            if tags:
                 checks.append(
                     Request(
                         "ec2:CreateTags",
                         flow_log_arn + "fl-new",
-                        {"ec2:CreateAction": "CreateFlowLogs"},
+                        {"ec2:CreateAction": "CreateFlowLogs", **requested(tags)},
                     )
                 )
             return checks
         case "ec2:DeleteFlowLogs":
-            context = {f"aws:ResourceTag/{k}": v for k, v in call.tags.items()}
-            return [Request(call.action, flow_log_arn + i, context) for i in p["FlowLogIds"]]
+            return [Request(call.action, flow_log_arn + i, resource) for i in p["FlowLogIds"]]
         case "logs:CreateLogGroup":
-            checks = [Request(call.action, group_arn)]
+            checks = [Request(call.action, group_arn, requested(p.get("tags", {})))]
             if p.get("tags"):
-                checks.append(Request("logs:TagResource", group_arn))
+                checks.append(Request("logs:TagResource", group_arn, requested(p["tags"])))
             return checks
         case (
             "logs:PutRetentionPolicy"
@@ -225,31 +258,27 @@ def requirements(call: Call) -> list[Request]:
             | "logs:DescribeSubscriptionFilters"
             | "logs:DeleteSubscriptionFilter"
         ):
-            return [Request(call.action, group_arn)]
+            return [Request(call.action, group_arn, resource)]
         case "logs:PutSubscriptionFilter":
             passed_to = {"iam:PassedToService": "logs.amazonaws.com"}
             return [
-                Request(call.action, group_arn),
+                Request(call.action, group_arn, resource),
                 Request("iam:PassRole", p["roleArn"], passed_to),
             ]
+        case "kinesis:CreateStream":
+            checks = [Request(call.action, stream_arn, requested(p.get("Tags", {})))]
+            if p.get("Tags"):  # tagging in the create call needs AddTagsToStream too
+                checks.append(Request("kinesis:AddTagsToStream", stream_arn, requested(p["Tags"])))
+            return checks
+        case "kinesis:AddTagsToStream":
+            return [Request(call.action, stream_arn, {**resource, **requested(p["Tags"])})]
         case (
             "kinesis:DescribeStreamSummary"
             | "kinesis:ListTagsForStream"
             | "kinesis:ListShards"
             | "kinesis:GetShardIterator"
-            | "kinesis:CreateStream"
-            | "kinesis:AddTagsToStream"
-        ):
-            return [Request(call.action, stream_arn)]
-        case "kinesis:GetRecords":  # the iterator names the stream
-            return [
-                Request(
-                    call.action,
-                    f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/flowexport-security-prod",
-                )
-            ]
-        case (
-            "kinesis:IncreaseStreamRetentionPeriod"
+            | "kinesis:GetRecords"
+            | "kinesis:IncreaseStreamRetentionPeriod"
             | "kinesis:DecreaseStreamRetentionPeriod"
             | "kinesis:StartStreamEncryption"
             | "kinesis:StopStreamEncryption"
@@ -257,14 +286,17 @@ def requirements(call: Call) -> list[Request]:
             | "kinesis:UpdateShardCount"
             | "kinesis:DeleteStream"
         ):
-            return [
-                Request(call.action, stream_arn, {f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY})
-            ]
+            return [Request(call.action, stream_arn, resource)]
         case "logs:ListTagsForResource":
-            return [Request(call.action, p["resourceArn"])]
+            return [Request(call.action, p["resourceArn"], resource)]
         case "sts:AssumeRole":
             return [Request(call.action, p["RoleArn"])]
     raise AssertionError(f"no authorization model for {call.action}: add it here and to iam/")
+
+
+def requested(tags: dict[str, str]) -> dict[str, str]:
+    """aws:RequestTag/... of the tags a call puts."""
+    return {f"aws:RequestTag/{k}": v for k, v in tags.items()}
 
 
 def test_the_code_makes_exactly_the_calls_it_contains(cloud: Cloud, recording: Recording) -> None:
@@ -339,6 +371,92 @@ def test_the_operator_policy_refuses_what_the_operator_must_not_do(request_: Req
     assert not allows(load("operator-policy.json"), request_)
 
 
+GROUP = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/flowexport/"
+STREAM = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/"
+#: What the operator's tags look like to a condition (another FlowExport's are alike: IAM sees
+#: one identity; the operator itself keeps FlowExports apart, tests/aws/test_tenancy.py).
+OWN = {f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY, f"aws:ResourceTag/{OWNER_TAG}": "ns/x"}
+OWN_REQUEST = {
+    f"aws:RequestTag/{MANAGED_BY_TAG}": MANAGED_BY,
+    f"aws:RequestTag/{OWNER_TAG}": "ns/x",
+}
+UNTAGGED: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    ("request_", "allowed"),
+    [
+        # Log groups: created only with the tags, changed and unsubscribed only when tagged.
+        (Request("logs:CreateLogGroup", GROUP + "a", OWN_REQUEST), True),
+        (Request("logs:CreateLogGroup", GROUP + "a", UNTAGGED), False),
+        (Request("logs:TagResource", GROUP + "lambda-era", UNTAGGED), False),
+        (Request("logs:DeleteLogGroup", GROUP + "a", OWN), True),
+        (Request("logs:DeleteLogGroup", GROUP + "lambda-era", UNTAGGED), False),
+        (Request("logs:PutRetentionPolicy", GROUP + "lambda-era", UNTAGGED), False),
+        (Request("logs:DeleteSubscriptionFilter", GROUP + "a", OWN), True),
+        (Request("logs:DeleteSubscriptionFilter", GROUP + "lambda-era", UNTAGGED), False),
+        (Request("logs:PutSubscriptionFilter", GROUP + "lambda-era", UNTAGGED), False),
+        # Streams: records read only from tagged ones; metadata of any, to tell owners apart.
+        (Request("kinesis:GetRecords", STREAM + "flowexport-a", OWN), True),
+        (Request("kinesis:GetRecords", STREAM + "flowexport-a", UNTAGGED), False),
+        (Request("kinesis:GetShardIterator", STREAM + "orders", OWN), False),
+        (Request("kinesis:ListShards", STREAM + "payments", UNTAGGED), False),
+        (Request("kinesis:ListTagsForStream", STREAM + "payments", UNTAGGED), True),
+        (Request("kinesis:CreateStream", STREAM + "flowexport-a", OWN_REQUEST), True),
+        (Request("kinesis:CreateStream", STREAM + "flowexport-a", UNTAGGED), False),
+        (Request("kinesis:AddTagsToStream", STREAM + "flowexport-a", OWN), True),
+        (
+            Request("kinesis:AddTagsToStream", STREAM + "flowexport-a", {"aws:RequestTag/x": "1"}),
+            False,
+        ),
+        (Request("kinesis:DeleteStream", STREAM + "flowexport-a", UNTAGGED), False),
+        # Flow logs: created only with the operator's tags, on any VPC.
+        (
+            Request(
+                "ec2:CreateFlowLogs",
+                f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1",
+                OWN_REQUEST,
+            ),
+            True,
+        ),
+        (
+            Request(
+                "ec2:CreateFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", UNTAGGED
+            ),
+            False,
+        ),
+        (
+            Request("ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", OWN),
+            True,
+        ),
+    ],
+)
+def test_changes_and_record_reads_need_the_operators_tags(request_: Request, allowed: bool) -> None:
+    """Issue 23 item 9: Delete/PutSubscriptionFilter, DeleteLogGroup, retention and the
+    Kinesis record reads only on what carries the operator's tags; creation only with them."""
+    assert allows(load("operator-policy.json"), request_) is allowed
+
+
+def test_adopted_log_groups_and_given_streams_are_granted_by_name() -> None:
+    """What IAM cannot tell by tag (a Lambda-era log group, a stream given by streamArn) is
+    granted by ARN in iam/operator-adopted-resources-policy.json, with its placeholders."""
+    text = (ROOT / "iam" / "operator-adopted-resources-policy.json").read_text()
+    filled = json.loads(
+        text.replace("REGION", REGION)
+        .replace("ACCOUNT_ID", ACCOUNT)
+        .replace("LOG_GROUP_NAME", "/aws/vpc/flow-logs")
+        .replace("STREAM_NAME", "lambda-era")
+    )
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/vpc/flow-logs"
+    for action in ("FilterLogEvents", "DeleteSubscriptionFilter", "PutSubscriptionFilter"):
+        assert allows(filled, Request(f"logs:{action}", group, UNTAGGED))
+        assert not allows(filled, Request(f"logs:{action}", group + "-2", UNTAGGED))
+    assert not allows(filled, Request("logs:DeleteLogGroup", group, UNTAGGED))
+    assert allows(filled, Request("kinesis:GetRecords", STREAM + "lambda-era", UNTAGGED))
+    assert not allows(filled, Request("kinesis:DeleteStream", STREAM + "lambda-era", UNTAGGED))
+    assert actions(filled) <= actions(load("operator-policy.json"))
+
+
 def test_the_tag_condition_matches_what_the_operator_writes() -> None:
     statement = next(
         s for s in load("operator-policy.json")["Statement"] if s["Action"] == "ec2:DeleteFlowLogs"
@@ -346,6 +464,14 @@ def test_the_tag_condition_matches_what_the_operator_writes() -> None:
     assert statement["Condition"]["StringEquals"] == {
         f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY
     }
+    written = owner_tags("ns/name")
+    for statement in load("operator-policy.json")["Statement"]:
+        for pairs in statement.get("Condition", {}).values():
+            for key, wanted in pairs.items():
+                tag = key.partition("Tag/")[2]
+                if key.startswith(("aws:ResourceTag/", "aws:RequestTag/")):
+                    assert tag in written, f"{statement['Sid']}: {key} is no tag it writes"
+                    assert wanted in (written[tag], "*/*"), statement["Sid"]
 
 
 def test_the_delivery_role_is_for_vpc_flow_logs_of_one_account() -> None:

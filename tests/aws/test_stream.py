@@ -9,11 +9,14 @@ import pytest
 
 from flowexport.api.models import SourceSpec
 from flowexport.aws.errors import AwsError
+from flowexport.aws.ownership import Owner
+from flowexport.aws.stream import default_name
 from flowexport.errors import Reason
 from flowexport.sources import delete_subscription, ensure_subscription
 from tests.cloud import Cloud
 
-OWNER = "flows/prod"
+OWNER = Owner("flows", "prod", "0b6f4c1e-uid-of-flows-prod")
+NAME = default_name(OWNER)
 ROLE = "arn:aws:iam::123456789012:role/cwl-to-kinesis"
 
 
@@ -38,7 +41,11 @@ def test_creates_a_tagged_encrypted_stream_and_a_filter_to_it(cloud: Cloud) -> N
     )
     stream = sub.stream
     assert stream is not None and stream.stream_owned and stream.filter_owned
-    assert stream.stream_name == "flowexport-flows-prod"
+    assert stream.stream_name == NAME
+    assert (
+        NAME.startswith("flowexport-flows-prod-")
+        and len(NAME) == len("flowexport-flows-prod-") + 10
+    )
     summary = cloud.clients.kinesis.describe_stream_summary(StreamName=stream.stream_name)[
         "StreamDescriptionSummary"
     ]
@@ -173,9 +180,9 @@ def test_back_to_poll_removes_its_filter_and_stream(cloud: Cloud) -> None:
 def test_deletion_removes_what_it_owns_and_retain_keeps_it(cloud: Cloud) -> None:
     ensure_subscription(cloud.clients, cloud.spec(), OWNER, source())
     assert delete_subscription(cloud.clients, cloud.spec(), OWNER, "Retain", source()) == []
-    assert streams(cloud) == ["flowexport-flows-prod"]
+    assert streams(cloud) == [NAME]
     removed = delete_subscription(cloud.clients, cloud.spec(), OWNER, "Delete", source())
-    assert "deleted Kinesis stream flowexport-flows-prod" in removed
+    assert f"deleted Kinesis stream {NAME}" in removed
     assert streams(cloud) == []
 
 

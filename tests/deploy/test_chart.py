@@ -17,6 +17,7 @@ from flowexport import __version__
 from flowexport.api.crd import build_crd
 from flowexport.cli import build_parser
 from flowexport.kube import metrics
+from flowexport.urls import parse_host_port
 from tests.chart import CHART, RELEASE_NAMESPACE, ROOT, container_args, of_kind, render
 from tests.chart import render_files as render_files_of
 from tests.markdown import anchors
@@ -66,7 +67,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "logFormat": "plain",
             "extraArgs": ["--settle=30"],
             "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
-            "allowedPceHosts": ["pce.example.com", "pce2.example.com"],
+            "allowedPceHosts": ["pce.example.com", "pce2.example.com:8443", "[fd00:1::5]:9443"],
         },
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
@@ -135,9 +136,18 @@ def lint_problems(values: dict[str, Any] | None = None) -> list[str]:
     return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2]
 
 
+#: Kinds newer than the oldest Kubernetes the chart supports, with the version that serves them
+#: (the chart renders them only there: `semverCompare` on the cluster's version).
+NEWER_KINDS = {
+    "ValidatingAdmissionPolicy": "1.30.0",
+    "ValidatingAdmissionPolicyBinding": "1.30.0",
+}
+
+
 def validate_object(obj: dict[str, Any]) -> None:
     """Validate against the Kubernetes schemas (strict: unknown fields are errors)."""
-    for version in KUBE_VERSIONS:
+    oldest = NEWER_KINDS.get(obj["kind"], KUBE_VERSIONS[0])
+    for version in (oldest, *KUBE_VERSIONS[1:]):
         kubernetes_validate.validate(obj, version, strict=True)
 
 
@@ -528,14 +538,18 @@ def test_the_network_policy_opens_the_container_ports_and_the_egress_asked_for()
 
 
 def test_allowed_pce_hosts_reach_the_operator() -> None:
-    assert parsed_args(render(VARIANTS["digest-and-extras"])).allowed_pce_hosts == [
-        "pce.example.com",
-        "pce2.example.com",
+    given = parsed_args(render(VARIANTS["digest-and-extras"])).allowed_pce_hosts
+    assert given == ["pce.example.com", "pce2.example.com:8443", "[fd00:1::5]:9443"]
+    assert [parse_host_port(h) for h in given] == [
+        ("pce.example.com", 443),
+        ("pce2.example.com", 8443),
+        ("[fd00:1::5]", 9443),
     ]
+    # The default allows no PCE: the operator sends no key until the install names one.
     assert parsed_args(render({})).allowed_pce_hosts == []
-    assert any(
-        "allowedPceHosts" in p for p in lint_problems({"operator": {"allowedPceHosts": ["a b"]}})
-    )
+    for wrong in ("a b", "*", "pce.example.com:", "pce.example.com:port", "https://pce"):
+        problems = lint_problems({"operator": {"allowedPceHosts": [wrong]}})
+        assert any("allowedPceHosts" in p for p in problems), wrong
 
 
 def test_pods_fit_real_clusters() -> None:
@@ -628,3 +642,55 @@ def test_every_value_is_in_the_schema_with_a_description() -> None:
         assert path in described, f"values.yaml has {path}, values.schema.json lacks it"
     for path, sub in described.items():
         assert sub.get("description"), f"values.schema.json: {path} has no description"
+
+
+def test_the_admission_policies_bind_the_operators_writes() -> None:
+    """Issue 23 item 9: what RBAC cannot express (by label, by what a write changes) is a
+    ValidatingAdmissionPolicy per resource, bound with Deny, matching only the operator's
+    ServiceAccount (tests/e2e/test_rbac.py runs the operator under them)."""
+    objects = render({"replicas": 2})
+    policies = of_kind(objects, "ValidatingAdmissionPolicy")
+    bindings = of_kind(objects, "ValidatingAdmissionPolicyBinding")
+    assert sorted(p["metadata"]["name"].rsplit("-", 1)[1] for p in policies) == [
+        "flowexports",
+        "leases",
+        "secrets",
+    ]
+    assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
+    (account,) = of_kind(objects, "ServiceAccount")
+    user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{account['metadata']['name']}"
+    for policy in policies:
+        (condition,) = policy["spec"]["matchConditions"]
+        assert condition["expression"] == f"request.userInfo.username == '{user}'"
+        assert policy["spec"]["failurePolicy"] == "Fail"
+    # Cluster-scoped: two releases (or one in two namespaces) never share a name.
+    other = of_kind(render({"replicas": 2}, namespace="other"), "ValidatingAdmissionPolicy")
+    assert not {p["metadata"]["name"] for p in other} & {p["metadata"]["name"] for p in policies}
+    assert (
+        of_kind(
+            render({"rbac": {"admissionPolicy": {"enabled": False}}}), "ValidatingAdmissionPolicy"
+        )
+        == []
+    )
+    assert of_kind(render({"rbac": {"create": False}}), "ValidatingAdmissionPolicyBinding") == []
+
+
+def test_secret_names_narrow_the_secrets_rule_to_get_and_patch_on_those_names() -> None:
+    values = {"rbac": {"secretNames": ["pce-api-key", "aws-keys"]}}
+    objects = render(values)
+    (rule,) = [
+        r for o in of_kind(objects, "Role") for r in o["rules"] if "secrets" in r["resources"]
+    ]
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["pce-api-key", "aws-keys"],
+        "verbs": ["get", "patch"],
+    }
+    assert parsed_args(objects).read_secrets_by_name
+    assert not parsed_args(render({})).read_secrets_by_name
+    (default,) = [
+        r for o in of_kind(render({}), "Role") for r in o["rules"] if "secrets" in r["resources"]
+    ]
+    assert default["verbs"] == ["get", "list", "watch", "patch"] and "resourceNames" not in default

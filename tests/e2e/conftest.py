@@ -31,6 +31,8 @@ RBAC_KINDS = {
     "RoleBinding": "rolebindings",
     "ClusterRole": "clusterroles",
     "ClusterRoleBinding": "clusterrolebindings",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
 }
 
 
@@ -122,7 +124,8 @@ def eventually(check: Callable[[], Any], timeout: float = 45.0, what: str = "con
 
 
 def install_chart_rbac(kube: httpx.Client, sim: KubeSimulator, values: dict[str, Any]) -> str:
-    """Create the chart's ServiceAccount, Roles and bindings; returns the account's token."""
+    """Create the chart's ServiceAccount, Roles and bindings, and its admission policies;
+    returns the account's token."""
     kube.post("/api/v1/namespaces", json={"metadata": {"name": RELEASE_NAMESPACE}})
     objects = render(values)
     (account,) = of_kind(objects, "ServiceAccount")
@@ -163,7 +166,12 @@ def stack(
                 **chart_values,
                 "health": {"port": operator.port},
                 "metrics": {"port": operator.metrics_port},
-                "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
+                "operator": {
+                    "settleSeconds": 0,
+                    "resyncSeconds": 3,
+                    "verbose": True,
+                    "allowedPceHosts": loop.allow_pce()[1:],
+                },
             }
             # As the kubelet does: $(VAR) in arguments expanded from the container's env.
             args = [

@@ -160,7 +160,7 @@ def test_the_operator_runs_unprivileged_with_nowhere_to_write_but_tmp(stack: Sta
         config,
         stack.operator.log,
         NS,
-        ["--resync-seconds", "3"],
+        [*stack.loop.allow_pce(), "--resync-seconds", "3"],
         launcher=["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"],
         env={"HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"},
     )

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flowexport.sim.kube.rbac import SA_PREFIX, Attributes, rule_allows
-from tests.chart import of_kind, render
+from tests.chart import RELEASE_NAMESPACE, of_kind, render
 from tests.e2e.conftest import FE, NS, Stack, eventually
 from tests.e2e.test_operator import write_flows
 
@@ -20,6 +20,10 @@ NAMESPACED = {"watch": {"scope": "namespaces", "namespaces": [NS]}}
 CLUSTER_WIDE = {"watch": {"scope": "all"}}
 #: Two replicas sharing FlowExports through Leases (this one runs alone: it takes them all).
 SHARDED = {**NAMESPACED, "replicas": 2, "sharding": {"leaseSeconds": 3}}
+#: Secrets granted by name only (RBAC resourceNames), read by name.
+BY_NAME = {**NAMESPACED, "rbac": {"secretNames": ["pce-key", "aws-keys"]}}
+#: Without the admission policies (what RBAC alone allows).
+NO_POLICY = {**SHARDED, "rbac": {"admissionPolicy": {"enabled": False}}}
 
 
 def operator_requests(stack: Stack) -> list[dict[str, Any]]:
@@ -61,7 +65,10 @@ def lifecycle(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize(
-    "stack", [NAMESPACED, CLUSTER_WIDE, SHARDED], indirect=True, ids=["ns", "all", "sharded"]
+    "stack",
+    [NAMESPACED, CLUSTER_WIDE, SHARDED, BY_NAME],
+    indirect=True,
+    ids=["ns", "all", "sharded", "secrets-by-name"],
 )
 def test_the_chart_grants_exactly_what_the_operator_uses(
     stack: Stack, request: pytest.FixtureRequest
@@ -109,3 +116,96 @@ def test_a_namespaced_install_cannot_read_secrets_elsewhere(stack: Stack) -> Non
     assert here.status_code == 200
     elsewhere = stack.kube.get("/api/v1/namespaces/payments/secrets", headers=headers)
     assert elsewhere.status_code == 403  # no list outside the watched namespaces either
+
+
+def as_operator(stack: Stack) -> dict[str, str]:
+    """Headers that authenticate as the chart's ServiceAccount."""
+    (sa_token,) = [t for t, user in stack.sim.tokens.items() if user.startswith(SA_PREFIX)]
+    return {"Authorization": f"Bearer {sa_token}"}
+
+
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+@pytest.mark.parametrize(
+    "stack", [SHARDED, NO_POLICY], indirect=True, ids=["policies", "rbac-only"]
+)
+def test_the_admission_policies_refuse_what_rbac_cannot(
+    stack: Stack, request: pytest.FixtureRequest
+) -> None:
+    """Issue 23 item 9: RBAC lets the operator's ServiceAccount patch every Secret of a watched
+    namespace and write any Lease of its namespace; the chart's ValidatingAdmissionPolicies
+    (enforced by the simulator with cel-python; a real API server evaluates them with cel-go)
+    leave it the labelled Secrets' finalizers, its shard Leases, and never a spec. Without
+    them (rbac-only) each refused write below goes through."""
+    policies = request.node.callspec.id == "policies"
+    operator = as_operator(stack)
+    secrets = f"/api/v1/namespaces/{NS}/secrets"
+    stack.kube.post(secrets, json={"metadata": {"name": "db"}, "stringData": {"password": "x"}})
+    leases = f"/apis/coordination.k8s.io/v1/namespaces/{RELEASE_NAMESPACE}/leases"
+    stack.kube.post(leases, json={"metadata": {"name": "other-app"}, "spec": {}})
+    stack.apply(stack.flowexport())
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+
+    def finalizer(name: str) -> Any:
+        patch = {"metadata": {"finalizers": ["example.com/held"]}}
+        return stack.kube.patch(f"{secrets}/{name}", json=patch, headers={**operator, **MERGE})
+
+    refused = {
+        "an unlabelled Secret's finalizers": finalizer("db"),
+        "a labelled Secret's data": stack.kube.patch(
+            f"{secrets}/pce-key",
+            json={"stringData": {"password": "stolen"}},
+            headers={**operator, **MERGE},
+        ),
+        "a FlowExport's spec": stack.kube.patch(
+            f"{FE}/prod",
+            json={"spec": {"pce": {"url": "https://elsewhere.example.com"}}},
+            headers={**operator, **MERGE},
+        ),
+        "another application's Lease": stack.kube.delete(f"{leases}/other-app", headers=operator),
+        "a Lease not named as the operator's": stack.kube.post(
+            leases,
+            json={"metadata": {"name": "grab", "labels": {"flowexport.io/shard-group": "x"}}},
+            headers=operator,
+        ),
+    }
+    codes = {what: answer.status_code for what, answer in refused.items()}
+    if policies:
+        assert set(codes.values()) == {403}, codes
+        reasons = {what: answer.json()["message"] for what, answer in refused.items()}
+        assert all("ValidatingAdmissionPolicy" in m for m in reasons.values()), reasons
+    else:
+        assert 403 not in codes.values(), codes  # RBAC alone lets every one through
+    # What the operator does itself stays allowed: the AWS keys held by its finalizer, its
+    # own Lease renewed, its annotations on the FlowExport.
+    allowed = [
+        finalizer("aws-keys"),
+        stack.kube.patch(
+            f"{FE}/prod",
+            json={"metadata": {"annotations": {"example.com/seen": "1"}}},
+            headers={**operator, **MERGE},
+        ),
+    ]
+    assert [a.status_code for a in allowed] == [200, 200], [a.text for a in allowed]
+    assert stack.condition("prod", "Ready") == ("True", "Ready")
+    assert "ValidatingAdmissionPolicy" not in stack.operator.tail(2000)
+
+
+@pytest.mark.parametrize("stack", [BY_NAME], indirect=True, ids=["secrets-by-name"])
+def test_with_secret_names_the_operator_reads_no_other_secret(stack: Stack) -> None:
+    """rbac.secretNames: the Role grants get and patch on those names only; the operator
+    reads them by name (no list, no watch), and any other Secret is out of its reach."""
+    stack.apply(stack.flowexport())
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    requests = operator_requests(stack)
+    verbs = {(e["attributes"].resource, e["attributes"].verb) for e in requests}
+    assert ("secrets", "list") not in verbs and ("secrets", "watch") not in verbs
+    assert ("secrets", "get") in verbs
+    operator = as_operator(stack)
+    secrets = f"/api/v1/namespaces/{NS}/secrets"
+    stack.kube.post(secrets, json={"metadata": {"name": "db"}, "stringData": {"password": "x"}})
+    assert stack.kube.get(f"{secrets}/db", headers=operator).status_code == 403
+    assert stack.kube.get(secrets, headers=operator).status_code == 403  # no list
+    assert stack.kube.get(f"{secrets}/pce-key", headers=operator).status_code == 200

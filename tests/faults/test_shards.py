@@ -41,6 +41,7 @@ def replicas(stack: Stack, tmp_path: Path, count: int) -> list[OperatorProcess]:
             tmp_path / f"replica-{i}.log",
             NS,
             [
+                *stack.loop.allow_pce(),
                 "--resync-seconds",
                 "3",
                 "--verbose",

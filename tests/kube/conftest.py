@@ -90,5 +90,5 @@ def world(cloud: Cloud, pce: SimPCE) -> Iterator[World]:
         SecretKind.AWS_CREDENTIALS,
     )
     events = RecordingEvents()
-    yield World(cloud, pce, kube, events, operator(kube, events))
+    yield World(cloud, pce, kube, events, operator(kube, events, allowed_pce_urls=[pce.url]))
     metrics.forget(NS, "prod")

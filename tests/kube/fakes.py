@@ -9,6 +9,7 @@ import contextlib
 import copy
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from flowexport.kube.client import SecretRecord
 from flowexport.kube.events import EventType
 from flowexport.kube.state import Operator
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
+from flowexport.urls import endpoint_of
 
 
 class FakeKube:
@@ -180,6 +182,17 @@ def body(namespace: str, name: str, spec: dict[str, Any], generation: int = 1) -
     }
 
 
-def operator(api: FakeKube, events: RecordingEvents, settle_seconds: float = 0.0) -> Operator:
-    """An Operator wired to the fakes."""
-    return Operator(api, events, settle_seconds=settle_seconds, resync_seconds=300.0)
+def operator(
+    api: FakeKube,
+    events: RecordingEvents,
+    settle_seconds: float = 0.0,
+    allowed_pce_urls: Sequence[str] = (),
+) -> Operator:
+    """An Operator wired to the fakes, allowed to send API keys to the PCEs of those URLs."""
+    return Operator(
+        api,
+        events,
+        settle_seconds=settle_seconds,
+        resync_seconds=300.0,
+        allowed_pce_hosts=frozenset(endpoint_of(url) for url in allowed_pce_urls),
+    )

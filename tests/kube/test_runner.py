@@ -66,6 +66,8 @@ def test_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
     [
         (["--replica-id", "Not_A_Label"], "--replica-id must be a DNS label"),
         (["--shard-namespace", "ops", "--shard-lease-seconds", "1"], "at least 3"),
+        (["--allowed-pce-host", "https://pce.example.com"], "is not HOST or HOST:PORT"),
+        (["--allowed-pce-host", "pce.example.com:99999"], "invalid port"),
     ],
 )
 def test_bad_sharding_flags_are_said_before_anything_starts(

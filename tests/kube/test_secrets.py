@@ -6,6 +6,7 @@ from __future__ import annotations
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.secrets import KubeSecrets
 from flowexport.secrets import SecretKind
+from flowexport.urls import endpoint_of
 from tests.kube.conftest import NS, World
 from tests.kube.fakes import operator
 from tests.pcesim import API_KEY, API_SECRET
@@ -41,18 +42,33 @@ async def test_a_value_that_is_not_text_is_reported_as_such(world: World) -> Non
     assert "key password is not UTF-8 text" in message
 
 
-async def test_credentials_go_only_to_allowed_pce_hosts(world: World) -> None:
-    world.op = operator(world.kube, world.events)
-    world.op.allowed_pce_hosts = frozenset({"pce.example.com"})
-    await reconcile(world.op, world.export(), world.body())
-    assert world.condition("PCEReachable") == ("False", "PCEHostNotAllowed")
-    assert world.pce.requests() == []
-    world.op.allowed_pce_hosts = frozenset({"127.0.0.1"})
+async def test_credentials_go_only_to_allowed_pce_hosts_and_ports(world: World) -> None:
+    """Issue 23 item 8: the host alone let another port of it have the key."""
+    host, port = endpoint_of(world.pce.url)
+    for allowed in (set(), {("pce.example.com", 443)}, {(host, 443)}, {(host, port + 1)}):
+        world.op = operator(world.kube, world.events)
+        world.op.allowed_pce_hosts = frozenset(allowed)
+        await reconcile(world.op, world.export(), world.body())
+        assert world.condition("PCEReachable") == ("False", "PCEHostNotAllowed"), allowed
+        assert world.pce.requests() == []
+    message = next(m for _, r, m in reversed(world.events.posted) if r == "PCEHostNotAllowed")
+    assert f"--allowed-pce-host {host}:{port}" in message
+    assert API_SECRET not in message
+    world.op.allowed_pce_hosts = frozenset({(host, port)})
     world.op.exports.clear()
     await reconcile(world.op, world.export(), world.body())
     assert world.condition("PCEReachable") == ("True", "Reachable")
 
 
+async def test_an_operator_that_allows_no_pce_sends_no_key(world: World) -> None:
+    world.op = operator(world.kube, world.events)  # as `flowexport run` without the flag
+    await reconcile(world.op, world.export(), world.body())
+    assert world.condition("PCEReachable") == ("False", "PCEHostNotAllowed")
+    assert world.pce.requests() == []
+
+
 async def test_aws_keys_are_not_bound_to_the_pce_host(world: World) -> None:
-    secrets = KubeSecrets(world.kube, NS, pce_host="evil.example", allowed_hosts=frozenset({"x"}))
+    secrets = KubeSecrets(
+        world.kube, NS, pce=("evil.example", 443), allowed=frozenset({("x", 443)})
+    )
     assert await secrets.read("aws-keys", SecretKind.AWS_CREDENTIALS) is not None

@@ -113,7 +113,9 @@ async def test_a_new_operator_resumes_from_the_status_cursor(world: World) -> No
         world.write_flows(10)
         await eventually(lambda: uploaded(world) == 10, "10 flows in status")
     world.write_flows(10, start=10)
-    world.op = operator(world.kube, world.events)  # a restarted process: memory is gone
+    world.op = operator(
+        world.kube, world.events, allowed_pce_urls=[world.pce.url]
+    )  # a restarted process: memory is gone
     export = world.export()
     assert export.board.progress is not None
     await reconcile(world.op, export, body)

@@ -71,7 +71,7 @@ async def test_workloads_are_made_before_the_first_upload_and_reported(world: Wo
     assert "WorkloadsChanged" in world.events.reasons("Normal")
 
     # A restarted operator keeps the totals and changes nothing that is in step.
-    world.op = operator(world.kube, world.events)
+    world.op = operator(world.kube, world.events, allowed_pce_urls=[world.pce.url])
     export = world.export()
     await reconcile(world.op, export, body)
     async with running(world, export, body):

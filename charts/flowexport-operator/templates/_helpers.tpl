@@ -77,13 +77,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["flowexport.io"]
   resources: ["flowexports/status"]
   verbs: ["patch"]
+{{- if .Values.rbac.secretNames }}
+# The PCE API key and the AWS keys named below, and no other Secret: read by name (no list or
+# watch), patched to hold the finalizer flowexport.io/in-use on AWS keys until the clean-up.
+- apiGroups: [""]
+  resources: ["secrets"]
+  resourceNames: {{ .Values.rbac.secretNames | toJson }}
+  verbs: ["get", "patch"]
+{{- else }}
 # The PCE API key and the AWS keys (if any) named by each FlowExport: listed and watched only
 # with the label selector flowexport.io/secret-type (so only Secrets marked for the operator are
 # ever sent to it; `get` alone already reads any Secret by name), read by name when unmarked;
 # patched to hold the finalizer flowexport.io/in-use on AWS keys until the clean-up used them.
+# RBAC cannot select by label: rbac.secretNames narrows this to names, and the admission
+# policies (templates/admissionpolicy.yaml) let the patch touch only labelled Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "patch"]
+{{- end }}
 # Events on FlowExports for state transitions.
 - apiGroups: [""]
   resources: ["events"]

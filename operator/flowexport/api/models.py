@@ -7,6 +7,7 @@ and the operator reports those failures as `Ready=False` naming the field.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import string
@@ -28,6 +29,8 @@ from flowexport.core.logformat import LogFormat, LogFormatError
 from flowexport.urls import (
     API_PATH,
     CREDENTIALS,
+    FORBIDDEN_HOST,
+    FORBIDDEN_HOST_MESSAGE,
     HTTP_LOOPBACK,
     URL_PATTERN,
     check_pce_url,
@@ -98,9 +101,19 @@ def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
                 "rule": f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
                 "message": "plain http is only allowed for loopback hosts; use https",
             },
+            {"rule": f"!self.matches(r'{FORBIDDEN_HOST}')", "message": FORBIDDEN_HOST_MESSAGE},
             *more,
         ],
     }
+
+
+@functools.cache
+def aws_regions() -> frozenset[str]:
+    """Every region of every AWS partition, from botocore's endpoint data."""
+    import botocore.loaders  # noqa: PLC0415 (only when a spec without endpoint is checked)
+
+    data = botocore.loaders.create_loader().load_data("endpoints")
+    return frozenset(r for partition in data["partitions"] for r in partition["regions"])
 
 
 class ApiModel(BaseModel):
@@ -296,7 +309,9 @@ class AwsSpec(ApiModel):
         description=(
             "Subscription filters on the log group to delete (e.g. the Lambda this replaces), "
             "by name, once this FlowExport's subscription is ready. Filters not named here are "
-            "only reported. Not allowed with managementPolicy Observe."
+            "only reported. Only on a log group this FlowExport created or no FlowExport did, "
+            "and never a FlowExport's filter (OwnedByAnotherFlowExport). Not allowed with "
+            "managementPolicy Observe."
         ),
         max_length=2,
     )
@@ -334,6 +349,20 @@ class AwsSpec(ApiModel):
         return None if value is None else check_url(value, "the endpoint URL")
 
     @model_validator(mode="after")
+    def _region_exists(self) -> AwsSpec:
+        # An unknown region's endpoint never answers: it would be retried for ever. With an
+        # endpoint given, the endpoint says where (emulators, a region newer than botocore).
+        if self.endpoint_url is None and self.endpoints is None:
+            regions = aws_regions()
+            if self.region not in regions:
+                raise ValueError(
+                    f"region {self.region} is not an AWS region ({len(regions)} known to this "
+                    "release's botocore, e.g. us-east-1, eu-west-1); a region newer than the "
+                    "release needs spec.aws.endpointUrl"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _observe_changes_nothing(self) -> AwsSpec:
         if self.management_policy == "Observe" and self.remove_subscription_filters:
             raise ValueError(
@@ -349,7 +378,9 @@ class PceSpec(ApiModel):
         description=(
             "PCE base URL, e.g. https://pce.example.com:8443 (without /api/v2). Plain http is "
             "accepted only for loopback hosts such as a local simulator; no credentials, query "
-            "or fragment; a port from 1 to 65535."
+            "or fragment; a port from 1 to 65535; no link-local or metadata address, nor the "
+            "Kubernetes API. The operator sends the API key only to a host and port its "
+            "administrator allowed (flowexport run --allowed-pce-host)."
         ),
         max_length=2048,
         json_schema_extra=_url_rules(
@@ -590,8 +621,10 @@ class StreamSpec(ApiModel):
         default=None,
         description=(
             "Name of the stream the operator creates (or adopts, if one by that name exists "
-            "without its ownership tag). Default: flowexport-<namespace>-<name>. With "
-            "streamArn, it must be that stream's name."
+            "without an ownership tag, or, from the same namespace, with another FlowExport's: "
+            "then only read). Default: this FlowExport's stream behind a filter on the log "
+            "group, else flowexport-<namespace>-<name>-<hash of the uid>. With streamArn, it "
+            "must be that stream's name."
         ),
         pattern=_STREAM_NAME,
     )
@@ -640,8 +673,9 @@ class StreamSpec(ApiModel):
     filter_name: str | None = Field(
         default=None,
         description=(
-            "Name of the subscription filter. Default: flowexport-<namespace>-<name>. A filter "
-            "on the log group that already delivers to the stream is adopted whatever its name."
+            "Name of the subscription filter. Default: the default stream name "
+            "(flowexport-<namespace>-<name>-<hash of the uid>). A filter on the log group that "
+            "already delivers to the stream is adopted whatever its name."
         ),
         min_length=1,
         max_length=512,

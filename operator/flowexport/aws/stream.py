@@ -2,9 +2,11 @@
 
 The same ownership rules as the flow log's: a stream carrying `flowexport.io/owner:
 <namespace>/<name>` was created by that FlowExport and is repaired (retention, encryption,
-capacity) and deleted by it; any other stream is used as it is. The filter has no tags: the
-one named as the spec says (default `flowexport-<namespace>-<name>`) is this FlowExport's; a
-filter of another name that already delivers to the stream (an earlier setup) is adopted.
+capacity) and deleted by it; an untagged stream is used as it is; another FlowExport's is used
+as it is only from its own namespace, and never from another (`ownership.check_foreign`).
+Filters carry no tags: a filter is a FlowExport's when it delivers to a stream tagged as that
+FlowExport's, or bears its name (default `default_name`, which carries a hash of the uid, so
+two FlowExports never pick the same one).
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ from typing import Any
 
 from flowexport.api.models import AwsSpec, StreamSpec
 from flowexport.aws.errors import AwsError, call, classify, error_code
-from flowexport.aws.ownership import OWNER_TAG, owner_tags
+from flowexport.aws.ownership import (
+    OWNER_TAG,
+    check_foreign,
+    owner_tags,
+    tagged_owner,
+    unique_suffix,
+)
 from flowexport.aws.session import AwsClients
 from flowexport.errors import Reason
 
 #: The log group's limit (AWS): a third PutSubscriptionFilter fails.
 MAX_FILTERS = 2
 _USABLE = {"ACTIVE", "UPDATING"}
+#: How the names the operator makes begin (the IAM policy's streams are `stream/flowexport-*`).
+NAME_PREFIX = "flowexport-"
 
 
 @dataclass
@@ -40,8 +50,17 @@ class StreamSubscription:
 
 
 def default_name(owner: str) -> str:
-    """`flowexport-<namespace>-<name>`, hashed down to Kinesis's 128 characters if longer."""
-    name = "flowexport-" + owner.replace("/", "-")
+    """`flowexport-<namespace>-<name>-<hash>`: the hash (`unique_suffix`, of the uid) keeps two
+    FlowExports apart whose names flatten alike (`team-a/prod`, `team/a-prod`); the middle is
+    cut so the whole fits Kinesis's 128 characters."""
+    flat = str(owner).replace("/", "-")
+    return f"{NAME_PREFIX}{flat[:106]}-{unique_suffix(owner)}"
+
+
+def legacy_name(owner: str) -> str:
+    """The default name of releases before it carried the uid's hash: a stream of this name
+    tagged as this FlowExport's is still its own (found through its filter, or by name)."""
+    name = NAME_PREFIX + str(owner).replace("/", "-")
     if len(name) <= 128:
         return name
     digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
@@ -58,6 +77,71 @@ def stream_name_of(spec: StreamSpec, owner: str) -> str:
 def filter_name_of(spec: StreamSpec | None, owner: str) -> str:
     """The subscription filter's name: the spec's, or the default."""
     return (spec.filter_name if spec is not None else None) or default_name(owner)
+
+
+def _names_stream(spec: StreamSpec | None) -> bool:
+    return spec is not None and (spec.stream_arn is not None or spec.stream_name is not None)
+
+
+@dataclass(frozen=True)
+class FilterMaker:
+    """Why a subscription filter is taken for a FlowExport's: `owner` when the stream it
+    delivers to is tagged with one (None when only its name, or unreadable tags, say so)."""
+
+    owner: str | None
+    why: str
+
+
+def filter_owner(clients: AwsClients, found: dict[str, Any]) -> FilterMaker | None:
+    """Whether a described filter is some FlowExport's (fails closed: a filter into a stream
+    whose tags cannot be read counts as one), or None for one no FlowExport made."""
+    destination = str(found.get("destinationArn", ""))
+    if ":kinesis:" in destination:
+        try:
+            made_by = tagged_owner(_stream_tags_by_arn(clients, destination))
+        except AwsError as exc:
+            if exc.reason is Reason.AWS_ACCESS_DENIED:
+                return FilterMaker(
+                    None,
+                    "the tags of the Kinesis stream it delivers to cannot be read "
+                    "(AWSAccessDenied), so it may be a FlowExport's",
+                )
+            if exc.reason is not Reason.AWS_INVALID_REQUEST:  # not found: judge by its name
+                raise
+        else:
+            if made_by is not None:
+                return FilterMaker(made_by, f"it delivers to a Kinesis stream tagged {OWNER_TAG}")
+    if str(found.get("filterName", "")).startswith(NAME_PREFIX):
+        return FilterMaker(None, f"its name begins with {NAME_PREFIX}, as the operator's do")
+    return None
+
+
+def _stream_tags_by_arn(clients: AwsClients, arn: str) -> dict[str, str]:
+    answer = call(
+        "kinesis", "ListTagsForStream", clients.kinesis.list_tags_for_stream, StreamARN=arn
+    )
+    return {t["Key"]: t.get("Value", "") for t in answer.get("Tags", [])}
+
+
+def _own_streams_behind(
+    clients: AwsClients, filters: list[dict[str, Any]], owner: str
+) -> dict[str, str]:
+    """{destination ARN: stream name} of the log group's filters that deliver to a stream
+    tagged as `owner`'s (e.g. named by an earlier release's default)."""
+    own = {}
+    for found in filters:
+        destination = str(found.get("destinationArn", ""))
+        if ":kinesis:" not in destination or destination in own:
+            continue
+        try:
+            tags = _stream_tags_by_arn(clients, destination)
+        except AwsError as exc:
+            if exc.reason in (Reason.AWS_ACCESS_DENIED, Reason.AWS_INVALID_REQUEST):
+                continue  # not provably this FlowExport's
+            raise
+        if tagged_owner(tags) == str(owner):
+            own[destination] = destination.rsplit("/", 1)[1]
+    return own
 
 
 def _describe(clients: AwsClients, name: str) -> dict[str, Any] | None:
@@ -87,9 +171,20 @@ def _not_active(name: str, status: str) -> AwsError:
 
 
 def _ensure_stream(
-    clients: AwsClients, aws: AwsSpec, spec: StreamSpec, owner: str, changes: list[str]
+    clients: AwsClients,
+    aws: AwsSpec,
+    spec: StreamSpec,
+    owner: str,
+    filters: list[dict[str, Any]],
+    changes: list[str],
 ) -> tuple[dict[str, Any], bool]:
-    name = stream_name_of(spec, owner)
+    if _names_stream(spec):
+        name = stream_name_of(spec, owner)
+    else:
+        # This FlowExport's stream, found by its tag behind a filter on the log group (named
+        # by an earlier release's default, or made by `flowexport sync`), else the default.
+        own = _own_streams_behind(clients, filters, owner)
+        name = next(iter(own.values()), None) or default_name(owner)
     summary = _describe(clients, name)
     if summary is None:
         if spec.stream_arn is not None or aws.management_policy != "AdoptOrCreate":
@@ -107,7 +202,11 @@ def _ensure_stream(
         else:
             mode["ShardCount"] = spec.shard_count
             mode["StreamModeDetails"] = {"StreamMode": "PROVISIONED"}
-        call("kinesis", "CreateStream", clients.kinesis.create_stream, **mode)
+        # Owned from the create call on (AWS takes the tags there; emulators may drop them,
+        # so all are added again, the operator's own first).
+        call(
+            "kinesis", "CreateStream", clients.kinesis.create_stream, Tags=owner_tags(owner), **mode
+        )
         tags = list(owner_tags(owner, aws.tags).items())
         for at in range(0, len(tags), _TAGS_PER_CALL):
             call(
@@ -123,7 +222,9 @@ def _ensure_stream(
             raise _not_active(name, "not visible yet")
         owned = True
     else:
-        owned = spec.stream_arn is None and _stream_tags(clients, name).get(OWNER_TAG) == owner
+        found = tagged_owner(_stream_tags(clients, name))
+        check_foreign(f"Kinesis stream {name}", found, owner, changes=False)
+        owned = spec.stream_arn is None and found == owner
     status = str(summary.get("StreamStatus", ""))
     if status not in _USABLE:
         raise _not_active(name, status or "not ready")
@@ -248,23 +349,33 @@ def ensure_stream_subscription(
     spec: StreamSpec,
     owner: str,
     filters: list[dict[str, Any]] | None = None,
+    group_owner: str | None = None,
 ) -> StreamSubscription:
     """Make a subscription filter deliver the log group to the stream; idempotent.
 
     Raises AwsError: terminal for a missing stream the operator may not create, the log
-    group's two-filter limit, or a filter it may not create; retryable while the stream is
-    being created or updated, and for throttling and outages. `filters`: the log group's
-    filters when the caller already described them.
+    group's two-filter limit, a filter it may not create, or a stream or log group of another
+    FlowExport (`group_owner`: the FlowExport the log group's tag names); retryable while the
+    stream is being created or updated, and for throttling and outages. `filters`: the log
+    group's filters when the caller already described them.
     """
     changes: list[str] = []
-    summary, stream_owned = _ensure_stream(clients, aws, spec, owner, changes)
-    arn, name = str(summary["StreamARN"]), str(summary["StreamName"])
     group = aws.log_group_name
-    wanted = filter_name_of(spec, owner)
+    put_on = f"log group {group} (a subscription filter would be put on it)"
+    if not _names_stream(spec):  # a stream of its own: its filter is always to be put
+        check_foreign(put_on, group_owner, owner, changes=True)
     if filters is None:
         filters = describe_filters(clients, group)
+    summary, stream_owned = _ensure_stream(clients, aws, spec, owner, filters, changes)
+    arn, name = str(summary["StreamARN"]), str(summary["StreamName"])
+    wanted = filter_name_of(spec, owner)
     to_stream = [f for f in filters if f.get("destinationArn") == arn]
     ours = next((f for f in to_stream if f["filterName"] == wanted), None)
+    if ours is None and stream_owned and spec.filter_name is None and to_stream:
+        # A filter into this FlowExport's own stream is its own, whatever its name (the
+        # default of an earlier release): kept, and repaired under that name.
+        ours = to_stream[0]
+        wanted = str(ours["filterName"])
     chosen = ours or next(iter(to_stream), None)
     may_change = aws.management_policy != "Observe"
     if chosen is not None and (ours is None or not _filter_drift(ours, spec) or not may_change):
@@ -292,6 +403,7 @@ def ensure_stream_subscription(
         verb = "replaced" if any(f["filterName"] == wanted for f in filters) else "created"
     else:
         verb = f"repaired ({', '.join(_filter_drift(ours, spec))})"
+    check_foreign(put_on, group_owner, owner, changes=True)
     role = spec.subscription_role_arn or (ours or {}).get("roleArn")
     try:
         clients.logs.put_subscription_filter(
@@ -344,38 +456,52 @@ def _result(
 def remove_stream_subscription(
     clients: AwsClients, aws: AwsSpec, spec: StreamSpec | None, owner: str
 ) -> list[str]:
-    """Delete this FlowExport's subscription filter (the one of its name to a Kinesis stream)
-    and the stream if it owns it: on deletion with policy Delete, and when the mode goes back
-    to poll. Never under managementPolicy Observe."""
+    """Delete this FlowExport's subscription filters into Kinesis (the one of its name, and
+    any into a stream tagged as its own) and the streams it owns: on deletion with policy
+    Delete, and when the mode goes back to poll. Never under managementPolicy Observe, never
+    a stream named by streamArn, never another FlowExport's."""
     if aws.management_policy == "Observe":
         return []
-    removed: list[str] = []
-    if spec is None or spec.stream_arn is None:
-        # The stream first: a filter left without it (a crash in between) is found and
-        # removed next time, a stream left without its filter would be forgotten.
-        name = stream_name_of(spec or StreamSpec(), owner)
-        summary = _describe(clients, name)
-        if summary is not None and _stream_tags(clients, name).get(OWNER_TAG) == owner:
-            call(
-                "kinesis",
-                "DeleteStream",
-                clients.kinesis.delete_stream,
-                StreamName=name,
-                EnforceConsumerDeletion=True,
-            )
-            removed.append(f"deleted Kinesis stream {name}")
-    wanted = filter_name_of(spec, owner)
+    group = aws.log_group_name
     try:
-        filters = describe_filters(clients, aws.log_group_name)
+        filters = describe_filters(clients, group)
     except AwsError as exc:
         if exc.reason is not Reason.AWS_INVALID_REQUEST:
             raise
         filters = []  # the log group is gone, and its filters with it
+    wanted = filter_name_of(spec, owner)
+    adopted = spec is not None and spec.stream_arn is not None
+    named = spec is not None and spec.filter_name is not None
+    own_streams = {} if adopted else _own_streams_behind(clients, filters, owner)
+    removed: list[str] = []
+    # Filters first, then streams: a stream left by a stop in between is still found by its
+    # name (the spec's, the default or an earlier release's default) and its tag.
     for found in filters:
-        if is_own_filter(found, wanted):
-            delete_filter(clients, aws.log_group_name, wanted)
-            removed.append(f"deleted subscription filter {wanted}")
+        into = str(found.get("destinationArn", ""))
+        if is_own_filter(found, wanted) or (not named and into in own_streams):
+            delete_filter(clients, group, str(found["filterName"]))
+            removed.append(deleted_filter(str(found["filterName"])))
+    if not adopted:
+        names = [stream_name_of(spec or StreamSpec(), owner)]
+        if not _names_stream(spec):
+            names.append(legacy_name(owner))
+        for name in dict.fromkeys([*names, *own_streams.values()]):
+            summary = _describe(clients, name)
+            if summary is not None and tagged_owner(_stream_tags(clients, name)) == str(owner):
+                call(
+                    "kinesis",
+                    "DeleteStream",
+                    clients.kinesis.delete_stream,
+                    StreamName=name,
+                    EnforceConsumerDeletion=True,
+                )
+                removed.append(f"deleted Kinesis stream {name}")
     return removed
+
+
+def deleted_filter(name: str) -> str:
+    """What `remove_stream_subscription` says when it deleted filter `name`."""
+    return f"deleted subscription filter {name}"
 
 
 def delete_filter(clients: AwsClients, group: str, name: str) -> None:

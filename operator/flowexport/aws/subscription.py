@@ -2,7 +2,9 @@
 
 Ownership is recorded in tags: what carries `flowexport.io/owner: <namespace>/<name>` was
 created by that FlowExport and may be replaced or deleted by it; anything else is only adopted
-(used as is) or reported, never changed.
+(used as is) or reported, never changed. A log group another FlowExport created, or that a
+flow log of another FlowExport delivers into, is never read from another namespace, and never
+changed (retention, subscription filters) by anyone but its owner (`ownership.check_foreign`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from typing import Any
 
 from flowexport.api.models import AwsSpec
 from flowexport.aws.errors import AwsError, call
-from flowexport.aws.ownership import OWNER_TAG, owner_tags
+from flowexport.aws.ownership import (
+    OWNER_TAG,
+    check_foreign,
+    owner_tags,
+    tagged_owner,
+)
 from flowexport.aws.session import AwsClients
 from flowexport.aws.stream import (
     StreamSubscription,
     delete_filter,
     describe_filters,
+    filter_owner,
 )
 from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFormat
 from flowexport.errors import Reason
@@ -40,6 +48,8 @@ class Subscription:
     filters: list[dict[str, Any]] = field(default_factory=list)
     #: Mode stream: the stream and the filter delivering to it.
     stream: StreamSubscription | None = None
+    #: The FlowExport (namespace/name) the log group's ownership tag names, if any.
+    log_group_owner: str | None = None
 
 
 #: What a new flow log gets for the fields the spec leaves unset (an existing one is adopted
@@ -69,13 +79,14 @@ def ensure_delivery(clients: AwsClients, spec: AwsSpec, owner: str) -> Subscript
     Raises AwsError: terminal for a missing VPC or log group, denied permissions, or a flow
     log in the way that this FlowExport does not own; retryable for throttling and outages.
     """
-    call("ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc_id])
+    _vpc_exists(clients, spec)
     changes: list[str] = []
-    arn, group_owned = _ensure_log_group(clients, spec, owner, changes)
+    arn, group_owned, group_owner = _ensure_log_group(clients, spec, owner, changes)
+    _check_other_deliveries(clients, spec, owner)
     fmt = desired_format(spec)
-    flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, fmt, changes)
+    flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, group_owner, fmt, changes)
     error = flow_log.get("DeliverLogsErrorMessage")
-    filters = _subscription_filters(clients, spec, changes)
+    filters = _subscription_filters(clients, spec, owner, group_owner, changes)
     return Subscription(
         log_group_arn=arn,
         flow_log_id=flow_log["FlowLogId"],
@@ -86,20 +97,63 @@ def ensure_delivery(clients: AwsClients, spec: AwsSpec, owner: str) -> Subscript
         changes=changes,
         other_filters={str(f["filterName"]): str(f.get("destinationArn", "")) for f in filters},
         filters=filters,
+        log_group_owner=group_owner,
     )
 
 
+def _vpc_exists(clients: AwsClients, spec: AwsSpec) -> None:
+    """DescribeVpcs; a VPC AWS does not know says which region and account were asked (a
+    VPC of another region is the likeliest cause)."""
+    try:
+        call("ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc_id])
+    except AwsError as exc:
+        if exc.reason is not Reason.VPC_NOT_FOUND:
+            raise
+        raise AwsError(
+            f"VPC {spec.vpc_id} does not exist in region {spec.region} for the "
+            "operator's AWS account (or spec.aws.roleArn's): check spec.aws.region, the VPC id "
+            "and the account",
+            Reason.VPC_NOT_FOUND,
+        ) from None
+
+
 def _subscription_filters(
-    clients: AwsClients, spec: AwsSpec, changes: list[str]
+    clients: AwsClients,
+    spec: AwsSpec,
+    owner: str,
+    group_owner: str | None,
+    changes: list[str],
 ) -> list[dict[str, Any]]:
     """The log group's subscription filters as described, less those the spec asks to remove,
-    which are deleted here."""
-    found = describe_filters(clients, spec.log_group_name)
+    which are deleted here: only on a log group of this FlowExport's own or of none, and never
+    a filter of any FlowExport (one into a stream tagged as a FlowExport's, or named like the
+    operator's filters); such a request is refused (OwnedByAnotherFlowExport)."""
+    group = spec.log_group_name
+    found = describe_filters(clients, group)
+    doomed = (
+        [f for f in found if str(f["filterName"]) in spec.remove_subscription_filters]
+        if _may_change(spec)
+        else []
+    )
+    if doomed:
+        check_foreign(f"log group {group}", group_owner, owner, changes=True)
+    for f in doomed:
+        name = str(f["filterName"])
+        made_by = filter_owner(clients, f)
+        if made_by is not None:
+            own = made_by.owner == str(owner)
+            whose = "this FlowExport's own" if own else "another FlowExport's"
+            raise AwsError(
+                f"spec.aws.removeSubscriptionFilters names {name}, {whose} subscription filter "
+                f"({made_by.why}): removeSubscriptionFilters removes only filters no FlowExport "
+                "made (the Lambda's); take it out of the list",
+                Reason.OWNED_BY_ANOTHER,
+            )
     kept = []
     for f in found:
-        name = str(f["filterName"])
-        if name in spec.remove_subscription_filters and _may_change(spec):
-            delete_filter(clients, spec.log_group_name, name)
+        if f in doomed:
+            name = str(f["filterName"])
+            delete_filter(clients, group, name)
             changes.append(f"removed subscription filter {name} (to {f.get('destinationArn', '')})")
         else:
             kept.append(f)
@@ -124,7 +178,9 @@ def _group_arn(group: dict[str, Any]) -> str:
 
 def _ensure_log_group(
     clients: AwsClients, spec: AwsSpec, owner: str, changes: list[str]
-) -> tuple[str, bool]:
+) -> tuple[str, bool, str | None]:
+    """The log group's ARN, whether this FlowExport owns it, and the FlowExport its tag names
+    (one of another namespace is refused here)."""
     name = spec.log_group_name
     group = find_log_group(clients, name)
     if group is None:
@@ -157,7 +213,7 @@ def _ensure_log_group(
         group = find_log_group(clients, name)
         if group is None:
             raise AwsError(f"log group {name} vanished after creation", Reason.AWS_UNAVAILABLE)
-        return _group_arn(group), True
+        return _group_arn(group), True, str(owner)
     arn = _group_arn(group)
     tags = call(
         "logs",
@@ -165,7 +221,9 @@ def _ensure_log_group(
         clients.logs.list_tags_for_resource,
         resourceArn=arn,
     ).get("tags", {})
-    owned = tags.get(OWNER_TAG) == owner
+    found = tagged_owner(tags)
+    check_foreign(f"log group {name}", found, owner, changes=False)
+    owned = found == owner
     retention = spec.log_group_retention_days
     repairs = owned and spec.manage_log_group and _may_create(spec)
     if repairs and group.get("retentionInDays") != retention:
@@ -177,7 +235,29 @@ def _ensure_log_group(
             retentionInDays=retention,
         )
         changes.append(f"set retention of {name} to {retention} days")
-    return arn, owned
+    return arn, owned, found
+
+
+def _check_other_deliveries(clients: AwsClients, spec: AwsSpec, owner: str) -> None:
+    """Refuse a log group that a flow log of a FlowExport of another namespace delivers into
+    (whatever its VPC: the reader reads the whole group), even when the group itself is
+    untagged (adopted by that FlowExport)."""
+    answer = call(
+        "ec2",
+        "DescribeFlowLogs",
+        clients.ec2.describe_flow_logs,
+        Filters=[{"Name": "log-group-name", "Values": [spec.log_group_name]}],
+    )
+    for flow_log in answer.get("FlowLogs", []):
+        if flow_log.get("LogGroupName") != spec.log_group_name:
+            continue
+        check_foreign(
+            f"log group {spec.log_group_name} (flow log {flow_log.get('FlowLogId')} delivers "
+            "into it)",
+            _owner_of(flow_log),
+            owner,
+            changes=False,
+        )
 
 
 def _flow_logs(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
@@ -269,7 +349,12 @@ def _conflict(other: dict[str, Any], spec: AwsSpec, owner: str) -> AwsError:
 
 
 def _ensure_flow_log(
-    clients: AwsClients, spec: AwsSpec, owner: str, fmt: LogFormat, changes: list[str]
+    clients: AwsClients,
+    spec: AwsSpec,
+    owner: str,
+    group_owner: str | None,
+    fmt: LogFormat,
+    changes: list[str],
 ) -> tuple[dict[str, Any], bool]:
     existing = _flow_logs(clients, spec)
     matching = [f for f in existing if not _differences(f, spec)]
@@ -297,6 +382,13 @@ def _ensure_flow_log(
             f"no flow log delivers {spec.vpc_id} to {spec.log_group_name}, and {why}",
             Reason.FLOW_LOG_NOT_FOUND,
         )
+    # A new flow log adds this VPC's records to the log group: a change of the group.
+    check_foreign(
+        f"log group {spec.log_group_name} (a new flow log would deliver into it)",
+        group_owner,
+        owner,
+        changes=True,
+    )
     answer = call(
         "ec2",
         "CreateFlowLogs",

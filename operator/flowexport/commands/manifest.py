@@ -15,6 +15,7 @@ import yaml
 
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import parse_spec
+from flowexport.aws.ownership import Owner
 from flowexport.errors import ConfigError, Reason
 from flowexport.secrets import SecretKind
 
@@ -34,11 +35,14 @@ class Manifest:
     generation: int
     spec: FlowExportSpec
     secrets: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    #: metadata.uid, when the file has one (`kubectl get -o yaml` keeps it): the names the
+    #: operator makes carry its hash, so `sync` then names them as the operator does.
+    uid: str = ""
 
     @property
-    def owner(self) -> str:
-        """The ownership tag value of what this FlowExport creates in AWS."""
-        return f"{self.namespace}/{self.name}"
+    def owner(self) -> Owner:
+        """Whose AWS resources these are: the ownership tag value, with the uid."""
+        return Owner(self.namespace, self.name, self.uid)
 
     def secret(self, name: str, key: str) -> str | None:
         """A Secret value, if the manifest carries that Secret and key."""
@@ -69,7 +73,9 @@ def load_manifest(path: Path) -> Manifest:
             meta = doc.get("metadata") or {}
             if str(meta.get("namespace") or namespace) == namespace and meta.get("name"):
                 secrets[str(meta["name"])] = secret_data(doc)
-    return Manifest(name, namespace, int(metadata.get("generation") or 1), spec, secrets)
+    generation = int(metadata.get("generation") or 1)
+    uid = str(metadata.get("uid") or "")
+    return Manifest(name, namespace, generation, spec, secrets, uid)
 
 
 def secret_data(secret: dict[str, Any]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from flowexport.kube.replicas import SOLO, Replicas, Timing, timing
 from flowexport.kube.runner import StartupError, has_patterns, preflight
 from flowexport.kube.runner import run as run_operator
 from flowexport.kube.state import RESYNC_SECONDS
+from flowexport.urls import parse_host_port
 
 #: Libraries kept at WARNING even with --verbose.
 QUIET_LOGGERS = (
@@ -78,11 +79,21 @@ def add_parser(commands: Any) -> None:
         "--allowed-pce-host",
         action="append",
         default=[],
-        metavar="HOST",
+        metavar="HOST[:PORT]",
         dest="allowed_pce_hosts",
         help=(
-            "a PCE host the operator may send API keys to (repeatable); default: any host a "
-            "FlowExport names"
+            "a PCE host and port the operator may send API keys to (repeatable; HOST alone "
+            "means port 443, an IPv6 address goes in brackets); none given: no FlowExport's "
+            "key is sent anywhere (PCEHostNotAllowed)"
+        ),
+    )
+    parser.add_argument(
+        "--read-secrets-by-name",
+        action="store_true",
+        help=(
+            "read each Secret a FlowExport names with a GET, instead of one label-selected "
+            "list+watch per namespace: for RBAC that grants get on named Secrets only "
+            "(chart: rbac.secretNames)"
         ),
     )
     shards = parser.add_argument_group("sharding over several replicas")
@@ -139,18 +150,25 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot serve metrics on port {args.metrics_port}: {exc}") from None
     if args.shard_lease_seconds < 3:
         raise UsageError("--shard-lease-seconds must be at least 3")
+    allowed = _allowed_pce_hosts(args.allowed_pce_hosts)
     identity = _replica_id(args)
     try:
         api = preflight(check_crd=not has_patterns(args.namespace))
     except StartupError as exc:
         raise UsageError(str(exc)) from None
+    if not allowed:
+        logging.getLogger("flowexport.operator").warning(
+            "no --allowed-pce-host: no FlowExport's PCE API key will be sent anywhere "
+            "(each reports PCEHostNotAllowed) until its PCE is allowed"
+        )
     run_operator(
         args.namespace,
         args.all_namespaces,
         args.liveness,
         args.settle,
         args.resync_seconds,
-        allowed_pce_hosts=frozenset(args.allowed_pce_hosts),
+        allowed_pce_hosts=allowed,
+        watch_secrets=not args.read_secrets_by_name,
         api=api,
         replicas=Replicas(
             identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api
@@ -159,6 +177,17 @@ def run(args: argparse.Namespace) -> int:
         else SOLO,
     )
     return EXIT_OK
+
+
+def _allowed_pce_hosts(given: list[str]) -> frozenset[tuple[str, int]]:
+    """--allowed-pce-host values as (host, port)s; a usage error names a bad one."""
+    allowed = set()
+    for text in given:
+        try:
+            allowed.add(parse_host_port(text))
+        except ValueError as exc:
+            raise UsageError(f"--allowed-pce-host: {exc}") from None
+    return frozenset(allowed)
 
 
 #: What a replica id may be: it names a Lease (flowexport-shard-<id>).

@@ -28,6 +28,7 @@ from flowexport.pce.client import (
     PCECredentials,
     RetryPolicy,
     UploadSummary,
+    username_problem,
 )
 from flowexport.pce.errors import PCEError
 from flowexport.urls import check_pce_url
@@ -97,6 +98,9 @@ def _credentials() -> PCECredentials:
         raise UsageError(
             "set PCE_API_KEY (the API key's auth username) and PCE_API_SECRET in the environment"
         )
+    problem = username_problem(username)
+    if problem is not None:
+        raise UsageError(f"PCE_API_KEY {problem}")
     return PCECredentials(username, secret)
 
 

@@ -13,6 +13,7 @@ import kopf
 from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType, ConditionUpdate
 from flowexport.api.validation import SpecError
+from flowexport.aws.ownership import Owner
 from flowexport.errors import FlowExportError
 from flowexport.kube.reconcile import release_secret
 from flowexport.kube.replicas import uid_of
@@ -66,9 +67,8 @@ async def clean_up(op: Operator, body: Any) -> None:
     else:
         await _worker_stopped(op, namespace, name)
         try:
-            done = await lifecycle.clean_up(
-                spec, f"{namespace}/{name}", op.secrets(namespace, spec)
-            )
+            owner = Owner(namespace, name, metadata.get("uid") or "")
+            done = await lifecycle.clean_up(spec, owner, op.secrets(namespace, spec))
         except FlowExportError as exc:
             message = (
                 f"cannot clean up: {exc}; to release this FlowExport without touching AWS or "

@@ -16,6 +16,7 @@ from flowexport import lifecycle
 from flowexport.api.conditions import ConditionType
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError
+from flowexport.aws.ownership import Owner
 from flowexport.kube import cursor, metrics
 from flowexport.kube.events import announce
 from flowexport.kube.secrets import secrets_changed
@@ -31,7 +32,7 @@ async def reconcile(
     Annotations go into kopf's `patch` of the calling handler when given."""
     metadata = body["metadata"]
     namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
-    owner = f"{namespace}/{name}"
+    owner = Owner(namespace, name, metadata.get("uid") or "")
     async with export.lock:
         board = export.board
         generation = metadata.get("generation")

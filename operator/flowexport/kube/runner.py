@@ -67,17 +67,20 @@ def run(
     resync_seconds: float = RESYNC_SECONDS,
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
-    allowed_pce_hosts: frozenset[str] = frozenset(),
+    allowed_pce_hosts: frozenset[tuple[str, int]] = frozenset(),
     api: KubeApi | None = None,
     replicas: Replicas = SOLO,
+    watch_secrets: bool = True,
 ) -> None:
     """Run until signalled (or `stop_flag` is set). kopf runs standalone (no kopf peering):
-    replicas share FlowExports through `replicas` (by default this one handles all)."""
+    replicas share FlowExports through `replicas` (by default this one handles all). Without
+    `watch_secrets` each Secret is read by name (RBAC granting get on named Secrets only)."""
     api = api or KubeApi()
-    # Secrets come from one watch per namespace (or one for all): read once per change.
-    api.watch_secrets(
-        [None] if clusterwide or has_patterns(namespaces) else list(dict.fromkeys(namespaces))
-    )
+    if watch_secrets:
+        # Secrets come from one watch per namespace (or one for all): read once per change.
+        api.watch_secrets(
+            [None] if clusterwide or has_patterns(namespaces) else list(dict.fromkeys(namespaces))
+        )
     operator = Operator(
         api,
         KopfEvents(),

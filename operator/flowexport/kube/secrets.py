@@ -5,8 +5,9 @@ Each Secret read records its resourceVersion, so the resync timer notices when o
 
 Whoever may create a FlowExport names the Secrets it uses, so the operator guards against
 being a confused deputy: it uses only Secrets their owner labelled for it
-(`flowexport.io/secret-type`, valued with the use), and releases PCE credentials only for a
-PCE host the operator's administrator allowed (when a list is set).
+(`flowexport.io/secret-type`, valued with the use), and releases PCE credentials (and the CA
+bundle) only for a PCE host *and port* the operator's administrator allowed
+(`flowexport run --allowed-pce-host`): none allowed, none released.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from collections.abc import Mapping
 from flowexport.errors import ConfigError, Reason
 from flowexport.kube.client import KubeClient
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
+from flowexport.urls import host_port_text
+
+#: A PCE endpoint as `urls.endpoint_of` gives it: (host, port).
+Endpoint = tuple[str, int]
 
 #: Fingerprint of each Secret read (`SecretRecord.fingerprint`; "" for one that did not exist).
 Versions = dict[str, str]
@@ -24,8 +29,8 @@ Versions = dict[str, str]
 class KubeSecrets:
     """Secrets of one namespace; `versions` holds what was read, for change detection.
 
-    `pce_host` is the host the FlowExport sends its PCE credentials to; with `allowed_hosts`
-    set, credentials for any other host are not released.
+    `pce` is the (host, port) the FlowExport sends its PCE credentials to; they are released
+    only when it is one of `allowed` (empty: none is).
     """
 
     def __init__(
@@ -33,24 +38,28 @@ class KubeSecrets:
         api: KubeClient,
         namespace: str,
         versions: Versions | None = None,
-        pce_host: str | None = None,
-        allowed_hosts: frozenset[str] = frozenset(),
+        pce: Endpoint | None = None,
+        allowed: frozenset[Endpoint] = frozenset(),
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.versions: Versions = {} if versions is None else versions
-        self.pce_host = pce_host
-        self.allowed_hosts = allowed_hosts
+        self.pce = pce
+        self.allowed = allowed
 
     async def read(self, name: str, kind: SecretKind) -> Mapping[str, str] | None:
         """The Secret's values, or None when it does not exist (noted, so its creation counts).
 
         Raises ConfigError when the Secret is not labelled for `kind`, holds a needed value
         that is not text, or is PCE credentials for a host not allowed."""
-        if kind is not SecretKind.AWS_CREDENTIALS and not self._host_allowed():
+        if kind is not SecretKind.AWS_CREDENTIALS and (
+            self.pce is None or self.pce not in self.allowed
+        ):
+            where = host_port_text(self.pce) if self.pce is not None else "?"
             raise ConfigError(
-                f"the PCE host {self.pce_host} is not one the operator may send credentials "
-                "to (its allowed PCE hosts)",
+                f"the PCE at {where} is not one this operator may send API keys to: its "
+                f"administrator allows it with `flowexport run --allowed-pce-host {where}` (Helm "
+                "value operator.allowedPceHosts); until then no key leaves the cluster for it",
                 Reason.PCE_HOST_NOT_ALLOWED,
             )
         found = await self.api.read_secret(self.namespace, name)
@@ -73,11 +82,6 @@ class KubeSecrets:
                 Reason.SECRET_INVALID,
             )
         return found.values
-
-    def _host_allowed(self) -> bool:
-        if not self.allowed_hosts:
-            return True
-        return (self.pce_host or "").lower() in self.allowed_hosts
 
     def missing(self, name: str, kind: SecretKind) -> ConfigError:
         """In a cluster every referenced Secret must exist."""

@@ -9,7 +9,6 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from flowexport.api.models import FlowExportSpec
 from flowexport.api.validation import SpecError, parse_spec
@@ -18,8 +17,9 @@ from flowexport.kube import metrics
 from flowexport.kube.client import KubeClient
 from flowexport.kube.events import EventSink
 from flowexport.kube.replicas import SOLO, Replicas
-from flowexport.kube.secrets import KubeSecrets, Versions
+from flowexport.kube.secrets import Endpoint, KubeSecrets, Versions
 from flowexport.kube.status_writer import StatusWriter
+from flowexport.urls import endpoint_of
 
 #: Default seconds between reconciles of a healthy FlowExport: how soon drift is repaired.
 RESYNC_SECONDS = 300.0
@@ -113,7 +113,7 @@ class Operator:
         settle_seconds: float = 15.0,
         resync_seconds: float = RESYNC_SECONDS,
         scan_cluster: bool = False,
-        allowed_pce_hosts: frozenset[str] = frozenset(),
+        allowed_pce_hosts: frozenset[Endpoint] = frozenset(),
         replicas: Replicas = SOLO,
     ) -> None:
         self.api = api
@@ -131,8 +131,9 @@ class Operator:
         self.resync_seconds = resync_seconds
         #: Let kopf watch namespaces and CRDs, which it needs to resolve namespace patterns.
         self.scan_cluster = scan_cluster
-        #: PCE hosts the operator may send credentials to (lower case); empty: any.
-        self.allowed_pce_hosts = frozenset(h.lower() for h in allowed_pce_hosts)
+        #: PCE (host, port)s the operator may send credentials to (`urls.parse_host_port`);
+        #: empty: none.
+        self.allowed_pce_hosts = allowed_pce_hosts
 
     def spec_of(self, body: Any) -> FlowExportSpec:
         """The FlowExport's spec, parsed once per generation (raises SpecError, also once per
@@ -175,8 +176,8 @@ class Operator:
         self, namespace: str, spec: FlowExportSpec, versions: Versions | None = None
     ) -> KubeSecrets:
         """The Secrets of `namespace` for `spec`, noting the versions read in `versions`."""
-        host = urlsplit(spec.pce.url).hostname
-        return KubeSecrets(self.api, namespace, versions, host, self.allowed_pce_hosts)
+        pce = endpoint_of(spec.pce.url)
+        return KubeSecrets(self.api, namespace, versions, pce, self.allowed_pce_hosts)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted FlowExport's state and metrics."""

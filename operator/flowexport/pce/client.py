@@ -67,6 +67,19 @@ class PCECredentials:
     secret: str = field(repr=False)
 
 
+def username_problem(username: str) -> str | None:
+    """What is wrong with an API key's auth username for HTTP Basic authentication (None: it
+    is usable). The text never repeats the username."""
+    if ":" in username:
+        return (
+            "holds a ':', which HTTP Basic authentication cannot carry (RFC 7617: the PCE "
+            "takes everything after the first ':' for the password, and answers 401); the API "
+            "key's auth username (api_...) has none: check the key was not pasted as "
+            "username:secret"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Attempts per request, and exponential backoff with full jitter between them."""
@@ -176,6 +189,9 @@ class PCEClient:
             self.base_url = check_pce_url(url)
         except ValueError as exc:
             raise PCEConfigError(str(exc)) from None
+        problem = username_problem(credentials.username)
+        if problem is not None:
+            raise PCEConfigError(f"the PCE API key's username {problem}")
         self.org_id = org_id
         #: Set: a dry run, each batch is handed here instead of being uploaded.
         self.dry_run: Callable[[Sequence[Flow]], None] | None = None

@@ -30,6 +30,7 @@ from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.pce import PCESimConfig, PCESimulator
 from flowexport.sim.serve import ServerThread
 from flowexport.sim.tls import make_loopback_tls
+from flowexport.urls import endpoint_of, host_port_text
 
 REGION = "us-east-1"
 #: What moto accepts from anyone; the demo's AWS credentials.
@@ -191,13 +192,25 @@ class LoopbackStack:
         role = self.aws("iam").create_role(RoleName=role_name, AssumeRolePolicyDocument="{}")
         return str(vpc), str(role["Role"]["Arn"])
 
+    def allow_pce(self) -> list[str]:
+        """The `flowexport run` arguments that let the operator send the PCE its API key."""
+        return ["--allowed-pce-host", host_port_text(endpoint_of(self.pce.url))]
+
     def operator(
-        self, namespace: str | None, args: Sequence[str] = (), kubeconfig: Path | None = None
+        self,
+        namespace: str | None,
+        args: Sequence[str] = (),
+        kubeconfig: Path | None = None,
+        allow_pce: bool = True,
     ) -> OperatorProcess:
         """The operator (not yet started) with the admin kubeconfig unless told otherwise,
-        logging to `workdir/operator.log`; the stack stops it at the end."""
+        logging to `workdir/operator.log`, allowed to send the PCE its key unless told not to;
+        the stack stops it at the end."""
         process = OperatorProcess(
-            kubeconfig or self.kubeconfig, self.workdir / "operator.log", namespace, args
+            kubeconfig or self.kubeconfig,
+            self.workdir / "operator.log",
+            namespace,
+            [*(self.allow_pce() if allow_pce else []), *args],
         )
         self.operators.append(process)
         return process

@@ -24,8 +24,8 @@ from flowexport.aws.reader import ReaderCursor
 from flowexport.aws.session import AwsClients
 from flowexport.aws.stream import (
     StreamSubscription,
+    deleted_filter,
     ensure_stream_subscription,
-    filter_name_of,
     remove_stream_subscription,
 )
 from flowexport.aws.subscription import Subscription
@@ -112,7 +112,9 @@ class StreamSource(Source):
         """The stream (created or adopted) and the subscription filter delivering to it."""
         if spec.stream is None:
             raise ConfigError("mode stream needs source.stream", Reason.INVALID_SPEC)
-        stream = ensure_stream_subscription(clients, aws, spec.stream, owner, sub.filters)
+        stream = ensure_stream_subscription(
+            clients, aws, spec.stream, owner, sub.filters, sub.log_group_owner
+        )
         sub.changes += stream.changes
         sub.other_filters.pop(stream.filter_name, None)
         sub.stream = stream
@@ -120,11 +122,15 @@ class StreamSource(Source):
     def release(
         self, clients: AwsClients, aws: AwsSpec, owner: str, spec: SourceSpec, sub: Subscription
     ) -> None:
-        """This FlowExport's filter into Kinesis (and the stream it created) go."""
-        wanted = filter_name_of(spec.stream, owner)
-        if ":kinesis:" in sub.other_filters.get(wanted, "") and aws.management_policy != "Observe":
-            sub.changes += remove_stream_subscription(clients, aws, spec.stream, owner)
-            sub.other_filters.pop(wanted, None)
+        """This FlowExport's filters into Kinesis (and the streams it created) go; others'
+        stay (`remove_stream_subscription` tells them apart by name and tag)."""
+        into_kinesis = [n for n, into in sub.other_filters.items() if ":kinesis:" in into]
+        if into_kinesis and aws.management_policy != "Observe":
+            removed = remove_stream_subscription(clients, aws, spec.stream, owner)
+            sub.changes += removed
+            for name in into_kinesis:
+                if deleted_filter(name) in removed:
+                    sub.other_filters.pop(name, None)
 
     def remove(self, clients: AwsClients, aws: AwsSpec, owner: str, spec: SourceSpec) -> list[str]:
         """The filter and the stream this FlowExport created."""

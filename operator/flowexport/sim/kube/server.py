@@ -297,7 +297,7 @@ async def _options(request: web.Request, kind: str, apply: bool = False) -> Opti
         agent = request.headers.get("User-Agent", "")
         manager = "".join(c for c in agent.split("/")[0] if c.isprintable())[:128]
     force = query.get("force", "").lower() in ("1", "t", "true")
-    return Options(manager, bool(dry_run), force, query)
+    return Options(manager, bool(dry_run), force, query, request[AUDIT]["user"])
 
 
 def kubeconfig(url: str, token: str = ADMIN_TOKEN, as_user: str | None = None) -> dict[str, Any]:

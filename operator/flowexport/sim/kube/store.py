@@ -28,6 +28,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
+from flowexport.sim.kube import policies
 from flowexport.sim.kube.admission import admit, pruned
 from flowexport.sim.kube.errors import ApiError
 from flowexport.sim.kube.fields import (
@@ -72,6 +73,8 @@ class Options:
     dry_run: bool = False
     force: bool = False
     query: Mapping[str, str] = field(default_factory=dict)
+    #: Who writes (for ValidatingAdmissionPolicies' `request.userInfo`).
+    user: str = ""
 
 
 DEFAULT = Options()
@@ -190,6 +193,7 @@ class Store:
             kind, _new_meta(body, namespace if kind.namespaced else None), options.query.items()
         )
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        self._policies(kind, "CREATE", obj, None, options)
         if kind.status:
             obj.pop("status", None)
         actor = Entry(
@@ -201,6 +205,20 @@ class Store:
         if options.dry_run:
             return with_type(kind, obj)
         return with_type(kind, self.save(kind, obj, "ADDED"))
+
+    def _policies(
+        self,
+        kind: ResourceType,
+        operation: str,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        options: Options,
+        sub: str | None = None,
+    ) -> None:
+        """Refuse a write a bound ValidatingAdmissionPolicy denies (`policies.py`)."""
+        bindings = self.objects.get((policies.GROUP, "validatingadmissionpolicybindings"), {})
+        found = self.objects.get((policies.GROUP, "validatingadmissionpolicies"), {})
+        policies.check(found, bindings, kind, operation, obj, old, options.user, sub)
 
     def _check_namespace(self, kind: ResourceType, namespace: str, name: str) -> None:
         found = self.bucket(self.types[NAMESPACES]).get(("", namespace))
@@ -265,6 +283,7 @@ class Store:
                     if key in current:
                         new[key] = {**new.get(key, {}), **copy.deepcopy(current[key])}
         new = admit(kind, new, options.query.items())
+        self._policies(kind, "UPDATE", new, current, options, sub)
         spec_of = {
             k: v for k, v in new.items() if k not in ("metadata", "status", "apiVersion", "kind")
         }
@@ -383,6 +402,7 @@ class Store:
             return with_type(kind, self._terminate(kind, current, options.dry_run))
         if kind.key == NAMESPACES and current.get("spec", {}).get("finalizers"):
             return with_type(kind, current)
+        self._policies(kind, "DELETE", None, current, options)
         gone = self._delete(kind, current, options.dry_run)
         if kind.namespaced and not options.dry_run:
             self._reap(gone["metadata"]["namespace"])
