@@ -24,12 +24,15 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from flowexport.core.fields import FIELDS_BY_NAME, REQUIRED_FIELDS
 from flowexport.core.logformat import LogFormat, LogFormatError
 from flowexport.urls import (
     API_PATH,
     CREDENTIALS,
     HTTP_LOOPBACK,
+    NUMERIC_HOST,
     URL_PATTERN,
+    VALID_IPV4_HOST,
     check_pce_url,
     check_url,
 )
@@ -50,10 +53,24 @@ RETENTION_DAYS = (
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
 _CIDR = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)/[0-9]{1,3}$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+#: The CRD's check of a CIDR beyond its pattern: IPv4 octets and prefixes in range, IPv6
+#: prefixes too (the models check IPv6 addresses in full).
+_CIDR_RULE = (
+    rf"self.matches(r'^{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])$') || "
+    r"self.matches(r'^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$')"
+)
 _LOG_FORMAT = r"^\$\{[a-z0-9-]+\}( \$\{[a-z0-9-]+\})*$"
 _RFC3339 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+#: The CRD's check of a time beyond its pattern: every part in range (not the days of each
+#: month, which the models check).
+_TIME_RULE = (
+    r"self in ['now', 'earliest'] || self.matches(r'^[0-9]{4}-(0[1-9]|1[0-2])-"
+    r"(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$')"
 )
 _START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
 
@@ -84,6 +101,38 @@ def _check_aws_tags(value: dict[str, str]) -> dict[str, str]:
 MAX_ORG_ID = 2**31 - 1
 
 
+def _cel(rule: str, message: str) -> dict[str, str]:
+    """One CEL rule of the CRD (`x-kubernetes-validations`); the models check the same."""
+    return {"rule": rule, "message": message}
+
+
+def _rules(*rules: dict[str, str]) -> ConfigDict:
+    """A model's CEL rules, for the rules across its fields (the model validators' twins)."""
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+
+
+_FIELD_NAMES = "|".join(sorted(FIELDS_BY_NAME, key=lambda n: (-len(n), n)))
+#: The CRD's checks of a log format, as LogFormat.parse makes them.
+_LOG_FORMAT_RULES = [
+    _cel(
+        rf"self.matches(r'^\$\{{({_FIELD_NAMES})\}}( \$\{{({_FIELD_NAMES})\}})*$')",
+        "unknown flow-log field(s): use the fields of flow-log versions 2 to 8",
+    ),
+    _cel(
+        " && ".join(f"self.contains('${{{name}}}')" for name in REQUIRED_FIELDS),
+        "log format lacks field(s) every flow needs: " + ", ".join(REQUIRED_FIELDS),
+    ),
+    _cel(
+        f"{sorted(FIELDS_BY_NAME)!r}.all(f, self.indexOf('${{' + f + '}}') == "
+        "self.lastIndexOf('${' + f + '}'))",
+        "repeated flow-log field(s): name each field once",
+    ),
+]
+_PCE_LABEL_KEY = r"^[a-z][a-z0-9_-]{0,63}$"
+#: Literal text, {{ and }}, and placeholders {name}; a template of only these is valid.
+_TEMPLATE_TOKENS = r"([^{}]|\{\{|\}\})"
+
+
 def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
     """The CRD's checks of a URL field: the pattern, and CEL rules whose messages (unlike a
     pattern's) never repeat the value. The model validators apply the same rules."""
@@ -97,6 +146,11 @@ def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
             {
                 "rule": f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
                 "message": "plain http is only allowed for loopback hosts; use https",
+            },
+            {
+                "rule": f"!self.matches(r'{NUMERIC_HOST}') || self.matches(r'{VALID_IPV4_HOST}')",
+                "message": "has an invalid host: give a DNS name, an IPv4 address or an [IPv6] "
+                "address",
             },
             *more,
         ],
@@ -143,7 +197,15 @@ def _check_cidr(value: str) -> str:
     return value
 
 
-Cidr = Annotated[str, Field(pattern=_CIDR, max_length=64), AfterValidator(_check_cidr)]
+Cidr = Annotated[
+    str,
+    Field(
+        pattern=_CIDR,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-validations": [_cel(_CIDR_RULE, "not a valid CIDR")]},
+    ),
+    AfterValidator(_check_cidr),
+]
 
 
 class AwsEndpoints(ApiModel):
@@ -182,6 +244,14 @@ class AwsEndpoints(ApiModel):
 
 class AwsSpec(ApiModel):
     """Where the flow logs come from and how the operator reaches AWS."""
+
+    model_config = _rules(
+        _cel(
+            "!has(self.managementPolicy) || self.managementPolicy != 'Observe' || "
+            "!has(self.removeSubscriptionFilters) || size(self.removeSubscriptionFilters) == 0",
+            "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does",
+        )
+    )
 
     region: str = Field(
         description="AWS region of the VPC and the log group, e.g. us-east-1.",
@@ -250,6 +320,7 @@ class AwsSpec(ApiModel):
         ),
         pattern=_LOG_FORMAT,
         max_length=4096,
+        json_schema_extra={"x-kubernetes-validations": _LOG_FORMAT_RULES},
     )
     role_arn: str | None = Field(
         default=None,
@@ -344,6 +415,14 @@ class AwsSpec(ApiModel):
 
 class PceSpec(ApiModel):
     """The Illumio PCE that receives the flows."""
+
+    model_config = _rules(
+        _cel(
+            "!has(self.caBundleSecretRef) || !has(self.insecureSkipTLSVerify) || "
+            "!self.insecureSkipTLSVerify",
+            "caBundleSecretRef and insecureSkipTLSVerify exclude each other",
+        )
+    )
 
     url: str = Field(
         description=(
@@ -453,6 +532,11 @@ class IngestionSpec(ApiModel):
         default="now",
         description="Where a new FlowExport starts reading: now, earliest, or an RFC 3339 time.",
         pattern=_START_FROM,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(_TIME_RULE, "not now, earliest or an RFC 3339 time")
+            ]
+        },
     )
 
     @field_validator("actions")
@@ -509,7 +593,20 @@ class WorkloadsSpec(ApiModel):
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Labels for every workload, PCE label key to value, e.g. env: prod.",
-        json_schema_extra={"maxProperties": _MAX_LABELS},
+        json_schema_extra={
+            "maxProperties": _MAX_LABELS,
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, k.matches(r'{_PCE_LABEL_KEY}'))",
+                    "label keys are PCE label keys (lower case letters, digits, _ or -, "
+                    "starting with a letter, at most 64)",
+                ),
+                _cel(
+                    "self.all(k, size(self[k]) >= 1 && size(self[k]) <= 255)",
+                    "label values have 1 to 255 characters",
+                ),
+            ],
+        },
     )
     labels_from_tags: dict[str, str] = Field(
         default_factory=dict,
@@ -518,7 +615,20 @@ class WorkloadsSpec(ApiModel):
             "interface's for one without an instance (load balancers, NAT gateways, Lambda, "
             "pods with their own interfaces); a tag overrides a static label of the same key."
         ),
-        json_schema_extra={"maxProperties": _MAX_LABELS},
+        json_schema_extra={
+            "maxProperties": _MAX_LABELS,
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, self[k].matches(r'{_PCE_LABEL_KEY}'))",
+                    "values are PCE label keys (lower case letters, digits, _ or -, starting "
+                    "with a letter, at most 64)",
+                ),
+                _cel(
+                    "self.all(k, size(k) >= 1 && size(k) <= 128)",
+                    "an AWS tag key has 1 to 128 characters",
+                ),
+            ],
+        },
     )
     name_template: Annotated[str, AfterValidator(_check_name_template)] = Field(
         default="{name}",
@@ -528,6 +638,22 @@ class WorkloadsSpec(ApiModel):
         ),
         min_length=1,
         max_length=255,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    rf"self.matches(r'^({_TEMPLATE_TOKENS[1:-1]}|\{{[^{{}}]*\}})*$')",
+                    "not a valid template (unbalanced { or })",
+                ),
+                _cel(
+                    rf"self.matches(r'^({_TEMPLATE_TOKENS[1:-1]}|\{{(name|id|ip|vpcId)\}})*$')",
+                    "unknown placeholder or a format spec; use {name}, {id}, {ip}, {vpcId}",
+                ),
+                _cel(
+                    rf"self.matches(r'^{_TEMPLATE_TOKENS}*\{{(name|id|ip|vpcId)\}}')",
+                    "needs a placeholder, or every workload gets the same name",
+                ),
+            ]
+        },
     )
     on_eni_gone: Literal["Delete", "Keep"] = Field(
         default="Delete",
@@ -576,6 +702,14 @@ _STREAM_NAME = r"^[a-zA-Z0-9_.-]{1,128}$"
 
 class StreamSpec(ApiModel):
     """The Kinesis data stream a subscription filter on the log group delivers to."""
+
+    model_config = _rules(
+        _cel(
+            "!has(self.streamArn) || !has(self.streamName) || "
+            "self.streamArn.endsWith('/' + self.streamName)",
+            "streamName must be the name of the stream streamArn names (or be unset)",
+        )
+    )
 
     stream_arn: str | None = Field(
         default=None,
@@ -680,6 +814,13 @@ _SETTINGS_HINTS = {"stream": " (at least subscriptionRoleArn)"}
 
 class SourceSpec(ApiModel):
     """Where the worker reads the log group's records from."""
+
+    model_config = _rules(
+        _cel(
+            "!has(self.mode) || self.mode != 'stream' || has(self.stream)",
+            "mode stream needs source.stream (at least subscriptionRoleArn)",
+        )
+    )
 
     mode: Literal["poll", "stream"] = Field(
         default="poll",
