@@ -18,11 +18,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from flowexport.core.fields import FIELDS_BY_NAME, REQUIRED_FIELDS
 from flowexport.core.logformat import LogFormat, LogFormatError
@@ -101,19 +103,20 @@ def _check_aws_tags(value: dict[str, str]) -> dict[str, str]:
 MAX_ORG_ID = 2**31 - 1
 
 
-def _cel(rule: str, message: str) -> dict[str, str]:
+def _cel(rule: str, message: str) -> JsonDict:
     """One CEL rule of the CRD (`x-kubernetes-validations`); the models check the same."""
     return {"rule": rule, "message": message}
 
 
-def _rules(*rules: dict[str, str]) -> ConfigDict:
+def _rules(*rules: JsonDict) -> ConfigDict:
     """A model's CEL rules, for the rules across its fields (the model validators' twins)."""
-    return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+    listed: list[JsonValue] = list(rules)
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": listed})
 
 
 _FIELD_NAMES = "|".join(sorted(FIELDS_BY_NAME, key=lambda n: (-len(n), n)))
 #: The CRD's checks of a log format, as LogFormat.parse makes them.
-_LOG_FORMAT_RULES = [
+_LOG_FORMAT_RULES: list[JsonValue] = [
     _cel(
         rf"self.matches(r'^\$\{{({_FIELD_NAMES})\}}( \$\{{({_FIELD_NAMES})\}})*$')",
         "unknown flow-log field(s): use the fields of flow-log versions 2 to 8",
@@ -142,6 +145,9 @@ def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
             {
                 "rule": f"!self.matches(r'{CREDENTIALS}')",
                 "message": f"must not contain credentials (user:password@); {credentials_hint}",
+                # Forbidden, not Invalid: the API server's answer then does not quote the value
+                # (Kubernetes 1.28 and later; an older server drops the reason)
+                "reason": "FieldValueForbidden",
             },
             {
                 "rule": f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
@@ -532,10 +538,9 @@ class IngestionSpec(ApiModel):
         default="now",
         description="Where a new FlowExport starts reading: now, earliest, or an RFC 3339 time.",
         pattern=_START_FROM,
+        max_length=64,
         json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(_TIME_RULE, "not now, earliest or an RFC 3339 time")
-            ]
+            "x-kubernetes-validations": [_cel(_TIME_RULE, "not now, earliest or an RFC 3339 time")]
         },
     )
 
@@ -590,7 +595,7 @@ class WorkloadsSpec(ApiModel):
             "updated and deleted to follow the VPC; uploads wait for the first sync."
         ),
     )
-    labels: dict[str, str] = Field(
+    labels: dict[str, Annotated[str, Field(max_length=255)]] = Field(
         default_factory=dict,
         description="Labels for every workload, PCE label key to value, e.g. env: prod.",
         json_schema_extra={
@@ -608,7 +613,7 @@ class WorkloadsSpec(ApiModel):
             ],
         },
     )
-    labels_from_tags: dict[str, str] = Field(
+    labels_from_tags: dict[str, Annotated[str, Field(max_length=64)]] = Field(
         default_factory=dict,
         description=(
             "AWS tag key to PCE label key, e.g. App: app. The instance's tags, or the network "
