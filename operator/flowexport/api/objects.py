@@ -6,12 +6,16 @@ value of the wrong JSON type (it never coerces: `orgId: "1"` is refused); an inv
 namespace, label or annotation; and everything the CRD's schema and CEL rules refuse. The
 pydantic models in strict mode (no coercion) check the spec; this module checks the rest.
 
-`yaml_documents` reads YAML as kubectl does where PyYAML differs: timestamps stay strings,
-and a key repeated in one mapping is an error (as the server's strict decoding has it).
+`yaml_documents` reads YAML as kubectl does where PyYAML differs: timestamps stay strings, a
+whole float is a number without a fraction (`orgId: 1.0` reaches the server as `1`). A
+key repeated in one mapping takes its last value, as with kubectl (whose YAML to JSON
+conversion keeps the last one, so the server never sees the repeat), with a warning.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +25,8 @@ from pydantic import ValidationError
 
 from flowexport.api.models import GROUP, KIND, VERSION, FlowExportSpec
 from flowexport.api.validation import SpecError, describe_errors
+
+log = logging.getLogger("flowexport.sync")
 
 API_VERSION = f"{GROUP}/{VERSION}"
 _TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -52,19 +58,30 @@ _ANNOTATIONS_BYTES = 256 * 1024
 
 class KubeYamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader reading as kubectl does: no timestamps (they stay strings, as
-    `startFrom: 2026-01-01T00:00:00Z` reaches the server), and repeated keys refused."""
+    `startFrom: 2026-01-01T00:00:00Z` reaches the server); a repeated key is warned about."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        """A mapping; a key given twice is a `ConstructorError`."""
+        """A mapping; a key given twice keeps its last value, with a warning."""
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {str(key)[:64]!r} is repeated", key_node.start_mark
+                mark = key_node.start_mark
+                log.warning(
+                    "line %d: key %r is repeated; the last value is used (as kubectl does)",
+                    mark.line + 1,
+                    str(key)[:64],
                 )
             seen.add(key if isinstance(key, (str, int, float, bool)) else id(key))
         return super().construct_mapping(node, deep)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | int:
+        """A float; a whole one (1.0) an int, as kubectl's YAML to JSON writes it (`1`)."""
+        value: float = super().construct_yaml_float(node)
+        return int(value) if math.isfinite(value) and value.is_integer() else value
+
+
+KubeYamlLoader.add_constructor("tag:yaml.org,2002:float", KubeYamlLoader.construct_yaml_float)
 
 
 KubeYamlLoader.yaml_implicit_resolvers = {
