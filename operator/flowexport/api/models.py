@@ -136,31 +136,42 @@ _PCE_LABEL_KEY = r"^[a-z][a-z0-9_-]{0,63}$"
 _TEMPLATE_TOKENS = r"([^{}]|\{\{|\}\})"
 
 
-def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
-    """The CRD's checks of a URL field: the pattern, and CEL rules whose messages (unlike a
-    pattern's) never repeat the value. The model validators apply the same rules."""
-    return {
-        "pattern": URL_PATTERN,
-        "x-kubernetes-validations": [
-            {
-                "rule": f"!self.matches(r'{CREDENTIALS}')",
-                "message": f"must not contain credentials (user:password@); {credentials_hint}",
-                # Forbidden, not Invalid: the API server's answer then does not quote the value
-                # (Kubernetes 1.28 and later; an older server drops the reason)
-                "reason": "FieldValueForbidden",
-            },
-            {
-                "rule": f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
-                "message": "plain http is only allowed for loopback hosts; use https",
-            },
-            {
-                "rule": f"!self.matches(r'{NUMERIC_HOST}') || self.matches(r'{VALID_IPV4_HOST}')",
-                "message": "has an invalid host: give a DNS name, an IPv4 address or an [IPv6] "
-                "address",
-            },
+#: Where the credentials rules point, by the object holding the URL.
+_AWS_KEYS = "AWS keys belong in credentialsSecretRef"
+_PCE_KEY = "the API key belongs in credentialsSecretRef"
+
+
+def _url_rules(*more: JsonDict) -> dict[str, Any]:
+    """The CRD's checks of a URL field: the pattern, and CEL rules. The API server quotes the
+    value of a string that fails its pattern or one of its rules (Kubernetes 1.37), so a URL
+    with credentials passes both here and is refused by its object's `_no_credentials` rule,
+    whose answer quotes no value. The model validators apply the same rules."""
+    rules: list[JsonValue] = [
+        _cel(
+            f"self.matches(r'{CREDENTIALS}') || ({rule['rule']})",
+            str(rule["message"]),
+        )
+        for rule in (
+            _cel(
+                f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
+                "plain http is only allowed for loopback hosts; use https",
+            ),
+            _cel(
+                f"!self.matches(r'{NUMERIC_HOST}') || self.matches(r'{VALID_IPV4_HOST}')",
+                "has an invalid host: give a DNS name, an IPv4 address or an [IPv6] address",
+            ),
             *more,
-        ],
-    }
+        )
+    ]
+    return {"pattern": URL_PATTERN, "x-kubernetes-validations": rules}
+
+
+def _no_credentials(field: str, hint: str) -> JsonDict:
+    """The rule, on the object holding URL `field`, that the URL carries no credentials."""
+    return _cel(
+        f"!has(self.{field}) || !self.{field}.matches(r'{CREDENTIALS}')",
+        f"{field} must not contain credentials (user:password@); {hint}",
+    )
 
 
 class ApiModel(BaseModel):
@@ -217,29 +228,33 @@ Cidr = Annotated[
 class AwsEndpoints(ApiModel):
     """Endpoint URLs per AWS service."""
 
+    model_config = _rules(
+        *(_no_credentials(f, _AWS_KEYS) for f in ("ec2", "logs", "sts", "kinesis"))
+    )
+
     ec2: str | None = Field(
         default=None,
         description="EC2 (flow logs, network interfaces).",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
     logs: str | None = Field(
         default=None,
         description="CloudWatch Logs.",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
     sts: str | None = Field(
         default=None,
         description="STS (for roleArn).",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
     kinesis: str | None = Field(
         default=None,
         description="Kinesis Data Streams (source.mode stream).",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
 
     @field_validator("ec2", "logs", "sts", "kinesis")
@@ -252,11 +267,12 @@ class AwsSpec(ApiModel):
     """Where the flow logs come from and how the operator reaches AWS."""
 
     model_config = _rules(
+        _no_credentials("endpointUrl", _AWS_KEYS),
         _cel(
             "!has(self.managementPolicy) || self.managementPolicy != 'Observe' || "
             "!has(self.removeSubscriptionFilters) || size(self.removeSubscriptionFilters) == 0",
             "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does",
-        )
+        ),
     )
 
     region: str = Field(
@@ -356,7 +372,7 @@ class AwsSpec(ApiModel):
             "a loopback host; no credentials, query or fragment; a port from 1 to 65535."
         ),
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
 
     endpoints: AwsEndpoints | None = Field(
@@ -423,11 +439,12 @@ class PceSpec(ApiModel):
     """The Illumio PCE that receives the flows."""
 
     model_config = _rules(
+        _no_credentials("url", _PCE_KEY),
         _cel(
             "!has(self.caBundleSecretRef) || !has(self.insecureSkipTLSVerify) || "
             "!self.insecureSkipTLSVerify",
             "caBundleSecretRef and insecureSkipTLSVerify exclude each other",
-        )
+        ),
     )
 
     url: str = Field(
@@ -438,11 +455,7 @@ class PceSpec(ApiModel):
         ),
         max_length=2048,
         json_schema_extra=_url_rules(
-            "the API key belongs in credentialsSecretRef",
-            {
-                "rule": f"!self.matches(r'{API_PATH}')",
-                "message": "give the PCE base URL without the /api/v2 path",
-            },
+            _cel(f"!self.matches(r'{API_PATH}')", "give the PCE base URL without the /api/v2 path"),
         ),
     )
     org_id: int = Field(description="PCE organisation id.", ge=1, le=MAX_ORG_ID)
