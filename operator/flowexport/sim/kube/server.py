@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from flowexport.sim.kube.discovery import Discovery
-from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.errors import WARNINGS, ApiError, warning_headers
 from flowexport.sim.kube.proto import ProtobufError, decode_object
 from flowexport.sim.kube.rbac import RbacObjects, attributes, service_account_user
 from flowexport.sim.kube.resources import RBAC, ResourceType, with_type
@@ -75,11 +75,18 @@ class KubeSimulator:
         }
         self.requests.append(entry)
         request[AUDIT] = entry
+        warnings: list[str] = []
+        token = WARNINGS.set(warnings)
         try:
             entry["user"] = self._authenticate(request)
             response: web.StreamResponse = await handler(request)
         except ApiError as exc:
             response = exc.response()
+        finally:
+            WARNINGS.reset(token)
+        if not response.prepared:
+            for value in warning_headers(warnings):
+                response.headers.add("Warning", value)
         entry["status"] = response.status
         return response
 

@@ -264,6 +264,7 @@ class Store:
                 for key in ("spec", "status"):
                     if key in current:
                         new[key] = {**new.get(key, {}), **copy.deepcopy(current[key])}
+        _no_new_finalizers(kind, current, new)
         new = admit(kind, new, options.query.items())
         spec_of = {
             k: v for k, v in new.items() if k not in ("metadata", "status", "apiVersion", "kind")
@@ -481,6 +482,39 @@ def matches(obj: dict[str, Any], namespace: str | None, name: str | None, labels
     if name is not None and meta["name"] != name:
         return False
     return selects(labels, obj)
+
+
+def _no_new_finalizers(kind: ResourceType, current: dict[str, Any], new: dict[str, Any]) -> None:
+    """An object being deleted takes no new finalizers (422, as the API server answers)."""
+    if not current["metadata"].get("deletionTimestamp"):
+        return
+    before = set(current["metadata"].get("finalizers") or [])
+    added = [f for f in new["metadata"].get("finalizers") or [] if f not in before]
+    if added:
+        name = current["metadata"]["name"]
+        listed = ", ".join(json.dumps(f) for f in added)
+        message = (
+            "Forbidden: no new finalizers can be added if the object is being deleted, found "
+            f"new finalizers []string{{{listed}}}"
+        )
+        resource = f"{kind.kind}.{kind.group}" if kind.group else kind.kind
+        raise ApiError(
+            422,
+            "Invalid",
+            f'{resource} "{name}" is invalid: metadata.finalizers: {message}',
+            {
+                "name": name,
+                "group": kind.group,
+                "kind": kind.kind,
+                "causes": [
+                    {
+                        "reason": "FieldValueForbidden",
+                        "message": message,
+                        "field": "metadata.finalizers",
+                    }
+                ],
+            },
+        )
 
 
 def _check_version(kind: ResourceType, name: str, current: dict[str, Any], wanted: Any) -> None:
