@@ -8,7 +8,9 @@ what the docs say, so any difference between the simulator and the real server f
 from __future__ import annotations
 
 import copy
+import json
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,8 @@ from flowexport.api.crd import PRINTER_COLUMNS
 from flowexport.api.models import FlowExportSpec
 from flowexport.sim.kube import KubeSimulator
 from flowexport.sim.serve import ServerThread
-from tests.realkube.conftest import CRD_FILE, CRD_NAME, CRD_PATH, FE_API
+from tests.realkube.conftest import CRD_FILE, CRD_NAME, CRD_PATH, FE_API, wait_for
+from tests.realkube.controlplane import ControlPlane
 from tests.realkube.corpus import BASE, FORMAT, ROLE
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -318,3 +321,98 @@ def test_finalizers_hold_deletion(servers: tuple[Server, Server]) -> None:
         )
         assert gone.status_code == 200, (server.name, gone.text)
         assert server.client.get(server.path(name)).status_code == 404, server.name
+
+
+def _watch(server: Server, since: str, count: int, found: list[dict[str, Any]]) -> None:
+    params = {"watch": "1", "resourceVersion": since, "timeoutSeconds": "15"}
+    with server.client.stream("GET", server.path(), params=params, timeout=20) as stream:
+        for line in stream.iter_lines():
+            if line.strip():
+                found.append(json.loads(line))
+            if len(found) >= count:
+                return
+
+
+def test_a_watch_sees_every_write_once_in_order(servers: tuple[Server, Server]) -> None:
+    seen = []
+    for server in servers:
+        since = server.client.get(server.path()).json()["metadata"]["resourceVersion"]
+        events: list[dict[str, Any]] = []
+        watcher = threading.Thread(target=_watch, args=(server, since, 5, events), daemon=True)
+        watcher.start()
+        body = named(BASE)
+        body["metadata"]["finalizers"] = ["flowexport.io/test"]
+        name = body["metadata"]["name"]
+        assert server.create(body).status_code == 201
+        path = server.path(name)
+        server.client.patch(f"{path}/status", json={"status": {"lagSeconds": 1}}, headers=MERGE)
+        server.client.patch(path, json={"spec": {"suspend": True}}, headers=MERGE)
+        server.client.delete(path)
+        server.client.patch(path, json={"metadata": {"finalizers": None}}, headers=MERGE)
+        watcher.join(20)
+        seen.append(
+            [
+                (
+                    e["type"],
+                    e["object"]["metadata"]["generation"],
+                    "deletionTimestamp" in e["object"]["metadata"],
+                    e["object"].get("status"),
+                )
+                for e in events
+            ]
+        )
+    real, sim = seen
+    assert real == [
+        ("ADDED", 1, False, None),
+        ("MODIFIED", 1, False, {"lagSeconds": 1}),
+        ("MODIFIED", 2, False, {"lagSeconds": 1}),
+        ("MODIFIED", 3, True, {"lagSeconds": 1}),  # marking it for deletion bumps generation
+        ("DELETED", 3, True, {"lagSeconds": 1}),
+    ]
+    assert sim == real
+
+
+def test_a_terminating_namespace_says_what_remains(
+    control_plane: ControlPlane, servers: tuple[Server, Server]
+) -> None:
+    if not control_plane.controller_manager:
+        pytest.skip("namespace deletion needs kube-controller-manager (not built)")
+    conditions = []
+    for server in servers:
+        name = f"ns-{secrets.token_hex(3)}"
+        assert server.client.post("/api/v1/namespaces", json={"metadata": {"name": name}})
+        body = named(BASE)
+        body["metadata"]["finalizers"] = ["flowexport.io/test"]
+        body["metadata"]["namespace"] = name
+        path = f"{FE_API}/namespaces/{name}/flowexports"
+        assert server.client.post(path, json=body).status_code == 201
+        deleted = server.client.delete(f"/api/v1/namespaces/{name}")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["status"]["phase"] == "Terminating"
+
+        def remaining(name: str = name, server: Server = server) -> list[Any] | None:
+            status = server.client.get(f"/api/v1/namespaces/{name}").json()["status"]
+            found = {c["type"]: c for c in status.get("conditions") or []}
+            if "NamespaceFinalizersRemaining" not in found:
+                return None
+            return sorted(
+                (c["type"], c["status"], c["reason"], c.get("message")) for c in found.values()
+            )
+
+        conditions.append(wait_for(remaining, 30, f"{server.name}: the namespace's conditions"))
+        fe = server.client.get(f"{path}/{body['metadata']['name']}").json()
+        assert fe["metadata"]["deletionTimestamp"], server.name
+        server.client.patch(
+            f"{path}/{body['metadata']['name']}",
+            json={"metadata": {"finalizers": None}},
+            headers=MERGE,
+        )
+        wait_for(
+            lambda name=name, server=server: (
+                server.client.get(f"/api/v1/namespaces/{name}").status_code == 404
+            ),
+            30,
+            f"{server.name}: the namespace gone",
+        )
+    real, sim = conditions
+    assert sim == real

@@ -396,6 +396,8 @@ class Store:
             new = copy.deepcopy(current)
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if "generation" in new["metadata"]:  # as the API server: deletion is a change
+                new["metadata"]["generation"] += 1
             return new if dry_run else self.save(kind, new, "MODIFIED")
         gone = copy.deepcopy(current)
         if not dry_run:
@@ -582,39 +584,74 @@ def _finalized(kind: ResourceType, obj: dict[str, Any]) -> bool:
 def _remaining(
     remaining: list[tuple[ResourceType, dict[str, Any]]], namespace: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """The conditions of a terminating namespace that say what is left in it."""
+    """The conditions of a terminating namespace, as kube-controller-manager's namespace
+    controller writes them (all five, in its order), saying what is left in it."""
     counts: dict[str, int] = {}
     finalizers: dict[str, int] = {}
     for kind, obj in remaining:
-        resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+        resource = f"{kind.plural}.{kind.group}"  # "configmaps." for the core group
         counts[resource] = counts.get(resource, 0) + 1
         for name in obj["metadata"].get("finalizers", []):
             finalizers[name] = finalizers.get(name, 0) + 1
+    resources = ", ".join(f"{r} has {n} resource instances" for r, n in sorted(counts.items()))
+    holding = ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))
     wanted = [
         (
+            "NamespaceDeletionDiscoveryFailure",
+            "False",
+            "ResourcesDiscovered",
+            "All resources successfully discovered",
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "False",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed",
+        ),
+        (
+            "NamespaceDeletionContentFailure",
+            "False",
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization",
+        ),
+        (
             "NamespaceContentRemaining",
+            "True",
             "SomeResourcesRemain",
-            "Some resources are remaining: "
-            + ", ".join(f"{r} has {n} resource instances" for r, n in sorted(counts.items())),
+            f"Some resources are remaining: {resources}",
+        )
+        if counts
+        else (
+            "NamespaceContentRemaining",
+            "False",
+            "ContentRemoved",
+            "All content successfully removed",
         ),
         (
             "NamespaceFinalizersRemaining",
+            "True",
             "SomeFinalizersRemain",
-            "Some content in the namespace has finalizers remaining: "
-            + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())),
+            f"Some content in the namespace has finalizers remaining: {holding}",
+        )
+        if finalizers
+        else (
+            "NamespaceFinalizersRemaining",
+            "False",
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished",
         ),
     ]
     before = {c["type"]: c for c in namespace.get("status", {}).get("conditions", [])}
     conditions = []
-    for type_, reason, message in wanted[: 2 if finalizers else 1]:
+    for type_, status, reason, message in wanted:
         same = before.get(type_, {})
-        if same.get("reason") == reason and same.get("message") == message:
-            conditions.append(same)
+        if same.get("status") == status and same.get("reason") == reason:
+            conditions.append({**same, "message": message})
         else:
             conditions.append(
                 {
                     "type": type_,
-                    "status": "True",
+                    "status": status,
                     "lastTransitionTime": _now(),
                     "reason": reason,
                     "message": message,
