@@ -95,7 +95,7 @@ CASES: list[Case] = [
             "aggregationWindowSeconds": 60,
             "batchSize": 500,
             "pollIntervalSeconds": 10,
-            "lookbackSeconds": 0,
+            "lookbackSeconds": 900,
             "startFrom": "earliest",
         },
         spec__workloads={

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from flowexport.api.validation import SpecError
-from flowexport.manifest import ManifestError, load_manifest
+from flowexport.commands.manifest import ManifestError, load_manifest
 from tests.realkube.controlplane import ControlPlane
 from tests.realkube.corpus import CASES, Case
 
