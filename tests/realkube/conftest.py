@@ -1,11 +1,14 @@
 """Fixtures for the tests against a real kube-apiserver (one control plane per session).
 
-Without the binaries (`make kube-bin`, which needs Go) every test here is skipped with one
-line; under CI (`CI=true`) a missing binary fails them instead, so CI always runs them.
+Without the binaries (`make kube-bin`, which needs Go) one test here, `test_controlplane.py`,
+is skipped with one line saying why, and the others needing the server are deselected (so the
+summary has that one line, not one per test); under CI (`CI=true`) a missing binary fails
+them all instead, so CI always runs them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
@@ -26,6 +29,33 @@ CRD_NAME = "flowexports.flowexport.io"
 FE_API = "/apis/flowexport.io/v1alpha1"
 
 
+#: The test that stands for all of them when there is no server (skipped with the reason).
+SENTINEL = "test_a_real_control_plane_runs"
+
+
+@functools.cache
+def binaries() -> tuple[Path | None, str]:
+    """`find_binaries()`, looked up once per session."""
+    return find_binaries()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without binaries (and not under CI): deselect the tests needing the server but one."""
+    needing = [
+        i for i in items if "control_plane" in getattr(i, "fixturenames", ()) and i.name != SENTINEL
+    ]
+    if not needing or binaries()[0] is not None or in_ci():
+        return
+    config.hook.pytest_deselected(items=needing)
+    items[:] = [i for i in items if i not in needing]
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """One line at the top when the real-server tests cannot run."""
+    bin_dir, why = binaries()
+    return None if bin_dir is not None else f"real kube-apiserver tests: {why}"
+
+
 def in_ci() -> bool:
     """Whether this run is CI's (where a skipped real-server test is a failure)."""
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -34,7 +64,7 @@ def in_ci() -> bool:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver (+ kube-controller-manager when built), for the whole session."""
-    bin_dir, why = find_binaries()
+    bin_dir, why = binaries()
     if bin_dir is None:
         if in_ci():
             pytest.fail(f"real-server tests cannot run under CI: {why}", pytrace=False)
