@@ -416,3 +416,48 @@ def test_a_terminating_namespace_says_what_remains(
         )
     real, sim = conditions
     assert sim == real
+
+
+def test_errors_are_answered_alike(servers: tuple[Server, Server]) -> None:
+    """Status codes, reasons and messages of the errors clients act on."""
+    seen = []
+    for server in servers:
+        body = named(BASE)
+        name = body["metadata"]["name"]
+        created = server.create(body).json()
+        stale = copy.deepcopy(created)
+        server.client.patch(server.path(name), json={"spec": {"suspend": True}}, headers=MERGE)
+        answers = {
+            "stale-put": server.client.put(server.path(name), json=stale),
+            "exists": server.create(body),
+            "missing": server.client.get(server.path("nothing-here")),
+            "no-namespace": server.client.post(
+                f"{FE_API}/namespaces/nowhere/flowexports",
+                json={**named(BASE), "metadata": {"name": "x"}},
+            ),
+            "json-patch-test": server.client.patch(
+                server.path(name),
+                json=[{"op": "test", "path": "/spec/suspend", "value": False}],
+                headers={"Content-Type": "application/json-patch+json"},
+            ),
+            "bad-patch-type": server.client.patch(
+                server.path(name), content=b"{}", headers={"Content-Type": "text/plain"}
+            ),
+            "strategic-merge-patch": server.client.patch(
+                server.path(name),
+                json={"spec": {"suspend": False}},
+                headers={"Content-Type": "application/strategic-merge-patch+json"},
+            ),
+        }
+        seen.append(
+            {
+                what: (
+                    a.status_code,
+                    a.json().get("reason"),
+                    a.json().get("message", "").replace(name, "NAME"),
+                )
+                for what, a in answers.items()
+            }
+        )
+    real, sim = seen
+    assert sim == real

@@ -185,7 +185,9 @@ class Store:
             namespace = namespace or meta.get("namespace") or "default"
             self._check_namespace(kind, namespace, meta["name"])
         if (namespace or "", meta["name"]) in self.bucket(kind):
-            raise ApiError(409, "AlreadyExists", f'{kind.plural} "{meta["name"]}" already exists')
+            raise ApiError(
+                409, "AlreadyExists", f'{_resource(kind)} "{meta["name"]}" already exists'
+            )
         obj = admit(
             kind, _new_meta(body, namespace if kind.namespaced else None), options.query.items()
         )
@@ -318,7 +320,8 @@ class Store:
         sub: str | None,
         options: Options = DEFAULT,
     ) -> dict[str, Any]:
-        """PATCH: a JSON patch, or a merge patch (strategic merge patches are merged so)."""
+        """PATCH: a JSON patch, or a merge patch (strategic merge patches of built-in types are
+        merged so; a custom resource takes none, 415 as from the API server)."""
         current = self.get(kind, namespace, name)
         try:
             patch = json.loads(body)
@@ -327,14 +330,26 @@ class Store:
         if "json-patch" in content_type:
             try:
                 proposed: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(current), patch)
-            except jsonpatch.JsonPatchTestFailed as exc:
-                raise ApiError(422, "Invalid", f"the JSON patch test failed: {exc}") from None
+            except jsonpatch.JsonPatchTestFailed:
+                raise ApiError(
+                    422, "Invalid", "the server rejected our request due to an error in our request"
+                ) from None
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
                 raise ApiError(422, "Invalid", f"the JSON patch cannot be applied: {exc}") from None
-        elif "merge-patch" in content_type:
+        elif "application/merge-patch" in content_type or (
+            "strategic-merge-patch" in content_type and kind.schema is None
+        ):
             proposed = _merge(copy.deepcopy(current), patch)
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+            # custom resources take no strategic merge patch (kubectl knows, and merges)
+            types = ["application/json-patch+json", "application/merge-patch+json"]
+            types += [] if kind.schema is not None else ["application/strategic-merge-patch+json"]
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join([*types, "application/apply-patch+yaml"]),
+            )
         wanted = (
             patch.get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
         )
@@ -519,14 +534,20 @@ def _no_new_finalizers(kind: ResourceType, current: dict[str, Any], new: dict[st
         )
 
 
+def _resource(kind: ResourceType) -> str:
+    """How the API server names a resource in messages: `flowexports.flowexport.io`,
+    `secrets` (the core group)."""
+    return f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+
+
 def _check_version(kind: ResourceType, name: str, current: dict[str, Any], wanted: Any) -> None:
     """Optimistic concurrency: a write naming a stale resourceVersion is a 409 Conflict."""
     if wanted and wanted != current["metadata"]["resourceVersion"]:
         raise ApiError(
             409,
             "Conflict",
-            f'Operation cannot be fulfilled on {kind.plural} "{name}": '
-            "the object has been modified; please apply your changes to the latest version",
+            f'Operation cannot be fulfilled on {_resource(kind)} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
         )
 
 
