@@ -105,6 +105,7 @@ def test_apply_diff_dry_run_and_get(both: list[Kubectl], tmp_path: Path) -> None
 
 
 def test_server_side_apply_and_its_conflicts(both: list[Kubectl], tmp_path: Path) -> None:
+    fields = []
     for k in both:
         first = manifest(tmp_path, k.namespace)
         applied = k("apply", "--server-side", "--field-manager=gitops", "-f", str(first))
@@ -128,6 +129,9 @@ def test_server_side_apply_and_its_conflicts(both: list[Kubectl], tmp_path: Path
         managers = {m["manager"]: m["operation"] for m in obj["metadata"]["managedFields"]}
         assert managers == {"gitops": "Apply", "someone": "Apply"}, (k.name, managers)
         assert obj["spec"]["pce"]["orgId"] == 3
+        fields.append({m["manager"]: m["fieldsV1"] for m in obj["metadata"]["managedFields"]})
+    real, sim = fields
+    assert sim == real, "the simulator tracks other fields than the server"
 
 
 def test_wait_and_explain(both: list[Kubectl], tmp_path: Path) -> None:
