@@ -97,10 +97,11 @@ def yaml_documents(text: str) -> list[Any]:
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error in one line: what is wrong and where (line and column, from 1)."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{problem}"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        return f"{where}{exc.problem}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def is_flowexport(document: Any) -> bool:
