@@ -125,9 +125,7 @@ def test_the_runtime_requirements_hold_nothing_only_the_simulators_use() -> None
             continue
         required = " ".join(project["dependencies"])
         assert module not in required, f"{module} is only the simulators' but a runtime requirement"
-        assert module in demo or VIA.get(module, "?") in demo, (
-            f"{module} is not in the demo extra"
-        )
+        assert module in demo or VIA.get(module, "?") in demo, f"{module} is not in the demo extra"
 
 
 def _stdlib() -> frozenset[str]:
