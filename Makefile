@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench crd constraints clean
+.PHONY: demo test lint bench crd constraints clean kube-bin
 
 # The runtime dependencies at the versions in constraints.txt, as the image has them.
 $(STAMP): pyproject.toml constraints.txt
@@ -37,6 +37,11 @@ constraints:
 	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
 	$(BIN)/python -m tests.deploy.runtime_deps > constraints.txt
 	touch $(STAMP)
+
+# kube-apiserver, kube-controller-manager and etcd built from the Go module proxy, for the
+# tests against a real API server (tests/realkube/); cached by version, reused when present.
+kube-bin:
+	bash hack/kube-bin.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -25,6 +25,10 @@ _STRICT = rf"(https://({_NAME}|{_IPV6})|http://{_LOOPBACK})(:{_PORT})?{_PATH}"
 CREDENTIALS = r"^([^/?#@]*//)?[^/?#@]*@"
 #: An http URL whose host is a loopback one (the only hosts plain http may go to).
 HTTP_LOOPBACK = rf"^http://{_LOOPBACK}([:/]|$)"
+#: A URL whose host is all digits and dots (so it must be an IPv4 address), and one whose
+#: host is a valid IPv4 address.
+NUMERIC_HOST = r"^[a-z]+://[0-9.]+([:/]|$)"
+VALID_IPV4_HOST = rf"^[a-z]+://{_OCTET}(\.{_OCTET}){{3}}([:/]|$)"
 #: A URL whose path has an /api/vN segment (the PCE URL is the base, without it).
 API_PATH = r"^[a-z]+://[^/]*/(.*/)?api/v"
 #: The OpenAPI pattern. A pattern failure echoes the value in the API server's answer, so

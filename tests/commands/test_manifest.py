@@ -32,8 +32,16 @@ def test_data_is_base64_and_string_data_wins(tmp_path: Path) -> None:
     ("text", "error", "message"),
     [
         ("kind: Secret\nmetadata: {name: x}\n", ManifestError, "exactly one FlowExport"),
-        ("kind: FlowExport\nmetadata: {}\nspec: {}\n", ManifestError, "metadata.name"),
-        ("kind: FlowExport\nmetadata: {name: x}\nspec: {}\n", SpecError, "spec.aws"),
+        (
+            "apiVersion: flowexport.io/v1alpha1\nkind: FlowExport\nmetadata: {}\nspec: {}\n",
+            SpecError,
+            "metadata.name",
+        ),
+        (
+            "apiVersion: flowexport.io/v1alpha1\nkind: FlowExport\nmetadata: {name: x}\nspec: {}\n",
+            SpecError,
+            "spec.aws",
+        ),
         (": : :\n", ManifestError, "not valid YAML"),
     ],
 )

@@ -52,7 +52,7 @@ async def test_a_cursor_lost_while_stopped_waits_for_the_users_choice(world: Wor
     between = time.time()
     await asyncio.sleep(1.1)
     world.write_flows(10, start=10)
-    world.op = operator(world.kube, world.events)  # a restarted process: memory is gone
+    world.op = operator(world.kube, world.events, allowed_pce_urls=[world.pce.url])  # restarted
     export = world.op.export(NS, "prod", body["status"], body)
     await reconcile(world.op, export, body)
     assert world.condition("Ingesting") == ("False", "CursorLost")

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from flowexport.api.conditions import ConditionType, ConditionUpdate
 from flowexport.aws.reader import ReaderCursor
@@ -204,10 +205,11 @@ class Api:
         return self.body()
 
 
-class RefusedError(Exception):
+class RefusedError(ApiException):
+    """What the official client raises for an HTTP error answer."""
+
     def __init__(self, status: int) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
+        super().__init__(status=status, reason=f"HTTP {status}")
 
 
 class LiveBody(dict[str, Any]):

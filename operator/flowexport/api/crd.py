@@ -53,19 +53,25 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """Rewrite a pydantic JSON schema node into a Kubernetes structural schema node.
 
-    `$ref`s are inlined (a CRD has no `$defs`), `anyOf [X, null]` optionals become X,
-    `default: null` and titles go, and closed objects drop `additionalProperties: false`
-    (the API server prunes unknown fields of a structural schema anyway).
+    `$ref`s are inlined (a CRD has no `$defs`), `anyOf [X, null]` optionals become X
+    (`nullable` X when they have a default other than null), `default: null` and titles go,
+    and closed objects drop `additionalProperties: false` (the API server prunes unknown
+    fields of a structural schema anyway).
     """
     node = dict(schema)
     if "$ref" in node:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
         node = {**target, **node}
     if "anyOf" in node:
-        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        union = node.pop("anyOf")
+        branches = [b for b in union if b.get("type") != "null"]
         if len(branches) != 1:
             raise ValueError(f"cannot express a union of {len(branches)} types in a CRD")
         node = {**structural(branches[0], defs), **node}
+        if len(union) > 1 and node.get("default") is not None:
+            # null means something other than the default (kmsKeyId: null, no encryption):
+            # without `nullable` the API server drops the null and applies the default
+            node["nullable"] = True
     if node.get("default", ...) is None:
         del node["default"]
     if node.get("additionalProperties") is False:

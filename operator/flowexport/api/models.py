@@ -19,12 +19,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
+from flowexport.core.fields import FIELDS_BY_NAME, REQUIRED_FIELDS
 from flowexport.core.logformat import LogFormat, LogFormatError
 from flowexport.urls import (
     API_PATH,
@@ -32,7 +35,9 @@ from flowexport.urls import (
     FORBIDDEN_HOST,
     FORBIDDEN_HOST_MESSAGE,
     HTTP_LOOPBACK,
+    NUMERIC_HOST,
     URL_PATTERN,
+    VALID_IPV4_HOST,
     check_pce_url,
     check_url,
 )
@@ -53,10 +58,24 @@ RETENTION_DAYS = (
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
 _CIDR = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)/[0-9]{1,3}$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+#: The CRD's check of a CIDR beyond its pattern: IPv4 octets and prefixes in range, IPv6
+#: prefixes too (the models check IPv6 addresses in full).
+_CIDR_RULE = (
+    rf"self.matches(r'^{_OCTET}(\.{_OCTET}){{3}}/(3[0-2]|[12]?[0-9])$') || "
+    r"self.matches(r'^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$')"
+)
 _LOG_FORMAT = r"^\$\{[a-z0-9-]+\}( \$\{[a-z0-9-]+\})*$"
 _RFC3339 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+#: The CRD's check of a time beyond its pattern: every part in range (not the days of each
+#: month, which the models check).
+_TIME_RULE = (
+    r"self in ['now', 'earliest'] || self.matches(r'^[0-9]{4}-(0[1-9]|1[0-2])-"
+    r"(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$')"
 )
 _START_FROM = rf"^(now|earliest|{_RFC3339[1:-1]})$"
 
@@ -87,24 +106,76 @@ def _check_aws_tags(value: dict[str, str]) -> dict[str, str]:
 MAX_ORG_ID = 2**31 - 1
 
 
-def _url_rules(credentials_hint: str, *more: dict[str, str]) -> dict[str, Any]:
-    """The CRD's checks of a URL field: the pattern, and CEL rules whose messages (unlike a
-    pattern's) never repeat the value. The model validators apply the same rules."""
-    return {
-        "pattern": URL_PATTERN,
-        "x-kubernetes-validations": [
-            {
-                "rule": f"!self.matches(r'{CREDENTIALS}')",
-                "message": f"must not contain credentials (user:password@); {credentials_hint}",
-            },
-            {
-                "rule": f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
-                "message": "plain http is only allowed for loopback hosts; use https",
-            },
-            {"rule": f"!self.matches(r'{FORBIDDEN_HOST}')", "message": FORBIDDEN_HOST_MESSAGE},
+def _cel(rule: str, message: str) -> JsonDict:
+    """One CEL rule of the CRD (`x-kubernetes-validations`); the models check the same."""
+    return {"rule": rule, "message": message}
+
+
+def _rules(*rules: JsonDict) -> ConfigDict:
+    """A model's CEL rules, for the rules across its fields (the model validators' twins)."""
+    listed: list[JsonValue] = list(rules)
+    return ConfigDict(json_schema_extra={"x-kubernetes-validations": listed})
+
+
+_FIELD_NAMES = "|".join(sorted(FIELDS_BY_NAME, key=lambda n: (-len(n), n)))
+#: The CRD's checks of a log format, as LogFormat.parse makes them.
+_LOG_FORMAT_RULES: list[JsonValue] = [
+    _cel(
+        rf"self.matches(r'^\$\{{({_FIELD_NAMES})\}}( \$\{{({_FIELD_NAMES})\}})*$')",
+        "unknown flow-log field(s): use the fields of flow-log versions 2 to 8",
+    ),
+    _cel(
+        " && ".join(f"self.contains('${{{name}}}')" for name in REQUIRED_FIELDS),
+        "log format lacks field(s) every flow needs: " + ", ".join(REQUIRED_FIELDS),
+    ),
+    _cel(
+        f"{sorted(FIELDS_BY_NAME)!r}.all(f, self.indexOf('${{' + f + '}}') == "
+        "self.lastIndexOf('${' + f + '}'))",
+        "repeated flow-log field(s): name each field once",
+    ),
+]
+_PCE_LABEL_KEY = r"^[a-z][a-z0-9_-]{0,63}$"
+#: Literal text, {{ and }}, and placeholders {name}; a template of only these is valid.
+_TEMPLATE_TOKENS = r"([^{}]|\{\{|\}\})"
+
+
+#: Where the credentials rules point, by the object holding the URL.
+_AWS_KEYS = "AWS keys belong in credentialsSecretRef"
+_PCE_KEY = "the API key belongs in credentialsSecretRef"
+
+
+def _url_rules(*more: JsonDict) -> dict[str, Any]:
+    """The CRD's checks of a URL field: the pattern, and CEL rules. The API server quotes the
+    value of a string that fails its pattern or one of its rules (Kubernetes 1.37), so a URL
+    with credentials passes both here and is refused by its object's `_no_credentials` rule,
+    whose answer quotes no value. The model validators apply the same rules."""
+    rules: list[JsonValue] = [
+        _cel(
+            f"self.matches(r'{CREDENTIALS}') || ({rule['rule']})",
+            str(rule["message"]),
+        )
+        for rule in (
+            _cel(
+                f"!self.startsWith('http://') || self.matches(r'{HTTP_LOOPBACK}')",
+                "plain http is only allowed for loopback hosts; use https",
+            ),
+            _cel(
+                f"!self.matches(r'{NUMERIC_HOST}') || self.matches(r'{VALID_IPV4_HOST}')",
+                "has an invalid host: give a DNS name, an IPv4 address or an [IPv6] address",
+            ),
+            _cel(f"!self.matches(r'{FORBIDDEN_HOST}')", FORBIDDEN_HOST_MESSAGE),
             *more,
-        ],
-    }
+        )
+    ]
+    return {"pattern": URL_PATTERN, "x-kubernetes-validations": rules}
+
+
+def _no_credentials(field: str, hint: str) -> JsonDict:
+    """The rule, on the object holding URL `field`, that the URL carries no credentials."""
+    return _cel(
+        f"!has(self.{field}) || !self.{field}.matches(r'{CREDENTIALS}')",
+        f"{field} must not contain credentials (user:password@); {hint}",
+    )
 
 
 @functools.cache
@@ -156,35 +227,47 @@ def _check_cidr(value: str) -> str:
     return value
 
 
-Cidr = Annotated[str, Field(pattern=_CIDR, max_length=64), AfterValidator(_check_cidr)]
+Cidr = Annotated[
+    str,
+    Field(
+        pattern=_CIDR,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-validations": [_cel(_CIDR_RULE, "not a valid CIDR")]},
+    ),
+    AfterValidator(_check_cidr),
+]
 
 
 class AwsEndpoints(ApiModel):
     """Endpoint URLs per AWS service."""
 
+    model_config = _rules(
+        *(_no_credentials(f, _AWS_KEYS) for f in ("ec2", "logs", "sts", "kinesis"))
+    )
+
     ec2: str | None = Field(
         default=None,
         description="EC2 (flow logs, network interfaces).",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
     logs: str | None = Field(
         default=None,
         description="CloudWatch Logs.",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
     sts: str | None = Field(
         default=None,
         description="STS (for roleArn).",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
     kinesis: str | None = Field(
         default=None,
         description="Kinesis Data Streams (source.mode stream).",
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
 
     @field_validator("ec2", "logs", "sts", "kinesis")
@@ -195,6 +278,15 @@ class AwsEndpoints(ApiModel):
 
 class AwsSpec(ApiModel):
     """Where the flow logs come from and how the operator reaches AWS."""
+
+    model_config = _rules(
+        _no_credentials("endpointUrl", _AWS_KEYS),
+        _cel(
+            "!has(self.managementPolicy) || self.managementPolicy != 'Observe' || "
+            "!has(self.removeSubscriptionFilters) || size(self.removeSubscriptionFilters) == 0",
+            "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does",
+        ),
+    )
 
     region: str = Field(
         description="AWS region of the VPC and the log group, e.g. us-east-1.",
@@ -263,6 +355,7 @@ class AwsSpec(ApiModel):
         ),
         pattern=_LOG_FORMAT,
         max_length=4096,
+        json_schema_extra={"x-kubernetes-validations": _LOG_FORMAT_RULES},
     )
     role_arn: str | None = Field(
         default=None,
@@ -292,7 +385,7 @@ class AwsSpec(ApiModel):
             "a loopback host; no credentials, query or fragment; a port from 1 to 65535."
         ),
         max_length=2048,
-        json_schema_extra=_url_rules("AWS keys belong in credentialsSecretRef"),
+        json_schema_extra=_url_rules(),
     )
 
     endpoints: AwsEndpoints | None = Field(
@@ -374,6 +467,15 @@ class AwsSpec(ApiModel):
 class PceSpec(ApiModel):
     """The Illumio PCE that receives the flows."""
 
+    model_config = _rules(
+        _no_credentials("url", _PCE_KEY),
+        _cel(
+            "!has(self.caBundleSecretRef) || !has(self.insecureSkipTLSVerify) || "
+            "!self.insecureSkipTLSVerify",
+            "caBundleSecretRef and insecureSkipTLSVerify exclude each other",
+        ),
+    )
+
     url: str = Field(
         description=(
             "PCE base URL, e.g. https://pce.example.com:8443 (without /api/v2). Plain http is "
@@ -384,11 +486,7 @@ class PceSpec(ApiModel):
         ),
         max_length=2048,
         json_schema_extra=_url_rules(
-            "the API key belongs in credentialsSecretRef",
-            {
-                "rule": f"!self.matches(r'{API_PATH}')",
-                "message": "give the PCE base URL without the /api/v2 path",
-            },
+            _cel(f"!self.matches(r'{API_PATH}')", "give the PCE base URL without the /api/v2 path"),
         ),
     )
     org_id: int = Field(description="PCE organisation id.", ge=1, le=MAX_ORG_ID)
@@ -484,6 +582,10 @@ class IngestionSpec(ApiModel):
         default="now",
         description="Where a new FlowExport starts reading: now, earliest, or an RFC 3339 time.",
         pattern=_START_FROM,
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [_cel(_TIME_RULE, "not now, earliest or an RFC 3339 time")]
+        },
     )
 
     @field_validator("actions")
@@ -537,19 +639,45 @@ class WorkloadsSpec(ApiModel):
             "updated and deleted to follow the VPC; uploads wait for the first sync."
         ),
     )
-    labels: dict[str, str] = Field(
+    labels: dict[str, Annotated[str, Field(max_length=255)]] = Field(
         default_factory=dict,
         description="Labels for every workload, PCE label key to value, e.g. env: prod.",
-        json_schema_extra={"maxProperties": _MAX_LABELS},
+        json_schema_extra={
+            "maxProperties": _MAX_LABELS,
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, k.matches(r'{_PCE_LABEL_KEY}'))",
+                    "label keys are PCE label keys (lower case letters, digits, _ or -, "
+                    "starting with a letter, at most 64)",
+                ),
+                _cel(
+                    "self.all(k, size(self[k]) >= 1 && size(self[k]) <= 255)",
+                    "label values have 1 to 255 characters",
+                ),
+            ],
+        },
     )
-    labels_from_tags: dict[str, str] = Field(
+    labels_from_tags: dict[str, Annotated[str, Field(max_length=64)]] = Field(
         default_factory=dict,
         description=(
             "AWS tag key to PCE label key, e.g. App: app. The instance's tags, or the network "
             "interface's for one without an instance (load balancers, NAT gateways, Lambda, "
             "pods with their own interfaces); a tag overrides a static label of the same key."
         ),
-        json_schema_extra={"maxProperties": _MAX_LABELS},
+        json_schema_extra={
+            "maxProperties": _MAX_LABELS,
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, self[k].matches(r'{_PCE_LABEL_KEY}'))",
+                    "values are PCE label keys (lower case letters, digits, _ or -, starting "
+                    "with a letter, at most 64)",
+                ),
+                _cel(
+                    "self.all(k, size(k) >= 1 && size(k) <= 128)",
+                    "an AWS tag key has 1 to 128 characters",
+                ),
+            ],
+        },
     )
     name_template: Annotated[str, AfterValidator(_check_name_template)] = Field(
         default="{name}",
@@ -559,6 +687,22 @@ class WorkloadsSpec(ApiModel):
         ),
         min_length=1,
         max_length=255,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    rf"self.matches(r'^({_TEMPLATE_TOKENS[1:-1]}|\{{[^{{}}]*\}})*$')",
+                    "not a valid template (unbalanced { or })",
+                ),
+                _cel(
+                    rf"self.matches(r'^({_TEMPLATE_TOKENS[1:-1]}|\{{(name|id|ip|vpcId)\}})*$')",
+                    "unknown placeholder or a format spec; use {name}, {id}, {ip}, {vpcId}",
+                ),
+                _cel(
+                    rf"self.matches(r'^{_TEMPLATE_TOKENS}*\{{(name|id|ip|vpcId)\}}')",
+                    "needs a placeholder, or every workload gets the same name",
+                ),
+            ]
+        },
     )
     on_eni_gone: Literal["Delete", "Keep"] = Field(
         default="Delete",
@@ -607,6 +751,14 @@ _STREAM_NAME = r"^[a-zA-Z0-9_.-]{1,128}$"
 
 class StreamSpec(ApiModel):
     """The Kinesis data stream a subscription filter on the log group delivers to."""
+
+    model_config = _rules(
+        _cel(
+            "!has(self.streamArn) || !has(self.streamName) || "
+            "self.streamArn.endsWith('/' + self.streamName)",
+            "streamName must be the name of the stream streamArn names (or be unset)",
+        )
+    )
 
     stream_arn: str | None = Field(
         default=None,
@@ -714,6 +866,13 @@ _SETTINGS_HINTS = {"stream": " (at least subscriptionRoleArn)"}
 
 class SourceSpec(ApiModel):
     """Where the worker reads the log group's records from."""
+
+    model_config = _rules(
+        _cel(
+            "!has(self.mode) || self.mode != 'stream' || has(self.stream)",
+            "mode stream needs source.stream (at least subscriptionRoleArn)",
+        )
+    )
 
     mode: Literal["poll", "stream"] = Field(
         default="poll",

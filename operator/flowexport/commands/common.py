@@ -36,7 +36,7 @@ class UsageError(Exception):
 
 
 #: What the simulators (`flowexport.sim`) need beyond the operator: the `demo` extra.
-SIMULATOR_MODULES = ("flowexport.sim", "moto", "cryptography", "jsonschema", "jsonpatch")
+SIMULATOR_MODULES = ("flowexport.sim", "moto", "cryptography", "celpy", "jsonpatch")
 
 
 def require_simulators() -> None:

@@ -14,7 +14,12 @@ from typing import Any
 import yaml
 
 from flowexport.api.models import FlowExportSpec
-from flowexport.api.validation import parse_spec
+from flowexport.api.objects import (
+    check_flowexport,
+    is_flowexport,
+    yaml_documents,
+    yaml_problem,
+)
 from flowexport.aws.ownership import Owner
 from flowexport.errors import ConfigError, Reason
 from flowexport.secrets import SecretKind
@@ -52,21 +57,22 @@ class Manifest:
 def load_manifest(path: Path) -> Manifest:
     """Parse the YAML documents of `path`: exactly one FlowExport, any number of Secrets."""
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        documents = yaml_documents(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path} is not UTF-8 text (a YAML manifest)") from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
-    exports = [d for d in documents if isinstance(d, dict) and d.get("kind") == "FlowExport"]
+        raise ManifestError(f"{path} is not valid YAML: {yaml_problem(exc)}") from None
+    exports = [d for d in documents if is_flowexport(d)]
     if len(exports) != 1:
         raise ManifestError(f"{path} must hold exactly one FlowExport, found {len(exports)}")
     export = exports[0]
-    metadata = export.get("metadata") or {}
-    name = metadata.get("name")
-    if not isinstance(name, str) or not name:
-        raise ManifestError("the FlowExport has no metadata.name")
+    # as the API server's admission: apiVersion, kind, metadata and a strict (uncoerced) spec
+    spec = check_flowexport(export)
+    metadata = export["metadata"]
+    name = metadata["name"]
     namespace = str(metadata.get("namespace") or "default")
-    spec = parse_spec(export.get("spec") or {})
     secrets = {}
     for doc in documents:
         if isinstance(doc, dict) and doc.get("kind") == "Secret":

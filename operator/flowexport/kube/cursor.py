@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from flowexport.api.conditions import ConditionType, ConditionUpdate
@@ -152,5 +153,5 @@ async def mark(
     try:
         await op.api.annotate(namespace, name, changes)
     except Exception as exc:  # tried again at the next reconcile
-        said = getattr(exc, "status", None) or type(exc).__name__
+        said = exc.status if isinstance(exc, ApiException) else type(exc).__name__
         log.warning("%s/%s: cannot annotate the FlowExport (%s)", namespace, name, said)

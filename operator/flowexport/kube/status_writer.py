@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from flowexport.api.conditions import ConditionSet, ConditionUpdate, Transition
@@ -483,7 +484,9 @@ def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str
 def _code(exc: BaseException) -> int | None:
     """The HTTP status an API error carries (the official client's `ApiException.status`),
     or None for a failure without an answer (a timeout, a broken connection)."""
-    code = getattr(exc, "status", None)
+    if not isinstance(exc, ApiException):
+        return None
+    code = exc.status
     return code if isinstance(code, int) and code > 0 else None
 
 

@@ -6,9 +6,10 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
-from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.errors import ApiError, warn
 from flowexport.sim.kube.resources import ResourceType
-from flowexport.sim.kube.schema import prune_and_default, validate
+from flowexport.sim.kube.schema import prune_and_default
+from flowexport.sim.kube.structural import field_errors
 
 
 def admit(
@@ -23,25 +24,19 @@ def admit(
     if kind.schema is None:
         return obj
     admitted = pruned(kind, obj, query)
-    problems = validate(admitted, kind.schema)
-    if problems:
+    causes = field_errors(admitted, kind.schema)
+    if causes:
         name = obj.get("metadata", {}).get("name", "")
+        listed = str(causes[0]) if len(causes) == 1 else "[" + ", ".join(map(str, causes)) + "]"
         raise ApiError(
             422,
             "Invalid",
-            f'{kind.kind}.{kind.group} "{name}" is invalid: ' + "; ".join(problems),
+            f'{kind.kind}.{kind.group} "{name}" is invalid: {listed}',
             {
                 "name": name,
                 "group": kind.group,
                 "kind": kind.kind,
-                "causes": [
-                    {
-                        "reason": "FieldValueInvalid",
-                        "field": p.split(": ", 1)[0],
-                        "message": p.split(": ", 1)[-1],
-                    }
-                    for p in problems
-                ],
+                "causes": [c.as_dict() for c in causes],
             },
         )
     return admitted
@@ -59,12 +54,16 @@ def pruned(
         return obj
     unknown: list[str] = []
     out: dict[str, Any] = prune_and_default(obj, kind.schema, unknown, defaults=defaults)
-    if unknown and dict(query).get("fieldValidation") == "Strict":
+    validation = dict(query).get("fieldValidation") or "Warn"
+    if unknown and validation == "Strict":
         raise ApiError(
             400,
             "BadRequest",
             f'{kind.kind} in version "{kind.version}" cannot be handled '
-            f"as a {kind.kind}: strict decoding error: unknown field "
-            + ", ".join(f'"{u}"' for u in unknown),
+            f"as a {kind.kind}: strict decoding error: "
+            + ", ".join(f'unknown field "{u}"' for u in sorted(unknown)),
         )
+    if validation == "Warn":
+        # the API's default: the fields are dropped and each named in a Warning header
+        warn(*(f'unknown field "{u}"' for u in sorted(unknown)))
     return out

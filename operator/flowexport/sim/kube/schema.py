@@ -1,7 +1,7 @@
 """Structural-schema behaviour of a Kubernetes API server for custom resources (pure).
 
-Pruning of unknown fields, defaulting, validation, and the JSONPath subset that printer
-columns use.
+Pruning of unknown fields, defaulting, and the JSONPath subset that printer columns use
+(validation is `structural.py`, its CEL rules `cel.py`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import copy
 import re
 from datetime import UTC, datetime
 from typing import Any
-
-import jsonschema
 
 _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 
@@ -45,30 +43,6 @@ def prune_and_default(
         if key not in out and "default" in sub:
             out[key] = prune_and_default(copy.deepcopy(sub["default"]), sub, [], f"{path}.{key}")
     return out
-
-
-def validate(value: Any, schema: dict[str, Any]) -> list[str]:
-    """Validation errors as `field: message` strings, like the API server's `Invalid` causes."""
-    validator = jsonschema.Draft4Validator(_openapi_to_jsonschema(schema))
-    problems = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
-        where = ".".join(str(p) for p in error.absolute_path) or "<root>"
-        problems.append(f"{where}: {error.message}")
-    return problems
-
-
-def _openapi_to_jsonschema(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        out = {k: _openapi_to_jsonschema(v) for k, v in schema.items() if not k.startswith("x-")}
-        if schema.get("nullable"):
-            out["type"] = [out.get("type"), "null"]
-        out.pop("nullable", None)
-        if schema.get("format") == "date-time":
-            out.pop("format")
-        return out
-    if isinstance(schema, list):
-        return [_openapi_to_jsonschema(v) for v in schema]
-    return schema
 
 
 _STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_.]+)==\"([^\"]*)\"\)\]")

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from flowexport.sim.kube.discovery import Discovery
-from flowexport.sim.kube.errors import ApiError
+from flowexport.sim.kube.errors import WARNINGS, ApiError, warning_headers
 from flowexport.sim.kube.faults import CONTROL_PATH, KubeFaults
 from flowexport.sim.kube.proto import ProtobufError, decode_object
 from flowexport.sim.kube.rbac import RbacObjects, attributes, service_account_user
@@ -80,6 +80,8 @@ class KubeSimulator:
         }
         self.requests.append(entry)
         request[AUDIT] = entry
+        warnings: list[str] = []
+        token = WARNINGS.set(warnings)
         try:
             injected = None if request.path == CONTROL_PATH else await self.faults.apply(request)
             if injected is not None:
@@ -89,6 +91,11 @@ class KubeSimulator:
             response: web.StreamResponse = await handler(request)
         except ApiError as exc:
             response = exc.response()
+        finally:
+            WARNINGS.reset(token)
+        if not response.prepared:
+            for value in warning_headers(warnings):
+                response.headers.add("Warning", value)
         entry["status"] = response.status
         return response
 

@@ -188,7 +188,9 @@ class Store:
             namespace = namespace or meta.get("namespace") or "default"
             self._check_namespace(kind, namespace, meta["name"])
         if (namespace or "", meta["name"]) in self.bucket(kind):
-            raise ApiError(409, "AlreadyExists", f'{kind.plural} "{meta["name"]}" already exists')
+            raise ApiError(
+                409, "AlreadyExists", f'{_resource(kind)} "{meta["name"]}" already exists'
+            )
         obj = admit(
             kind, _new_meta(body, namespace if kind.namespaced else None), options.query.items()
         )
@@ -282,6 +284,7 @@ class Store:
                 for key in ("spec", "status"):
                     if key in current:
                         new[key] = {**new.get(key, {}), **copy.deepcopy(current[key])}
+        _no_new_finalizers(kind, current, new)
         new = admit(kind, new, options.query.items())
         self._policies(kind, "UPDATE", new, current, options, sub)
         spec_of = {
@@ -336,7 +339,8 @@ class Store:
         sub: str | None,
         options: Options = DEFAULT,
     ) -> dict[str, Any]:
-        """PATCH: a JSON patch, or a merge patch (strategic merge patches are merged so)."""
+        """PATCH: a JSON patch, or a merge patch (strategic merge patches of built-in types are
+        merged so; a custom resource takes none, 415 as from the API server)."""
         current = self.get(kind, namespace, name)
         try:
             patch = json.loads(body)
@@ -345,14 +349,26 @@ class Store:
         if "json-patch" in content_type:
             try:
                 proposed: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(current), patch)
-            except jsonpatch.JsonPatchTestFailed as exc:
-                raise ApiError(422, "Invalid", f"the JSON patch test failed: {exc}") from None
+            except jsonpatch.JsonPatchTestFailed:
+                raise ApiError(
+                    422, "Invalid", "the server rejected our request due to an error in our request"
+                ) from None
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
                 raise ApiError(422, "Invalid", f"the JSON patch cannot be applied: {exc}") from None
-        elif "merge-patch" in content_type:
+        elif "application/merge-patch" in content_type or (
+            "strategic-merge-patch" in content_type and kind.schema is None
+        ):
             proposed = _merge(copy.deepcopy(current), patch)
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+            # custom resources take no strategic merge patch (kubectl knows, and merges)
+            types = ["application/json-patch+json", "application/merge-patch+json"]
+            types += [] if kind.schema is not None else ["application/strategic-merge-patch+json"]
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join([*types, "application/apply-patch+yaml"]),
+            )
         wanted = (
             patch.get("metadata", {}).get("resourceVersion") if isinstance(patch, dict) else None
         )
@@ -415,6 +431,8 @@ class Store:
             new = copy.deepcopy(current)
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if "generation" in new["metadata"]:  # as the API server: deletion is a change
+                new["metadata"]["generation"] += 1
             return new if dry_run else self.save(kind, new, "MODIFIED")
         gone = copy.deepcopy(current)
         if not dry_run:
@@ -503,14 +521,53 @@ def matches(obj: dict[str, Any], namespace: str | None, name: str | None, labels
     return selects(labels, obj)
 
 
+def _no_new_finalizers(kind: ResourceType, current: dict[str, Any], new: dict[str, Any]) -> None:
+    """An object being deleted takes no new finalizers (422, as the API server answers)."""
+    if not current["metadata"].get("deletionTimestamp"):
+        return
+    before = set(current["metadata"].get("finalizers") or [])
+    added = [f for f in new["metadata"].get("finalizers") or [] if f not in before]
+    if added:
+        name = current["metadata"]["name"]
+        listed = ", ".join(json.dumps(f) for f in added)
+        message = (
+            "Forbidden: no new finalizers can be added if the object is being deleted, found "
+            f"new finalizers []string{{{listed}}}"
+        )
+        resource = f"{kind.kind}.{kind.group}" if kind.group else kind.kind
+        raise ApiError(
+            422,
+            "Invalid",
+            f'{resource} "{name}" is invalid: metadata.finalizers: {message}',
+            {
+                "name": name,
+                "group": kind.group,
+                "kind": kind.kind,
+                "causes": [
+                    {
+                        "reason": "FieldValueForbidden",
+                        "message": message,
+                        "field": "metadata.finalizers",
+                    }
+                ],
+            },
+        )
+
+
+def _resource(kind: ResourceType) -> str:
+    """How the API server names a resource in messages: `flowexports.flowexport.io`,
+    `secrets` (the core group)."""
+    return f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+
+
 def _check_version(kind: ResourceType, name: str, current: dict[str, Any], wanted: Any) -> None:
     """Optimistic concurrency: a write naming a stale resourceVersion is a 409 Conflict."""
     if wanted and wanted != current["metadata"]["resourceVersion"]:
         raise ApiError(
             409,
             "Conflict",
-            f'Operation cannot be fulfilled on {kind.plural} "{name}": '
-            "the object has been modified; please apply your changes to the latest version",
+            f'Operation cannot be fulfilled on {_resource(kind)} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
         )
 
 
@@ -568,39 +625,74 @@ def _finalized(kind: ResourceType, obj: dict[str, Any]) -> bool:
 def _remaining(
     remaining: list[tuple[ResourceType, dict[str, Any]]], namespace: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """The conditions of a terminating namespace that say what is left in it."""
+    """The conditions of a terminating namespace, as kube-controller-manager's namespace
+    controller writes them (all five, in its order), saying what is left in it."""
     counts: dict[str, int] = {}
     finalizers: dict[str, int] = {}
     for kind, obj in remaining:
-        resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+        resource = f"{kind.plural}.{kind.group}"  # "configmaps." for the core group
         counts[resource] = counts.get(resource, 0) + 1
         for name in obj["metadata"].get("finalizers", []):
             finalizers[name] = finalizers.get(name, 0) + 1
+    resources = ", ".join(f"{r} has {n} resource instances" for r, n in sorted(counts.items()))
+    holding = ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))
     wanted = [
         (
+            "NamespaceDeletionDiscoveryFailure",
+            "False",
+            "ResourcesDiscovered",
+            "All resources successfully discovered",
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "False",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed",
+        ),
+        (
+            "NamespaceDeletionContentFailure",
+            "False",
+            "ContentDeleted",
+            "All content successfully deleted, may be waiting on finalization",
+        ),
+        (
             "NamespaceContentRemaining",
+            "True",
             "SomeResourcesRemain",
-            "Some resources are remaining: "
-            + ", ".join(f"{r} has {n} resource instances" for r, n in sorted(counts.items())),
+            f"Some resources are remaining: {resources}",
+        )
+        if counts
+        else (
+            "NamespaceContentRemaining",
+            "False",
+            "ContentRemoved",
+            "All content successfully removed",
         ),
         (
             "NamespaceFinalizersRemaining",
+            "True",
             "SomeFinalizersRemain",
-            "Some content in the namespace has finalizers remaining: "
-            + ", ".join(f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())),
+            f"Some content in the namespace has finalizers remaining: {holding}",
+        )
+        if finalizers
+        else (
+            "NamespaceFinalizersRemaining",
+            "False",
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished",
         ),
     ]
     before = {c["type"]: c for c in namespace.get("status", {}).get("conditions", [])}
     conditions = []
-    for type_, reason, message in wanted[: 2 if finalizers else 1]:
+    for type_, status, reason, message in wanted:
         same = before.get(type_, {})
-        if same.get("reason") == reason and same.get("message") == message:
-            conditions.append(same)
+        if same.get("status") == status and same.get("reason") == reason:
+            conditions.append({**same, "message": message})
         else:
             conditions.append(
                 {
                     "type": type_,
-                    "status": "True",
+                    "status": status,
                     "lastTransitionTime": _now(),
                     "reason": reason,
                     "message": message,

@@ -22,7 +22,13 @@ def table(kind: ResourceType, items: list[dict[str, Any]], revision: int) -> dic
             "name": "Name",
             "type": "string",
             "format": "name",
-            "description": "Name of the object",
+            "description": (
+                "Name must be unique within a namespace. Is required when creating resources, "
+                "although some resources may allow a client to request the generation of an "
+                "appropriate name automatically. Name is primarily intended for creation "
+                "idempotence and configuration definition. Cannot be updated. More info: "
+                "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+            ),
             "priority": 0,
         }
     ]
@@ -31,8 +37,9 @@ def table(kind: ResourceType, items: list[dict[str, Any]], revision: int) -> dic
             "name": c["name"],
             "type": c.get("type", "string"),
             "format": c.get("format", ""),
-            "description": c.get("description", ""),
-            "priority": 0,
+            "description": c.get("description")
+            or f"Custom resource definition column (in JSONPath format): {c['jsonPath']}",
+            "priority": c.get("priority", 0),
         }
         for c in columns
     ]

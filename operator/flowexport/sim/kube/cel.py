@@ -1,0 +1,104 @@
+"""CEL validation rules of a structural schema (`x-kubernetes-validations`), as the API server
+evaluates them: each rule at its node with `self` bound to the node's value, after defaulting,
+a rule that is false (or fails to evaluate) being an `Invalid value` of that field.
+
+Evaluated with cel-python (`celpy`, RE2 regular expressions like the API server's), plus the
+Kubernetes string functions the CRD uses (`indexOf`, `lastIndexOf`). Without cel-python
+installed (it comes with the `demo` and `test` extras) the rules are not checked, and
+`available()` says so. Compiled programs are cached by rule text.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from flowexport.sim.kube.errors import Cause, show
+
+try:
+    import celpy
+    from celpy import celtypes
+    from celpy.adapter import json_to_cel
+except ImportError:  # pragma: no cover - the demo and test extras install it
+    celpy = None  # type: ignore[assignment]
+
+_TYPES = {"string": str, "object": dict, "array": list, "boolean": bool}
+
+
+def available() -> bool:
+    """Whether CEL rules are checked (cel-python is installed)."""
+    return celpy is not None
+
+
+@functools.cache
+def _program(rule: str) -> Any:
+    def index_of(text: Any, sub: Any) -> Any:
+        return celtypes.IntType(str(text).find(str(sub)))
+
+    def last_index_of(text: Any, sub: Any) -> Any:
+        return celtypes.IntType(str(text).rfind(str(sub)))
+
+    env = celpy.Environment()
+    return env.program(
+        env.compile(rule), functions={"indexOf": index_of, "lastIndexOf": last_index_of}
+    )
+
+
+def _holds(rule: str, value: Any) -> bool:
+    try:
+        result = _program(rule).evaluate({"self": json_to_cel(value)})
+    except Exception:  # an evaluation error fails the rule, as on the API server
+        return False
+    return result is True or (not isinstance(result, Exception) and bool(result))
+
+
+def has_rules(schema: dict[str, Any]) -> bool:
+    """Whether the schema has CEL rules anywhere (and they are checked here)."""
+    if not available():
+        return False
+    if schema.get("x-kubernetes-validations"):
+        return True
+    subs = [*(schema.get("properties") or {}).values()]
+    subs += [
+        s for s in (schema.get("items"), schema.get("additionalProperties")) if isinstance(s, dict)
+    ]
+    return any(has_rules(sub) for sub in subs)
+
+
+def cel_causes(value: Any, schema: dict[str, Any], path: str = "") -> list[Cause]:
+    """A cause for every rule that does not hold, worded as the API server words it."""
+    if not available():
+        return []
+    causes: list[Cause] = []
+    _walk(value, schema, path, causes)
+    return causes
+
+
+def _cause(path: str, rule: dict[str, Any], value: Any) -> Cause:
+    message = rule.get("message") or f"failed rule: {rule['rule']}"
+    where = path or "<root>"
+    if rule.get("reason") == "FieldValueForbidden":
+        return Cause(where, "FieldValueForbidden", f"Forbidden: {message}")
+    if isinstance(value, (dict, list)):
+        return Cause(where, "FieldValueInvalid", f"Invalid value: {message}")
+    return Cause(where, "FieldValueInvalid", f"Invalid value: {show(value)}: {message}")
+
+
+def _walk(value: Any, schema: dict[str, Any], path: str, causes: list[Cause]) -> None:
+    expected = _TYPES.get(str(schema.get("type")))
+    if value is None or (expected is not None and not isinstance(value, expected)):
+        return  # a type error is the schema's to report; rules see only well-typed values
+    for rule in schema.get("x-kubernetes-validations", []):
+        if not _holds(rule["rule"], value):
+            causes.append(_cause(path, rule, value))
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in properties:
+                _walk(item, properties[key], f"{path}.{key}" if path else key, causes)
+            elif isinstance(extra, dict):
+                _walk(item, extra, f"{path}[{key}]", causes)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            _walk(item, schema["items"], f"{path}[{index}]", causes)
