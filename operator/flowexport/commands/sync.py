@@ -28,6 +28,7 @@ from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.commands.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
 from flowexport.core.encode import encode_csv
 from flowexport.core.flows import Flow
+from flowexport.errors import Reason
 from flowexport.pipeline import Progress
 from flowexport.sources.shards import MemoryShardBook, shard_progress
 from flowexport.workloads.sync import WorkloadTotals
@@ -401,7 +402,13 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         )
     )
     state.progress = ingested.progress
-    if ingested.error is not None:
+    error = ingested.error
+    if error is not None and error.reason is Reason.OBJECT_UNREADABLE:
+        # Mode s3 --once: the rest was read; the objects that could not be are named.
+        state.apply(ingested.updates)
+        print(f"flowexport sync: {error}", file=sys.stderr, flush=True)
+        return EXIT_REJECTED
+    if error is not None:
         raise state.fail(ingested)
     if stop.is_set():
         log.info("stopped; cursor saved")

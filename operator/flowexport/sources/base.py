@@ -101,6 +101,8 @@ class Source(ABC):
 
     #: The `spec.source.mode` (and `status.source.mode`) this source is.
     mode: ClassVar[str]
+    #: Whether it reads a log group a VPC's flow log delivers to (mode s3 reads objects).
+    reads_log_group: ClassVar[bool] = True
 
     # -- AWS: blocking, run in a thread -----------------------------------------------------
 
