@@ -298,3 +298,29 @@ async def test_stopping_mid_object_makes_its_message_visible_at_once(
     await again.run(asyncio.Event(), once=True)
     assert len(received(pce)) == 400  # the rest, none of the first batch twice
     assert again.progress.flows_uploaded == 400
+
+
+async def test_a_slow_pce_never_lets_another_reader_take_the_message(
+    bucket: Cloud, pce: SimPCE
+) -> None:
+    async with pce.client() as client:
+        reader = runner(bucket, client, visibility_seconds=2, extend_seconds=0.5)
+        bucket.raw("s3").put_object(Bucket=BUCKET, Key=key(1), Body=flow_object(0, 20))
+        pce.faults(delay_seconds=5.0)  # each PCE request takes 5 s: 2.5 visibility timeouts
+        stop = asyncio.Event()
+        task = asyncio.create_task(reader.run(stop))
+        while reader.tally.in_flight == 0:
+            await asyncio.sleep(0.1)
+        other: list[Any] = []
+        for _ in range(8):  # another replica polls meanwhile
+            other += await asyncio.to_thread(receive, bucket.clients, reader.target.queue_url, 0, 2)
+            await asyncio.sleep(0.5)
+        assert other == []
+        for _ in range(100):
+            if reader.tally.done:
+                break
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+    assert len(received(pce)) == 20
+    assert queue_counts(bucket, reader.target.queue_url) == (0, 0)

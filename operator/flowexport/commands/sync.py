@@ -160,8 +160,8 @@ class SyncState:
         status = FlowExportStatus(
             observed_generation=self.manifest.generation,
             conditions=self.conditions.items,
-            flow_log_id=self.subscription.flow_log_id if self.subscription else None,
-            log_group_arn=self.subscription.log_group_arn if self.subscription else None,
+            flow_log_id=self.subscription.flow_log_id or None if self.subscription else None,
+            log_group_arn=self.subscription.log_group_arn or None if self.subscription else None,
             counts=counts,
             last_upload_time=total.last_upload_time if total else None,
             lag_seconds=self._lag_seconds(),

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowexport.api.conditions import ConditionType, Report, caught_up, failed
+from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, failed
 from flowexport.api.models import AwsSpec, FlowExportSpec, S3Spec, SourceSpec, SourceStatus
 from flowexport.aws.blocking import off_loop, until_stopped
 from flowexport.aws.s3 import (
@@ -59,11 +59,17 @@ log = logging.getLogger("flowexport.s3")
 #: Seconds a received message stays hidden; extended every `EXTEND_SECONDS` while in progress.
 VISIBILITY_SECONDS = 120
 EXTEND_SECONDS = 40.0
-#: Long polling (the SQS maximum); with `once`, a short wait tells an empty queue.
-WAIT_SECONDS = 20
+#: Long polling: 5 s (the SQS maximum is 20), so a stop waits at most that for the receive in
+#: flight, whose messages are then made visible again at once; with `once`, a short wait tells
+#: an empty queue.
+WAIT_SECONDS = 5
 ONCE_WAIT_SECONDS = 1
 #: Objects recorded as done (ETag and key), newest last.
 DONE_OBJECTS = 256
+#: Ingesting while every object received so far was read.
+QUEUE_CAUGHT_UP = ConditionUpdate(
+    ConditionType.INGESTING, True, Reason.INGESTING, "caught up with the queue's objects"
+)
 #: Longest backoff after a failure of the queue or the PCE.
 MAX_BACKOFF_SECONDS = 300.0
 
@@ -130,11 +136,9 @@ class S3Runner:
         wait = ONCE_WAIT_SECONDS if once else self.wait
         while not stop.is_set():
             try:
-                messages = await until_stopped(
-                    off_loop(receive, self.clients, self.target.queue_url, wait, self.visibility),
-                    stop,
-                )
-                if messages is None:
+                messages = await self._receive(wait, stop)
+                if stop.is_set():
+                    await self._release(messages)
                     break
                 self._lag_of(messages)
                 if not messages:
@@ -142,11 +146,14 @@ class S3Runner:
                         break
                     continue
                 before = self.tally.failed
-                for message in messages:
+                for i, message in enumerate(messages):
+                    if stop.is_set():  # the rest of the receive: visible again at once
+                        await self._release(messages[i:])
+                        break
                     await self._handle(message, stop)
                 failures = 0
                 if self.tally.failed == before:
-                    await self.report(caught_up())
+                    await self.report(QUEUE_CAUGHT_UP)
             except FlowExportError as exc:
                 if not exc.retryable:
                     raise
@@ -162,6 +169,22 @@ class S3Runner:
                 f"{len(self.tally.unreadable)} object(s) could not be read: {names}",
                 Reason.OBJECT_UNREADABLE,
             )
+
+    async def _receive(self, wait: int, stop: asyncio.Event) -> list[dict[str, Any]]:
+        """One long poll. A stop does not abandon it: the messages it brings back after a
+        stop are made visible again at once (`_release`) instead of staying hidden for the
+        visibility timeout; it ends within `wait` seconds."""
+        receiving = asyncio.ensure_future(
+            off_loop(receive, self.clients, self.target.queue_url, wait, self.visibility)
+        )
+        await until_stopped(asyncio.shield(receiving), stop)
+        return await receiving
+
+    async def _release(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            with contextlib.suppress(FlowExportError):
+                receipt = str(message["ReceiptHandle"])
+                await off_loop(hide_message, self.clients, self.target.queue_url, receipt, 0)
 
     def _lag_of(self, messages: list[dict[str, Any]]) -> None:
         """The age of the oldest message received (0: the queue had none to give)."""
@@ -362,7 +385,7 @@ class S3Source(Source):
         finally:
             pipeline.progress = runner.progress
         if reading.once:
-            await reading.report(caught_up())
+            await reading.report(QUEUE_CAUGHT_UP)
 
     def share(self, spec: FlowExportSpec, stored: SourceStatus | None) -> Share | None:
         """Every replica reads the queue the holder's status names."""
