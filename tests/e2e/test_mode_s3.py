@@ -50,11 +50,22 @@ def test_mode_s3_objects_reach_the_pce_and_survive_a_restart(stack: Stack) -> No
     status = stack.get()["status"]
     assert status["source"]["mode"] == "s3" and status["source"]["bucket"] == BUCKET
     assert status["counts"]["flowsUploaded"] == 20
+    bad = put_object(stack, flow_log, 9).replace("_h9.", "_bad.")
+    stack.aws("s3").put_object(Bucket=BUCKET, Key=bad, Body=b"\x1f\x8b not gzip")
+    eventually(
+        lambda: any(
+            e["reason"] == "ObjectUnreadable" and bad in e["message"] for e in stack.events()
+        ),
+        what="a Warning Event naming the unreadable object",
+    )
+    labels = f'{{name="prod",namespace="security",part="{bad}",reason="ObjectUnreadable"}}'
+    assert stack.operator.metric(f"flowexport_part_failures_total{labels}") == 1
+    eventually(lambda: len(stack.received()) == 30, what="the good object beside it")
     assert stack.operator.stop() == 0  # SIGTERM
     put_object(stack, flow_log, 4)
     stack.operator.start()
-    eventually(lambda: len(stack.received()) == 30, what="the object put while stopped")
-    assert len(stack.received()) == 30
+    eventually(lambda: len(stack.received()) == 40, what="the object put while stopped")
+    assert len(stack.received()) == 40
     sqs = stack.aws("sqs")
     assert len(sqs.list_queues(QueueNamePrefix="flowexport-").get("QueueUrls") or []) == 2
     stack.kube.delete(f"{FE}/prod")

@@ -100,8 +100,13 @@ def runner(
     found = ensure_s3_source(cloud.clients, central(cloud), spec(cloud).source.s3, OWNER)
     announced: list[tuple[str, str]] = []
 
-    def announce(reason: str, message: str, *, warning: bool = False) -> None:
+    def announce(
+        reason: str, message: str, *, warning: bool = False, part: str | None = None
+    ) -> None:
         announced.append((reason, message))
+        parts.append(part)
+
+    parts: list[str | None] = []
 
     async def report(update: Any) -> None:
         reports.append(update)
@@ -119,6 +124,7 @@ def runner(
         **kwargs,
     )
     made.announced = announced  # type: ignore[attr-defined]
+    made.parts = parts  # type: ignore[attr-defined]
     made.reports = reports  # type: ignore[attr-defined]
     return made
 
@@ -254,6 +260,7 @@ async def test_an_unreadable_object_is_reported_and_blocks_nothing(
     reasons = [r for r, _ in reader.announced]  # type: ignore[attr-defined]
     assert reasons == ["ObjectUnreadable", "ObjectUnreadable"]
     assert any(bad in m for _, m in reader.announced)  # type: ignore[attr-defined]
+    assert sorted(reader.parts) == sorted([bad, parquet])  # type: ignore[attr-defined]
     # Not deleted: left to the redrive policy (hidden until its visibility ends).
     assert queue_counts(bucket, reader.target.queue_url) == (0, 2)
 

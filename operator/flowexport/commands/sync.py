@@ -303,7 +303,9 @@ class FileSourceStore:
             )
         return self.state.book
 
-    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+    def announce(
+        self, reason: str, message: str, *, warning: bool = False, part: str | None = None
+    ) -> None:
         """A log line."""
         log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
 

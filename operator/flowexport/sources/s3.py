@@ -254,6 +254,7 @@ class S3Runner:
                 str(Reason.OBJECT_UNREADABLE),
                 f"{exc}; left to the queue's redrive policy",
                 warning=True,
+                part=exc.ref.key,
             )
         self._status()
         task = asyncio.ensure_future(self.report(failed(ConditionType.INGESTING, exc)))
