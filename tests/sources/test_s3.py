@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from flowexport.api.models import SourceStatus
 from flowexport.aws.reader import ReaderCursor
 from flowexport.aws.s3 import (
     MAX_RECEIVE_COUNT,
@@ -23,7 +24,7 @@ from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFor
 from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
-from flowexport.sources.s3 import S3Runner, S3Target
+from flowexport.sources.s3 import S3Runner, S3Source, S3Target
 from tests.cloud import Cloud
 from tests.flowlines import line
 from tests.pcesim import SimPCE
@@ -331,3 +332,29 @@ async def test_a_slow_pce_never_lets_another_reader_take_the_message(
         await task
     assert len(received(pce)) == 20
     assert queue_counts(bucket, reader.target.queue_url) == (0, 0)
+
+
+async def test_two_replicas_share_the_queue_each_object_read_once(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    first = runner(bucket, client)
+    stored = SourceStatus(mode="s3", shared=True, bucket=BUCKET, queue_url=first.target.queue_url)
+    share = S3Source().share(spec(bucket), stored)
+    assert share is not None and share.target.queue_url == first.target.queue_url
+    assert S3Source().share(spec(bucket), stored.model_copy(update={"shared": False})) is None
+    second = runner(bucket, client)
+    s3 = bucket.raw("s3")
+    for n in range(12):
+        s3.put_object(Bucket=BUCKET, Key=key(n), Body=flow_object(n * 10, 10))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in (first, second)]
+    for _ in range(150):
+        if first.tally.done + second.tally.done == 12:
+            break
+        await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert first.tally.done + second.tally.done == 12
+    assert first.tally.done > 0 and second.tally.done > 0  # both read
+    flows = received(pce)
+    assert len(flows) == 120 == len(set(flows))
