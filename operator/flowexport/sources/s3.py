@@ -64,6 +64,9 @@ EXTEND_SECONDS = 40.0
 #: an empty queue.
 WAIT_SECONDS = 5
 ONCE_WAIT_SECONDS = 1
+#: Messages taken per receive: one, so each replica takes what it reads next and no message
+#: waits hidden behind others without its visibility extended (another replica takes it).
+RECEIVE_LIMIT = 1
 #: Objects recorded as done (ETag and key), newest last.
 DONE_OBJECTS = 256
 #: Ingesting while every object received so far was read.
@@ -175,7 +178,9 @@ class S3Runner:
         stop are made visible again at once (`_release`) instead of staying hidden for the
         visibility timeout; it ends within `wait` seconds."""
         receiving = asyncio.ensure_future(
-            off_loop(receive, self.clients, self.target.queue_url, wait, self.visibility)
+            off_loop(
+                receive, self.clients, self.target.queue_url, wait, self.visibility, RECEIVE_LIMIT
+            )
         )
         await until_stopped(asyncio.shield(receiving), stop)
         return await receiving
