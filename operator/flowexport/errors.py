@@ -111,6 +111,15 @@ class Reason(StrEnum):
     # one in another namespace is never read nor changed, one of the same namespace is never
     # changed; or removeSubscriptionFilters names a FlowExport's filter. Terminal.
     OWNED_BY_ANOTHER = "OwnedByAnotherFlowExport"
+    # Ingesting=False (mode s3): an announced object could not be read (corrupt gzip, a
+    # Parquet object while Parquet is not read yet, 403, 404); the message names its key, it
+    # is left to the queue's redrive policy and the other objects go on. Retryable.
+    OBJECT_UNREADABLE = "ObjectUnreadable"
+    # SubscriptionReady, Ingesting (mode s3): the queue is missing (source.s3.queueUrl), or
+    # the operator may not create it (managementPolicy Adopt or Observe). Terminal.
+    QUEUE_NOT_FOUND = "QueueNotFound"
+    # SubscriptionReady (mode s3): source.s3.bucket does not exist. Terminal.
+    BUCKET_NOT_FOUND = "BucketNotFound"
 
     # -- the PCE --
     # PCEReachable: bad URL or CA bundle. Terminal.
@@ -168,6 +177,7 @@ _RETRYABLE = frozenset(
         Reason.STS_UNREACHABLE,
         Reason.STREAM_NOT_ACTIVE,
         Reason.SUBSCRIPTION_FILTER_CHANGED,
+        Reason.OBJECT_UNREADABLE,
         Reason.PCE_UNAVAILABLE,
         Reason.INTERNAL_ERROR,
     }

@@ -220,8 +220,11 @@ async def subscribe(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> 
         )
     else:
         how = "created by" if subscription.flow_log_owned else "adopted by"
-        message = f"flow log {subscription.flow_log_id} {how} this FlowExport"
-        message += source_for(spec.source).describe(subscription)
+        described = source_for(spec.source).describe(subscription)
+        if subscription.flow_log_id:
+            message = f"flow log {subscription.flow_log_id} {how} this FlowExport" + described
+        else:  # a source of objects without a VPC (mode s3): its bucket and queue
+            message = described.removeprefix("; ") or "ready"
         if subscription.other_filters:
             names = ", ".join(
                 f"{name} (to {target})"
@@ -497,11 +500,11 @@ async def clean_up(spec: FlowExportSpec, owner: str, secrets: SecretSource) -> C
         except ConfigError as exc:
             done.left.append(
                 f"the PCE workloads this FlowExport created are left in the PCE "
-                f"(external_data_set {mark_of(owner, spec.aws.vpc_id)}): {exc}"
+                f"(external_data_set {mark_of(owner, spec.aws.vpc)}): {exc}"
             )
             return done
         async with pce:
-            deleted = await delete_workloads(pce, owner, spec.aws.vpc_id)
+            deleted = await delete_workloads(pce, owner, spec.aws.vpc)
         if deleted:
             done.removed.append(f"deleted the {deleted} PCE workloads this FlowExport created")
     return done

@@ -453,7 +453,7 @@ def build_pipeline(
     cursors belonging to the log group `log_group_arn`)."""
     reader = LogReader(
         clients,
-        spec.aws.log_group_name,
+        spec.aws.log_group_name or "",  # unused by a source that reads no log group
         spec.ingestion.lookback_seconds,
         settle_seconds=settle_seconds,
         limiter=RateLimiter(spec.aws.api_requests_per_second),

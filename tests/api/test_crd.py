@@ -86,7 +86,8 @@ def test_required_fields() -> None:
     spec = schema()["properties"]["spec"]
     assert set(spec["required"]) == {"aws", "pce"}
     # deliverLogsRoleArn is needed only to create a flow log: unset, an existing one is adopted
-    assert set(spec["properties"]["aws"]["required"]) == {"region", "vpcId", "logGroupName"}
+    # vpcId and logGroupName: required by the model in modes poll and stream (not in mode s3).
+    assert set(spec["properties"]["aws"]["required"]) == {"region"}
     assert spec["properties"]["ingestion"]["default"] == {}
 
 

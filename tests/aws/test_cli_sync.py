@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -396,3 +397,51 @@ def test_dry_run_changes_nothing_and_prints_what_it_would_upload(world: dict[str
     # The real run then uploads them all.
     real = sync(path, "--once", "--state", str(state))
     assert real.returncode == 0 and len(received(world)) == 12
+
+
+def test_mode_s3_once_drains_the_queue_and_names_an_unreadable_object(
+    world: dict[str, Any],
+) -> None:
+    kw = dict(
+        endpoint_url=world["moto"],
+        region_name=REGION,
+        aws_access_key_id=KEYS.access_key_id,
+        aws_secret_access_key=KEYS.secret_access_key,
+    )
+    s3 = boto3.client("s3", **kw)
+    s3.create_bucket(Bucket="central-flow-logs")
+    path = manifest(
+        world,
+        **{
+            "source": {"mode": "s3", "s3": {"bucket": "central-flow-logs"}},
+            "aws.vpcId": None,
+            "aws.logGroupName": None,
+        },
+    )
+    first = sync(path, "--once")  # creates the queue and the notification; nothing to read
+    assert first.returncode == 0, first.stderr
+    assert status(first)["source"]["mode"] == "s3"
+    fmt = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets "
+    fmt += "bytes start end action log-status"
+    prefix = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2026/12/06/"
+
+    def name(n: int) -> str:
+        return f"{prefix}123456789012_vpcflowlogs_us-east-1_fl-1_20261206T16{n:02d}Z_h{n}.log.gz"
+
+    for n in range(2):
+        lines = [fmt] + [
+            f"2 123456789012 eni-1 10.0.{n}.{i + 1} 10.1.0.9 {40000 + i} 5432 6 1 60 "
+            f"1765000000 1765000060 ACCEPT OK"
+            for i in range(10)
+        ]
+        s3.put_object(
+            Bucket="central-flow-logs", Key=name(n), Body=gzip.compress("\n".join(lines).encode())
+        )
+    s3.put_object(Bucket="central-flow-logs", Key=name(7), Body=b"\x1f\x8b not gzip")
+    second = sync(path, "--once")
+    assert second.returncode == 1, second.stderr
+    assert name(7) in second.stderr
+    assert len(received(world)) == 20
+    source = status(second)["source"]
+    assert (source["objectsDone"], source["objectsFailed"]) == (2, 1)
+    assert conditions(status(second))["Ingesting"] == ("False", "ObjectUnreadable")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ from flowexport.aws.interfaces import discover
 from flowexport.aws.kinesis_reader import ShardCursor, ShardReader
 from flowexport.aws.ownership import MANAGED_BY, MANAGED_BY_TAG, OWNER_TAG, Owner, owner_tags
 from flowexport.aws.reader import LogReader, ReaderCursor
+from flowexport.aws.s3 import (
+    ObjectReader,
+    ObjectRef,
+    announced,
+    delete_message,
+    hide_message,
+    receive,
+)
 from flowexport.aws.session import AwsTarget, make_clients, make_session
 from flowexport.aws.stream import default_name
 from flowexport.sources import delete_subscription, ensure_subscription
@@ -41,7 +50,14 @@ NOT_THE_OPERATOR = ("sim/", "commands/demo.py")
 ACCOUNT = "123456789012"  # moto's account
 DELIVERY_ROLE = "flowexport-flow-logs-delivery"
 SUBSCRIPTION_ROLE = "flowexport-cwl-to-kinesis"
-PREFIX = {"ec2": "ec2", "logs": "logs", "sts": "sts", "kinesis": "kinesis"}
+PREFIX = {
+    "ec2": "ec2",
+    "logs": "logs",
+    "sts": "sts",
+    "kinesis": "kinesis",
+    "s3": "s3",
+    "sqs": "sqs",
+}
 
 
 def _api_names(service: str) -> dict[str, str]:
@@ -83,6 +99,8 @@ class Call:
     #: The tags of the resource the call names (flow logs of a DeleteFlowLogs, the log group,
     #: the stream), read just before the call: what aws:ResourceTag conditions see.
     tags: dict[str, str]
+    #: The destination types of the flow logs a DeleteFlowLogs call names (cloud-watch-logs, s3).
+    destinations: set[str] = field(default_factory=set)
 
     @property
     def action(self) -> str:
@@ -98,7 +116,8 @@ class Recording:
 @pytest.fixture
 def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recording]:
     """Every AWS call made through boto3 sessions while the test runs, with its parameters."""
-    bench = {service: cloud.raw(service) for service in ("ec2", "iam", "logs", "lambda", "kinesis")}
+    services = ("ec2", "iam", "logs", "lambda", "kinesis", "s3", "sqs")
+    bench = {service: cloud.raw(service) for service in services}
     calls: list[Call] = []
     original = boto3.session.Session.client
 
@@ -117,13 +136,19 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
                 return {t["Key"]: t.get("Value", "") for t in found}
         return {}
 
+    def flow_logs(params: dict[str, Any]) -> list[dict[str, Any]]:
+        found = bench["ec2"].describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"]
+        return list(found)
+
     def client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
         made = original(self, *args, **kwargs)
 
         def record(model: Any, params: dict[str, Any], **_: Any) -> None:
             service = model.service_model.signing_name
             tags = resource_tags(service, model.name, params)
-            calls.append(Call(service, model.name, dict(params), tags))
+            found = flow_logs(params) if model.name == "DeleteFlowLogs" else []
+            kinds = {str(f.get("LogDestinationType", "cloud-watch-logs")) for f in found}
+            calls.append(Call(service, model.name, dict(params), tags, kinds))
 
         made.meta.events.register("before-parameter-build", record)
         return made
@@ -201,7 +226,33 @@ def a_flowexport_life(cloud: Cloud, bench: dict[str, Any]) -> None:
     list(reader.chunks(ShardCursor(shard.shard_id), now_ms=2**41, chunk_size=10))
     delete_subscription(clients, replaced, owner, "Delete", streaming())  # stream and filter
     delete_subscription(clients, replaced, owner, "Delete")
+    mode_s3(cloud, clients, bench, owner)
     assert make_session(target).client("sts", endpoint_url=cloud.url).get_caller_identity()
+
+
+def mode_s3(cloud: Cloud, clients: Any, bench: dict[str, Any], owner: str) -> None:
+    """Mode s3: the VPC's flow log into a bucket, the queue (with its dead-letter queue) and
+    the notification created, an object read and its message handled, all removed."""
+    bench["s3"].create_bucket(Bucket="central-flow-logs")
+    # moto refuses CreateFlowLogs to S3 with a key prefix: no prefix here.
+    source = SourceSpec.model_validate({"mode": "s3", "s3": {"bucket": "central-flow-logs"}})
+    s3_spec = cloud.spec(logGroupName=None)
+    sub = ensure_subscription(clients, s3_spec, owner, source)
+    ensure_subscription(clients, s3_spec, owner, source)  # adopts what it made
+    assert sub.s3 is not None
+    name = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2026/12/06/"
+    name += f"{ACCOUNT}_vpcflowlogs_us-east-1_fl-1_20261206T1620Z_h.log.gz"
+    body = gzip.compress(b"version srcaddr dstaddr srcport dstport protocol\n")
+    bench["s3"].put_object(Bucket="central-flow-logs", Key=name, Body=body)
+    url = sub.s3.queue_url
+    messages = receive(clients, url, 1, 30)
+    refs = [ref for m in messages for ref in announced(m["Body"]).objects]
+    hide_message(clients, url, messages[0]["ReceiptHandle"], 60)
+    reader = ObjectReader(clients, refs[0] if refs else ObjectRef("central-flow-logs", name, ""), 0)
+    list(reader.chunks(ReaderCursor(0), now_ms=0, chunk_size=10))
+    for message in messages:
+        delete_message(clients, url, message["ReceiptHandle"])
+    delete_subscription(clients, s3_spec, owner, "Delete", source)
 
 
 def requirements(call: Call) -> list[Request]:
@@ -233,8 +284,11 @@ def requirements(call: Call) -> list[Request]:
                 for t in spec["Tags"]
             }
             checks.append(Request(call.action, flow_log_arn + "fl-new", requested(tags)))
-            passed_to = {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}
-            checks.append(Request("iam:PassRole", p["DeliverLogsPermissionArn"], passed_to))
+            if p.get("LogDestinationType") == "s3":  # the delivery to S3 is the caller's
+                checks.append(Request("logs:CreateLogDelivery", "*"))
+            else:
+                passed_to = {"iam:PassedToService": "vpc-flow-logs.amazonaws.com"}
+                checks.append(Request("iam:PassRole", p["DeliverLogsPermissionArn"], passed_to))
             if tags:
                 checks.append(
                     Request(
@@ -245,7 +299,10 @@ def requirements(call: Call) -> list[Request]:
                 )
             return checks
         case "ec2:DeleteFlowLogs":
-            return [Request(call.action, flow_log_arn + i, resource) for i in p["FlowLogIds"]]
+            checks = [Request(call.action, flow_log_arn + i, resource) for i in p["FlowLogIds"]]
+            if "s3" in call.destinations:
+                checks.append(Request("logs:DeleteLogDelivery", "*"))
+            return checks
         case "logs:CreateLogGroup":
             checks = [Request(call.action, group_arn, requested(p.get("tags", {})))]
             if p.get("tags"):
@@ -291,6 +348,34 @@ def requirements(call: Call) -> list[Request]:
             return [Request(call.action, p["resourceArn"], resource)]
         case "sts:AssumeRole":
             return [Request(call.action, p["RoleArn"])]
+        case "s3:HeadBucket":  # HeadBucket is authorized as ListBucket
+            return [Request("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}")]
+        case "s3:GetObject":
+            return [Request(call.action, f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
+        case "s3:GetBucketNotificationConfiguration" | "s3:PutBucketNotificationConfiguration":
+            action = call.action.replace("Configuration", "")
+            return [Request(action, f"arn:aws:s3:::{p['Bucket']}")]
+        case "sqs:CreateQueue":
+            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueName']}"
+            checks = [Request(call.action, arn)]
+            if p.get("tags"):
+                checks.append(Request("sqs:TagQueue", arn))
+            return checks
+        case "sqs:GetQueueUrl":
+            return [Request(call.action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueName']}")]
+        case "sqs:DeleteQueue":
+            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueUrl'].rsplit('/', 1)[1]}"
+            return [Request(call.action, arn, {f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY})]
+        case (
+            "sqs:ListQueueTags"
+            | "sqs:GetQueueAttributes"
+            | "sqs:SetQueueAttributes"
+            | "sqs:ReceiveMessage"
+            | "sqs:DeleteMessage"
+            | "sqs:ChangeMessageVisibility"
+        ):
+            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueUrl'].rsplit('/', 1)[1]}"
+            return [Request(call.action, arn)]
     raise AssertionError(f"no authorization model for {call.action}: add it here and to iam/")
 
 

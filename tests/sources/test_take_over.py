@@ -61,7 +61,9 @@ class Store:
     def book(self, since: int | None) -> MemoryShardBook:
         return MemoryShardBook()
 
-    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+    def announce(
+        self, reason: str, message: str, *, warning: bool = False, part: str | None = None
+    ) -> None:
         self.announced.append(reason)
 
 

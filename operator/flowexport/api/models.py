@@ -242,7 +242,7 @@ class AwsEndpoints(ApiModel):
     """Endpoint URLs per AWS service."""
 
     model_config = _rules(
-        *(_no_credentials(f, _AWS_KEYS) for f in ("ec2", "logs", "sts", "kinesis"))
+        *(_no_credentials(f, _AWS_KEYS) for f in ("ec2", "logs", "sts", "kinesis", "s3", "sqs"))
     )
 
     ec2: str | None = Field(
@@ -269,8 +269,20 @@ class AwsEndpoints(ApiModel):
         max_length=2048,
         json_schema_extra=_url_rules(),
     )
+    s3: str | None = Field(
+        default=None,
+        description="S3 (source.mode s3).",
+        max_length=2048,
+        json_schema_extra=_url_rules(),
+    )
+    sqs: str | None = Field(
+        default=None,
+        description="SQS (source.mode s3).",
+        max_length=2048,
+        json_schema_extra=_url_rules(),
+    )
 
-    @field_validator("ec2", "logs", "sts", "kinesis")
+    @field_validator("ec2", "logs", "sts", "kinesis", "s3", "sqs")
     @classmethod
     def _endpoint_is_safe(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value, "the endpoint URL")
@@ -292,12 +304,21 @@ class AwsSpec(ApiModel):
         description="AWS region of the VPC and the log group, e.g. us-east-1.",
         pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
     )
-    vpc_id: str = Field(
-        description="The VPC whose flow logs are exported, e.g. vpc-0123456789abcdef0.",
+    vpc_id: str | None = Field(
+        default=None,
+        description=(
+            "The VPC whose flow logs are exported, e.g. vpc-0123456789abcdef0. Required in "
+            "modes poll and stream; optional in mode s3 (unset: every flow-log object the "
+            "queue announces under the prefix is read, e.g. a central bucket)."
+        ),
         pattern=r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$",
     )
-    log_group_name: str = Field(
-        description="CloudWatch Logs log group the VPC flow log delivers to.",
+    log_group_name: str | None = Field(
+        default=None,
+        description=(
+            "CloudWatch Logs log group the VPC flow log delivers to (modes poll and stream; "
+            "not used in mode s3)."
+        ),
         min_length=1,
         max_length=512,
         pattern=r"^[.\-_/#A-Za-z0-9]+$",
@@ -462,6 +483,16 @@ class AwsSpec(ApiModel):
                 "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does"
             )
         return self
+
+    @property
+    def log_group(self) -> str:
+        """spec.logGroupName (the spec's validator requires it in the modes that read one)."""
+        return self.log_group_name or ""
+
+    @property
+    def vpc(self) -> str:
+        """spec.vpcId (required except in mode s3)."""
+        return self.vpc_id or ""
 
 
 class PceSpec(ApiModel):
@@ -860,8 +891,55 @@ class StreamSpec(ApiModel):
         return self
 
 
+class S3Spec(ApiModel):
+    """Mode s3: flow-log objects in a bucket, announced by S3 event notifications on a queue."""
+
+    model_config = _rules(_no_credentials("queueUrl", _AWS_KEYS))
+
+    bucket: str = Field(
+        description="The bucket the flow logs are delivered to.",
+        min_length=3,
+        max_length=63,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+    )
+    prefix: str = Field(
+        default="",
+        description=(
+            "Key prefix the flow logs are under (AWS adds AWSLogs/... after it); objects "
+            "announced outside it are skipped and counted."
+        ),
+        max_length=1024,
+    )
+    queue_url: str | None = Field(
+        default=None,
+        description=(
+            "SQS queue the bucket's ObjectCreated notifications go to. Unset: the operator "
+            "creates the queue (with a dead-letter queue) and the bucket notification, owns "
+            "them and deletes them per deletionPolicy."
+        ),
+        max_length=2048,
+        json_schema_extra=_url_rules(),
+    )
+    file_format: Literal["plain-text", "parquet"] = Field(
+        default="plain-text",
+        description="The file format of a flow log the operator creates (spec.aws.vpcId set).",
+    )
+    hive_compatible_partitions: bool = Field(
+        default=False,
+        description="Hive-compatible key prefixes for a flow log the operator creates.",
+    )
+    per_hour_partition: bool = Field(
+        default=False, description="Hourly key prefixes for a flow log the operator creates."
+    )
+
+    @field_validator("queue_url")
+    @classmethod
+    def _queue_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, "the queue URL")
+
+
 #: What the message for a mode without its settings adds.
-_SETTINGS_HINTS = {"stream": " (at least subscriptionRoleArn)"}
+_SETTINGS_HINTS = {"stream": " (at least subscriptionRoleArn)", "s3": " (at least bucket)"}
 
 
 class SourceSpec(ApiModel):
@@ -871,21 +949,27 @@ class SourceSpec(ApiModel):
         _cel(
             "!has(self.mode) || self.mode != 'stream' || has(self.stream)",
             "mode stream needs source.stream (at least subscriptionRoleArn)",
-        )
+        ),
+        _cel(
+            "!has(self.mode) || self.mode != 's3' || has(self.s3)",
+            "mode s3 needs source.s3 (at least bucket)",
+        ),
     )
 
-    mode: Literal["poll", "stream"] = Field(
+    mode: Literal["poll", "stream", "s3"] = Field(
         default="poll",
         description=(
             "poll: FilterLogEvents on the log group (no other AWS resource; bounded by the "
             "account's FilterLogEvents quota). stream: a subscription filter delivers the log "
             "group to a Kinesis data stream, read shard by shard (for busy VPCs). Switching "
-            "either way leaves no gap."
+            "between poll and stream leaves no gap. s3: flow-log objects in S3, announced on "
+            "an SQS queue (no log group)."
         ),
     )
     stream: StreamSpec | None = Field(
         default=None, description="The stream and its subscription filter (mode stream)."
     )
+    s3: S3Spec | None = Field(default=None, description="The bucket, prefix and queue (mode s3).")
 
     @model_validator(mode="after")
     def _mode_needs_its_settings(self) -> SourceSpec:
@@ -928,6 +1012,28 @@ class FlowExportSpec(ApiModel):
     suspend: bool = Field(
         default=False, description="Stop ingesting (the subscription is kept) while true."
     )
+
+    @model_validator(mode="after")
+    def _log_group_unless_s3(self) -> FlowExportSpec:
+        # Modes poll and stream read a log group a VPC's flow log delivers to; mode s3 reads
+        # objects (a VPC is optional: without one, a central bucket's every account).
+        reads_objects = isinstance(getattr(self.source, self.source.mode, None), S3Spec)
+        if not reads_objects:
+            missing = [
+                name
+                for name, value in (
+                    ("vpcId", self.aws.vpc_id),
+                    ("logGroupName", self.aws.log_group_name),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"spec.aws needs {' and '.join(missing)} in mode {self.source.mode}"
+                )
+        if self.workloads.mode == "Sync" and self.aws.vpc_id is None:
+            raise ValueError("workloads mode Sync needs spec.aws.vpcId")
+        return self
 
 
 class Condition(ApiModel):
@@ -994,7 +1100,7 @@ class WorkloadsStatus(ApiModel):
 class SourceStatus(ApiModel):
     """Where the worker reads from, and since when."""
 
-    mode: Literal["poll", "stream"] = Field(description="The mode the cursors are in.")
+    mode: Literal["poll", "stream", "s3"] = Field(description="The mode the cursors are in.")
     stream_arn: str | None = Field(default=None, description="The stream read (mode stream).")
     subscription_filter: str | None = Field(
         default=None, description="The subscription filter delivering to it."
@@ -1040,6 +1146,50 @@ class SourceStatus(ApiModel):
             "Mode stream: the part of status.counts read from the log group itself (the rest "
             "is the shards' entries, written by the replicas reading them)."
         ),
+    )
+    bucket: str | None = Field(default=None, description="Mode s3: the bucket read.")
+    queue_url: str | None = Field(
+        default=None, description="Mode s3: the queue its object notifications arrive on."
+    )
+    objects_done: int | None = Field(
+        default=None,
+        ge=0,
+        description="Mode s3: objects whose every flow the PCE accepted (this holder).",
+    )
+    objects_in_flight: int | None = Field(
+        default=None, ge=0, description="Mode s3: objects being read now."
+    )
+    objects_failed: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Mode s3: objects that could not be read (corrupt, denied, gone), left to the "
+            "queue's redrive policy."
+        ),
+    )
+    objects_skipped: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Mode s3: announcements skipped: test events, keys that are not flow-log files or "
+            "not of this VPC, objects already done (same key and ETag)."
+        ),
+    )
+    oldest_message_age_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Mode s3: the lag: seconds since the oldest message of the last receive was sent "
+            "(0 when the queue had nothing to give)."
+        ),
+    )
+    done_objects: list[str] | None = Field(
+        default=None,
+        description=(
+            "Mode s3: the latest objects done, as '<ETag> <key>' (at most 256): one announced "
+            "again is not read again."
+        ),
+        max_length=256,
     )
 
     @classmethod

@@ -110,6 +110,8 @@ class AwsClients:
     target: AwsTarget
     session: Any = None
     _kinesis: Any = None
+    _s3: Any = None
+    _sqs: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -121,6 +123,26 @@ class AwsClients:
                     "kinesis", endpoint_url=self.target.endpoint("kinesis"), config=CLIENT_CONFIG
                 )
             return self._kinesis
+
+    @property
+    def s3(self) -> Any:
+        """The S3 client (mode s3)."""
+        with self._lock:
+            if self._s3 is None:
+                self._s3 = self.session.client(
+                    "s3", endpoint_url=self.target.endpoint("s3"), config=CLIENT_CONFIG
+                )
+            return self._s3
+
+    @property
+    def sqs(self) -> Any:
+        """The SQS client (mode s3)."""
+        with self._lock:
+            if self._sqs is None:
+                self._sqs = self.session.client(
+                    "sqs", endpoint_url=self.target.endpoint("sqs"), config=CLIENT_CONFIG
+                )
+            return self._sqs
 
 
 def make_clients(target: AwsTarget) -> AwsClients:

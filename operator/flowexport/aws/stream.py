@@ -360,7 +360,7 @@ def ensure_stream_subscription(
     group's filters when the caller already described them.
     """
     changes: list[str] = []
-    group = aws.log_group_name
+    group = aws.log_group
     put_on = f"log group {group} (a subscription filter would be put on it)"
     if not _names_stream(spec):  # a stream of its own: its filter is always to be put
         check_foreign(put_on, group_owner, owner, changes=True)
@@ -462,7 +462,7 @@ def remove_stream_subscription(
     a stream named by streamArn, never another FlowExport's."""
     if aws.management_policy == "Observe":
         return []
-    group = aws.log_group_name
+    group = aws.log_group
     try:
         filters = describe_filters(clients, group)
     except AwsError as exc:

@@ -20,6 +20,7 @@ from flowexport.aws.ownership import (
     owner_tags,
     tagged_owner,
 )
+from flowexport.aws.s3 import S3Subscription
 from flowexport.aws.session import AwsClients
 from flowexport.aws.stream import (
     StreamSubscription,
@@ -48,6 +49,15 @@ class Subscription:
     filters: list[dict[str, Any]] = field(default_factory=list)
     #: Mode stream: the stream and the filter delivering to it.
     stream: StreamSubscription | None = None
+    #: Mode s3: the bucket, the queue and the flow log into the bucket.
+    s3: S3Subscription | None = None
+
+    @classmethod
+    def without_log_group(cls) -> Subscription:
+        """What a source that reads no log group starts from (mode s3): no log group, no
+        flow log to it; the source fills in what it ensures."""
+        return cls("", "", PIPELINE_FORMAT, False, False)
+
     #: The FlowExport (namespace/name) the log group's ownership tag names, if any.
     log_group_owner: str | None = None
 
@@ -105,12 +115,12 @@ def _vpc_exists(clients: AwsClients, spec: AwsSpec) -> None:
     """DescribeVpcs; a VPC AWS does not know says which region and account were asked (a
     VPC of another region is the likeliest cause)."""
     try:
-        call("ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc_id])
+        call("ec2", "DescribeVpcs", clients.ec2.describe_vpcs, VpcIds=[spec.vpc])
     except AwsError as exc:
         if exc.reason is not Reason.VPC_NOT_FOUND:
             raise
         raise AwsError(
-            f"VPC {spec.vpc_id} does not exist in region {spec.region} for the "
+            f"VPC {spec.vpc} does not exist in region {spec.region} for the "
             "operator's AWS account (or spec.aws.roleArn's): check spec.aws.region, the VPC id "
             "and the account",
             Reason.VPC_NOT_FOUND,
@@ -128,7 +138,7 @@ def _subscription_filters(
     which are deleted here: only on a log group of this FlowExport's own or of none, and never
     a filter of any FlowExport (one into a stream tagged as a FlowExport's, or named like the
     operator's filters); such a request is refused (OwnedByAnotherFlowExport)."""
-    group = spec.log_group_name
+    group = spec.log_group
     found = describe_filters(clients, group)
     doomed = (
         [f for f in found if str(f["filterName"]) in spec.remove_subscription_filters]
@@ -181,7 +191,7 @@ def _ensure_log_group(
 ) -> tuple[str, bool, str | None]:
     """The log group's ARN, whether this FlowExport owns it, and the FlowExport its tag names
     (one of another namespace is refused here)."""
-    name = spec.log_group_name
+    name = spec.log_group
     group = find_log_group(clients, name)
     if group is None:
         if not spec.manage_log_group or not _may_create(spec):
@@ -246,14 +256,13 @@ def _check_other_deliveries(clients: AwsClients, spec: AwsSpec, owner: str) -> N
         "ec2",
         "DescribeFlowLogs",
         clients.ec2.describe_flow_logs,
-        Filters=[{"Name": "log-group-name", "Values": [spec.log_group_name]}],
+        Filters=[{"Name": "log-group-name", "Values": [spec.log_group]}],
     )
     for flow_log in answer.get("FlowLogs", []):
-        if flow_log.get("LogGroupName") != spec.log_group_name:
+        if flow_log.get("LogGroupName") != spec.log_group:
             continue
         check_foreign(
-            f"log group {spec.log_group_name} (flow log {flow_log.get('FlowLogId')} delivers "
-            "into it)",
+            f"log group {spec.log_group} (flow log {flow_log.get('FlowLogId')} delivers into it)",
             _owner_of(flow_log),
             owner,
             changes=False,
@@ -265,13 +274,13 @@ def _flow_logs(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
         "ec2",
         "DescribeFlowLogs",
         clients.ec2.describe_flow_logs,
-        Filters=[{"Name": "resource-id", "Values": [spec.vpc_id]}],
+        Filters=[{"Name": "resource-id", "Values": [spec.vpc]}],
     )
     return [
         f
         for f in answer.get("FlowLogs", [])
         if f.get("LogDestinationType", "cloud-watch-logs") == "cloud-watch-logs"
-        and f.get("LogGroupName") == spec.log_group_name
+        and f.get("LogGroupName") == spec.log_group
     ]
 
 
@@ -319,7 +328,7 @@ def _conflict(other: dict[str, Any], spec: AwsSpec, owner: str) -> AwsError:
     foreign one whose format the pipeline cannot read."""
     differences = _differences(other, spec)
     fields = " and ".join(f"spec.aws.{name}" for name, _, _ in differences)
-    where = f"flow log {other['FlowLogId']} delivers {spec.vpc_id} to {spec.log_group_name}"
+    where = f"flow log {other['FlowLogId']} delivers {spec.vpc} to {spec.log_group}"
     if _owner_of(other) == owner:
         advice = (
             f"this FlowExport created it, and managementPolicy {spec.management_policy} does "
@@ -379,12 +388,12 @@ def _ensure_flow_log(
             else "creating one needs spec.aws.deliverLogsRoleArn"
         )
         raise AwsError(
-            f"no flow log delivers {spec.vpc_id} to {spec.log_group_name}, and {why}",
+            f"no flow log delivers {spec.vpc} to {spec.log_group}, and {why}",
             Reason.FLOW_LOG_NOT_FOUND,
         )
     # A new flow log adds this VPC's records to the log group: a change of the group.
     check_foreign(
-        f"log group {spec.log_group_name} (a new flow log would deliver into it)",
+        f"log group {spec.log_group} (a new flow log would deliver into it)",
         group_owner,
         owner,
         changes=True,
@@ -393,11 +402,11 @@ def _ensure_flow_log(
         "ec2",
         "CreateFlowLogs",
         clients.ec2.create_flow_logs,
-        ResourceIds=[spec.vpc_id],
+        ResourceIds=[spec.vpc],
         ResourceType="VPC",
         TrafficType=spec.traffic_type or NEW_TRAFFIC_TYPE,
         LogDestinationType="cloud-watch-logs",
-        LogGroupName=spec.log_group_name,
+        LogGroupName=spec.log_group,
         DeliverLogsPermissionArn=spec.deliver_logs_role_arn,
         LogFormat=fmt.render(),
         MaxAggregationInterval=spec.max_aggregation_interval or NEW_AGGREGATION_INTERVAL,
@@ -437,7 +446,7 @@ def delete_delivery(clients: AwsClients, spec: AwsSpec, owner: str, policy: str)
     if owned:
         call("ec2", "DeleteFlowLogs", clients.ec2.delete_flow_logs, FlowLogIds=owned)
         removed += [f"deleted flow log {i}" for i in owned]
-    group = find_log_group(clients, spec.log_group_name)
+    group = find_log_group(clients, spec.log_group)
     if group is not None:
         tags = call(
             "logs",
@@ -450,7 +459,7 @@ def delete_delivery(clients: AwsClients, spec: AwsSpec, owner: str, policy: str)
                 "logs",
                 "DeleteLogGroup",
                 clients.logs.delete_log_group,
-                logGroupName=spec.log_group_name,
+                logGroupName=spec.log_group,
             )
-            removed.append(f"deleted log group {spec.log_group_name}")
+            removed.append(f"deleted log group {spec.log_group}")
     return removed

@@ -28,6 +28,7 @@ from flowexport.commands.common import EXIT_OK, EXIT_REJECTED, UsageError
 from flowexport.commands.manifest import Manifest, ManifestError, ManifestSecrets, load_manifest
 from flowexport.core.encode import encode_csv
 from flowexport.core.flows import Flow
+from flowexport.errors import Reason
 from flowexport.pipeline import Progress
 from flowexport.sources.shards import MemoryShardBook, shard_progress
 from flowexport.workloads.sync import WorkloadTotals
@@ -159,8 +160,8 @@ class SyncState:
         status = FlowExportStatus(
             observed_generation=self.manifest.generation,
             conditions=self.conditions.items,
-            flow_log_id=self.subscription.flow_log_id if self.subscription else None,
-            log_group_arn=self.subscription.log_group_arn if self.subscription else None,
+            flow_log_id=self.subscription.flow_log_id or None if self.subscription else None,
+            log_group_arn=self.subscription.log_group_arn or None if self.subscription else None,
             counts=counts,
             last_upload_time=total.last_upload_time if total else None,
             lag_seconds=self._lag_seconds(),
@@ -302,7 +303,9 @@ class FileSourceStore:
             )
         return self.state.book
 
-    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+    def announce(
+        self, reason: str, message: str, *, warning: bool = False, part: str | None = None
+    ) -> None:
         """A log line."""
         log.log(logging.WARNING if warning else logging.INFO, "%s: %s", reason, message)
 
@@ -401,7 +404,13 @@ async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) 
         )
     )
     state.progress = ingested.progress
-    if ingested.error is not None:
+    error = ingested.error
+    if error is not None and error.reason is Reason.OBJECT_UNREADABLE:
+        # Mode s3 --once: the rest was read; the objects that could not be are named.
+        state.apply(ingested.updates)
+        print(f"flowexport sync: {error}", file=sys.stderr, flush=True)
+        return EXIT_REJECTED
+    if error is not None:
         raise state.fail(ingested)
     if stop.is_set():
         log.info("stopped; cursor saved")

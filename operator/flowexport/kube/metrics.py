@@ -100,6 +100,13 @@ ERRORS = Counter(
     (*_LABELS, "stage", "reason"),
     registry=REGISTRY,
 )
+PART_FAILURES = Counter(
+    "flowexport_part_failures",
+    "Parts of a source that could not be read, by part and reason (mode s3: an object's key "
+    "and ObjectUnreadable; each is left to the queue's redrive policy).",
+    (*_LABELS, "part", "reason"),
+    registry=REGISTRY,
+)
 LAG = Gauge(
     "flowexport_lag_seconds",
     "Age of the newest record uploaded, at its upload.",
@@ -208,6 +215,11 @@ def count_error(namespace: str, name: str, stage: str, reason: str) -> None:
     ERRORS.labels(namespace, name, stage, reason).inc()
 
 
+def count_part_failure(namespace: str, name: str, part: str, reason: str) -> None:
+    """A part of a source (mode s3: an object) that could not be read."""
+    PART_FAILURES.labels(namespace, name, part, reason).inc()
+
+
 def set_condition(namespace: str, name: str, type_: str, ok: bool | None) -> None:
     """The condition as 1 (True) or 0 (False or Unknown).
 
@@ -268,7 +280,7 @@ def forget(namespace: str, name: str) -> None:
         with contextlib.suppress(KeyError):
             metric.remove(namespace, name)
     _SUMMARY.pop((namespace, name), None)
-    for metric in (RECORDS_SKIPPED, ERRORS, CONDITION, WORKLOAD_CHANGES, SHARD_LAG):
+    for metric in (RECORDS_SKIPPED, ERRORS, CONDITION, WORKLOAD_CHANGES, SHARD_LAG, PART_FAILURES):
         for labels in list(metric._metrics):  # no public way to list a family's children
             if labels[:2] == (namespace, name):
                 metric.remove(*labels)

@@ -91,7 +91,10 @@ async def reconcile(
                 export.restart.set()
             export.subscription = subscription
             export.subscribed_generation = generation
-            board.update(flowLogId=subscription.flow_log_id, logGroupArn=subscription.log_group_arn)
+            board.update(
+                flowLogId=subscription.flow_log_id or None,
+                logGroupArn=subscription.log_group_arn or None,
+            )
             probed = await lifecycle.probe(spec, secrets)
             announce(op.events, body, board.apply(probed.updates))
             expected = lifecycle.workloads_expected(spec)

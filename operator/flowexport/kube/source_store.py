@@ -12,6 +12,7 @@ from typing import Any
 
 from flowexport.api.models import SourceStatus
 from flowexport.kube.events import EventSink
+from flowexport.kube.metrics import count_part_failure
 from flowexport.kube.replicas import STOP_SECONDS
 from flowexport.kube.shard_book import KubeShardBook
 from flowexport.kube.status_writer import StatusWriter
@@ -87,6 +88,13 @@ class KubeSourceStore:
             )
         return self.shard_book
 
-    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
-        """An Event on the FlowExport."""
+    def announce(
+        self, reason: str, message: str, *, warning: bool = False, part: str | None = None
+    ) -> None:
+        """An Event on the FlowExport (and, about a part, flowexport_part_failures_total)."""
         self.events.post(self.body, "Warning" if warning else "Normal", reason, message)
+        if part is not None:
+            meta = self.body.get("metadata") or {}
+            count_part_failure(
+                str(meta.get("namespace", "")), str(meta.get("name", "")), part, reason
+            )

@@ -4,6 +4,7 @@ One module per mode, each a `Source` (`base.py`):
 
     poll.py     FilterLogEvents on the log group (no other AWS resource)
     stream.py   a subscription filter into a Kinesis stream, read shard by shard (`shards.py`)
+    s3.py       flow-log objects in S3, announced on an SQS queue (no log group)
 
 The lifecycle, the operator's worker and share reader, and `flowexport sync` go through the
 functions below and never compare a mode name. Adding a mode is a module with a `Source`
@@ -22,6 +23,7 @@ from flowexport.aws.subscription import Subscription, delete_delivery, deletes, 
 from flowexport.pipeline import Progress
 from flowexport.sources.base import Reading, Share, Source, SourceStore
 from flowexport.sources.poll import PollSource
+from flowexport.sources.s3 import S3Source
 from flowexport.sources.stream import StreamSource
 
 __all__ = [
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 #: Every mode, by its name in spec.source.mode and status.source.mode.
-SOURCES: dict[str, Source] = {s.mode: s for s in (PollSource(), StreamSource())}
+SOURCES: dict[str, Source] = {s.mode: s for s in (PollSource(), StreamSource(), S3Source())}
 
 
 def source_for(spec: SourceSpec) -> Source:
@@ -52,8 +54,11 @@ def ensure_subscription(
     """The flow log delivering to the log group, and the chosen mode's AWS resources; what
     this FlowExport made for another mode goes. Blocking; idempotent."""
     spec = spec or SourceSpec()
-    subscription = ensure_delivery(clients, aws, owner)
     chosen = source_for(spec)
+    if chosen.reads_log_group:
+        subscription = ensure_delivery(clients, aws, owner)
+    else:
+        subscription = Subscription.without_log_group()
     chosen.ensure(clients, aws, owner, spec, subscription)
     for source in SOURCES.values():
         if source is not chosen:
@@ -67,7 +72,10 @@ def delete_subscription(
     """With policy Delete, remove what this FlowExport created for its mode, then its flow
     log and log group (never under managementPolicy Observe). Blocking."""
     spec = spec or SourceSpec()
-    removed = source_for(spec).remove(clients, aws, owner, spec) if deletes(aws, policy) else []
+    chosen = source_for(spec)
+    removed = chosen.remove(clients, aws, owner, spec) if deletes(aws, policy) else []
+    if not chosen.reads_log_group:
+        return removed
     return removed + delete_delivery(clients, aws, owner, policy)
 
 
@@ -84,7 +92,8 @@ async def take_over(
 
     A cursor belongs to one log group: one of another log group (the spec names a new one) is
     never replayed; the new log group is read from `start_from`, and the store says so."""
-    progress = await _own_log_group(store, progress, subscription, start_from)
+    if source.reads_log_group:
+        progress = await _own_log_group(store, progress, subscription, start_from)
     stored = store.stored()
     same = stored is not None and source.continues(stored, subscription)
     # The other replicas read parts until they see the change: let them stop first.

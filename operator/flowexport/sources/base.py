@@ -61,9 +61,12 @@ class SourceStore(Protocol):
         """The book of part checkpoints for the source start `since` (None: not started)."""
         ...
 
-    def announce(self, reason: str, message: str, *, warning: bool = False) -> None:
+    def announce(
+        self, reason: str, message: str, *, warning: bool = False, part: str | None = None
+    ) -> None:
         """Tell the user of a change (an Event, a log line); `warning` when data may be read
-        twice or not at all."""
+        twice or not at all; `part`: the part it is about (mode s3: the key of an object that
+        could not be read), counted by reason in the operator's metric."""
         ...
 
 
@@ -101,6 +104,8 @@ class Source(ABC):
 
     #: The `spec.source.mode` (and `status.source.mode`) this source is.
     mode: ClassVar[str]
+    #: Whether it reads a log group a VPC's flow log delivers to (mode s3 reads objects).
+    reads_log_group: ClassVar[bool] = True
 
     # -- AWS: blocking, run in a thread -----------------------------------------------------
 

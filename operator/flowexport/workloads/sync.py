@@ -148,7 +148,7 @@ class WorkloadSync:
         totals: WorkloadTotals | None = None,
     ) -> None:
         self.spec = spec.workloads
-        self.vpc_id = spec.aws.vpc_id
+        self.vpc_id = spec.aws.vpc
         self.clients = clients
         self.pce = pce
         self.mark = mark_of(owner, self.vpc_id)

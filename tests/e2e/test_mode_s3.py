@@ -1,0 +1,74 @@
+"""Mode s3 through the real operator process: objects put in a bucket reach the PCE through
+the queue the operator made, status.source tells, and deletion removes what it made."""
+
+from __future__ import annotations
+
+import gzip
+
+from tests.e2e.conftest import FE, Stack, eventually
+
+BUCKET = "central-flow-logs"
+ACCOUNT = "123456789012"
+FORMAT = (
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes "
+    "start end action log-status"
+)
+
+
+def put_object(stack: Stack, flow_log: str, n: int, count: int = 10) -> str:
+    key = (
+        f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/2026/12/06/"
+        f"{ACCOUNT}_vpcflowlogs_us-east-1_{flow_log}_20261206T16{n:02d}Z_h{n}.log.gz"
+    )
+    lines = [FORMAT] + [
+        f"2 {ACCOUNT} eni-1 10.0.{n}.{i + 1} 10.1.0.9 {40000 + i} 5432 6 1 60 "
+        "1765000000 1765000060 ACCEPT OK"
+        for i in range(count)
+    ]
+    body = gzip.compress(("\n".join(lines) + "\n").encode())
+    stack.aws("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    return key
+
+
+def source(stack: Stack) -> dict[str, object]:
+    found: dict[str, object] = stack.get()["status"].get("source") or {}
+    return found
+
+
+def test_mode_s3_objects_reach_the_pce_and_survive_a_restart(stack: Stack) -> None:
+    stack.aws("s3").create_bucket(Bucket=BUCKET)
+    stack.apply(stack.flowexport(source={"mode": "s3", "s3": {"bucket": BUCKET}}))
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    flow_log = stack.get()["status"]["flowLogId"]
+    assert flow_log.startswith("fl-")  # the VPC's flow log into the bucket
+    assert "logGroupArn" not in stack.get()["status"]
+    put_object(stack, flow_log, 1)
+    put_object(stack, flow_log, 2)
+    put_object(stack, "fl-another0", 3)  # another flow log's object: skipped
+    eventually(lambda: len(stack.received()) == 20, what="20 flows at the PCE")
+    eventually(lambda: source(stack).get("objectsDone") == 2, what="objectsDone 2")
+    status = stack.get()["status"]
+    assert status["source"]["mode"] == "s3" and status["source"]["bucket"] == BUCKET
+    assert status["counts"]["flowsUploaded"] == 20
+    bad = put_object(stack, flow_log, 9).replace("_h9.", "_bad.")
+    stack.aws("s3").put_object(Bucket=BUCKET, Key=bad, Body=b"\x1f\x8b not gzip")
+    eventually(
+        lambda: any(
+            e["reason"] == "ObjectUnreadable" and bad in e["message"] for e in stack.events()
+        ),
+        what="a Warning Event naming the unreadable object",
+    )
+    labels = f'{{name="prod",namespace="security",part="{bad}",reason="ObjectUnreadable"}}'
+    assert stack.operator.metric(f"flowexport_part_failures_total{labels}") == 1
+    eventually(lambda: len(stack.received()) == 30, what="the good object beside it")
+    assert stack.operator.stop() == 0  # SIGTERM
+    put_object(stack, flow_log, 4)
+    stack.operator.start()
+    eventually(lambda: len(stack.received()) == 40, what="the object put while stopped")
+    assert len(stack.received()) == 40
+    sqs = stack.aws("sqs")
+    assert len(sqs.list_queues(QueueNamePrefix="flowexport-").get("QueueUrls") or []) == 2
+    stack.kube.delete(f"{FE}/prod")
+    eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
+    assert not sqs.list_queues(QueueNamePrefix="flowexport-").get("QueueUrls")
+    assert stack.aws("ec2").describe_flow_logs()["FlowLogs"] == []
