@@ -25,6 +25,7 @@ from flowexport.sim.moto import reset
 from flowexport.sim.operator_process import OperatorProcess
 from flowexport.sim.pce import PCESimConfig, PCESimulator
 from flowexport.sim.serve import ServerThread
+from flowexport.urls import endpoint_of, host_port_text
 from tests.chart import RELEASE_NAMESPACE, container_args, of_kind, render
 from tests.cloud import KEYS, REGION
 from tests.deploy.test_argocd_health import health, kstatus
@@ -191,7 +192,13 @@ def real(
             **chart_values,
             "health": {"port": operator.port},
             "metrics": {"port": operator.metrics_port},
-            "operator": {"settleSeconds": 0, "resyncSeconds": 3, "verbose": True},
+            "operator": {
+                "settleSeconds": 0,
+                "resyncSeconds": 3,
+                "verbose": True,
+                # the PCE simulator is the one PCE the operator may send the API key to
+                "allowedPceHosts": [host_port_text(endpoint_of(pce_url))],
+            },
         }
         operator.args = [
             a.replace("$(POD_NAME)", "flowexport-0") for a in container_args(render(values))
