@@ -235,8 +235,11 @@ def write_gzip_lines(path: Path, heads: Iterable[bytes], body: bytes, copies: in
             out.write(newline)
 
 
-#: What `flowexport parse` may take whatever its input (the interpreter alone is ~15 MB).
-HOSTILE_RSS_LIMIT = 200 * 2**20
+#: What `flowexport parse` may take whatever its input: the interpreter ~15 MB, numpy and
+#: pyarrow ~45 MB, the columnar core's text blocks (16 MiB, up to four looked up together) and
+#: its byte-capped key caches. Measured 124-191 MB on the three inputs below, 205 MB once on a
+#: loaded machine (2026-12-06); 200 MB was the per-line core's bound.
+HOSTILE_RSS_LIMIT = 256 * 2**20
 MB = 2**20
 KEYED = line(PIPELINE_FORMAT, srcport="9" * (MAX_RECORD_CHARS - 200)).encode()
 

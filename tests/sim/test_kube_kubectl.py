@@ -106,8 +106,8 @@ def test_api_server_defaults_and_secret_round_trip(applied: dict[str, Any]) -> N
 
 def test_explain_uses_the_crd_descriptions(applied: dict[str, Any]) -> None:
     out = ok(kubectl(applied, "explain", "flowexport.spec.aws"))
-    assert "logGroupName\t<string> -required-" in out
-    assert "CloudWatch Logs log group the VPC flow log delivers to." in out
+    assert "region\t<string> -required-" in out  # logGroupName: not needed in mode s3
+    assert "CloudWatch Logs log group the VPC flow log delivers to (modes poll and" in out
 
 
 def test_invalid_specs_are_refused_with_the_field(applied: dict[str, Any]) -> None:
