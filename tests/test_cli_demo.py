@@ -51,7 +51,12 @@ def test_demo_with_source_stream_reads_through_the_shards_and_cleans_up() -> Non
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    stream = "flowexport-security-demo-vpc"
+    # The names the operator makes carry a hash of the FlowExport's uid (issue 23, item 7).
+    named = re.search(
+        r"caught up with Kinesis stream (flowexport-security-demo-vpc-[0-9a-f]{10})", out
+    )
+    assert named is not None, out
+    stream = named[1]
     assert "source stream: created the subscription role" in out
     assert "role/flowexport-cwl-to-kinesis" in out
     assert f"Ingesting          True    Ingesting: caught up with Kinesis stream {stream}" in out
