@@ -2,20 +2,23 @@
 simulator on loopback.
 
     python bench/s3.py [--objects 24] [--records 2000] [--replicas 1,2] [--latency-objects 20]
-                       [--big-mb 75] [--json]
+                       [--big-mb 75] [--kinds text,parquet] [--json]
 
-- throughput: `--objects` gzip text objects of `--records` distinct connections each, put
-  before the readers start; per `--replicas` count, that many `S3Runner`s (what the operator
-  runs per replica) on the one queue; seconds from their start to the last object done,
-  records/s and objects/s in all and per replica.
+- throughput: per `--kinds` (gzip text; Parquet as AWS writes it: a column per field,
+  INT32/INT64/STRING, gzip pages), `--objects` objects of `--records` distinct connections
+  each, put before the readers start; per `--replicas` count, that many `S3Runner`s (what the
+  operator runs per replica) on the one queue; seconds from their start to the last object
+  done, records/s and objects/s in all and per replica.
 - latency: one runner running, `--latency-objects` objects put one every 0.25 s; from each
   PutObject's return to the simulator accepting the object's first flow: p50, p95.
-- peak RSS: a child process reads one object of about `--big-mb` MB (gzip, as stored) with
-  `ObjectReader` in the pipeline's chunks (no PCE: the reader's memory, not the window's);
-  its peak RSS (VmHWM) before the object and after it.
+- peak RSS: per kind, a child process reads one object of about `--big-mb` MB (as stored)
+  with `ObjectReader` in the pipeline's chunks: the reader alone, then (another child) each
+  chunk through the core too (`FlowProcessor`, drained per chunk as the pipeline does; its key
+  cache grows to its bound with distinct connections); no PCE: not the window's memory; its
+  peak RSS (VmHWM) before the object and after it.
 
 moto, not AWS: no S3 request latency worth the name, SQS long polling answered at once when a
-message is there. Only text objects (mode s3 does not read Parquet yet). See bench/RESULTS.md.
+message is there. See bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from flowexport.api.models import FlowExportSpec
 from flowexport.aws.reader import ReaderCursor
 from flowexport.aws.s3 import ObjectReader, ObjectRef, ensure_s3_source
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, make_clients
+from flowexport.core.logformat import LogFormat
+from flowexport.core.normalise import FlowFilter
+from flowexport.core.processor import FlowProcessor
 from flowexport.pce.client import PCEClient, PCECredentials
 from flowexport.pipeline import Progress
 from flowexport.sim.moto import moto_server, reset
@@ -59,10 +65,11 @@ HEADER = (
 )
 
 
-def key(n: int) -> str:
+def key(n: int, kind: str = "text") -> str:
+    ext = "parquet" if kind == "parquet" else "gz"
     return (
         f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/2026/12/06/"
-        f"{ACCOUNT}_vpcflowlogs_{REGION}_fl-bench_20261206T1620Z_{n:08x}.log.gz"
+        f"{ACCOUNT}_vpcflowlogs_{REGION}_fl-bench_20261206T1620Z_{n:08x}.log.{ext}"
     )
 
 
@@ -79,6 +86,44 @@ def text_object(first: int, count: int, level: int = 6) -> bytes:
         for i in range(first, first + count)
     ]
     return gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=level)
+
+
+def _columns(first: int, count: int) -> Any:
+    """The records of `text_object` as AWS's Parquet columns (underscored names)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    rows = range(first, first + count)
+    int32, int64, text = pa.int32(), pa.int64(), pa.string()
+    return pa.table(
+        {
+            "version": pa.array([2] * count, int32),
+            "account_id": pa.array([ACCOUNT] * count, text),
+            "interface_id": pa.array([f"eni-{i % 50:017x}" for i in rows], text),
+            "srcaddr": pa.array([address(i) for i in rows], text),
+            "dstaddr": pa.array(["10.200.0.9"] * count, text),
+            "srcport": pa.array([40000 + i % 20000 for i in rows], int32),
+            "dstport": pa.array([443] * count, int32),
+            "protocol": pa.array([6] * count, int32),
+            "packets": pa.array([3 + i % 97 for i in rows], int64),
+            "bytes": pa.array([180 + (i * 7919) % 100_000 for i in rows], int64),
+            "start": pa.array([1765000000 + i % 300 for i in rows], int64),
+            "end": pa.array([1765000060 + i % 300 for i in rows], int64),
+            "action": pa.array(["ACCEPT"] * count, text),
+            "log_status": pa.array(["OK"] * count, text),
+        }
+    )
+
+
+def parquet_object(first: int, count: int) -> bytes:
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    out = io.BytesIO()
+    pq.write_table(_columns(first, count), out, compression="gzip")
+    return out.getvalue()
+
+
+def flow_object(kind: str, first: int, count: int) -> bytes:
+    return parquet_object(first, count) if kind == "parquet" else text_object(first, count)
 
 
 def clients_for(url: str) -> AwsClients:
@@ -143,11 +188,14 @@ def runner(url: str, pce: Pce, client: PCEClient, queue: str) -> S3Runner:
     )
 
 
-async def throughput(url: str, objects: int, records: int, replicas: int) -> dict[str, Any]:
+async def throughput(
+    url: str, objects: int, records: int, replicas: int, kind: str = "text"
+) -> dict[str, Any]:
     pce = Pce()
     clients, queue = setup(url)
     for n in range(objects):
-        clients.s3.put_object(Bucket=BUCKET, Key=key(n), Body=text_object(n * records, records))
+        body = flow_object(kind, n * records, records)
+        clients.s3.put_object(Bucket=BUCKET, Key=key(n, kind), Body=body)
     stop = asyncio.Event()
     pces = [pce.client() for _ in range(replicas)]
     runners = [runner(url, pce, c, queue) for c in pces]
@@ -164,6 +212,7 @@ async def throughput(url: str, objects: int, records: int, replicas: int) -> dic
     assert pce.flows() == total, (pce.flows(), total)
     pce.server.stop()
     return {
+        "kind": kind,
         "replicas": replicas,
         "objects": objects,
         "records": total,
@@ -211,8 +260,23 @@ async def latency(url: str, objects: int, records: int) -> dict[str, Any]:
     }
 
 
-def big_object(url: str, megabytes: int) -> dict[str, Any]:
+def big_object(url: str, megabytes: int, kind: str = "text") -> dict[str, Any]:
     clients, _ = setup(url)
+    body = big_parquet(megabytes) if kind == "parquet" else big_text(megabytes)
+    clients.s3.put_object(Bucket=BUCKET, Key=key(1, kind), Body=body)
+    found: dict[str, Any] = {"kind": kind, "object_mb": round(len(body) / 1e6, 1)}
+    for what in ("reader", "core"):
+        child = subprocess.run(
+            [sys.executable, __file__, "--rss-child", url, key(1, kind), what],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found[what] = json.loads(child.stdout)
+    return found
+
+
+def big_text(megabytes: int) -> bytes:
     buffer = io.BytesIO()
     count, step = 0, 100_000
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=1) as out:
@@ -220,17 +284,22 @@ def big_object(url: str, megabytes: int) -> dict[str, Any]:
         while buffer.tell() < megabytes * 1_000_000:
             out.write(_lines(count, step))
             count += step
-    body = buffer.getvalue()
-    clients.s3.put_object(Bucket=BUCKET, Key=key(1), Body=body)
-    child = subprocess.run(
-        [sys.executable, __file__, "--rss-child", url, key(1)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    found: dict[str, Any] = json.loads(child.stdout)
-    found["object_mb"] = round(len(body) / 1e6, 1)
-    return found
+    return buffer.getvalue()
+
+
+def big_parquet(megabytes: int) -> bytes:
+    """About `megabytes` MB of Parquet, row groups of 1M rows (pyarrow's default; AWS's
+    row-group size is not documented)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    buffer = io.BytesIO()
+    count, step = 0, 1_000_000
+    table = _columns(0, step)
+    with pq.ParquetWriter(buffer, table.schema, compression="gzip") as out:
+        while buffer.tell() < megabytes * 1_000_000:
+            out.write_table(_columns(count, step))
+            count += step
+    return buffer.getvalue()
 
 
 def _lines(first: int, count: int) -> bytes:
@@ -249,15 +318,30 @@ def _hwm_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def rss_child(url: str, object_key: str) -> None:
+def rss_child(url: str, object_key: str, what: str) -> None:
+    """Read the object; `what` is `reader` (the chunks only) or `core` (each chunk through a
+    FlowProcessor, drained per chunk as the pipeline does)."""
     clients = clients_for(url)
+    # botocore loads S3's service model at the first call: not the object's memory.
+    clients.s3.head_object(Bucket=BUCKET, Key=object_key)
+    import pyarrow.parquet  # noqa: F401, PLC0415 - nor is loading pyarrow
+
     before = _hwm_kb()
     reader = ObjectReader(clients, ObjectRef(BUCKET, object_key, ""), 0)
-    reader.open()
+    fmt: LogFormat = reader.open()
+    processor = FlowProcessor(fmt, FlowFilter.build(["ACCEPT"], [], []))
     started = time.monotonic()
     records = 0
     for chunk in reader.chunks(ReaderCursor(0), 0, 500):
-        records += len(chunk.events)
+        rows = getattr(chunk, "rows", None)
+        records += rows.num_rows if rows is not None else len(chunk.events)
+        if what != "core":
+            continue
+        if rows is not None:
+            processor.feed_batch(rows)
+        else:
+            processor.feed(e.message for e in chunk.events)
+        processor.drain()
     seconds = time.monotonic() - started
     after = _hwm_kb()
     print(
@@ -281,24 +365,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", default="1,2")
     parser.add_argument("--latency-objects", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=75)
+    parser.add_argument("--kinds", default="text,parquet")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
         rss_child(*args.rss_child)
         return 0
     results: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    kinds = args.kinds.split(",")
     with moto_server() as url:
-        results["throughput"] = [
-            asyncio.run(throughput(url, args.objects, args.records, int(n)))
-            for n in args.replicas.split(",")
-        ]
-        first = results["throughput"][0]["records_per_s"]
-        for run in results["throughput"]:
-            run["ratio_to_first"] = round(run["records_per_s"] / first, 2)
-        results["latency"] = asyncio.run(latency(url, args.latency_objects, 200))
+        results["throughput"] = []
+        for kind in kinds:
+            runs = [
+                asyncio.run(throughput(url, args.objects, args.records, int(n), kind))
+                for n in args.replicas.split(",")
+            ]
+            first = runs[0]["records_per_s"]
+            for run in runs:
+                run["ratio_to_first"] = round(run["records_per_s"] / first, 2)
+            results["throughput"] += runs
+        if args.latency_objects:
+            results["latency"] = asyncio.run(latency(url, args.latency_objects, 200))
         if args.big_mb:
-            results["big_object"] = big_object(url, args.big_mb)
+            results["big_object"] = [big_object(url, args.big_mb, kind) for kind in kinds]
     print(json.dumps(results, indent=None if args.json else 2))
     return 0
 

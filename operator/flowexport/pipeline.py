@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from flowexport.api.models import FlowExportSpec
 from flowexport.aws.blocking import off_loop, until_stopped
 from flowexport.aws.reader import Chunk, LogReader, ReaderCursor
+from flowexport.aws.s3 import ObjectChunk
 from flowexport.aws.session import AwsClients, RateLimiter
 from flowexport.core.flows import Flow
 from flowexport.core.logformat import LogFormat
@@ -54,6 +55,9 @@ STOP_GRACE_SECONDS = 5.0
 #: well inside the API server's object size limit of about 1.5 MiB).
 MAX_CHECKPOINTED_FLOWS = 16_384
 _DIGEST_SIZE = 8
+#: The skip reason (status.counts.recordsSkipped) of mode s3's records that ended before the
+#: switch from another mode had it start (that mode read them).
+BEFORE_SWITCH = "before_switch"
 
 
 def flow_digest(flow: Flow) -> bytes:
@@ -333,9 +337,17 @@ class Pipeline:
         return bool(getattr(self.progress.cursor, "ended", False))
 
     def _consume(self, chunk: Chunk) -> None:
+        skipped = self.progress.records_skipped
         if chunk.undecodable:
-            skipped = self.progress.records_skipped
             skipped["undecodable"] = skipped.get("undecodable", 0) + chunk.undecodable
+        rows = chunk.rows if isinstance(chunk, ObjectChunk) else None
+        if isinstance(chunk, ObjectChunk) and chunk.earlier:
+            # Mode s3 after a switch: records the mode before had read.
+            skipped[BEFORE_SWITCH] = skipped.get(BEFORE_SWITCH, 0) + chunk.earlier
+            self.progress.records_read += chunk.earlier
+        if rows is not None and rows.num_rows:
+            assert isinstance(chunk, ObjectChunk)
+            self._consume_rows(rows, chunk.timestamp)
         if not chunk.events:
             return
         before = dict(self._processor.stats.skipped)
@@ -349,6 +361,23 @@ class Pipeline:
                 )
         self.progress.records_read += len(chunk.events)
         self._newest_ms = max(self._newest_ms, *(e.timestamp for e in chunk.events))
+        for flow, records in self._processor.drain():
+            if flow_digest(flow) not in self._uploaded_in_window:
+                self._pending[flow] = self._pending.get(flow, 0) + records
+
+    def _consume_rows(self, rows: Any, timestamp: int) -> None:
+        """A Parquet record batch (mode s3), through the columnar core."""
+        before = dict(self._processor.stats.skipped)
+        self._processor.feed_batch(rows)
+        for reason, count in self._processor.stats.skipped.items():
+            delta = count - before.get(reason, 0)
+            if delta:
+                key = str(reason)
+                self.progress.records_skipped[key] = (
+                    self.progress.records_skipped.get(key, 0) + delta
+                )
+        self.progress.records_read += rows.num_rows
+        self._newest_ms = max(self._newest_ms, timestamp)
         for flow, records in self._processor.drain():
             if flow_digest(flow) not in self._uploaded_in_window:
                 self._pending[flow] = self._pending.get(flow, 0) + records

@@ -4,8 +4,11 @@ the queue the operator made, status.source tells, and deletion removes what it m
 from __future__ import annotations
 
 import gzip
+import io
 
+from flowexport.core.logformat import LogFormat
 from tests.e2e.conftest import FE, Stack, eventually
+from tests.flowparquet import write_parquet
 
 BUCKET = "central-flow-logs"
 ACCOUNT = "123456789012"
@@ -27,6 +30,23 @@ def put_object(stack: Stack, flow_log: str, n: int, count: int = 10) -> str:
     ]
     body = gzip.compress(("\n".join(lines) + "\n").encode())
     stack.aws("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    return key
+
+
+def put_parquet(stack: Stack, flow_log: str, n: int, count: int = 10) -> str:
+    """A Parquet object as AWS writes one (a column per field, INT32/INT64/STRING, gzip)."""
+    key = (
+        f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/2026/12/06/"
+        f"{ACCOUNT}_vpcflowlogs_us-east-1_{flow_log}_20261206T17{n:02d}Z_p{n}.log.parquet"
+    )
+    lines = [
+        f"2 {ACCOUNT} eni-1 10.2.{n}.{i + 1} 10.1.0.9 {40000 + i} 5432 6 1 60 "
+        "1765000000 1765000060 ACCEPT OK"
+        for i in range(count)
+    ]
+    body = io.BytesIO()
+    write_parquet(body, lines, LogFormat.parse(FORMAT), row_group_size=max(1, count // 3))
+    stack.aws("s3").put_object(Bucket=BUCKET, Key=key, Body=body.getvalue())
     return key
 
 
@@ -72,3 +92,26 @@ def test_mode_s3_objects_reach_the_pce_and_survive_a_restart(stack: Stack) -> No
     eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
     assert not sqs.list_queues(QueueNamePrefix="flowexport-").get("QueueUrls")
     assert stack.aws("ec2").describe_flow_logs()["FlowLogs"] == []
+
+
+def test_mode_s3_reads_parquet_objects(stack: Stack) -> None:
+    stack.aws("s3").create_bucket(Bucket=BUCKET)
+    stack.apply(stack.flowexport(source={"mode": "s3", "s3": {"bucket": BUCKET}}))
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    flow_log = stack.get()["status"]["flowLogId"]
+    put_parquet(stack, flow_log, 1, count=30)
+    put_object(stack, flow_log, 2)  # text beside it
+    bad = put_parquet(stack, flow_log, 3).replace("_p3.", "_bad.")  # p3 is good
+    stack.aws("s3").put_object(Bucket=BUCKET, Key=bad, Body=b"PAR1 but no Parquet after it")
+    eventually(lambda: len(stack.received()) == 50, what="50 flows at the PCE")
+    eventually(lambda: source(stack).get("objectsDone") == 3, what="objectsDone 3")
+    eventually(
+        lambda: any(
+            e["reason"] == "ObjectUnreadable" and bad in e["message"] for e in stack.events()
+        ),
+        what="a Warning Event naming the corrupt Parquet object",
+    )
+    assert sum(1 for f in stack.received() if f[0].startswith("10.2.1.")) == 30  # Parquet's
+    assert len(set(stack.received())) == 50
+    assert stack.get()["status"]["counts"]["recordsRead"] == 50
+    assert source(stack)["objectsFailed"] == 1

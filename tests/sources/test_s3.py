@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from flowexport.api.models import SourceStatus
@@ -27,6 +29,7 @@ from flowexport.pipeline import Progress
 from flowexport.sources.s3 import S3Runner, S3Source, S3Target
 from tests.cloud import Cloud
 from tests.flowlines import line
+from tests.flowparquet import write_parquet
 from tests.pcesim import SimPCE
 
 BUCKET = "central-flow-logs"
@@ -59,6 +62,43 @@ def flow_object(first: int, count: int, fmt: LogFormat = DEFAULT_V2_FORMAT) -> b
             )
         )
     return gzip.compress(("\n".join(lines) + "\n").encode())
+
+
+def flow_lines(
+    first: int, count: int, fmt: LogFormat = DEFAULT_V2_FORMAT, **values: Any
+) -> list[str]:
+    return [
+        line(
+            fmt,
+            **{
+                "srcaddr": f"10.0.{i // 200}.{i % 200 + 1}",
+                "dstaddr": "10.1.0.9",
+                "srcport": 40000 + i % 20000,
+                "dstport": 5432,
+                "account_id": ACCOUNT,
+                **values,
+            },
+        )
+        for i in range(first, first + count)
+    ]
+
+
+def parquet_object(
+    first: int,
+    count: int,
+    fmt: LogFormat = PIPELINE_FORMAT,
+    row_group_size: int | None = None,
+    underscores: bool = True,
+    **values: Any,
+) -> bytes:
+    """A flow-log object as AWS writes Parquet: a column per field, INT32/INT64/STRING."""
+    out = io.BytesIO()
+    write_parquet(out, flow_lines(first, count, fmt, **values), fmt, underscores, row_group_size)
+    return out.getvalue()
+
+
+def parquet_key(n: int, hive: bool = False) -> str:
+    return key(n, hive=hive).removesuffix(".gz") + ".parquet"
 
 
 @pytest.fixture
@@ -255,7 +295,7 @@ async def test_an_unreadable_object_is_reported_and_blocks_nothing(
         await reader.run(asyncio.Event(), once=True)
     assert caught.value.reason is Reason.OBJECT_UNREADABLE
     assert bad in str(caught.value) and parquet in str(caught.value)
-    assert "Parquet" in reader.tally.unreadable[parquet]
+    assert "not readable Parquet" in reader.tally.unreadable[parquet]
     assert len(received(pce)) == 30  # the good object went through
     assert reader.tally.failed == 2 and reader.tally.done == 1
     reasons = [r for r, _ in reader.announced]  # type: ignore[attr-defined]
@@ -358,3 +398,63 @@ async def test_two_replicas_share_the_queue_each_object_read_once(
     assert first.tally.done > 0 and second.tally.done > 0  # both read
     flows = received(pce)
     assert len(flows) == 120 == len(set(flows))
+
+
+async def test_parquet_objects_are_read_row_group_by_row_group(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    reader = runner(bucket, client)
+    s3 = bucket.raw("s3")
+    # Several row groups of 64 rows, columns spelled with underscores (as Athena's DDL) ...
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(1), Body=parquet_object(0, 300, row_group_size=64))
+    # ... and with hyphens, under the hive-compatible layout, in AWS's default format.
+    body = parquet_object(300, 100, DEFAULT_V2_FORMAT, underscores=False)
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(2, hive=True), Body=body)
+    # The content tells: Parquet under a key that does not say so is read as Parquet.
+    s3.put_object(Bucket=BUCKET, Key=key(3), Body=parquet_object(400, 50))
+    await reader.run(asyncio.Event(), once=True)
+    assert reader.tally.failed == 0 and reader.tally.done == 3
+    flows = received(pce)
+    assert len(flows) == 450 == len(set(flows))
+    assert reader.progress.records_read == 450 and reader.progress.flows_uploaded == 450
+    assert queue_counts(bucket, reader.target.queue_url) == (0, 0)
+
+
+async def test_parquet_rejects_and_nodata_count_as_in_text(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    reader = runner(bucket, client)
+    s3 = bucket.raw("s3")
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(1), Body=parquet_object(0, 20, action="REJECT"))
+    nodata = parquet_object(20, 5, log_status="NODATA", srcaddr="-", dstaddr="-", srcport="-")
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(2), Body=nodata)
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(3), Body=parquet_object(30, 10))
+    await reader.run(asyncio.Event(), once=True)
+    assert len(received(pce)) == 10  # the ACCEPTed ones (spec: actions ACCEPT)
+    skipped = reader.progress.records_skipped
+    assert skipped == {"action_filtered": 20, "nodata": 5}
+    assert reader.progress.records_read == 35
+
+
+async def test_corrupt_and_truncated_parquet_are_unreadable_and_block_nothing(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    reader = runner(bucket, client)
+    s3 = bucket.raw("s3")
+    whole = parquet_object(0, 500, row_group_size=100)
+    truncated = whole[: len(whole) // 2]  # starts PAR1, no footer
+    damaged = bytearray(whole)
+    # The third row group's srcaddr pages zeroed: the footer reads, that row group does not.
+    column = pq.ParquetFile(io.BytesIO(whole)).metadata.row_group(2).column(0)
+    at = column.dictionary_page_offset or column.data_page_offset
+    damaged[at : at + column.total_compressed_size] = bytes(column.total_compressed_size)
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(1), Body=truncated)
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(2), Body=bytes(damaged))
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(3), Body=parquet_object(1000, 30))
+    with pytest.raises(FlowExportError) as caught:
+        await reader.run(asyncio.Event(), once=True)
+    assert caught.value.reason is Reason.OBJECT_UNREADABLE
+    assert parquet_key(1) in str(caught.value) and parquet_key(2) in str(caught.value)
+    assert reader.tally.failed == 2 and reader.tally.done == 1
+    assert {(f[0]) for f in received(pce)} >= {"10.0.5.1"}  # the good object's flows
+    assert queue_counts(bucket, reader.target.queue_url) == (0, 2)  # left to the redrive

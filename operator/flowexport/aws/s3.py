@@ -7,8 +7,11 @@
 - `announced`: the S3 event records of one SQS message (keys URL-decoded; `s3:TestEvent`
   and other bodies skipped); `flow_log_key`: what a key says (account, region, flow-log id)
   in the plain, hive-compatible and hourly layouts.
-- `ObjectReader`: one object's records in chunks, streamed (gzip text, its header line giving
-  the format), in bounded memory; an object that cannot be read raises `ObjectUnreadableError`.
+- `ObjectReader`: one object's records in chunks, in bounded memory: gzip text streamed (its
+  header line giving the format), Parquet read a row group at a time through ranged GETs (only
+  the columns a flow needs are fetched; nothing goes to disk), through the columnar core; an
+  object that cannot be read raises `ObjectUnreadableError`. With `since` (a switch from
+  another mode), records that ended before it are dropped (`ObjectChunk.earlier`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import IO, Any, cast
 from urllib.parse import unquote_plus
 
 from flowexport.api.models import AwsSpec, S3Spec
@@ -42,6 +46,15 @@ DLQ_RETENTION_SECONDS = 1_209_600
 S3_DESTINATION = "s3"
 #: Bytes read from S3 at a time (decompressed a piece at a time: memory stays bounded).
 READ_BYTES = 1 << 20
+#: Bytes a ranged GET of a Parquet object asks for at least (Parquet's footer and pages are
+#: read through a buffer this big; a column chunk larger than it is one GET).
+RANGE_BYTES = 1 << 20
+#: Rows of a Parquet object decoded at a time (with the text columns decoded as plain
+#: strings, not dictionaries, pyarrow holds a batch, not a row group: bench/s3.py measures it).
+PARQUET_BATCH_ROWS = 64 * 1024
+#: How far a record's end may lie from its object's key timestamp (AWS: 1620Z holds records
+#: ending 16:20:00-16:24:59; an older revision of the guide says 16:15-16:19:59), with slack.
+STAMP_SLACK_MS = 10 * 60_000
 
 _ACCT = r"(?:aws-account-id=)?(?P<account>[0-9]{12})"
 _SERVICE = r"(?:aws-service=)?vpcflowlogs"
@@ -64,6 +77,12 @@ class FlowLogKey:
     #: yyyymmddTHHMMZ: the end of the 5-minute interval the records belong to.
     stamp: str
     parquet: bool
+
+    @property
+    def stamp_ms(self) -> int:
+        """The key timestamp in epoch milliseconds."""
+        when = datetime.strptime(self.stamp, "%Y%m%dT%H%MZ").replace(tzinfo=UTC)
+        return int(when.timestamp() * 1000)
 
 
 def flow_log_key(key: str, prefix: str = "") -> FlowLogKey | None:
@@ -532,49 +551,91 @@ class ObjectUnreadableError(FlowExportError):
         self.why = why
 
 
+@dataclass(frozen=True)
+class ObjectChunk(Chunk):
+    """Some records of an object: text lines (`events`) or a Parquet record batch (`rows`,
+    its key columns named by field), and how many records before them were dropped as read
+    by the mode before a switch (`earlier`)."""
+
+    rows: Any = None
+    earlier: int = 0
+    timestamp: int = 0
+
+
 @dataclass
 class ObjectCursor:
     """Where an object's reading is: the records handled (with the log group's cursor left as
-    it was, which mode s3 does not move)."""
+    it was, which mode s3 moves only between objects)."""
 
     base: Any
     records: int = 0
 
     def to_status(self) -> dict[str, Any]:
-        """The log group's cursor, unchanged (an object's progress is not stored)."""
+        """The log group's cursor (an object's progress is not stored)."""
         status: dict[str, Any] = self.base.to_status()
         return status
 
 
-class ObjectReader:
-    """The records of one gzip text object, in chunks (a `pipeline.Reader`); `format` is its
-    header line's, read by `open`."""
+def _time_field(fields: tuple[str, ...]) -> int | None:
+    """Where a record's end (else its start) is in the format, None without either."""
+    for name in ("end", "start"):
+        if name in fields:
+            return fields.index(name)
+    return None
 
-    def __init__(self, clients: AwsClients, ref: ObjectRef, timestamp_ms: int) -> None:
+
+class ObjectReader:
+    """The records of one object, in chunks (a `pipeline.Reader`): gzip text or Parquet (told
+    by the key's `.parquet` or the content's `PAR1`); `format` is known once `open` ran.
+
+    `since` (epoch ms): records whose end (else start) is before it are dropped and counted
+    (`ObjectChunk.earlier`); an object whose key timestamp says all its records ended before
+    it is not read at all (`before_since`).
+    """
+
+    def __init__(
+        self, clients: AwsClients, ref: ObjectRef, timestamp_ms: int, since: int | None = None
+    ) -> None:
         self.clients = clients
         self.ref = ref
         self.timestamp_ms = timestamp_ms
+        self.since = since
         self.format: LogFormat | None = None
+        self.parquet = False
         #: The last chunk's cursor, once handed out (the object was read to its end).
         self.final: ObjectCursor | None = None
         self._lines: Iterator[str] | None = None
+        self._log: Any = None
+        self._filter = False
+        key = flow_log_key(ref.key)
+        #: The key timestamp (epoch ms), None for a key that is not a flow log's.
+        self.stamp_ms = key.stamp_ms if key is not None else None
+
+    @property
+    def before_since(self) -> bool:
+        """Whether the key timestamp says every record ended before `since`."""
+        if self.since is None or self.stamp_ms is None:
+            return False
+        return self.stamp_ms + STAMP_SLACK_MS <= self.since
 
     def open(self) -> LogFormat:
-        """Start reading: the object's format from its header line (blocking)."""
+        """Start reading: the object's format from its header line or Parquet columns
+        (blocking)."""
         ref = self.ref
-        if flow_log_key(ref.key) is not None and ref.key.endswith(".parquet"):
-            raise ObjectUnreadableError(ref, _PARQUET)
+        self._filter = self.since is not None and (
+            self.stamp_ms is None or self.stamp_ms - STAMP_SLACK_MS < self.since
+        )
+        if ref.key.endswith(".parquet"):
+            return self._open_parquet(ref.size)
         try:
             answer = self.clients.s3.get_object(Bucket=ref.bucket, Key=ref.key)
         except Exception as exc:
-            code = error_code(exc)
-            why = f"GetObject failed ({code or type(exc).__name__})"
-            raise ObjectUnreadableError(ref, why) from None
+            raise ObjectUnreadableError(ref, _failed("GetObject", exc)) from None
         body = answer["Body"]
         head = body.read(4)
         if head[:4] == b"PAR1":
             body.close()
-            raise ObjectUnreadableError(ref, _PARQUET)
+            return self._open_parquet(int(answer.get("ContentLength") or ref.size))
         raw = _Prepended(head, body)
         text = io.TextIOWrapper(
             gzip.GzipFile(fileobj=raw, mode="rb"), encoding="utf-8", errors="replace"
@@ -591,26 +652,66 @@ class ObjectReader:
         self._lines = lines
         return self.format
 
+    def _open_parquet(self, size: int) -> LogFormat:
+        """A Parquet object through ranged GETs: its footer now, its row groups as read."""
+        import pyarrow as pa  # noqa: PLC0415 - loaded when a Parquet object is read
+
+        from flowexport.core.parquet import ParquetFlowLog  # noqa: PLC0415
+
+        ref = self.ref
+        try:
+            if size <= 0:
+                head = self.clients.s3.head_object(Bucket=ref.bucket, Key=ref.key)
+                size = int(head["ContentLength"])
+            ranged = io.BufferedReader(_RangedObject(self.clients, ref, size), RANGE_BYTES)
+            self._log = ParquetFlowLog(
+                cast(IO[bytes], ranged),
+                dictionaries=False,
+                batch_rows=PARQUET_BATCH_ROWS,
+                buffer_bytes=RANGE_BYTES,
+            )
+        except ObjectUnreadableError:
+            raise
+        except LogFormatError as exc:
+            why = f"its Parquet columns are not a flow-log format ({exc})"
+            raise ObjectUnreadableError(ref, why) from None
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ObjectUnreadableError(ref, f"not readable Parquet ({exc})") from None
+        except Exception as exc:
+            raise ObjectUnreadableError(ref, _failed("GetObject", exc)) from None
+        self.parquet = True
+        self.format = cast(LogFormat, self._log.format)
+        return self.format
+
     def _next(self, lines: Iterator[str]) -> str | None:
         try:
             return next(lines, None)
+        except ObjectUnreadableError:
+            raise
         except (OSError, EOFError, zlib.error, UnicodeError) as exc:
             raise ObjectUnreadableError(self.ref, f"not readable gzip text ({exc})") from None
         except Exception as exc:
-            code = error_code(exc)
-            raise ObjectUnreadableError(
-                self.ref, f"reading failed ({code or type(exc).__name__})"
-            ) from None
+            raise ObjectUnreadableError(self.ref, _failed("reading", exc)) from None
 
     def chunks(self, cursor: Any, now_ms: int, chunk_size: int) -> Iterator[Chunk]:
         """The object's records from the start, `chunk_size` at a time; the last is final."""
-        if self._lines is None:
+        if self.format is None:
             self.open()
+        if self.parquet:
+            yield from self._parquet_chunks(cursor, chunk_size)
+        else:
+            yield from self._text_chunks(cursor, chunk_size)
+
+    def _text_chunks(self, cursor: Any, chunk_size: int) -> Iterator[Chunk]:
         lines = self._lines
-        assert lines is not None
+        assert lines is not None and self.format is not None
+        at = _time_field(self.format.fields)
+        width = len(self.format.fields)
+        since_s = (self.since or 0) // 1000
         done = 0
         while True:
             events: list[Event] = []
+            earlier = 0
             ended = False
             while len(events) < chunk_size:
                 line = self._next(lines)
@@ -618,21 +719,123 @@ class ObjectReader:
                     ended = True
                     break
                 line = line.rstrip("\r\n")
-                if line:
-                    events.append(Event(self.timestamp_ms, self.timestamp_ms, line))
-            done += len(events)
-            at = ObjectCursor(cursor, done)
+                if not line:
+                    continue
+                if self._filter and at is not None:
+                    end = _record_time(line, at, width)
+                    if end is not None and end < since_s:
+                        earlier += 1
+                        continue
+                events.append(Event(self.timestamp_ms, self.timestamp_ms, line))
+            done += len(events) + earlier
+            position = ObjectCursor(cursor, done)
             if ended:
-                self.final = at
-            yield Chunk(events, at, final=ended)
+                self.final = position
+            yield ObjectChunk(
+                events, position, final=ended, earlier=earlier, timestamp=self.timestamp_ms
+            )
             if ended:
                 return
 
+    def _parquet_chunks(self, cursor: Any, chunk_size: int) -> Iterator[Chunk]:
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.compute as pc  # noqa: PLC0415
 
-_PARQUET = (
-    "a Parquet object: mode s3 reads plain-text flow logs only so far (Parquet comes with the "
-    "columnar core); it is not parsed as text"
-)
+        assert self.format is not None
+        at = _time_field(self.format.fields)
+        name = self.format.fields[at] if at is not None else None
+        since_s = (self.since or 0) // 1000
+        done = 0
+        batches = self._log.batches(extra=(name,) if name is not None else ())
+        while True:
+            try:
+                batch = next(batches, None)
+            except ObjectUnreadableError:
+                raise
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                why = f"the Parquet data is damaged ({exc})"
+                raise ObjectUnreadableError(self.ref, why) from None
+            except Exception as exc:
+                raise ObjectUnreadableError(self.ref, _failed("reading", exc)) from None
+            if batch is None:
+                break
+            earlier = 0
+            if name is not None and self._filter:
+                times = pc.cast(batch.column(name), pa.int64(), safe=False)
+                kept = batch.filter(pc.fill_null(pc.greater_equal(times, since_s), True))
+                earlier = batch.num_rows - kept.num_rows
+                batch = kept
+            for offset in range(0, max(batch.num_rows, 1), chunk_size):
+                rows = batch.slice(offset, chunk_size)
+                done += rows.num_rows + earlier
+                yield ObjectChunk(
+                    [],
+                    ObjectCursor(cursor, done),
+                    rows=rows,
+                    earlier=earlier,
+                    timestamp=self.timestamp_ms,
+                )
+                earlier = 0
+        self.final = ObjectCursor(cursor, done)
+        yield ObjectChunk([], self.final, final=True, timestamp=self.timestamp_ms)
+
+
+def _record_time(line: str, at: int, width: int) -> int | None:
+    """A text record's time field (seconds), None when it has none (`-`, malformed)."""
+    tokens = line.split()
+    if len(tokens) != width:
+        return None
+    try:
+        return int(tokens[at])
+    except ValueError:
+        return None
+
+
+def _failed(what: str, exc: Exception) -> str:
+    code = error_code(exc)
+    return f"{what} failed ({code or type(exc).__name__})"
+
+
+class _RangedObject(io.RawIOBase):
+    """An S3 object as a seekable file: each read one ranged GetObject."""
+
+    def __init__(self, clients: AwsClients, ref: ObjectRef, size: int) -> None:
+        self._clients = clients
+        self._ref = ref
+        self._size = size
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._size}[whence]
+        self._at = max(0, base + offset)
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self._size - self._at)
+        if want <= 0:
+            return 0
+        last = self._at + want - 1
+        try:
+            answer = self._clients.s3.get_object(
+                Bucket=self._ref.bucket, Key=self._ref.key, Range=f"bytes={self._at}-{last}"
+            )
+            data = answer["Body"].read()
+        except Exception as exc:
+            raise ObjectUnreadableError(self._ref, _failed("GetObject", exc)) from None
+        n = min(len(data), want)
+        view[:n] = data[:n]
+        self._at += n
+        return n
 
 
 class _Prepended(io.RawIOBase):

@@ -19,7 +19,7 @@ and in `core.columnar`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO
 
 import pyarrow as pa
@@ -46,7 +46,19 @@ class ParquetFlowLog:
     `LogFormatError` when its columns lack a field every flow needs.
     """
 
-    def __init__(self, source: str | IO[bytes]) -> None:
+    def __init__(
+        self,
+        source: str | IO[bytes],
+        *,
+        dictionaries: bool = True,
+        batch_rows: int = BATCH_ROWS,
+        buffer_bytes: int = 0,
+    ) -> None:
+        """`dictionaries`: text key columns as their dictionaries (fast; but pyarrow then
+        decodes a whole row group's column at once); False, with `buffer_bytes` (pages read
+        through a buffer that big) and smaller `batch_rows`, keeps memory to a batch (mode
+        s3's objects of up to 75 MB, row groups of any size)."""
+        self._batch_rows = batch_rows
         schema = pq.read_schema(source) if isinstance(source, str) else None
         if schema is None:
             at = source.tell()  # type: ignore[union-attr]
@@ -64,18 +76,19 @@ class ParquetFlowLog:
         text = [
             column
             for name, column in columns.items()
-            if name in KEY_FIELDS and pa.types.is_string(schema.field(column).type)
+            if dictionaries and name in KEY_FIELDS and pa.types.is_string(schema.field(column).type)
         ]
-        self._file = pq.ParquetFile(source, read_dictionary=text)
+        self._file = pq.ParquetFile(source, read_dictionary=text or None, buffer_size=buffer_bytes)
         self.rows = self._file.metadata.num_rows
         self.row_groups = self._file.num_row_groups
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """The key columns of every row, renamed to their fields, a row group at a time."""
-        names = [name for name in self._columns if name in KEY_FIELDS]
+    def batches(self, extra: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+        """The key columns of every row (and the `extra` fields the file has), renamed to
+        their fields, a row group at a time."""
+        names = [name for name in self._columns if name in KEY_FIELDS or name in extra]
         columns = [self._columns[name] for name in names]
         for group in range(self.row_groups):
             for batch in self._file.iter_batches(
-                batch_size=BATCH_ROWS, row_groups=[group], columns=columns, use_threads=False
+                batch_size=self._batch_rows, row_groups=[group], columns=columns, use_threads=False
             ):
                 yield pa.RecordBatch.from_arrays(batch.columns, names=names)

@@ -2,14 +2,15 @@
 
 Every message is received with long polling and hidden while its objects are read; its
 visibility is extended every `EXTEND_SECONDS`, so a slow PCE never hands it to another
-replica. An object is read as a stream (gzip text, its header line giving the format) through
+replica. An object is read in bounded memory (gzip text streamed, its header line giving the
+format; Parquet through ranged GETs, a batch of rows at a time through the columnar core) by
 its own `Pipeline` over the log group's progress (the counts and the aggregation window go on
 from object to object; the log group's cursor is left as it is). A message is deleted only
 once every flow of its objects was accepted by the PCE and the objects were recorded as done.
 
 - Stopping (SIGTERM) in the middle of an object: what was read is uploaded and checkpointed,
   and the message is made visible again at once (ChangeMessageVisibility 0).
-- An object that cannot be read (corrupt, Parquet for now, 403, 404) is reported (Ingesting
+- An object that cannot be read (corrupt gzip or Parquet, 403, 404) is reported (Ingesting
   False ObjectUnreadable, a Warning Event naming its key) and its message left to the queue's
   redrive policy; the other messages go on.
 - The same object (ETag and key) announced again is skipped once done (the last
