@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,14 +35,18 @@ from flowexport.aws.s3 import (
     announced,
     delete_message,
     hide_message,
+    list_flow_log_objects,
     receive,
 )
 from flowexport.aws.session import AwsTarget, make_clients, make_session
 from flowexport.aws.stream import default_name
+from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.sources import delete_subscription, ensure_subscription
 from flowexport.sources.shards import list_shards
 from tests.aws.iampolicy import Request, actions, allows, load
 from tests.cloud import KEYS, REGION, Cloud
+from tests.flowlines import line
+from tests.flowparquet import write_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "flowexport"
@@ -250,6 +255,21 @@ def mode_s3(cloud: Cloud, clients: Any, bench: dict[str, Any], owner: str) -> No
     hide_message(clients, url, messages[0]["ReceiptHandle"], 60)
     reader = ObjectReader(clients, refs[0] if refs else ObjectRef("central-flow-logs", name, ""), 0)
     list(reader.chunks(ReaderCursor(0), now_ms=0, chunk_size=10))
+    # A Parquet object: its size from HeadObject, its columns through ranged GETs.
+    parquet = name.replace("_h.log.gz", "_p.log.parquet")
+    out = io.BytesIO()
+    write_parquet(out, [line(PIPELINE_FORMAT)], PIPELINE_FORMAT)
+    bench["s3"].put_object(Bucket="central-flow-logs", Key=parquet, Body=out.getvalue())
+    ranged = ObjectReader(clients, ObjectRef("central-flow-logs", parquet, ""), 0)
+    assert (
+        sum(
+            len(c.events) + (c.rows.num_rows if c.rows is not None else 0)  # type: ignore[attr-defined]
+            for c in ranged.chunks(ReaderCursor(0), now_ms=0, chunk_size=10)
+        )
+        == 1
+    )
+    # `flowexport upload s3://...`: the prefix listed (ListObjectsV2).
+    assert len(list_flow_log_objects(clients, "central-flow-logs", "AWSLogs/", 0).objects) == 2
     for message in messages:
         delete_message(clients, url, message["ReceiptHandle"])
     delete_subscription(clients, s3_spec, owner, "Delete", source)
@@ -352,6 +372,10 @@ def requirements(call: Call) -> list[Request]:
             return [Request("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}")]
         case "s3:GetObject":
             return [Request(call.action, f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
+        case "s3:HeadObject":  # HeadObject is authorized as GetObject
+            return [Request("s3:GetObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
+        case "s3:ListObjectsV2":  # authorized as ListBucket
+            return [Request("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}")]
         case "s3:GetBucketNotificationConfiguration" | "s3:PutBucketNotificationConfiguration":
             action = call.action.replace("Configuration", "")
             return [Request(action, f"arn:aws:s3:::{p['Bucket']}")]

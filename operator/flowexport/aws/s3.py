@@ -103,6 +103,17 @@ def flow_log_key(key: str, prefix: str = "") -> FlowLogKey | None:
     )
 
 
+_KEY_ANYWHERE = re.compile(rf"(?:^|/){_KEY.pattern}")
+
+
+def find_flow_log_key(key: str) -> FlowLogKey | None:
+    """The flow-log file `key` names under any prefix (`AWSLogs/` at a segment's start)."""
+    match = _KEY_ANYWHERE.search(key)
+    if match is None:
+        return None
+    return flow_log_key(key, key[: match.start()])
+
+
 @dataclass(frozen=True)
 class ObjectRef:
     """One object an S3 event announced."""
@@ -535,6 +546,79 @@ def message_age(message: dict[str, Any], now_ms: int) -> int | None:
         return max(0, (now_ms - int(sent)) // 1000) if sent is not None else None
     except ValueError:
         return None
+
+
+# -- listing (backfill, without a queue) --------------------------------------------------
+
+
+@dataclass
+class Listing:
+    """The flow-log objects under a prefix in a time range, and what else was there."""
+
+    objects: list[ObjectRef] = field(default_factory=list)
+    #: Keys that are not flow-log files (skipped).
+    not_flow_logs: int = 0
+    #: Flow-log objects whose key timestamp is outside the range (skipped).
+    outside: int = 0
+
+
+def list_flow_log_objects(
+    clients: AwsClients,
+    bucket: str,
+    prefix: str,
+    since_ms: int,
+    until_ms: int | None = None,
+    page_size: int = 1000,
+) -> Listing:
+    """ListObjectsV2 of `prefix`, every page: the flow-log objects whose key timestamp is at
+    or after `since_ms` (and before `until_ms`), oldest key first. Raises AwsError
+    (BucketNotFound; denied; throttled)."""
+    found = Listing()
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+        if token is not None:
+            kwargs["ContinuationToken"] = token
+        try:
+            page = clients.s3.list_objects_v2(**kwargs)
+        except Exception as exc:
+            if error_code(exc) in ("404", "NoSuchBucket"):
+                raise AwsError(f"bucket {bucket} does not exist", Reason.BUCKET_NOT_FOUND) from None
+            raise classify(exc, "s3", "ListObjectsV2") from None
+        for item in page.get("Contents") or []:
+            key = str(item["Key"])
+            what = find_flow_log_key(key)
+            if what is None:
+                found.not_flow_logs += 1
+                continue
+            stamp = what.stamp_ms
+            if stamp < since_ms or (until_ms is not None and stamp >= until_ms):
+                found.outside += 1
+                continue
+            etag = str(item.get("ETag") or "").strip('"')
+            found.objects.append(ObjectRef(bucket, key, etag, int(item.get("Size") or 0)))
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            break
+    return found
+
+
+def open_object(clients: AwsClients, ref: ObjectRef) -> IO[bytes]:
+    """A buffered binary stream of the object (it can `peek`): a `.parquet` key seekable
+    through ranged GETs, any other streamed by one GET. Raises ObjectUnreadableError."""
+    if ref.key.endswith(".parquet"):
+        size = ref.size
+        if size <= 0:
+            try:
+                size = int(clients.s3.head_object(Bucket=ref.bucket, Key=ref.key)["ContentLength"])
+            except Exception as exc:
+                raise ObjectUnreadableError(ref, _failed("HeadObject", exc)) from None
+        return cast(IO[bytes], io.BufferedReader(_RangedObject(clients, ref, size), RANGE_BYTES))
+    try:
+        answer = clients.s3.get_object(Bucket=ref.bucket, Key=ref.key)
+    except Exception as exc:
+        raise ObjectUnreadableError(ref, _failed("GetObject", exc)) from None
+    return cast(IO[bytes], io.BufferedReader(_Prepended(b"", answer["Body"]), READ_BYTES))
 
 
 # -- one object --------------------------------------------------------------------------------

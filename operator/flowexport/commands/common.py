@@ -6,8 +6,8 @@ import argparse
 import importlib.util
 import io
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
@@ -17,6 +17,7 @@ from flowexport.core.normalise import FlowFilter
 from flowexport.core.processor import ProcessStats
 from flowexport.core.sources import FileKind, UnusableInputError, read_source
 from flowexport.core.textfile import describe
+from flowexport.errors import FlowExportError
 
 EXIT_OK = 0
 #: The PCE rejected some flows.
@@ -108,7 +109,13 @@ class FlowFiles:
         return EXIT_INCOMPLETE if self.problems else EXIT_OK
 
 
-def read_flow_files(args: argparse.Namespace, paths: Sequence[str]) -> FlowFiles:
+#: Opens one input by name as a buffered binary stream (default: a file, `-` stdin).
+Opener = Callable[[str], AbstractContextManager[IO[bytes]]]
+
+
+def read_flow_files(
+    args: argparse.Namespace, paths: Sequence[str], opener: Opener | None = None
+) -> FlowFiles:
     """Parse, normalise and aggregate the files named, as the reading options say.
 
     Text (plain or gzip) and Parquet are told apart by their content. A file that cannot be
@@ -136,7 +143,7 @@ def read_flow_files(args: argparse.Namespace, paths: Sequence[str]) -> FlowFiles
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for path in paths:
-        problem = _read_file(path, explicit, flow_filter, files)
+        problem = _read_file(path, explicit, flow_filter, files, opener or open_input)
         if problem is not None:
             files.problems.append(problem)
             print(f"flowexport {args.command}: {problem}", file=sys.stderr)
@@ -144,11 +151,11 @@ def read_flow_files(args: argparse.Namespace, paths: Sequence[str]) -> FlowFiles
 
 
 def _read_file(
-    path: str, explicit: LogFormat | None, flow_filter: FlowFilter, files: FlowFiles
+    path: str, explicit: LogFormat | None, flow_filter: FlowFilter, files: FlowFiles, opener: Opener
 ) -> str | None:
     """Fold one file into `files`; what went wrong with it, if anything."""
     try:
-        with _open(path) as stream:
+        with opener(path) as stream:
             read = read_source(stream, explicit, flow_filter)
     except UnusableInputError as exc:
         files.unusable = True
@@ -157,6 +164,8 @@ def _read_file(
         return f"cannot use {path}: {exc}"
     except OSError as exc:
         return f"cannot read {path}: {describe(exc)}"
+    except FlowExportError as exc:  # an S3 object that could not be fetched
+        return str(exc)
     files.flows.merge(read.processor.aggregator)
     files.stats.add(read.stats)
     if read.error is None:
@@ -167,7 +176,7 @@ def _read_file(
 
 
 @contextmanager
-def _open(path: str) -> Iterator[IO[bytes]]:
+def open_input(path: str) -> Iterator[IO[bytes]]:
     """A buffered binary stream of `path` (`-`: standard input)."""
     if path == "-":
         raw = sys.stdin.buffer

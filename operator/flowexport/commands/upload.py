@@ -1,4 +1,5 @@
-"""`flowexport upload`: backfill flow-log files (e.g. exported to S3) into a PCE."""
+"""`flowexport upload`: backfill flow-log files, or the flow-log objects under an S3 prefix
+(`s3://bucket/prefix --since TIME`: listed with ListObjectsV2, no queue), into a PCE."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from flowexport.commands.common import (
     EXIT_REJECTED,
     EXIT_USAGE,
     UsageError,
     add_reading_options,
+    open_input,
     read_flow_files,
 )
 from flowexport.commands.progress import ProgressBar
@@ -87,7 +92,38 @@ def add_parser(commands: Any) -> None:
         ),
     )
     add_reading_options(parser)
-    parser.add_argument("files", nargs="+", metavar="FILE", help="flow-log files ('-': stdin)")
+    s3 = parser.add_argument_group(
+        "flow logs in S3",
+        "FILE may be s3://bucket/prefix: the flow-log objects under the prefix (text or "
+        "Parquet, any key layout AWS writes), listed with ListObjectsV2, whose key timestamp "
+        "is in [--since, --until); other keys are skipped and counted. AWS credentials come "
+        "from the default chain (environment, profile, instance role).",
+    )
+    s3.add_argument(
+        "--since",
+        metavar="TIME",
+        help="with s3://: objects whose key timestamp is at or after TIME (RFC 3339, e.g. "
+        "2026-12-06T00:00:00Z); required with s3://",
+    )
+    s3.add_argument(
+        "--until",
+        metavar="TIME",
+        help="with s3://: only objects whose key timestamp is before TIME",
+    )
+    s3.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        help="the bucket's region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)",
+    )
+    s3.add_argument(
+        "--endpoint-url", help="an S3 endpoint other than AWS's (e.g. a VPC endpoint or moto)"
+    )
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="flow-log files ('-': stdin) or s3://bucket/prefix (with --since)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -161,16 +197,94 @@ async def _upload(
             bar.close()
 
 
+def _time(option: str, text: str) -> int:
+    """An RFC 3339 time (a date alone is its midnight UTC) in epoch milliseconds."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not a time: give RFC 3339, e.g. 2026-12-06T00:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        if "T" in text or " " in text.strip():
+            raise UsageError(f"{option} {text!r} has no time zone: end it with Z or +00:00")
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _s3_inputs(args: argparse.Namespace, report: dict[str, Any]) -> tuple[list[str], Any]:
+    """The names of the inputs in order (s3:// prefixes expanded into their objects) and the
+    opener of an S3 object's name (None without s3://)."""
+    prefixes = [f for f in args.files if f.startswith("s3://")]
+    if not prefixes:
+        if args.since or args.until:
+            raise UsageError("--since and --until go with an s3://bucket/prefix")
+        return list(args.files), None
+    if not args.since:
+        raise UsageError("s3://bucket/prefix needs --since TIME (the first key timestamp read)")
+    since = _time("--since", args.since)
+    until = _time("--until", args.until) if args.until else None
+    if until is not None and until <= since:
+        raise UsageError("--until must be after --since")
+    from flowexport.aws.errors import AwsError  # noqa: PLC0415 - boto3 only for s3://
+    from flowexport.aws.s3 import ObjectRef, list_flow_log_objects, open_object  # noqa: PLC0415
+    from flowexport.aws.session import AwsTarget, make_clients  # noqa: PLC0415
+
+    try:
+        clients = make_clients(AwsTarget(args.region, endpoint_url=args.endpoint_url))
+    except AwsError as exc:
+        raise UsageError(str(exc)) from None
+    names: list[str] = []
+    refs: dict[str, ObjectRef] = {}
+    listed = {"objects": 0, "not_flow_logs": 0, "outside_time_range": 0}
+    for given in args.files:
+        if not given.startswith("s3://"):
+            names.append(given)
+            continue
+        bucket, _, prefix = given.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise UsageError(f"{given}: give s3://bucket/prefix")
+        try:
+            found = list_flow_log_objects(clients, bucket, prefix, since, until)
+        except AwsError as exc:
+            raise UsageError(f"cannot list {given}: {exc}") from None
+        listed["objects"] += len(found.objects)
+        listed["not_flow_logs"] += found.not_flow_logs
+        listed["outside_time_range"] += found.outside
+        for ref in found.objects:
+            names.append(ref.name)
+            refs[ref.name] = ref
+    report["s3"] = listed
+
+    @contextmanager
+    def opener(name: str) -> Iterator[IO[bytes]]:
+        ref = refs.get(name)
+        if ref is None:
+            with open_input(name) as stream:
+                yield stream
+            return
+        stream = open_object(clients, ref)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    return names, opener
+
+
 def run(args: argparse.Namespace) -> int:
     """Read, aggregate, upload; print a JSON summary on stderr."""
     client = _client(args)
-    files = read_flow_files(args, args.files)
+    listed: dict[str, Any] = {}
+    names, opener = _s3_inputs(args, listed)
+    files = read_flow_files(args, names, opener)
     flows = files.flows.flows()
     report: dict[str, Any] = {
         "records": files.stats.records,
         "flows": len(flows),
         "skipped": files.stats.as_dict()["skipped"],
         "file_errors": len(files.problems),
+        **listed,
     }
     if files.unusable and not flows:  # nothing to upload: the PCE is not asked
         sys.stderr.write(json.dumps(report) + "\n")
