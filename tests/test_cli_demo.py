@@ -80,6 +80,31 @@ def test_demo_with_source_stream_reads_through_the_shards_and_cleans_up() -> Non
     assert "source stream: clean-up left 0 Kinesis streams and 0 subscription filters behind" in out
 
 
+@pytest.mark.timeout(200)
+def test_demo_with_source_s3_reads_objects_through_the_queue_and_cleans_up() -> None:
+    result = demo(
+        "--source", "s3", "--duration", "4", "--rate", "150", "--connections", "40",
+        timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "source s3: created bucket demo-flow-logs" in out
+    assert re.search(r"source s3: flow log fl-[0-9a-f]+ -> bucket demo-flow-logs", out), out
+    assert "Ingesting          True    Ingesting: caught up with the queue's objects" in out
+    done = re.search(r"(\d+) of the (\d+) objects written done, 0 failed", out)
+    assert done is not None, out
+    assert done[1] == done[2] and int(done[1]) >= 2
+    written = re.search(r"records written (\d+), read (\d+),", out)
+    assert written is not None and written[1] == written[2], out
+    summary = next(line for line in out.splitlines() if "distinct flows" in line)
+    have, expected = summary.split("; ")[1].split(" expected")[0].split(" of ")
+    assert have == expected and int(expected) > 20
+    assert "0 unexpected" in out
+    assert f"flows on the map (a workload at both ends): {have}" in out
+    assert "clean-up left 0 flow logs, 0 log groups and 0 workloads behind" in out
+    assert "source s3: clean-up left 0 queues and 0 bucket notifications behind" in out
+
+
 def test_stream_flows_that_no_shard_read_fail_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     """Flows at the PCE while status.shards read nothing: the stream path was not exercised."""
     flow = ("10.0.1.10", "10.0.2.11", 22, 6)

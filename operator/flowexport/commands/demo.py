@@ -52,14 +52,18 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--source",
-        choices=("poll", "stream"),
+        choices=("poll", "stream", "s3"),
         default="poll",
         help=(
-            "how the FlowExport reads the log group (spec.source.mode): poll reads it with "
-            "FilterLogEvents; stream has the operator create a subscription filter into a "
-            f"Kinesis stream of {STREAM_SHARDS} shards and read the records shard by shard, "
-            "and the demo checks that they came through the shards and that deletion removed "
-            "the stream and the filter (default poll)"
+            "how the FlowExport reads the flow logs (spec.source.mode): poll reads the log "
+            "group with FilterLogEvents; stream has the operator create a subscription filter "
+            f"into a Kinesis stream of {STREAM_SHARDS} shards and read the records shard by "
+            "shard, and the demo checks that they came through the shards and that deletion "
+            "removed the stream and the filter; s3 has the operator create the VPC's flow log "
+            "into a bucket, a queue and the bucket's notification, the demo writes the records "
+            "as objects as AWS does (gzip text with its header line) and checks that they came "
+            "through the queue and that deletion removed the queue and the flow log "
+            "(default poll)"
         ),
     )
     parser.set_defaults(run=run)

@@ -6,17 +6,24 @@ installs the CRD, a namespace, the Secrets and a FlowExport, runs the real opera
 shows the FlowExport's status and what the PCE received until done. With `--source stream` the
 FlowExport reads the log group through a subscription filter into a Kinesis stream (moto
 delivers the filter's payloads to Kinesis), and the demo checks that the records came through
-the stream's shards and that deletion removed the stream and the filter.
+the stream's shards and that deletion removed the stream and the filter. With `--source s3`
+the operator creates the VPC's flow log into a bucket, a queue and the bucket's notification;
+the demo writes the records as AWS delivers them to S3 (gzip text objects, the header line
+first, under `AWSLogs/{account}/vpcflowlogs/{region}/yyyy/mm/dd/`), moto announces each on
+the queue, and the demo checks that they came through it and that deletion removed the queue
+and the flow log.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +49,10 @@ ACTIONS = frozenset({"ACCEPT", "REJECT"})
 APPS = ("shop", "billing", "search")
 #: Events per PutLogEvents call (AWS allows 10,000; smaller keeps the emulator quick).
 PUT_BATCH = 500
+#: The bucket of `--source s3`.
+BUCKET = "demo-flow-logs"
+#: moto's account (the account of the keys the demo's objects are named after).
+ACCOUNT = "123456789012"
 #: The subscription role of `--source stream` (the name `iam/operator-policy.json` may pass).
 STREAM_ROLE = "flowexport-cwl-to-kinesis"
 #: Trust policy of the subscription role: CloudWatch Logs assumes it to write to Kinesis.
@@ -61,6 +72,7 @@ class Demo:
     manifest: dict[str, Any] = field(default_factory=dict)
     written: int = 0
     streams: set[str] = field(default_factory=set)
+    objects: int = 0
 
     @property
     def kube(self) -> httpx.Client:
@@ -105,6 +117,25 @@ class Demo:
                     logEvents=events[start : start + PUT_BATCH],
                 )
             self.written += len(events)
+
+    def put_object(self, count: int, flow_log: str) -> None:
+        """One flow-log object of about `count` records, as AWS writes it to S3: gzip text,
+        the header line naming the fields first, keyed by account, region, date, flow log and
+        the 5-minute interval."""
+        assert self.traffic is not None
+        now = time.time()
+        lines = [" ".join(PIPELINE_FORMAT.fields)]
+        lines += [record.message for record in self.traffic.records(count, int(now))]
+        stamp = datetime.fromtimestamp(now - now % 300, UTC)
+        key = (
+            f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/{stamp:%Y/%m/%d}/"
+            f"{ACCOUNT}_vpcflowlogs_{REGION}_{flow_log}_{stamp:%Y%m%dT%H%MZ}_"
+            f"{self.objects:08x}.log.gz"
+        )
+        body = gzip.compress(("\n".join(lines) + "\n").encode())
+        self.aws("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+        self.objects += 1
+        self.written += len(lines) - 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,6 +215,12 @@ def _install(demo: Demo, connections: int) -> dict[str, Any]:
             },
         },
     }
+    if demo.source == "s3":
+        demo.aws("s3").create_bucket(Bucket=BUCKET)
+        say(f"source s3: created bucket {BUCKET} (the operator makes the rest)")
+        aws = manifest["spec"]["aws"]
+        del aws["logGroupName"], aws["deliverLogsRoleArn"]
+        manifest["spec"]["source"] = {"mode": "s3", "s3": {"bucket": BUCKET}}
     if demo.source == "stream":
         answer = demo.aws("iam").create_role(
             RoleName=STREAM_ROLE, AssumeRolePolicyDocument=LOGS_TRUST
@@ -238,7 +275,17 @@ def _play(args: argparse.Namespace, demo: Demo) -> int:
         lambda: demo.conditions().get(ConditionType.SUBSCRIPTION_READY, ("",))[0] == "True",
     ):
         return _fail(demo, "the subscription did not become ready")
-    say(f"subscribed: flow log {demo.status().get('flowLogId')} -> log group {LOG_GROUP}")
+    flow_log = str(demo.status().get("flowLogId"))
+    if demo.source == "s3":
+        if not _wait(deadline, lambda: demo.status().get("source", {}).get("mode") == "s3"):
+            return _fail(demo, "the worker did not start reading the queue")
+        source = demo.status()["source"]
+        say(
+            f"source s3: flow log {flow_log} -> bucket {BUCKET}; its notifications -> queue "
+            f"{source.get('queueUrl')}; the operator reads the objects they announce"
+        )
+    else:
+        say(f"subscribed: flow log {flow_log} -> log group {LOG_GROUP}")
     if demo.source == "stream":
         if not _wait(deadline, lambda: demo.status().get("source", {}).get("mode") == "stream"):
             return _fail(demo, "the worker did not start reading the Kinesis stream")
@@ -254,7 +301,10 @@ def _play(args: argparse.Namespace, demo: Demo) -> int:
     while time.monotonic() < deadline:
         tick = time.monotonic()
         if tick < writing_until:
-            demo.write(args.rate, LOG_GROUP)
+            if demo.source == "s3":
+                demo.put_object(args.rate, flow_log)
+            else:
+                demo.write(args.rate, LOG_GROUP)
         if tick - last_report >= 2.0:
             _report(demo, tick - started)
             last_report = tick
@@ -297,6 +347,9 @@ def _report(demo: Demo, elapsed: float) -> None:
     if demo.source == "stream":
         shards = status.get("shards") or {}
         via = f" ({_shard_reads(shards)} via {len(shards)} shards)"
+    if demo.source == "s3":
+        objects = (status.get("source") or {}).get("objectsDone", 0)
+        via = f" (from {objects} of {demo.objects} objects)"
     say(
         f"t={elapsed:5.1f}s Ready={ready[0]} ({ready[1]}) | records written {demo.written} | "
         f"read {counts.get('recordsRead', 0)}{via} | flows uploaded "
@@ -356,6 +409,12 @@ def _summary(
         return _fail(demo, f"only {len(received)} of {target} flows reached the PCE in time")
     if off_map:
         return _fail(demo, f"{len(off_map)} flows lack a workload, e.g. {min(off_map)}")
+    if demo.source == "s3" and received and not through_shards:
+        return _fail(
+            demo,
+            f"{len(received)} flows reached the PCE but status.source counts no object done, "
+            "so they did not come through the queue",
+        )
     if demo.source == "stream" and received and not through_shards:
         return _fail(
             demo,
@@ -367,7 +426,18 @@ def _summary(
 
 
 def _source_summary(demo: Demo, status: dict[str, Any], distinct: int) -> int:
-    """Print where the records were read from; returns the records read through shards."""
+    """Print where the records were read from; returns the records read through shards (mode
+    s3: the objects done)."""
+    if demo.source == "s3":
+        source = status.get("source") or {}
+        done = int(source.get("objectsDone") or 0)
+        print(
+            f"  source s3: bucket {source.get('bucket')}, queue {source.get('queueUrl')}: "
+            f"{done} of the {demo.objects} objects written done, "
+            f"{source.get('objectsFailed', 0)} failed, {source.get('objectsSkipped', 0)} "
+            "announcements skipped (e.g. s3:TestEvent)"
+        )
+        return done
     if demo.source != "stream":
         print("  source poll: the log group read with FilterLogEvents")
         return 0
@@ -422,6 +492,14 @@ def _delete(demo: Demo, deadline: float) -> None:
             f"deleted the FlowExport; clean-up left {len(flow_logs)} flow logs, "
             f"{len(groups)} log groups and {len(workloads)} workloads behind"
         )
+        if demo.source == "s3":
+            queues = demo.aws("sqs").list_queues(QueueNamePrefix="flowexport-")
+            notifications = demo.aws("s3").get_bucket_notification_configuration(Bucket=BUCKET)
+            say(
+                f"source s3: clean-up left {len(queues.get('QueueUrls') or [])} queues and "
+                f"{len(notifications.get('QueueConfigurations') or [])} bucket notifications "
+                f"behind (the bucket {BUCKET} and its objects are the user's)"
+            )
         if demo.source == "stream":
             streams = demo.aws("kinesis").list_streams()["StreamNames"]
             say(
