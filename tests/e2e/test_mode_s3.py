@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import time
+from datetime import UTC, datetime
 
-from flowexport.core.logformat import LogFormat
+from flowexport.core.logformat import PIPELINE_FORMAT, LogFormat
 from tests.e2e.conftest import FE, Stack, eventually
+from tests.flowlines import connection_address, line, put_connections
 from tests.flowparquet import write_parquet
 
 BUCKET = "central-flow-logs"
@@ -115,3 +118,75 @@ def test_mode_s3_reads_parquet_objects(stack: Stack) -> None:
     assert len(set(stack.received())) == 50
     assert stack.get()["status"]["counts"]["recordsRead"] == 50
     assert source(stack)["objectsFailed"] == 1
+
+
+def switch(stack: Stack, source: dict[str, object]) -> None:
+    answer = stack.kube.patch(
+        f"{FE}/prod",
+        json={"spec": {"source": source}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def put_records(stack: Stack, flow_log: str, at: float, first: int, count: int, end: int) -> str:
+    """An object as AWS writes one, keyed by the interval of `at`, of connections `first`..."""
+    stamp = datetime.fromtimestamp(at - at % 300, UTC)
+    key = (
+        f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/{stamp:%Y/%m/%d}/{ACCOUNT}_vpcflowlogs_"
+        f"us-east-1_{flow_log}_{stamp:%Y%m%dT%H%MZ}_s{first}.log.gz"
+    )
+    lines = [" ".join(PIPELINE_FORMAT.fields)] + [
+        line(
+            PIPELINE_FORMAT,
+            srcaddr=connection_address(i),
+            srcport=40000 + i,
+            dstaddr="10.1.0.9",
+            dstport=443,
+            start=end - 60,
+            end=end,
+        )
+        for i in range(first, first + count)
+    ]
+    body = gzip.compress(("\n".join(lines) + "\n").encode())
+    stack.aws("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    return key
+
+
+def test_poll_to_s3_to_poll_uploads_every_flow_once(stack: Stack) -> None:
+    """The log group and the bucket are two deliveries of the same records: a switch neither
+    uploads the records the mode before read again nor leaves a gap."""
+    logs, group = stack.aws("logs"), "/flowexport/prod"
+    stack.aws("s3").create_bucket(Bucket=BUCKET)
+    stack.apply(stack.flowexport(**{"ingestion.aggregationWindowSeconds": 3600}))
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    now = int(time.time())
+    # Poll: connections 0-9, ended an hour ago.
+    put_connections(logs, group, 10, start=0, end=now - 3600)
+    eventually(lambda: len(stack.received()) == 10, what="the polled flows")
+    cursor = stack.get()["status"]["cursor"]["ingestedThrough"]
+    switch(stack, {"mode": "s3", "s3": {"bucket": BUCKET}})
+    eventually(lambda: source(stack).get("mode") == "s3", what="mode s3")
+    since = source(stack)["since"]
+    assert since >= cursor - 600_000  # the log group's cursor (or later) less 10 minutes
+    flow_log = stack.get()["status"]["flowLogId"]
+    # S3 delivers the same records as the log group: 0-9 again in an object of an hour ago
+    # (not read at all) and in one of now (its records cut by their end), with 10-19.
+    put_records(stack, flow_log, now - 3600, 0, 10, end=now - 3600)
+    put_records(stack, flow_log, now, 0, 10, end=now - 3600)
+    put_records(stack, flow_log, now, 10, 10, end=now - 5)
+    eventually(lambda: len(stack.received()) == 20, what="the flows from S3")
+    eventually(lambda: source(stack).get("objectsDone") == 2, what="objectsDone 2")
+    counts = stack.get()["status"]["counts"]
+    assert counts["recordsSkipped"]["before_switch"] == 10
+    assert source(stack)["objectsSkipped"] >= 1  # the hour-old object (and any s3:TestEvent)
+    # Back to poll: the log group also has 10-19 (CloudWatch Logs got them too) and 20-29.
+    put_connections(logs, group, 10, start=10, end=now - 5)
+    switch(stack, {"mode": "poll"})
+    eventually(lambda: source(stack).get("mode") == "poll", what="mode poll")
+    put_connections(logs, group, 10, start=20, end=now)
+    eventually(lambda: len(stack.received()) == 30, what="the polled flows after the switch")
+    time.sleep(3)  # three more polls: nothing more arrives
+    flows = stack.received()
+    assert len(flows) == len(set(flows)) == 30
+    assert {f[0] for f in flows} == {connection_address(i) for i in range(30)}

@@ -4,6 +4,7 @@ simulator: objects put, flows at the PCE, messages deleted only after acceptance
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import io
 import json
@@ -26,7 +27,7 @@ from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFor
 from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
-from flowexport.sources.s3 import S3Runner, S3Source, S3Target
+from flowexport.sources.s3 import SWITCH_MARGIN_MS, S3Runner, S3Source, S3Target
 from tests.cloud import Cloud
 from tests.flowlines import line
 from tests.flowparquet import write_parquet
@@ -458,3 +459,90 @@ async def test_corrupt_and_truncated_parquet_are_unreadable_and_block_nothing(
     assert reader.tally.failed == 2 and reader.tally.done == 1
     assert {(f[0]) for f in received(pce)} >= {"10.0.5.1"}  # the good object's flows
     assert queue_counts(bucket, reader.target.queue_url) == (0, 2)  # left to the redrive
+
+
+def stamp_ms(minute: int) -> int:
+    """The key timestamp of key(minute): 2026-12-06T16:mmZ."""
+    return 1796515200_000 + (16 * 60 + minute) * 60_000
+
+
+def test_stamp_ms_is_the_keys_time() -> None:
+    from flowexport.aws.s3 import flow_log_key  # noqa: PLC0415
+
+    found = flow_log_key(key(20))
+    assert found is not None and found.stamp_ms == stamp_ms(20)
+
+
+async def test_after_a_switch_records_the_mode_before_read_are_dropped(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    since = stamp_ms(30)
+    reader = runner(bucket, client)
+    reader.target = dataclasses.replace(reader.target, since=since)
+    before, after = since // 1000 - 60, since // 1000 + 60
+    s3 = bucket.raw("s3")
+    # Stamped 16:01: every record ended before 16:11, before since (16:30): not read at all.
+    s3.put_object(Bucket=BUCKET, Key=key(1), Body=flow_object(500, 10))
+    # Stamped 16:25: records around since, each cut by its end (text, then Parquet).
+    text_lines = flow_lines(0, 10, PIPELINE_FORMAT, start=before - 60, end=before)
+    text_lines += flow_lines(10, 10, PIPELINE_FORMAT, start=after - 60, end=after)
+    body = "\n".join([" ".join(PIPELINE_FORMAT.fields), *text_lines]) + "\n"
+    s3.put_object(Bucket=BUCKET, Key=key(25), Body=gzip.compress(body.encode()))
+    out = io.BytesIO()
+    rows = flow_lines(100, 10, PIPELINE_FORMAT, start=before - 60, end=before)
+    rows += flow_lines(110, 10, PIPELINE_FORMAT, start=after - 60, end=after)
+    write_parquet(out, rows, PIPELINE_FORMAT, row_group_size=6)
+    s3.put_object(Bucket=BUCKET, Key=parquet_key(26), Body=out.getvalue())
+    await reader.run(asyncio.Event(), once=True)
+    flows = received(pce)
+    assert sorted(f[0] for f in flows) == sorted(
+        f"10.0.0.{i + 1}" for i in [*range(10, 20), *range(110, 120)]
+    )
+    assert reader.progress.records_skipped == {"before_switch": 20}
+    assert reader.progress.records_read == 40
+    assert reader.tally.done == 2 and reader.tally.skipped >= 1  # the 16:01 object
+    assert queue_counts(bucket, reader.target.queue_url) == (0, 0)
+
+
+async def test_the_log_group_cursor_follows_the_objects_done(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    arn = "arn:aws:logs:us-east-1:123456789012:log-group:/flowexport/prod"
+    reader = runner(bucket, client, progress=Progress(ReaderCursor(0, log_group=arn)))
+    s3 = bucket.raw("s3")
+    s3.put_object(Bucket=BUCKET, Key=key(20), Body=flow_object(0, 5))
+    await reader.run(asyncio.Event(), once=True)
+    # Where polling resumes after a switch back: the newest key timestamp less the margin.
+    assert reader.progress.cursor == ReaderCursor(stamp_ms(20) - SWITCH_MARGIN_MS, log_group=arn)
+    assert reader.checkpoint.saved[-1]["cursor"]["ingestedThrough"] == stamp_ms(10)  # type: ignore[attr-defined]
+    s3.put_object(Bucket=BUCKET, Key=key(5), Body=flow_object(10, 5))  # older: never backwards
+    await reader.run(asyncio.Event(), once=True)
+    assert reader.progress.cursor.ingested_through == stamp_ms(10)
+
+
+class Store:
+    """A SourceStore holding one status (what `begin` needs)."""
+
+    shared = False
+
+    def __init__(self, status: SourceStatus | None) -> None:
+        self.status = status
+
+    def stored(self) -> SourceStatus | None:
+        return self.status
+
+    async def switch(self, status: SourceStatus, progress: Progress) -> None:
+        self.status = status
+
+
+async def test_entering_s3_from_poll_starts_at_the_cursor_less_the_margin() -> None:
+    progress = Progress(ReaderCursor(stamp_ms(40)))
+    from_poll = Store(SourceStatus(mode="poll"))
+    await S3Source().begin(from_poll, progress)  # type: ignore[arg-type]
+    assert from_poll.status == SourceStatus(mode="s3", since=stamp_ms(30))
+    new = Store(None)  # a new FlowExport: whatever the queue announces
+    await S3Source().begin(new, progress)  # type: ignore[arg-type]
+    assert new.status == SourceStatus(mode="s3")
+    other_queue = Store(SourceStatus(mode="s3", since=5, queue_url="q0"))
+    await S3Source().begin(other_queue, progress)  # type: ignore[arg-type]
+    assert other_queue.status == SourceStatus(mode="s3", since=5)

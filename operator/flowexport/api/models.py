@@ -1110,7 +1110,8 @@ class SourceStatus(ApiModel):
         ge=0,
         description=(
             "Epoch milliseconds from which the stream is read (where polling left off); shard "
-            "checkpoints of an older switch are not used."
+            "checkpoints of an older switch are not used. Mode s3 after a switch from poll or "
+            "stream: records that ended before it were read by the mode before."
         ),
     )
     stream_name: str | None = Field(default=None, description="The stream's name (mode stream).")

@@ -17,6 +17,22 @@ once every flow of its objects was accepted by the PCE and the objects were reco
   `DONE_OBJECTS` are kept in status.source.doneObjects); read again before that (a crash
   between upload and delete), its flows are in the window and are not uploaded twice.
 - Replicas: every replica reads the queue (`share`); no Leases.
+
+Switching with poll or stream (the flow log's S3 delivery and the log group's are two
+deliveries of the same VPC's records; the log group's cursor counts CloudWatch Logs' ingestion
+time, which comes after a record's end):
+- Entering s3 from poll/stream (`begin`): `status.source.since` = the log group's cursor less
+  `SWITCH_MARGIN_MS`. Records whose end (else start) is before it are dropped, counted in
+  `recordsSkipped.before_switch` (the mode before read them); an object whose key timestamp
+  says every record ended before it (stamp + 10 min <= since) is not read (`objectsSkipped`).
+- In s3, the log group's cursor follows the objects done: the newest key timestamp less
+  `SWITCH_MARGIN_MS` (never backwards).
+- Leaving s3 for poll/stream: the log group is read from that cursor (as any mode resumes it).
+- What the margins read twice (records in both deliveries within 10 minutes of the switch) is
+  in the window carried across the switch: not uploaded twice within
+  `aggregationWindowSeconds`. A record CloudWatch Logs ingested more than 10 minutes after it
+  ended, or an object S3 delivered more than 10 minutes after its interval, at the switch,
+  can be missed. A format without `end`/`start` (Parquet or text) is cut by key timestamp only.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from typing import Any
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, failed
 from flowexport.api.models import AwsSpec, FlowExportSpec, S3Spec, SourceSpec, SourceStatus
 from flowexport.aws.blocking import off_loop, until_stopped
+from flowexport.aws.reader import ReaderCursor
 from flowexport.aws.s3 import (
     ObjectReader,
     ObjectRef,
@@ -76,6 +93,9 @@ QUEUE_CAUGHT_UP = ConditionUpdate(
 )
 #: Longest backoff after a failure of the queue or the PCE.
 MAX_BACKOFF_SECONDS = 300.0
+#: How far a switch into or out of mode s3 reads back: CloudWatch Logs' and S3's delivery
+#: delays (AWS: about 10 minutes, best effort).
+SWITCH_MARGIN_MS = 10 * 60_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,8 @@ class S3Target:
     prefix: str
     queue_url: str
     flow_log_id: str | None = None
+    #: Records that ended before this (epoch ms) were read by the mode before (a switch).
+    since: int | None = None
 
 
 @dataclass
@@ -216,8 +238,12 @@ class S3Runner:
                 if not self._wanted(ref):
                     self.tally.skipped += 1
                     continue
+                reader = ObjectReader(self.clients, ref, int(time.time() * 1000), self.target.since)
+                if reader.before_since:  # the mode before the switch read its records
+                    self.tally.skipped += 1
+                    continue
                 try:
-                    finished = await self._object(ref, stop)
+                    finished = await self._object(reader, stop)
                 except ObjectUnreadableError as exc:
                     unreadable = True
                     self._unreadable(exc)
@@ -277,10 +303,9 @@ class S3Runner:
             except FlowExportError as exc:
                 log.warning("could not extend a message's visibility: %s", exc)
 
-    async def _object(self, ref: ObjectRef, stop: asyncio.Event) -> bool:
+    async def _object(self, reader: ObjectReader, stop: asyncio.Event) -> bool:
         """Read one object through a pipeline; whether it was read to its end and all its flows
         accepted. Raises ObjectUnreadableError, or the PCE's failure."""
-        reader = ObjectReader(self.clients, ref, int(time.time() * 1000))
         self.tally.in_flight += 1
         base = self.progress.cursor
         try:
@@ -300,9 +325,12 @@ class S3Runner:
             finally:
                 self.progress = pipeline.progress
                 reached = self.progress.cursor
-                self.progress.cursor = base  # mode s3 leaves the log group's cursor as it is
+                self.progress.cursor = base  # the log group's cursor, not the object's
             # Read to its end and its last chunk checkpointed (not abandoned on a stop).
-            return reader.final is not None and reached == reader.final
+            finished = reader.final is not None and reached == reader.final
+            if finished:
+                self.progress.cursor = _followed(base, reader.stamp_ms)
+            return finished
         finally:
             self.tally.in_flight -= 1
 
@@ -354,7 +382,16 @@ class S3Source(Source):
         )
 
     async def begin(self, store: SourceStore, progress: Progress) -> None:
-        """Nothing to take over: the queue holds what is not read yet (`read` records it)."""
+        """Taking over from poll or stream: records that ended before the log group's cursor
+        less `SWITCH_MARGIN_MS` were read by them (status.source.since); from another queue or
+        bucket, the since of before; new, none (the queue holds what is to be read)."""
+        stored = store.stored()
+        since: int | None = None
+        if stored is not None and stored.mode == self.mode:
+            since = stored.since
+        elif stored is not None and isinstance(progress.cursor, ReaderCursor):
+            since = max(0, progress.cursor.ingested_through - SWITCH_MARGIN_MS)
+        await store.switch(SourceStatus(mode=self.mode, since=since), progress)
 
     async def read(self, reading: Reading) -> None:
         """Read the queue until stopped (with `once`, until it is empty)."""
@@ -364,8 +401,10 @@ class S3Source(Source):
             raise ConfigError("mode s3 without its bucket and queue", Reason.INTERNAL_ERROR)
         store = reading.store
         stored = store.stored()
-        done = stored.done_objects if stored is not None and stored.mode == self.mode else None
-        target = S3Target(found.bucket, s3.prefix, found.queue_url, found.flow_log_id)
+        mine = stored is not None and stored.mode == self.mode
+        done = stored.done_objects if stored is not None and mine else None
+        since = stored.since if stored is not None and mine else None
+        target = S3Target(found.bucket, s3.prefix, found.queue_url, found.flow_log_id, since)
         pipeline = reading.pipeline
 
         def on_status(runner: S3Runner) -> None:
@@ -400,7 +439,9 @@ class S3Source(Source):
             return None
         if stored.bucket is None or stored.queue_url is None or spec.source.s3 is None:
             return None
-        target = S3Target(stored.bucket, spec.source.s3.prefix, stored.queue_url)
+        target = S3Target(
+            stored.bucket, spec.source.s3.prefix, stored.queue_url, since=stored.since
+        )
         return Share(self, 0, target)
 
     async def read_share(
@@ -416,7 +457,6 @@ class S3Source(Source):
         on_upload: Callable[[float], None] | None = None,
     ) -> None:
         """Read the queue beside the holder (counts and window kept in memory only)."""
-        from flowexport.aws.reader import ReaderCursor  # noqa: PLC0415
 
         async def nowhere(progress: Progress) -> None:
             return None
@@ -440,10 +480,22 @@ def _settings(spec: SourceSpec) -> S3Spec:
     return spec.s3
 
 
+def _followed(cursor: Any, stamp_ms: int | None) -> Any:
+    """The log group's cursor once an object with this key timestamp is done: moved to the
+    timestamp less `SWITCH_MARGIN_MS` (where polling would resume), never backwards."""
+    if stamp_ms is None or not isinstance(cursor, ReaderCursor):
+        return cursor
+    reached = stamp_ms - SWITCH_MARGIN_MS
+    if reached <= cursor.ingested_through:
+        return cursor
+    return ReaderCursor(reached, log_group=cursor.log_group)
+
+
 def _status_of(target: S3Target, runner: S3Runner, shared: bool) -> SourceStatus:
     tally = runner.tally
     return SourceStatus(
         mode="s3",
+        since=target.since,
         shared=shared,
         bucket=target.bucket,
         queue_url=target.queue_url,
