@@ -2,7 +2,7 @@
 simulator on loopback.
 
     python bench/s3.py [--objects 24] [--records 2000] [--replicas 1,2] [--latency-objects 20]
-                       [--big-mb 75] [--kinds text,parquet] [--json]
+                       [--big-mb 75] [--core-mb 10] [--kinds text,parquet] [--json]
 
 - throughput: per `--kinds` (gzip text; Parquet as AWS writes it: a column per field,
   INT32/INT64/STRING, gzip pages), `--objects` objects of `--records` distinct connections
@@ -12,10 +12,10 @@ simulator on loopback.
 - latency: one runner running, `--latency-objects` objects put one every 0.25 s; from each
   PutObject's return to the simulator accepting the object's first flow: p50, p95.
 - peak RSS: per kind, a child process reads one object of about `--big-mb` MB (as stored)
-  with `ObjectReader` in the pipeline's chunks: the reader alone, then (another child) each
-  chunk through the core too (`FlowProcessor`, drained per chunk as the pipeline does; its key
-  cache grows to its bound with distinct connections); no PCE: not the window's memory; its
-  peak RSS (VmHWM) before the object and after it.
+  with `ObjectReader` in the pipeline's chunks: the reader alone, then (another child, on a
+  `--core-mb` object) each chunk through the core too (`FlowProcessor`, drained per chunk as
+  the pipeline does; its key cache grows to its bound with distinct connections); no PCE: not
+  the window's memory; its peak RSS (VmHWM) before the object and after it.
 
 moto, not AWS: no S3 request latency worth the name, SQS long polling answered at once when a
 message is there. See bench/RESULTS.md.
@@ -260,19 +260,23 @@ async def latency(url: str, objects: int, records: int) -> dict[str, Any]:
     }
 
 
-def big_object(url: str, megabytes: int, kind: str = "text") -> dict[str, Any]:
+def big_object(url: str, megabytes: int, kind: str = "text", core_mb: int = 10) -> dict[str, Any]:
+    """The reader alone on a `megabytes` object; the reader and the core on a `core_mb` one
+    (the core's key cache reaches its bound within a few million distinct connections)."""
     clients, _ = setup(url)
-    body = big_parquet(megabytes) if kind == "parquet" else big_text(megabytes)
-    clients.s3.put_object(Bucket=BUCKET, Key=key(1, kind), Body=body)
-    found: dict[str, Any] = {"kind": kind, "object_mb": round(len(body) / 1e6, 1)}
-    for what in ("reader", "core"):
+    found: dict[str, Any] = {"kind": kind}
+    for what, size in (("reader", megabytes), ("core", core_mb)):
+        if not size:
+            continue
+        body = big_parquet(size) if kind == "parquet" else big_text(size)
+        clients.s3.put_object(Bucket=BUCKET, Key=key(1, kind), Body=body)
         child = subprocess.run(
             [sys.executable, __file__, "--rss-child", url, key(1, kind), what],
             capture_output=True,
             text=True,
             check=True,
         )
-        found[what] = json.loads(child.stdout)
+        found[what] = {"object_mb": round(len(body) / 1e6, 1), **json.loads(child.stdout)}
     return found
 
 
@@ -366,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-objects", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=75)
     parser.add_argument("--kinds", default="text,parquet")
+    parser.add_argument("--core-mb", type=int, default=10)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -388,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.latency_objects:
             results["latency"] = asyncio.run(latency(url, args.latency_objects, 200))
         if args.big_mb:
-            results["big_object"] = [big_object(url, args.big_mb, kind) for kind in kinds]
+            results["big_object"] = [
+                big_object(url, args.big_mb, kind, args.core_mb) for kind in kinds
+            ]
     print(json.dumps(results, indent=None if args.json else 2))
     return 0
 

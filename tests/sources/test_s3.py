@@ -28,6 +28,7 @@ from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
 from flowexport.sources.s3 import SWITCH_MARGIN_MS, S3Runner, S3Source, S3Target
+from flowexport.sources.shards import MemoryShardBook
 from tests.cloud import Cloud
 from tests.flowlines import line
 from tests.flowparquet import write_parquet
@@ -542,7 +543,45 @@ async def test_entering_s3_from_poll_starts_at_the_cursor_less_the_margin() -> N
     assert from_poll.status == SourceStatus(mode="s3", since=stamp_ms(30))
     new = Store(None)  # a new FlowExport: whatever the queue announces
     await S3Source().begin(new, progress)  # type: ignore[arg-type]
-    assert new.status == SourceStatus(mode="s3")
+    assert new.status == SourceStatus(mode="s3", since=0)
     other_queue = Store(SourceStatus(mode="s3", since=5, queue_url="q0"))
     await S3Source().begin(other_queue, progress)  # type: ignore[arg-type]
     assert other_queue.status == SourceStatus(mode="s3", since=5)
+
+
+async def test_a_replica_not_holding_the_flowexport_checkpoints_its_counts_in_its_entry(
+    bucket: Cloud, pce: SimPCE, client: PCEClient
+) -> None:
+    holder = runner(bucket, client)  # makes the queue
+    stored = SourceStatus(mode="s3", shared=True, bucket=BUCKET, queue_url=holder.target.queue_url)
+    share = S3Source().share(spec(bucket), stored)
+    assert share is not None
+    book = MemoryShardBook()
+    s3 = bucket.raw("s3")
+
+    async def read(first: int) -> None:
+        for n in range(3):
+            s3.put_object(Bucket=BUCKET, Key=key(first + n), Body=flow_object((first + n) * 10, 10))
+        stop = asyncio.Event()
+
+        async def report(update: Any) -> None:
+            return None
+
+        task = asyncio.create_task(
+            S3Source().read_share(
+                share, spec(bucket), bucket.clients, client, book, stop=stop, report=report
+            )
+        )
+        for _ in range(150):
+            saved = book.shards.get("s3-0")
+            if saved is not None and saved.flows_uploaded >= (first + 3) * 10:
+                break
+            await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    await read(0)
+    assert book.shards["s3-0"].flows_uploaded == 30 and book.shards["s3-0"].records_read == 30
+    await read(3)  # a restart of the replica: its entry's counts go on
+    assert book.shards["s3-0"].flows_uploaded == 60 and book.shards["s3-0"].records_read == 60
+    assert len(received(pce)) == 60

@@ -16,7 +16,10 @@ once every flow of its objects was accepted by the PCE and the objects were reco
 - The same object (ETag and key) announced again is skipped once done (the last
   `DONE_OBJECTS` are kept in status.source.doneObjects); read again before that (a crash
   between upload and delete), its flows are in the window and are not uploaded twice.
-- Replicas: every replica reads the queue (`share`); no Leases.
+- Replicas: every replica reads the queue (`share`); no Leases for the queue. A replica not
+  holding the FlowExport checkpoints its counts and window in a status.shards entry of its own
+  (`replica_part`) of the start `status.source.since` (0 for a new FlowExport), which the
+  holder keeps and adds into status.counts (it opens the start's book for that).
 
 Switching with poll or stream (the flow log's S3 delivery and the log group's are two
 deliveries of the same VPC's records; the log group's cursor counts CloudWatch Logs' ingestion
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections import deque
@@ -49,8 +53,10 @@ from typing import Any
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, failed
 from flowexport.api.models import AwsSpec, FlowExportSpec, S3Spec, SourceSpec, SourceStatus
 from flowexport.aws.blocking import off_loop, until_stopped
+from flowexport.aws.kinesis_reader import ShardCursor
 from flowexport.aws.reader import ReaderCursor
 from flowexport.aws.s3 import (
+    ObjectCursor,
     ObjectReader,
     ObjectRef,
     ObjectUnreadableError,
@@ -386,9 +392,9 @@ class S3Source(Source):
         less `SWITCH_MARGIN_MS` were read by them (status.source.since); from another queue or
         bucket, the since of before; new, none (the queue holds what is to be read)."""
         stored = store.stored()
-        since: int | None = None
+        since = 0  # nothing before: every record the queue announces
         if stored is not None and stored.mode == self.mode:
-            since = stored.since
+            since = stored.since or 0
         elif stored is not None and isinstance(progress.cursor, ReaderCursor):
             since = max(0, progress.cursor.ingested_through - SWITCH_MARGIN_MS)
         await store.switch(SourceStatus(mode=self.mode, since=since), progress)
@@ -403,8 +409,11 @@ class S3Source(Source):
         stored = store.stored()
         mine = stored is not None and stored.mode == self.mode
         done = stored.done_objects if stored is not None and mine else None
-        since = stored.since if stored is not None and mine else None
+        since = (stored.since if stored is not None and mine else None) or 0
         target = S3Target(found.bucket, s3.prefix, found.queue_url, found.flow_log_id, since)
+        if store.shared:
+            # The other replicas' entries (their counts: `read_share`) belong to this start.
+            store.book(since)
         pipeline = reading.pipeline
 
         def on_status(runner: S3Runner) -> None:
@@ -439,10 +448,9 @@ class S3Source(Source):
             return None
         if stored.bucket is None or stored.queue_url is None or spec.source.s3 is None:
             return None
-        target = S3Target(
-            stored.bucket, spec.source.s3.prefix, stored.queue_url, since=stored.since
-        )
-        return Share(self, 0, target)
+        since = stored.since or 0
+        target = S3Target(stored.bucket, spec.source.s3.prefix, stored.queue_url, since=since)
+        return Share(self, since, target)
 
     async def read_share(
         self,
@@ -456,22 +464,55 @@ class S3Source(Source):
         report: Report,
         on_upload: Callable[[float], None] | None = None,
     ) -> None:
-        """Read the queue beside the holder (counts and window kept in memory only)."""
+        """Read the queue beside the holder. This replica's counts and window are checkpointed
+        in a `status.shards` entry of its own (`replica_part`; the holder adds every entry's
+        counts into status.counts, as for mode stream's shards), resumed after a restart."""
+        part = replica_part(book)
+        progress: Progress | None = book.progress(part) if part is not None else None
+        if progress is None:
+            progress = Progress(ShardCursor(part or "s3"))
+        # The entry's counts from before, when the part is known only at a later checkpoint
+        # (the replicas' Leases give a part only after their hand-over delay).
+        carried: list[Progress] = []
 
-        async def nowhere(progress: Progress) -> None:
-            return None
+        async def checkpoint(progress: Progress) -> None:
+            nonlocal part
+            if part is None:
+                part = replica_part(book)
+                if part is None:
+                    return
+                carried.extend(p for p in [book.progress(part)] if p is not None)
+            saved = copy.deepcopy(progress)  # the entry's cursor, not the object's progress
+            if isinstance(saved.cursor, ObjectCursor):
+                saved.cursor = saved.cursor.base
+            for before in carried:
+                saved.add_counts(before)
+            log.debug("mode s3: this replica's counts in status.shards[%s]", part)
+            await book.save(part, saved, None)
 
         runner = S3Runner(
             spec,
             share.target,
             clients,
             pce,
-            Progress(ReaderCursor(0)),
-            nowhere,
+            progress,
+            checkpoint,
             report=report,
             on_upload=on_upload,
         )
         await runner.run(stop)
+
+
+#: The status.shards entries the replicas not holding a FlowExport in mode s3 may use.
+REPLICA_PARTS = 64
+
+
+def replica_part(book: ShardBook) -> str | None:
+    """The status.shards entry this replica keeps its counts in: the first `s3-<n>` the
+    book gives it (the replicas' Leases spread the names; the same one after a restart while
+    the replicas stay the same). None when none is this replica's yet (asked again at the next
+    checkpoint; the counts wait in memory)."""
+    return next((f"s3-{n}" for n in range(REPLICA_PARTS) if book.owns(f"s3-{n}")), None)
 
 
 def _settings(spec: SourceSpec) -> S3Spec:
