@@ -523,10 +523,11 @@ def _settings(spec: SourceSpec) -> S3Spec:
 
 def _followed(cursor: Any, stamp_ms: int | None) -> Any:
     """The log group's cursor once an object with this key timestamp is done: moved to the
-    timestamp less `SWITCH_MARGIN_MS` (where polling would resume), never backwards."""
+    timestamp less `SWITCH_MARGIN_MS` (where polling would resume), never backwards, never
+    past now less the margin (a key stamped in the future)."""
     if stamp_ms is None or not isinstance(cursor, ReaderCursor):
         return cursor
-    reached = stamp_ms - SWITCH_MARGIN_MS
+    reached = min(stamp_ms, int(time.time() * 1000)) - SWITCH_MARGIN_MS
     if reached <= cursor.ingested_through:
         return cursor
     return ReaderCursor(reached, log_group=cursor.log_group)
