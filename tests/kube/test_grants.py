@@ -129,6 +129,7 @@ async def test_own_keys_need_no_grant_and_keep_their_role() -> None:
     source = secrets(book())
     keys = {"credentialsSecretRef": {"name": "aws-keys"}}
     assert await source.account_access(aws(**keys)) is None
+    assert await source.account_access(aws(accountId=X, **keys)) is None
     access = await source.account_access(aws(roleArn=ROLE, **keys))
     assert access == AccountAccess(X, ROLE, None, None, "fx-security-prod")
     assert source.versions == {}
