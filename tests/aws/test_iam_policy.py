@@ -14,6 +14,7 @@ import ast
 import contextlib
 import gzip
 import json
+import runpy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -599,7 +600,7 @@ def test_the_member_role_templates_carry_the_operator_policy_and_the_external_id
     role = member["Resources"]["MemberRole"]
     assert role["Type"] == "AWS::IAM::Role"
     (inline,) = role["Properties"]["Policies"]
-    assert inline["PolicyDocument"] == load("operator-policy.json")  # run the generator again
+    assert inline["PolicyDocument"] == load("operator-policy.json"), "run `make iam`"
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"AWS": {"Ref": "OperatorRoleArn"}}
     assert trust["Action"] == "sts:AssumeRole"  # no session tags: no sts:TagSession
@@ -621,6 +622,17 @@ def test_the_member_role_templates_carry_the_operator_policy_and_the_external_id
     (by_hand,) = load("member-role-trust-policy.json")["Statement"]
     assert by_hand["Condition"]["StringEquals"]["sts:ExternalId"] == "EXTERNAL_ID"
     assert by_hand["Principal"]["AWS"].endswith(":role/flowexport-operator")
+
+
+def test_the_member_role_templates_are_exactly_the_generated_ones() -> None:
+    generator = runpy.run_path(str(ROOT / "hack" / "member-role.py"))
+    policy = load("operator-policy.json")
+    member_text = yaml.safe_dump(generator["member_template"](policy), sort_keys=False, width=100)
+    assert MEMBER_TEMPLATE.read_text() == generator["HEADER"] + member_text, "run `make iam`"
+    stackset = generator["stackset_template"](member_text)
+    assert STACKSET_TEMPLATE.read_text() == generator["HEADER"] + yaml.safe_dump(
+        stackset, sort_keys=False, width=100
+    ), "run `make iam`"
 
 
 def test_cfn_lint_finds_nothing_in_the_templates() -> None:
