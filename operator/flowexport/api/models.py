@@ -392,6 +392,7 @@ class AwsSpec(ApiModel):
             "role) to the namespace when the operator enforces account grants."
         ),
         pattern=_IAM_ROLE_ARN,
+        max_length=2048,
     )
     account_id: str | None = Field(
         default=None,
@@ -402,6 +403,7 @@ class AwsSpec(ApiModel):
             "grant's role). With credentialsSecretRef it only documents the keys' account."
         ),
         pattern=_ACCOUNT_ID,
+        max_length=12,
     )
     credentials_secret_ref: SecretRef | None = Field(
         default=None,
