@@ -153,8 +153,8 @@ class GrantBook:
         except FlowExportError as exc:
             return f"{exc.reason}: {exc}"
         with self._lock:
-            generation = self._grants[access.grant_name or ""].generation
-        return f"{access!r} {generation}"
+            found = self._grants.get(access.grant_name or "")
+        return f"{access!r} {found.generation if found else None}"
 
     def use(self, namespace: str, name: str, grant: str | None) -> None:
         """Note which grant FlowExport namespace/name runs through (None: none)."""
