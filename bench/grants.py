@@ -8,6 +8,7 @@ time to make the clients, and the RSS they add (one run per process, so RSS is n
 
     python bench/grants.py --flowexports 300 --mode shared
     python bench/grants.py --flowexports 300 --mode per-flowexport
+    python bench/grants.py --flowexports 300 --mode per-namespace
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 import httpx
 
-from flowexport.api.grants import session_name
+from flowexport.api.grants import namespace_session_name, session_name
 from flowexport.aws.session import AwsKeys, AwsTarget, shared_clients
 from flowexport.sim.moto import moto_server
 
@@ -37,20 +38,22 @@ def main() -> None:
     """Make the clients of N FlowExports and print what it took."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flowexports", type=int, default=300)
-    parser.add_argument("--mode", choices=["shared", "per-flowexport"], required=True)
+    parser.add_argument(
+        "--mode", choices=["shared", "per-flowexport", "per-namespace"], required=True
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {0})
     with moto_server() as url:
         keys = AwsKeys("bench", "bench")
-        warm = AwsTarget("us-east-1", url, ROLE, keys, external_id="x", session_name="warm")
+        warm = AwsTarget("us-east-1", url, ROLE, keys, external_id="bench-ext", session_name="warm")
         shared_clients(warm)  # botocore's models loaded once, outside the measurement
         before, started = rss_mib(), time.perf_counter()
         for index in range(args.flowexports):
-            name = (
-                session_name("team", f"vpc-{index:04d}")
-                if args.mode == "per-flowexport"
-                else "flowexport-operator"
-            )
+            name = {
+                "per-flowexport": session_name("team", f"vpc-{index:04d}"),
+                "per-namespace": namespace_session_name("team"),  # sessionNames: Namespace
+                "shared": "flowexport-operator",  # before grants: one name for all
+            }[args.mode]
             target = AwsTarget(
                 "us-east-1", url, ROLE, keys, external_id="bench-ext", session_name=name
             )

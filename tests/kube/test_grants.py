@@ -219,3 +219,13 @@ def test_the_status_written_keeps_its_transition_time_while_ready_holds() -> Non
     (one,), (two,) = first["conditions"], second["conditions"]
     assert one["lastTransitionTime"] == two["lastTransitionTime"]
     assert (one["type"], one["status"], one["reason"]) == ("Ready", "True", "Accepted")
+
+
+async def test_a_grant_may_share_one_session_per_namespace() -> None:
+    source = secrets(book(grant_body(sessionNames="Namespace")), name="vpc-0042")
+    access = await source.account_access(aws(accountId=X))
+    assert access is not None and access.session_name == "fx-security"
+    other = await secrets(
+        book(grant_body(sessionNames="Namespace")), name="vpc-0043"
+    ).account_access(aws(accountId=X))
+    assert other == access  # one AwsTarget, so one AssumeRole and one client set for both
