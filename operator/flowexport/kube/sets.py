@@ -1,0 +1,536 @@
+"""FlowExportSets in the operator: discover, generate FlowExports, guard flow logs, report.
+
+A daemon per FlowExportSet (on the replica that owns it) refreshes it every
+`spec.refreshSeconds` and at once on a spec change: discovery (`fleet.scan.discover`, off
+the event loop), then the generated FlowExports brought in line (`fleet.plan.diff`: create,
+update, delete; each carries the set's label and an ownerReference to it), then the set's
+status (coverage, conditions), the metrics, and an Event when the coverage changed. Deleting
+the set deletes its FlowExports (each then cleans up per its own deletionPolicy) and, for an
+s3 destination under deletionPolicy Delete, the flow logs the set created.
+
+Accounts are reached only as the namespace's grants allow (`resolver`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from flowexport import lifecycle
+from flowexport.api.models import GROUP, PLURAL, VERSION, AwsSpec, FlowExportSpec
+from flowexport.api.sets import KIND as SET_KIND
+from flowexport.api.sets import PLURAL as SET_PLURAL
+from flowexport.api.sets import SET_LABEL, FlowExportSetSpec, sample_spec
+from flowexport.api.validation import describe_errors
+from flowexport.aws.blocking import off_loop
+from flowexport.aws.session import AwsTarget
+from flowexport.errors import FlowExportError, Reason, unexpected
+from flowexport.fleet.plan import (
+    Coverage,
+    Diff,
+    Existing,
+    Place,
+    coverage,
+    desired,
+    diff,
+    kept_back,
+)
+from flowexport.fleet.scan import (
+    Access,
+    Discovery,
+    NotGrantedError,
+    Resolve,
+    discover,
+    remove_set_flow_logs,
+)
+from flowexport.kube import metrics
+from flowexport.kube.client import REQUEST_TIMEOUT
+from flowexport.kube.state import Operator
+
+log = logging.getLogger("flowexport.operator")
+
+#: The condition types of a FlowExportSet's status, in the order they are listed.
+READY, DISCOVERED, COVERED = "Ready", "Discovered", "Covered"
+#: Seconds before a set whose discovery could not start (a Secret, an invalid spec) retries.
+RETRY_SECONDS = 60.0
+
+
+def resolver(op: Operator, namespace: str) -> Resolve:
+    """The namespace's grants, as discovery asks them: the access to an account, or
+    NotGrantedError. (The one place the set learns which accounts it may use.)"""
+
+    def resolve(account_id: str, region: str | None) -> Access:
+        raise NotGrantedError(
+            f"account {account_id} is not granted to namespace {namespace} (no AccountGrant)"
+        )
+
+    return resolve
+
+
+def aws_fields(access: Access) -> dict[str, Any]:
+    """The spec.aws fields a generated FlowExport gets for its account: its id, the grant
+    giving the role (or, without accountId in this API version, the role itself)."""
+    if "account_id" in AwsSpec.model_fields:
+        return {"accountId": access.account_id}
+    return {"roleArn": access.role_arn} if access.role_arn else {}
+
+
+class SetApi:
+    """The Kubernetes calls of FlowExportSets: their generated FlowExports and their status
+    (the official client's blocking calls, off the loop, with the client timeout)."""
+
+    def __init__(self, custom: Any) -> None:
+        self.custom = custom
+
+    async def generated(self, namespace: str, set_name: str, uid: str) -> list[Existing]:
+        """The FlowExports labelled as the set's and owned by it (uid)."""
+        found = await off_loop(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            label_selector=f"{SET_LABEL}={set_name}",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+        out = []
+        for item in found.get("items", []):
+            meta = item.get("metadata", {})
+            owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
+            if uid in owners and not meta.get("deletionTimestamp"):
+                out.append(Existing(meta["name"], meta.get("labels") or {}, item.get("spec") or {}))
+        return out
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create a FlowExport."""
+        await off_loop(
+            self.custom.create_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            body,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    async def replace_spec(
+        self, namespace: str, name: str, spec: dict[str, Any], labels: Mapping[str, str]
+    ) -> None:
+        """Set a FlowExport's spec (whole) and labels (those given)."""
+        patch = [{"op": "replace", "path": "/spec", "value": spec}] + [
+            {"op": "add", "path": f"/metadata/labels/{k.replace('/', '~1')}", "value": v}
+            for k, v in labels.items()
+        ]
+        await off_loop(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            patch,
+            _content_type="application/json-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    async def delete(self, namespace: str, name: str) -> None:
+        """Delete a FlowExport (one already gone is fine)."""
+        try:
+            await off_loop(
+                self.custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the FlowExportSet's status."""
+        await off_loop(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            SET_PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+
+@dataclass
+class SetState:
+    """What the operator remembers of one FlowExportSet between refreshes."""
+
+    #: Set on a spec change: refresh now.
+    poke: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The coverage last announced in an Event (None: none yet since the process started;
+    #: read from the stored status first).
+    coverage_key: tuple[int, ...] | None = None
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loaded: bool = False
+
+
+class Fleet:
+    """The operator's FlowExportSets."""
+
+    def __init__(self, op: Operator, api: SetApi | None = None) -> None:
+        self.op = op
+        self.api = api or SetApi(op.api.custom)  # type: ignore[attr-defined]
+        self.sets: dict[tuple[str, str], SetState] = {}
+
+    def state(self, namespace: str, name: str) -> SetState:
+        """The set's state, made on first use."""
+        return self.sets.setdefault((namespace, name), SetState())
+
+    def poke(self, namespace: str, name: str) -> None:
+        """Refresh the set now (its spec changed)."""
+        self.state(namespace, name).poke.set()
+
+    async def run(self, body: Any, stopped: Any) -> None:
+        """The daemon of one set: refresh, then wait refreshSeconds (or a spec change)."""
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        state = self.state(namespace, name)
+        while not stopped:
+            wait = RETRY_SECONDS
+            if self.op.replicas.owns(meta.get("uid") or ""):
+                state.poke.clear()
+                try:
+                    wait = await self.refresh(body, state)
+                except Exception:
+                    log.exception("%s/%s: FlowExportSet refresh failed", namespace, name)
+            else:
+                wait = 5.0
+            poked = asyncio.ensure_future(state.poke.wait())
+            halted = asyncio.ensure_future(stopped.wait(wait))
+            try:
+                await asyncio.wait({poked, halted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                poked.cancel()
+                halted.cancel()
+
+    async def refresh(self, body: Any, state: SetState) -> float:
+        """One discovery and what follows; seconds until the next."""
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        uid, generation = meta.get("uid") or "", meta.get("generation")
+        if not state.loaded:
+            self._load(state, body.get("status") or {})
+        try:
+            spec = FlowExportSetSpec.model_validate(dict(body["spec"]))
+        except ValidationError as exc:
+            message = "; ".join(f"{p}: {m}" for p, m in describe_errors(exc))
+            await self._write(
+                namespace,
+                name,
+                state,
+                generation,
+                {READY: (False, Reason.INVALID_SPEC, message)},
+                {},
+            )
+            return float("inf")  # until the spec changes (a poke)
+        try:
+            base = await self._base_target(namespace, spec)
+        except FlowExportError as exc:
+            await self._write(
+                namespace, name, state, generation, {READY: (False, exc.reason, str(exc))}, {}
+            )
+            return RETRY_SECONDS
+        started = time.monotonic()
+        found: Discovery = await off_loop(
+            discover, spec, f"{namespace}/{name}", base, resolver(self.op, namespace)
+        )
+        extra = {
+            Place(account, region): aws_fields(access)
+            for account, access in found.access.items()
+            for region in spec.regions
+        }
+        wanted = desired(spec, name, found.scans, extra)
+        existing = await self.api.generated(namespace, name, uid)
+        unread = kept_back(existing, found.scans, found.accounts, spec.regions, found.complete)
+        changes = diff(wanted, existing, unread, spec.max_flow_exports)
+        applied, failures = await self._apply(body, changes)
+        cover = coverage(spec, found.accounts, found.refused, found.scans)
+        kept = len(existing) + applied["created"] - applied["deleted"]
+        await self._report(body, state, spec, found, cover, changes, kept, failures)
+        log.info(
+            "%s/%s: discovered %d accounts (%d refused, %d failed), %d VPCs (%d without a flow "
+            "log), %d AWS calls in %.1fs; FlowExports: %d created, %d updated, %d deleted",
+            namespace,
+            name,
+            cover.accounts_total,
+            cover.accounts_refused,
+            cover.accounts_failed,
+            cover.vpcs_total,
+            cover.vpcs_without_flow_log,
+            sum(found.calls.values()),
+            time.monotonic() - started,
+            applied["created"],
+            applied["updated"],
+            applied["deleted"],
+        )
+        return float(spec.refresh_seconds)
+
+    async def _base_target(self, namespace: str, spec: FlowExportSetSpec) -> AwsTarget:
+        """The endpoints and base credentials (template.aws) every account's target starts
+        from."""
+        sample = FlowExportSpec.model_validate(
+            sample_spec(spec, "000000000000", spec.regions[0], "vpc-00000000")
+        )
+        target = await lifecycle.aws_target(sample, self.op.secrets(namespace, sample))
+        return dataclasses.replace(target, role_arn=None)
+
+    async def _apply(self, body: Any, changes: Diff) -> tuple[dict[str, int], list[str]]:
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        done = {"created": 0, "updated": 0, "deleted": 0}
+        failures: list[str] = []
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": SET_KIND,
+            "name": name,
+            "uid": uid,
+            "controller": True,
+        }
+        for want in changes.create:
+            obj = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "FlowExport",
+                "metadata": {
+                    "name": want.name,
+                    "namespace": namespace,
+                    "labels": want.labels,
+                    "ownerReferences": [owner],
+                },
+                "spec": want.spec,
+            }
+            try:
+                await self.api.create(namespace, obj)
+                done["created"] += 1
+            except ApiException as exc:
+                failures.append(f"create {want.name}: {exc.status} {exc.reason}")
+        for want in changes.update:
+            try:
+                await self.api.replace_spec(namespace, want.name, want.spec, want.labels)
+                done["updated"] += 1
+            except ApiException as exc:
+                failures.append(f"update {want.name}: {exc.status} {exc.reason}")
+        for gone in changes.delete:
+            try:
+                await self.api.delete(namespace, gone)
+                done["deleted"] += 1
+            except ApiException as exc:
+                failures.append(f"delete {gone}: {exc.status} {exc.reason}")
+        if any(done.values()) or failures:
+            self.op.events.post(
+                body,
+                "Warning" if failures else "Normal",
+                "FlowExportsChanged",
+                f"created {done['created']}, updated {done['updated']}, deleted "
+                f"{done['deleted']} FlowExports"
+                + (f"; failed: {'; '.join(failures[:5])}" if failures else ""),
+            )
+        return done, failures
+
+    async def _report(
+        self,
+        body: Any,
+        state: SetState,
+        spec: FlowExportSetSpec,
+        found: Discovery,
+        cover: Coverage,
+        changes: Diff,
+        kept: int,
+        failures: list[str],
+    ) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        if cover.accounts_refused:
+            discovered = (
+                False,
+                Reason.ACCOUNTS_REFUSED,
+                f"{cover.accounts_refused} of {cover.accounts_total} accounts in scope are not "
+                "usable (status.refusedAccounts)",
+            )
+        elif cover.accounts_failed or cover.failed:
+            discovered = (
+                False,
+                Reason.DISCOVERY_FAILED,
+                f"{len(cover.failed)} account-regions could not be read (status.failedAccounts)",
+            )
+        else:
+            discovered = (
+                True,
+                Reason.DISCOVERED,
+                f"{cover.accounts_total} accounts x {len(spec.regions)} regions read",
+            )
+        if cover.vpcs_without_flow_log:
+            covered = (
+                False,
+                Reason.FLOW_LOGS_MISSING,
+                f"{cover.vpcs_without_flow_log} of {cover.vpcs_total} selected VPCs have no flow "
+                "log to the destination (status.missing)",
+            )
+        else:
+            covered = (
+                True,
+                Reason.COVERED,
+                f"all {cover.vpcs_total} selected VPCs have a flow log to the destination",
+            )
+        if changes.capped:
+            ready: tuple[bool, Reason, str] = (
+                False,
+                Reason.TOO_MANY_FLOWEXPORTS,
+                f"{changes.capped} FlowExports not created: spec.maxFlowExports is "
+                f"{spec.max_flow_exports}",
+            )
+        elif failures:
+            ready = (False, Reason.INTERNAL_ERROR, "; ".join(failures[:3]))
+        elif not discovered[0]:
+            ready = discovered
+        else:
+            ready = (True, Reason.READY, f"{kept} FlowExports for {cover.vpcs_total} VPCs")
+        fields = {
+            **cover.to_status(),
+            "flowExports": kept,
+            "flowLogsCreated": found.flow_logs_created,
+            "lastDiscoveryTime": _now(),
+            "discoverySeconds": round(found.seconds, 3),
+        }
+        await self._write(
+            namespace,
+            name,
+            state,
+            meta.get("generation"),
+            {READY: ready, DISCOVERED: discovered, COVERED: covered},
+            fields,
+        )
+        metrics.set_coverage(
+            namespace,
+            name,
+            cover.vpcs_total,
+            cover.vpcs_without_flow_log,
+            {
+                "granted": cover.accounts_granted,
+                "refused": cover.accounts_refused,
+                "failed": cover.accounts_failed,
+            },
+            sum(found.calls.values()),
+        )
+        key = cover.key()
+        if key != state.coverage_key:
+            state.coverage_key = key
+            self.op.events.post(
+                body,
+                "Normal" if not cover.vpcs_without_flow_log else "Warning",
+                "CoverageChanged",
+                f"{cover.vpcs_with_flow_log} of {cover.vpcs_total} selected VPCs have a flow log "
+                f"to the destination; accounts: {cover.accounts_total} in scope, "
+                f"{cover.accounts_refused} refused, {cover.accounts_failed} failed",
+            )
+
+    def _load(self, state: SetState, status: Mapping[str, Any]) -> None:
+        """What the stored status says (after a restart: no repeated coverage Event)."""
+        state.loaded = True
+        for c in status.get("conditions") or []:
+            if isinstance(c, dict) and c.get("type"):
+                state.conditions[c["type"]] = dict(c)
+        accounts, vpcs = status.get("accounts") or {}, status.get("vpcs") or {}
+        if accounts and vpcs:
+            state.coverage_key = (
+                int(accounts.get("total", 0)),
+                int(accounts.get("refused", 0)),
+                int(accounts.get("failed", 0)),
+                int(vpcs.get("total", 0)),
+                int(vpcs.get("withFlowLog", 0)),
+            )
+
+    async def _write(
+        self,
+        namespace: str,
+        name: str,
+        state: SetState,
+        generation: int | None,
+        conditions: Mapping[str, tuple[bool, Reason | str, str]],
+        fields: dict[str, Any],
+    ) -> None:
+        now = _now()
+        for type_, (ok, reason, message) in conditions.items():
+            said = "True" if ok else "False"
+            before = state.conditions.get(type_) or {}
+            since = before.get("lastTransitionTime") if before.get("status") == said else None
+            state.conditions[type_] = {
+                "type": type_,
+                "status": said,
+                "reason": str(reason),
+                "message": message[:32768],
+                "lastTransitionTime": since or now,
+                "observedGeneration": generation,
+            }
+        order = [READY, DISCOVERED, COVERED]
+        listed = sorted(
+            state.conditions.values(),
+            key=lambda c: order.index(c["type"]) if c["type"] in order else 9,
+        )
+        status = {"observedGeneration": generation, "conditions": listed, **fields}
+        try:
+            await self.api.patch_status(namespace, name, status)
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile
+                raise
+
+    async def clean_up(self, body: Any) -> None:
+        """The set is being deleted: delete its FlowExports (each cleans up per its own
+        deletionPolicy; the ownerReference makes the garbage collector do the same), and the
+        flow logs it created into an s3 destination under deletionPolicy Delete."""
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid") or ""
+        for existing in await self.api.generated(namespace, name, uid):
+            await self.api.delete(namespace, existing.name)
+        try:
+            spec = FlowExportSetSpec.model_validate(dict(body["spec"]))
+        except ValidationError:
+            spec = None
+        if (
+            spec is not None
+            and spec.destination.s3 is not None
+            and spec.deletion_policy == "Delete"
+        ):
+            try:
+                base = await self._base_target(namespace, spec)
+                removed = await off_loop(
+                    remove_set_flow_logs,
+                    spec,
+                    f"{namespace}/{name}",
+                    base,
+                    resolver(self.op, namespace),
+                )
+                if removed:
+                    log.info(
+                        "%s/%s: deleted %d flow logs the set created", namespace, name, removed
+                    )
+            except Exception as exc:  # the set goes anyway: its flow logs are tagged as its own
+                error = exc if isinstance(exc, FlowExportError) else unexpected(exc)
+                log.warning("%s/%s: flow logs left behind: %s", namespace, name, error)
+        self.sets.pop((namespace, name), None)
+        metrics.forget_set(namespace, name)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
