@@ -28,8 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/core.py
 
 crd: $(STAMP)
-	$(BIN)/flowexport crd > crds/flowexport.yaml
-	cp crds/flowexport.yaml charts/flowexport-operator/files/flowexport-crd.yaml
+	$(BIN)/flowexport crd --write crds --chart-files charts/flowexport-operator/files
 
 # After changing dependencies: resolve them afresh and pin them (then `make test` runs with them).
 constraints:

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flowexport import __version__
-from flowexport.api.crd import render_crd_yaml
+from flowexport.api.crd import CRDS, render_crd_yaml
 from flowexport.cli import COMMANDS, build_parser, chosen_command
 from flowexport.core.logformat import PIPELINE_FORMAT
 from flowexport.core.records import MAX_RECORD_CHARS
@@ -275,6 +276,25 @@ def test_crd_command_prints_the_generated_crd() -> None:
     result = flowexport("crd")
     assert result.returncode == 0
     assert result.stdout.decode() == render_crd_yaml()
+
+
+def test_crd_command_prints_each_kind_and_writes_every_file(tmp_path: Path) -> None:
+    for definition in CRDS:
+        result = flowexport("crd", definition.kind)
+        assert result.returncode == 0
+        assert result.stdout.decode() == render_crd_yaml(definition)
+    every = flowexport("crd", "--all").stdout.decode()
+    assert [d["metadata"]["name"] for d in yaml.safe_load_all(every)] == [d.name for d in CRDS]
+    (tmp_path / "chart").mkdir()
+    wrote = flowexport("crd", "--write", str(tmp_path), "--chart-files", str(tmp_path / "chart"))
+    assert wrote.returncode == 0, wrote.stderr
+    for definition in CRDS:
+        assert (tmp_path / definition.file).read_text() == render_crd_yaml(definition)
+        assert (tmp_path / "chart" / definition.chart_file).read_text() == render_crd_yaml(
+            definition
+        )
+    unknown = flowexport("crd", "NoSuchKind")
+    assert unknown.returncode == 2 and b"no CRD for" in unknown.stderr
 
 
 def test_version_and_help() -> None:

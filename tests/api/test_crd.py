@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import ConfigDict, Field, TypeAdapter
 
-from flowexport.api.crd import build_crd, render_crd_yaml
+from flowexport.api.crd import CRDS, CrdDef, build_crd, crd_named, render_crd_yaml
 from flowexport.api.validation import SpecError, parse_spec
 from flowexport.sim.kube.schema import prune_and_default
 from flowexport.sim.kube.structural import field_errors
@@ -25,9 +25,17 @@ def schema() -> dict[str, Any]:
     return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def test_shipped_crd_is_exactly_the_generated_one() -> None:
-    shipped = (ROOT / "crds" / "flowexport.yaml").read_text()
-    assert shipped == render_crd_yaml(), "run `make crd` (flowexport crd > crds/flowexport.yaml)"
+@pytest.mark.parametrize("definition", CRDS, ids=lambda d: d.kind)
+def test_shipped_crd_is_exactly_the_generated_one(definition: CrdDef) -> None:
+    shipped = (ROOT / "crds" / definition.file).read_text()
+    assert shipped == render_crd_yaml(definition), f"run `make crd` (crds/{definition.file})"
+
+
+def test_crd_names_one_definition_each() -> None:
+    assert crd_named("FlowExport") is crd_named("flowexports") is crd_named("flowexport")
+    with pytest.raises(KeyError):
+        crd_named("NoSuchKind")
+    assert len({d.name for d in CRDS}) == len({d.file for d in CRDS}) == len(CRDS)
 
 
 def test_names_and_columns() -> None:

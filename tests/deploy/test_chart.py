@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flowexport import __version__
-from flowexport.api.crd import build_crd
+from flowexport.api.crd import CRDS, FLOWEXPORT_CRD, CrdDef, build_crd
 from flowexport.cli import build_parser
 from flowexport.kube import metrics
 from flowexport.urls import parse_host_port
@@ -199,26 +199,40 @@ def test_values_that_are_not_in_the_schema_are_refused() -> None:
         render({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}})
 
 
-def test_the_chart_crd_is_the_generated_crd() -> None:
-    chart_crd = CHART / "files" / "flowexport-crd.yaml"
-    assert chart_crd.read_bytes() == (ROOT / "crds" / "flowexport.yaml").read_bytes(), (
-        "charts/flowexport-operator/files/flowexport-crd.yaml is stale: run `make crd`"
+@pytest.mark.parametrize("definition", CRDS, ids=lambda d: d.kind)
+def test_the_chart_crd_is_the_generated_crd(definition: CrdDef) -> None:
+    chart_crd = CHART / "files" / definition.chart_file
+    assert chart_crd.read_bytes() == (ROOT / "crds" / definition.file).read_bytes(), (
+        f"charts/flowexport-operator/files/{definition.chart_file} is stale: run `make crd`"
     )
     validate_object(yaml.safe_load(chart_crd.read_text()))
 
 
-def rendered_crd(values: dict[str, Any] | None = None, **options: Any) -> dict[str, Any] | None:
+def test_the_chart_ships_exactly_the_generated_crds() -> None:
+    shipped = sorted(p.name for p in (CHART / "files").glob("*-crd.yaml"))
+    assert shipped == sorted(d.chart_file for d in CRDS)
+    assert sorted(p.name for p in (ROOT / "crds").glob("*.yaml")) == sorted(d.file for d in CRDS)
+
+
+def rendered_crds(values: dict[str, Any] | None = None, **options: Any) -> list[dict[str, Any]]:
     with helm.Chart.load(CHART) as chart:
         files = chart.render(values or {}, name="fx", namespace=RELEASE_NAMESPACE, **options)
-    found = [
+    return [
         doc
         for path, text in files.items()
         if not path.endswith("NOTES.txt")
         for doc in yaml.safe_load_all(text)
         if doc and doc["kind"] == "CustomResourceDefinition"
     ]
-    assert len(found) <= 1
-    return found[0] if found else None
+
+
+def rendered_crd(
+    values: dict[str, Any] | None = None, name: str = FLOWEXPORT_CRD.name, **options: Any
+) -> dict[str, Any] | None:
+    found = rendered_crds(values, **options)
+    assert len(found) in (0, len(CRDS))
+    named = [doc for doc in found if doc["metadata"]["name"] == name]
+    return named[0] if named else None
 
 
 @pytest.mark.parametrize(
@@ -232,14 +246,15 @@ def test_the_crd_is_installed_and_upgraded_with_the_release_and_kept(
     """cert-manager's model: the CRD is a template, so `helm upgrade` applies a new schema (Helm
     never upgrades crds/), and `helm.sh/resource-policy: keep` leaves it (and every FlowExport)
     on uninstall."""
-    crd = rendered_crd(**options)
-    assert crd is not None
-    generated = build_crd()
-    assert crd["spec"] == generated["spec"]  # the template changes no byte of the schema
-    assert crd["metadata"]["name"] == generated["metadata"]["name"]
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    validate_object(crd)
+    for definition in CRDS:
+        crd = rendered_crd(name=definition.name, **options)
+        assert crd is not None, definition.kind
+        generated = build_crd(definition)
+        assert crd["spec"] == generated["spec"]  # the template changes no byte of the schema
+        assert crd["metadata"]["name"] == generated["metadata"]["name"]
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        validate_object(crd)
 
 
 def test_the_crd_can_be_left_to_the_user_or_not_kept() -> None:

@@ -1,10 +1,18 @@
-"""Generate the FlowExport CustomResourceDefinition from the pydantic models."""
+"""Generate the project's CustomResourceDefinitions from the pydantic models.
+
+Each CRD is a `CrdDef` in `CRDS` (its names, scope, spec and status models, printer columns);
+`build_crd(definition)` makes the CRD, `render_crd_yaml(definition)` the YAML shipped as
+`crds/<file>` and copied into the chart's `files/<chart_file>` (`make crd`). A new kind is one
+more `CrdDef` in `CRDS`: the command, the Makefile, the chart and the tests take every entry.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel
 
 from flowexport.api.models import (
     GROUP,
@@ -91,64 +99,121 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _model_schema(model: type[FlowExportSpec] | type[FlowExportStatus]) -> dict[str, Any]:
+def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     return structural(raw, raw.get("$defs", {}))
 
 
-def build_crd() -> dict[str, Any]:
+@dataclass(frozen=True)
+class CrdDef:
+    """One kind of the API: what its CRD is generated from and where it is shipped."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    scope: Literal["Namespaced", "Cluster"]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    #: The object's description (`kubectl explain <kind>`).
+    description: str
+    #: The file under `crds/` (the chart's copy is `files/<chart_file>`).
+    file: str
+    chart_file: str
+    printer_columns: tuple[dict[str, Any], ...] = ()
+    group: str = GROUP
+    version: str = VERSION
+    categories: tuple[str, ...] = field(default=("illumio",))
+
+    @property
+    def name(self) -> str:
+        """The CRD's metadata.name: `<plural>.<group>`."""
+        return f"{self.plural}.{self.group}"
+
+
+FLOWEXPORT_CRD = CrdDef(
+    kind=KIND,
+    plural=PLURAL,
+    singular=SINGULAR,
+    short_names=tuple(SHORT_NAMES),
+    scope="Namespaced",
+    spec=FlowExportSpec,
+    status=FlowExportStatus,
+    description=(
+        "FlowExport exports one VPC's flow logs from CloudWatch Logs to an Illumio PCE as "
+        "traffic flows."
+    ),
+    file="flowexport.yaml",
+    chart_file="flowexport-crd.yaml",
+    printer_columns=tuple(PRINTER_COLUMNS),
+)
+
+#: Every CRD of the project, in the order `make crd` writes them.
+CRDS: list[CrdDef] = [FLOWEXPORT_CRD]
+
+
+def crd_named(kind: str) -> CrdDef:
+    """The definition of `kind` (its Kind, plural or singular, any case)."""
+    wanted = kind.lower()
+    for definition in CRDS:
+        if wanted in (definition.kind.lower(), definition.plural, definition.singular):
+            return definition
+    raise KeyError(f"no CRD for {kind!r}: one of {', '.join(d.kind for d in CRDS)}")
+
+
+def build_crd(definition: CrdDef = FLOWEXPORT_CRD) -> dict[str, Any]:
     """The CRD as a dict, ready to dump as YAML or send to an API server."""
-    spec = _model_schema(FlowExportSpec)
-    status = _model_schema(FlowExportStatus)
+    version: dict[str, Any] = {
+        "name": definition.version,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+    }
+    if definition.printer_columns:
+        version["additionalPrinterColumns"] = [dict(c) for c in definition.printer_columns]
+    version["schema"] = {
+        "openAPIV3Schema": {
+            "type": "object",
+            "description": definition.description,
+            "required": ["spec"],
+            "properties": {
+                "apiVersion": {
+                    "type": "string",
+                    "description": "APIVersion of this object.",
+                },
+                "kind": {"type": "string", "description": "Kind of this object."},
+                "metadata": {"type": "object"},
+                "spec": _model_schema(definition.spec),
+                "status": _model_schema(definition.status),
+            },
+        }
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": definition.name},
         "spec": {
-            "group": GROUP,
+            "group": definition.group,
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": ["illumio"],
+                "kind": definition.kind,
+                "listKind": f"{definition.kind}List",
+                "plural": definition.plural,
+                "singular": definition.singular,
+                "shortNames": list(definition.short_names),
+                "categories": list(definition.categories),
             },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": (
-                                "FlowExport exports one VPC's flow logs from CloudWatch Logs "
-                                "to an Illumio PCE as traffic flows."
-                            ),
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {
-                                    "type": "string",
-                                    "description": "APIVersion of this object.",
-                                },
-                                "kind": {"type": "string", "description": "Kind of this object."},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
-                }
-            ],
+            "scope": definition.scope,
+            "versions": [version],
         },
     }
 
 
-def render_crd_yaml() -> str:
-    """The CRD as the YAML document shipped in `crds/flowexport.yaml`."""
+def build_crds() -> list[dict[str, Any]]:
+    """Every CRD of `CRDS`, as dicts."""
+    return [build_crd(definition) for definition in CRDS]
+
+
+def render_crd_yaml(definition: CrdDef = FLOWEXPORT_CRD) -> str:
+    """The CRD as the YAML document shipped in `crds/<definition.file>`."""
     header = "# Generated by `flowexport crd` from the pydantic models. Do not edit.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    return header + yaml.safe_dump(build_crd(definition), sort_keys=False, width=100)
