@@ -24,7 +24,6 @@ from flowexport.api.models import (
     FlowExportSpec,
     IngestionSpec,
     PceSpec,
-    SecretRef,
     SourceSpec,
     WorkloadsSpec,
     _cel,
@@ -179,12 +178,11 @@ def _aws_field(name: str) -> Any:
 
 class TemplateAws(ApiModel):
     """The spec.aws settings every generated FlowExport shares (the set fills in accountId,
-    region, vpcId, the log group and the management policy; the account's role comes from its
-    AccountGrant)."""
+    region, vpcId, the log group and the management policy; the account's role and ExternalId
+    come from its AccountGrant, assumed from the operator's own identity: no keys Secret)."""
 
     endpoint_url: str | None = _aws_field("endpoint_url")
     endpoints: AwsEndpoints | None = _aws_field("endpoints")
-    credentials_secret_ref: SecretRef | None = _aws_field("credentials_secret_ref")
     log_group_retention_days: Literal[RETENTION_DAYS] = _aws_field(  # type: ignore[valid-type]
         "log_group_retention_days"
     )

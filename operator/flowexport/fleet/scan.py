@@ -199,14 +199,23 @@ def discover(
     found.accounts = _accounts(spec, base, resolve, clients_for, found)
     jobs: list[tuple[Place, Access]] = []
     for account in found.accounts:
-        try:
-            access = resolve(account, None)
-        except Exception as exc:
-            reason, message = _problem(exc)
+        refusals: list[tuple[str, str, str]] = []
+        for region in spec.regions:
+            try:
+                access = resolve(account, region)
+            except Exception as exc:
+                refusals.append((region, *_problem(exc)))
+                continue
+            found.access.setdefault(account, access)
+            jobs.append((Place(account, region), access))
+        if len(refusals) == len(spec.regions):  # the account itself is not granted
+            _, reason, message = refusals[0]
             found.refused.append(Refusal(account, reason, message))
-            continue
-        found.access[account] = access
-        jobs += [(Place(account, region), access) for region in spec.regions]
+        else:  # some regions only: reported as not read there
+            found.scans += [
+                Scanned(Place(account, region), reason=reason, message=message)
+                for region, reason, message in refusals
+            ]
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fleet") as pool:
         results = list(
             pool.map(
@@ -239,12 +248,9 @@ def remove_set_flow_logs(
     found = Discovery()
     removed = 0
     for account in _accounts(spec, base, resolve, clients_for, found):
-        try:
-            access = resolve(account, None)
-        except FlowExportError:
-            continue
         for region in spec.regions:
             try:
+                access = resolve(account, region)
                 clients = clients_for(target_for(base, region, access))
                 removed += len(delete_set_flow_logs(clients, set_owner))
             except FlowExportError as exc:

@@ -14,7 +14,6 @@ Accounts are reached only as the namespace's grants allow (`resolver`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -25,11 +24,10 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from flowexport import lifecycle
-from flowexport.api.models import GROUP, PLURAL, VERSION, AwsSpec, FlowExportSpec
+from flowexport.api.models import GROUP, PLURAL, VERSION, AwsSpec
 from flowexport.api.sets import KIND as SET_KIND
 from flowexport.api.sets import PLURAL as SET_PLURAL
-from flowexport.api.sets import SET_LABEL, FlowExportSetSpec, sample_spec
+from flowexport.api.sets import SET_LABEL, FlowExportSetSpec
 from flowexport.api.validation import describe_errors
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsTarget
@@ -288,13 +286,18 @@ class Fleet:
         return float(spec.refresh_seconds)
 
     async def _base_target(self, namespace: str, spec: FlowExportSetSpec) -> AwsTarget:
-        """The endpoints and base credentials (template.aws) every account's target starts
-        from."""
-        sample = FlowExportSpec.model_validate(
-            sample_spec(spec, "000000000000", spec.regions[0], "vpc-00000000")
+        """The endpoints every account's target starts from (template.aws), with the
+        operator's own identity: each account's role comes from its grant."""
+        aws = spec.template.aws
+        endpoints = aws.endpoints.model_dump(exclude_none=True) if aws.endpoints else {}
+        return AwsTarget(
+            spec.regions[0],
+            aws.endpoint_url,
+            None,
+            None,
+            aws.api_requests_per_second,
+            tuple(sorted(endpoints.items())),
         )
-        target = await lifecycle.aws_target(sample, self.op.secrets(namespace, sample))
-        return dataclasses.replace(target, role_arn=None)
 
     async def _apply(self, body: Any, changes: Diff) -> tuple[dict[str, int], list[str]]:
         meta = body["metadata"]
