@@ -246,14 +246,16 @@ class Coverage:
         """Selected VPCs with no flow log to the destination."""
         return self.vpcs_total - self.vpcs_with_flow_log
 
-    def key(self) -> tuple[int, int, int, int, int]:
-        """What a coverage Event is posted on a change of (not the listed VPCs' order)."""
+    def key(self) -> tuple[Any, ...]:
+        """What a coverage Event is posted on a change of: the counts and the VPCs listed as
+        missing (a VPC that left and another that lost its flow log change the list)."""
         return (
             self.accounts_total,
             self.accounts_refused,
             self.accounts_failed,
             self.vpcs_total,
             self.vpcs_with_flow_log,
+            tuple(self.missing[:MAX_MISSING]),
         )
 
     def to_status(self) -> dict[str, Any]:

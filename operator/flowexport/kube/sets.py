@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -179,7 +179,7 @@ class SetState:
     poke: asyncio.Event = field(default_factory=asyncio.Event)
     #: The coverage last announced in an Event (None: none yet since the process started;
     #: read from the stored status first).
-    coverage_key: tuple[int, ...] | None = None
+    coverage_key: tuple[Any, ...] | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     loaded: bool = False
 
@@ -187,9 +187,16 @@ class SetState:
 class Fleet:
     """The operator's FlowExportSets."""
 
-    def __init__(self, op: Operator, api: SetApi | None = None) -> None:
+    def __init__(
+        self,
+        op: Operator,
+        api: SetApi | None = None,
+        grants: Callable[[Operator, str], Resolve] | None = None,
+    ) -> None:
         self.op = op
         self.api = api or SetApi(op.api.custom)  # type: ignore[attr-defined]
+        #: The grants of a namespace (`resolver`; tests give their own).
+        self.grants = grants or resolver
         self.sets: dict[tuple[str, str], SetState] = {}
 
     def state(self, namespace: str, name: str) -> SetState:
@@ -252,7 +259,7 @@ class Fleet:
             return RETRY_SECONDS
         started = time.monotonic()
         found: Discovery = await off_loop(
-            discover, spec, f"{namespace}/{name}", base, resolver(self.op, namespace)
+            discover, spec, f"{namespace}/{name}", base, self.grants(self.op, namespace)
         )
         extra = {
             Place(account, region): aws_fields(access)
@@ -462,6 +469,11 @@ class Fleet:
                 int(accounts.get("failed", 0)),
                 int(vpcs.get("total", 0)),
                 int(vpcs.get("withFlowLog", 0)),
+                tuple(
+                    (m.get("accountId"), m.get("region"), m.get("vpcId"))
+                    for m in status.get("missing") or []
+                    if isinstance(m, dict)
+                ),
             )
 
     async def _write(
@@ -522,7 +534,7 @@ class Fleet:
                     spec,
                     f"{namespace}/{name}",
                     base,
-                    resolver(self.op, namespace),
+                    self.grants(self.op, namespace),
                 )
                 if removed:
                     log.info(
