@@ -182,6 +182,8 @@ class SetState:
     coverage_key: tuple[Any, ...] | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
     loaded: bool = False
+    #: The AWS calls of the last discovery, by account.
+    calls: dict[str, int] = field(default_factory=dict)
 
 
 class Fleet:
@@ -266,6 +268,7 @@ class Fleet:
             for account, access in found.access.items()
             for region in spec.regions
         }
+        state.calls = dict(found.calls)
         wanted = desired(spec, name, found.scans, extra)
         existing = await self.api.generated(namespace, name, uid)
         unread = kept_back(existing, found.scans, found.accounts, spec.regions, found.complete)
