@@ -20,7 +20,7 @@ from flowexport import __version__
 #: the help equal to the module's own).
 COMMANDS: dict[str, tuple[str, str]] = {
     "parse": ("parse", "turn flow-log lines into PCE CSV flows (stdout) and counts (stderr)"),
-    "crd": ("crd", "print the FlowExport CustomResourceDefinition"),
+    "crd": ("crd", "print the CustomResourceDefinitions (FlowExport by default)"),
     "upload": ("upload", "parse flow-log files and upload their flows to a PCE"),
     "sync": (
         "sync",

@@ -64,6 +64,16 @@ class Reason(StrEnum):
     # Any stage: a Secret lacks the label flowexport.io/secret-type for its use. Terminal.
     SECRET_NOT_LABELLED = "SecretNotLabelled"
 
+    # -- accounts granted by the cluster admin (AccountGrant) --
+    # Any AWS stage: the FlowExport names an AWS account (spec.aws.accountId, or roleArn's
+    # account) or uses the operator's own identity, and no AccountGrant grants it to the
+    # FlowExport's namespace (and region), or roleArn is not the granted role; no AWS call is
+    # made (a new or changed AccountGrant or Namespace label is noticed within 10 s). Terminal.
+    ACCOUNT_NOT_GRANTED = "AccountNotGranted"
+    # Any AWS stage: the operator cannot read the AccountGrants yet (starting, or RBAC without
+    # list/watch on accountgrants or namespaces); no AWS call is made. Retryable.
+    ACCOUNT_GRANTS_UNAVAILABLE = "AccountGrantsUnavailable"
+
     # -- AWS --
     # Any stage: AWS throttled a call. Retryable.
     AWS_THROTTLED = "AWSThrottled"
@@ -196,6 +206,7 @@ _RETRYABLE = frozenset(
         Reason.AWS_UNAVAILABLE,
         Reason.AWS_UNREACHABLE,
         Reason.STS_UNREACHABLE,
+        Reason.ACCOUNT_GRANTS_UNAVAILABLE,
         Reason.STREAM_NOT_ACTIVE,
         Reason.SUBSCRIPTION_FILTER_CHANGED,
         Reason.OBJECT_UNREADABLE,

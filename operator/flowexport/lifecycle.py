@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -139,8 +140,11 @@ async def _secret(source: SecretSource, name: str, kind: SecretKind) -> Mapping[
 
 
 async def aws_target(spec: FlowExportSpec, secrets: SecretSource) -> AwsTarget:
-    """Where and as whom to call AWS: keys from the referenced Secret, else the default chain."""
+    """Where and as whom to call AWS: keys from the referenced Secret, else the default chain;
+    the role to assume, its ExternalId and the session name as the front end grants them
+    (`SecretSource.account_access`, which refuses before any AWS call)."""
     aws = spec.aws
+    access = await secrets.account_access(aws)
     keys = None
     if aws.credentials_secret_ref is not None:
         ref = aws.credentials_secret_ref.name
@@ -155,13 +159,21 @@ async def aws_target(spec: FlowExportSpec, secrets: SecretSource) -> AwsTarget:
                 )
             keys = AwsKeys(key_id, secret, values.get("aws_session_token"))
     endpoints = aws.endpoints.model_dump(exclude_none=True) if aws.endpoints else {}
-    return AwsTarget(
+    role_arn = access.role_arn if access is not None else aws.role_arn
+    target = AwsTarget(
         aws.region,
         aws.endpoint_url,
-        aws.role_arn,
+        role_arn,
         keys,
         aws.api_requests_per_second,
         tuple(sorted(endpoints.items())),
+    )
+    if access is None or role_arn is None:
+        return target  # no role assumed: FlowExports of one identity share their clients
+    return dataclasses.replace(
+        target,
+        external_id=access.external_id,
+        session_name=access.session_name or target.session_name,
     )
 
 

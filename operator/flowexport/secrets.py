@@ -2,7 +2,9 @@
 
 The operator reads them through the Kubernetes API (`kube/secrets.py`); `flowexport sync`
 from its manifest file and the environment (`manifest.py`). Values go straight to the AWS and
-PCE clients; no message built from them carries one.
+PCE clients; no message built from them carries one. The same source says how the FlowExport
+may reach its AWS account (`account_access`): the operator from the AccountGrants, `sync` as
+the user's own identity.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Protocol
 
+from flowexport.api.grants import AccountAccess
+from flowexport.api.models import AwsSpec
 from flowexport.errors import ConfigError
 
 #: The label by which a Secret's owner marks it for the operator, valued with a `SecretKind`
@@ -52,4 +56,11 @@ class SecretSource(Protocol):
     def missing(self, name: str, kind: SecretKind) -> ConfigError | None:
         """The error for a Secret `read` did not find; None to go on without it (only for
         AWS credentials: the default credential chain is used then)."""
+        ...
+
+    async def account_access(self, aws: AwsSpec) -> AccountAccess | None:
+        """How to reach the account `aws` names: the role to assume (if any), the ExternalId
+        and the session name; None: no role is assumed (keys or the default chain as they
+        are). Raises a FlowExportError (AccountNotGranted, AccountGrantsUnavailable) before
+        any AWS call when the FlowExport may not use it."""
         ...

@@ -29,6 +29,9 @@ IRSA_ROLE = "arn:aws:iam::123456789012:role/flowexport-operator"
 PROMETHEUS_OPERATOR = "monitoring.coreos.com/"
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
+#: The ClusterRole (and binding) reading AccountGrants, with operator.accountGrants Enforce.
+GRANTS_ROLE = "fx-flowexport-operator-account-grants"
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespace-list": {"watch": {"scope": "namespaces", "namespaces": ["security", "payments"]}},
@@ -281,7 +284,27 @@ def test_defaults_watch_the_release_namespace_with_a_role_there() -> None:
     args = parsed_args(objects)
     assert args.namespace == [RELEASE_NAMESPACE] and not args.all_namespaces
     assert [r["metadata"]["namespace"] for r in of_kind(objects, "Role")] == [RELEASE_NAMESPACE]
-    assert of_kind(objects, "ClusterRole") == [] == of_kind(objects, "ClusterRoleBinding")
+    # cluster-wide: only the AccountGrants and Namespaces (operator.accountGrants Enforce)
+    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [GRANTS_ROLE]
+    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRoleBinding")] == [GRANTS_ROLE]
+    off = render({"operator": {"accountGrants": "Off"}})
+    assert of_kind(off, "ClusterRole") == [] == of_kind(off, "ClusterRoleBinding")
+    assert parsed_args(off).account_grants == "Off" and args.account_grants == "Enforce"
+
+
+def test_account_grants_are_read_cluster_wide_and_nothing_else() -> None:
+    (role,) = of_kind(render(), "ClusterRole")
+    verbs = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert verbs == {
+        ("flowexport.io", "accountgrants"): {"get", "list", "watch"},
+        ("flowexport.io", "accountgrants/status"): {"patch"},
+        ("", "namespaces"): {"get", "list", "watch"},
+    }
 
 
 def test_a_namespace_list_gets_a_role_and_binding_in_each() -> None:
@@ -299,13 +322,15 @@ def test_a_namespace_list_gets_a_role_and_binding_in_each() -> None:
             "name": "fx-flowexport-operator",
             "namespace": RELEASE_NAMESPACE,
         }
-    assert of_kind(objects, "ClusterRole") == []
+    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [GRANTS_ROLE]
 
 
 def test_all_namespaces_uses_a_cluster_role_with_the_same_rules() -> None:
     objects = render(VARIANTS["all-namespaces"])
     assert parsed_args(objects).all_namespaces
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    (cluster_role,) = [
+        r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] != GRANTS_ROLE
+    ]
     (role,) = of_kind(render(), "Role")
     assert cluster_role["rules"] == role["rules"]
     assert of_kind(objects, "Role") == []

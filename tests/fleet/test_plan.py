@@ -136,7 +136,7 @@ def test_ensure_wants_a_flowexport_for_every_selected_vpc_of_what_was_read() -> 
         vpcs={"tags": {"env": "prod"}},
         destination={"logGroups": {"namePrefix": "/fx/", "deliverLogsRoleName": "delivery"}},
     )
-    extra = {Place(A, r): {"roleArn": f"arn:aws:iam::{A}:role/fx"} for r in spec.regions}
+    extra = {Place(A, r): {"accountId": A} for r in spec.regions}
     wanted = desired(spec, "fleet", scans(), extra)
     assert sorted(w.vpc_id for w in wanted.values()) == [
         "vpc-000000a1",
@@ -149,7 +149,7 @@ def test_ensure_wants_a_flowexport_for_every_selected_vpc_of_what_was_read() -> 
     assert created["logGroupName"] == "/fx/vpc-000000a2"
     assert created["managementPolicy"] == "AdoptOrCreate"
     assert created["deliverLogsRoleArn"] == f"arn:aws:iam::{A}:role/delivery"
-    assert created["roleArn"] == f"arn:aws:iam::{A}:role/fx"
+    assert created["accountId"] == A and "roleArn" not in created
     one = by_vpc["vpc-000000a4"]
     assert one.labels == {
         SET_LABEL: "fleet",

@@ -97,7 +97,7 @@ def test_an_ungranted_account_is_refused_and_never_called(fleet: MotoFleet) -> N
     allowed = [a for a in fleet.members if a != outsider]
     found = discover(spec, "security/fleet", base(fleet.url), grants(MANAGEMENT, *allowed))
     assert [r.account_id for r in found.refused] == [outsider]
-    assert found.refused[0].reason == Reason.ACCOUNTS_REFUSED
+    assert found.refused[0].reason == Reason.ACCOUNT_NOT_GRANTED
     assert outsider in found.accounts and found.calls[outsider] == 0
     assert {s.place.account_id for s in found.scans} == set(allowed)
 

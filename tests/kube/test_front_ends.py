@@ -46,7 +46,9 @@ def _sync_once(world: World, tmp_path: Path, spec: dict[str, Any], capsys: Any) 
     ]
     path = tmp_path / "export.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    args = argparse.Namespace(file=path, once=True, state=None, settle=0.0, dry_run=False)
+    args = argparse.Namespace(
+        file=path, once=True, state=None, settle=0.0, dry_run=False, external_id=None
+    )
     capsys.readouterr()
     with contextlib.suppress(UsageError):  # exit 2: the status is printed all the same
         sync.run(args)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from flowexport.api import sets
+from flowexport.api import grants, sets
 from flowexport.api.models import (
     GROUP,
     KIND,
@@ -149,8 +149,25 @@ FLOWEXPORT_CRD = CrdDef(
     printer_columns=tuple(PRINTER_COLUMNS),
 )
 
+ACCOUNTGRANT_CRD = CrdDef(
+    kind=grants.KIND,
+    plural=grants.PLURAL,
+    singular=grants.SINGULAR,
+    short_names=tuple(grants.SHORT_NAMES),
+    scope="Cluster",
+    spec=grants.AccountGrantSpec,
+    status=grants.AccountGrantStatus,
+    description=(
+        "AccountGrant lets the FlowExports of some namespaces use one AWS account, through the "
+        "role it names and with its ExternalId (cluster-scoped: the cluster admin's)."
+    ),
+    file="accountgrant.yaml",
+    chart_file="accountgrant-crd.yaml",
+    printer_columns=tuple(grants.PRINTER_COLUMNS),
+)
+
 #: Every CRD of the project, in the order `make crd` writes them.
-CRDS: list[CrdDef] = [FLOWEXPORT_CRD]
+CRDS: list[CrdDef] = [FLOWEXPORT_CRD, ACCOUNTGRANT_CRD]
 
 
 def crd_named(kind: str) -> CrdDef:

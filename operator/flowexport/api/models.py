@@ -56,6 +56,7 @@ RETENTION_DAYS = (
 )  # fmt: skip
 
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_ACCOUNT_ID = r"^[0-9]{12}$"
 _IAM_ROLE_ARN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$"
 _CIDR = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)/[0-9]{1,3}$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
@@ -298,6 +299,16 @@ class AwsSpec(ApiModel):
             "!has(self.removeSubscriptionFilters) || size(self.removeSubscriptionFilters) == 0",
             "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does",
         ),
+        _cel(
+            "!has(self.accountId) || !has(self.roleArn) || "
+            "self.roleArn.contains(':iam::' + self.accountId + ':role/')",
+            "roleArn must be a role of accountId's account",
+        ),
+        _cel(
+            "!has(self.accountId) || !has(self.credentialsSecretRef)",
+            "accountId names an AccountGrant, which lends the operator's identity; "
+            "credentialsSecretRef uses the namespace's own keys: give one of them",
+        ),
     )
 
     region: str = Field(
@@ -380,8 +391,21 @@ class AwsSpec(ApiModel):
     )
     role_arn: str | None = Field(
         default=None,
-        description="IAM role the operator assumes for its AWS calls (optional).",
+        description=(
+            "IAM role the operator assumes for its AWS calls (optional). Without "
+            "credentialsSecretRef, an AccountGrant must grant the role's account (and this "
+            "role) to the namespace when the operator enforces account grants."
+        ),
         pattern=_IAM_ROLE_ARN,
+    )
+    account_id: str | None = Field(
+        default=None,
+        description=(
+            "AWS account to work in, through the AccountGrant the cluster admin made for it "
+            "and this namespace: the operator assumes the grant's role with its ExternalId "
+            "(12 digits; roleArn, if also given, must be the grant's role)."
+        ),
+        pattern=_ACCOUNT_ID,
     )
     credentials_secret_ref: SecretRef | None = Field(
         default=None,
@@ -483,6 +507,24 @@ class AwsSpec(ApiModel):
                 "removeSubscriptionFilters changes AWS, which managementPolicy Observe never does"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_account(self) -> AwsSpec:
+        if self.account_id and self.role_arn and self.role_arn.split(":")[4] != self.account_id:
+            raise ValueError("roleArn must be a role of accountId's account")
+        if self.account_id and self.credentials_secret_ref is not None:
+            raise ValueError(
+                "accountId names an AccountGrant, which lends the operator's identity; "
+                "credentialsSecretRef uses the namespace's own keys: give one of them"
+            )
+        return self
+
+    @property
+    def account(self) -> str | None:
+        """The AWS account the spec names: accountId, else roleArn's (None: neither)."""
+        if self.account_id:
+            return self.account_id
+        return self.role_arn.split(":")[4] if self.role_arn else None
 
     @property
     def log_group(self) -> str:

@@ -28,6 +28,10 @@ class AwsKeys:
     session_token: str | None = field(default=None, repr=False)
 
 
+#: The session name when none names a FlowExport (2-64 characters of [\w+=,.@-]).
+DEFAULT_SESSION_NAME = "flowexport-operator"
+
+
 @dataclass(frozen=True)
 class AwsTarget:
     """Where and as whom to call AWS."""
@@ -39,6 +43,10 @@ class AwsTarget:
     requests_per_second: float = 5.0
     #: Per-service endpoints ((service, url), ...) overriding `endpoint_url`.
     service_endpoints: tuple[tuple[str, str], ...] = ()
+    #: ExternalId sent with AssumeRole of `role_arn` (the AccountGrant's; not a secret).
+    external_id: str | None = None
+    #: RoleSessionName of AssumeRole: names the FlowExport (`api.grants.session_name`).
+    session_name: str = DEFAULT_SESSION_NAME
 
     def endpoint(self, service: str) -> str | None:
         """The endpoint URL for `service` (ec2, logs, sts)."""
@@ -67,7 +75,8 @@ def _botocore_session() -> botocore.session.Session:
 
 
 def make_session(target: AwsTarget) -> boto3.Session:
-    """A session from static keys or the default chain (IRSA), optionally assuming a role."""
+    """A session from static keys or the default chain (IRSA), optionally assuming a role:
+    AssumeRole carries the target's session name and, when set, its ExternalId."""
     keys = target.keys
     base = boto3.Session(
         botocore_session=_botocore_session(),
@@ -79,12 +88,12 @@ def make_session(target: AwsTarget) -> boto3.Session:
     if not target.role_arn:
         return base
     sts = base.client("sts", endpoint_url=target.endpoint("sts"), config=CLIENT_CONFIG)
-    role_arn = target.role_arn
+    request = {"RoleArn": target.role_arn, "RoleSessionName": target.session_name}
+    if target.external_id:
+        request["ExternalId"] = target.external_id
 
     def assume() -> dict[str, Any]:
-        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="flowexport-operator")[
-            "Credentials"
-        ]
+        creds = sts.assume_role(**request)["Credentials"]
         return {
             "access_key": creds["AccessKeyId"],
             "secret_key": creds["SecretAccessKey"],

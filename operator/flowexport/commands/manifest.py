@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from flowexport.api.models import FlowExportSpec
+from flowexport.api.grants import AccountAccess, session_name
+from flowexport.api.models import AwsSpec, FlowExportSpec
 from flowexport.api.objects import (
     check_flowexport,
     is_flowexport,
@@ -104,9 +105,16 @@ class ManifestSecrets:
     mean the AWS default credential chain (environment, profile, instance role).
     """
 
-    def __init__(self, manifest: Manifest, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        environ: Mapping[str, str] | None = None,
+        external_id: str | None = None,
+    ) -> None:
         self.manifest = manifest
         self.environ = os.environ if environ is None else environ
+        #: `sync --external-id`: sent with AssumeRole of spec.aws.roleArn.
+        self.external_id = external_id
 
     async def read(self, name: str, kind: SecretKind) -> Mapping[str, str] | None:
         """The Secret from the file, or for the PCE key the environment's."""
@@ -119,6 +127,27 @@ class ManifestSecrets:
             if username and secret:
                 return {"username": username, "password": secret}
         return None
+
+    async def account_access(self, aws: AwsSpec) -> AccountAccess | None:
+        """`sync` runs as the user's own AWS identity: no AccountGrant applies. spec.aws.roleArn
+        is assumed with --external-id (if given) and the session name of the manifest's
+        FlowExport; spec.aws.accountId alone names no role outside a cluster."""
+        if aws.role_arn is None:
+            if aws.account_id is not None:
+                log.info(
+                    "spec.aws.accountId %s selects an AccountGrant in a cluster; sync uses "
+                    "your own AWS identity (give roleArn to assume a role)",
+                    aws.account_id,
+                )
+            return None
+        namespace, _, name = str(self.manifest.owner).partition("/")
+        return AccountAccess(
+            aws.account or "",
+            aws.role_arn,
+            self.external_id,
+            None,
+            session_name(namespace, name),
+        )
 
     def missing(self, name: str, kind: SecretKind) -> ConfigError | None:
         """Where to put a Secret the file lacks; AWS keys fall back to the default chain."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import socket
 from typing import Any
@@ -96,6 +97,17 @@ def add_parser(commands: Any) -> None:
             "(chart: rbac.secretNames)"
         ),
     )
+    parser.add_argument(
+        "--account-grants",
+        choices=["Enforce", "Off"],
+        default=os.environ.get("FLOWEXPORT_ACCOUNT_GRANTS", "Enforce"),
+        help=(
+            "Enforce (default; env FLOWEXPORT_ACCOUNT_GRANTS): a FlowExport reaches AWS "
+            "through the operator's identity (roleArn, accountId or the pod's own) only where "
+            "an AccountGrant grants its namespace that account; Off: any roleArn, as before "
+            "grants (docs/accounts.md)"
+        ),
+    )
     shards = parser.add_argument_group("sharding over several replicas")
     shards.add_argument(
         "--shard-namespace",
@@ -169,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         args.resync_seconds,
         allowed_pce_hosts=allowed,
         watch_secrets=not args.read_secrets_by_name,
+        account_grants=args.account_grants,
         api=api,
         replicas=Replicas(
             identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api

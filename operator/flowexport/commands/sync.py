@@ -75,6 +75,14 @@ def add_parser(commands: Any) -> None:
         default=15.0,
         help="seconds an event must have been ingested before it is read (default 15)",
     )
+    parser.add_argument(
+        "--external-id",
+        metavar="ID",
+        help=(
+            "ExternalId to send when assuming spec.aws.roleArn (the member role's trust policy "
+            "asks for it); the session name is fx-<namespace>-<name> of the manifest"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -353,7 +361,7 @@ async def _sync(args: argparse.Namespace, state: SyncState) -> int:
 
 async def _run(args: argparse.Namespace, state: SyncState, stop: asyncio.Event) -> int:
     spec = state.manifest.spec
-    secrets = ManifestSecrets(state.manifest)
+    secrets = ManifestSecrets(state.manifest, external_id=args.external_id)
     checked = await _unless_stopped(lifecycle.check_pce_credentials(spec, secrets), stop)
     if checked.error is not None:  # before anything is done in AWS
         raise state.fail(checked)

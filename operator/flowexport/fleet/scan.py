@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from flowexport.api.grants import AccountNotGrantedError
 from flowexport.api.sets import FlowExportSetSpec
 from flowexport.aws.discovery import (
     CREATE_BATCH,
@@ -30,7 +31,7 @@ from flowexport.aws.discovery import (
 from flowexport.aws.organizations import walk_accounts
 from flowexport.aws.s3 import S3_DESTINATION
 from flowexport.aws.session import CLIENT_CONFIG, AwsClients, AwsTarget, shared_clients
-from flowexport.errors import FlowExportError, Reason, unexpected
+from flowexport.errors import FlowExportError, unexpected
 from flowexport.fleet.plan import Place, Refusal, Scanned, covered, selected
 
 log = logging.getLogger("flowexport.fleet")
@@ -51,10 +52,9 @@ class Access:
     grant_name: str | None = None
 
 
-class NotGrantedError(FlowExportError):
-    """The namespace may not use the account (no grant names it): it is never called."""
-
-    reason = Reason.ACCOUNTS_REFUSED
+class NotGrantedError(AccountNotGrantedError):
+    """The namespace may not use the account (no AccountGrant grants it): it is never
+    called."""
 
 
 #: The namespace's grants: the access to one account (in a region, if the grant says),
@@ -82,12 +82,11 @@ class Discovery:
 
 
 def target_for(base: AwsTarget, region: str, access: Access) -> AwsTarget:
-    """The AWS target of one account and region: the base's endpoints and keys, the grant's
-    role (and ExternalId, where the session takes one)."""
-    changes: dict[str, object] = {"region": region, "role_arn": access.role_arn}
-    if "external_id" in {f.name for f in dataclasses.fields(AwsTarget)}:
-        changes["external_id"] = access.external_id
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    """The AWS target of one account and region: the base's endpoints, keys and session
+    name, the grant's role and ExternalId."""
+    return dataclasses.replace(
+        base, region=region, role_arn=access.role_arn, external_id=access.external_id
+    )
 
 
 def _problem(exc: Exception) -> tuple[str, str]:

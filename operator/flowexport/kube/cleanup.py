@@ -68,7 +68,7 @@ async def clean_up(op: Operator, body: Any) -> None:
         await _worker_stopped(op, namespace, name)
         try:
             owner = Owner(namespace, name, metadata.get("uid") or "")
-            done = await lifecycle.clean_up(spec, owner, op.secrets(namespace, spec))
+            done = await lifecycle.clean_up(spec, owner, op.secrets(namespace, spec, name=name))
         except FlowExportError as exc:
             message = (
                 f"cannot clean up: {exc}; to release this FlowExport without touching AWS or "

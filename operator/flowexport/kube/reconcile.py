@@ -51,7 +51,7 @@ async def reconcile(
         cursor.begin(op, export, body, spec)
         read_before = dict(export.secret_versions)
         export.secret_versions.clear()
-        secrets = op.secrets(namespace, spec, export.secret_versions)
+        secrets = op.secrets(namespace, spec, export.secret_versions, name)
         subscribed = await lifecycle.subscribe(spec, owner, secrets)
         announce(op.events, body, board.apply(subscribed.updates))
         for change in subscribed.changes:
@@ -137,7 +137,7 @@ async def resync(
     given = cursor.annotations_of(body)
     resume = cursor.RESUME_FROM in given and given[cursor.RESUME_FROM] != export.refused
     if not (export.due or unseen or resume):
-        changed = await secrets_changed(op.api, export.secret_versions, namespace)
+        changed = await secrets_changed(op.api, export.secret_versions, namespace, op.grants)
         if changed is None:
             return False
         log.info(

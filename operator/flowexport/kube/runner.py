@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
 from flowexport.kube.client import CRD_MISSING, KubeApi
 from flowexport.kube.events import KopfEvents
+from flowexport.kube.grants import GrantBook
 from flowexport.kube.replicas import SOLO, Replicas
 from flowexport.kube.state import RESYNC_SECONDS, Operator
 
@@ -71,16 +72,23 @@ def run(
     api: KubeApi | None = None,
     replicas: Replicas = SOLO,
     watch_secrets: bool = True,
+    account_grants: str = "Enforce",
 ) -> None:
     """Run until signalled (or `stop_flag` is set). kopf runs standalone (no kopf peering):
     replicas share FlowExports through `replicas` (by default this one handles all). Without
-    `watch_secrets` each Secret is read by name (RBAC granting get on named Secrets only)."""
+    `watch_secrets` each Secret is read by name (RBAC granting get on named Secrets only).
+    With `account_grants` Enforce, the AccountGrants and Namespaces are watched and decide
+    which AWS accounts each namespace may reach through the operator's identity."""
     api = api or KubeApi()
     if watch_secrets:
         # Secrets come from one watch per namespace (or one for all): read once per change.
         api.watch_secrets(
             [None] if clusterwide or has_patterns(namespaces) else list(dict.fromkeys(namespaces))
         )
+    grants = None
+    if account_grants == "Enforce":
+        grants = GrantBook(api.custom, api.core, count_users=not replicas.enabled)
+        grants.start()
     operator = Operator(
         api,
         KopfEvents(),
@@ -89,6 +97,7 @@ def run(
         scan_cluster=has_patterns(namespaces),
         allowed_pce_hosts=allowed_pce_hosts,
         replicas=replicas,
+        grants=grants,
     )
     kopf.run(
         standalone=True,

@@ -14,6 +14,7 @@ Accounts are reached only as the namespace's grants allow (`resolver`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +25,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from flowexport.api.models import GROUP, PLURAL, VERSION, AwsSpec
+from flowexport.api.grants import session_name
+from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.api.sets import KIND as SET_KIND
 from flowexport.api.sets import PLURAL as SET_PLURAL
 from flowexport.api.sets import SET_LABEL, FlowExportSetSpec
@@ -63,23 +65,29 @@ RETRY_SECONDS = 60.0
 
 
 def resolver(op: Operator, namespace: str) -> Resolve:
-    """The namespace's grants, as discovery asks them: the access to an account, or
-    NotGrantedError. (The one place the set learns which accounts it may use.)"""
+    """The namespace's AccountGrants, as discovery asks them: the access to an account (in a
+    region), or AccountNotGrantedError; AccountGrantsUnavailableError before the grants were
+    first listed. Without grants (flowexport run --account-grants Off) every account is
+    refused: a set reaches accounts only through grants."""
+    book = op.grants
 
     def resolve(account_id: str, region: str | None) -> Access:
-        raise NotGrantedError(
-            f"account {account_id} is not granted to namespace {namespace} (no AccountGrant)"
-        )
+        if book is None:
+            raise NotGrantedError(
+                f"account {account_id}: this operator does not use AccountGrants (flowexport "
+                "run --account-grants Off), and a FlowExportSet reaches accounts only through "
+                "them; no AWS call was made"
+            )
+        access = book.resolve(namespace, account_id, region)
+        return Access(access.account_id, access.role_arn, access.external_id, access.grant_name)
 
     return resolve
 
 
 def aws_fields(access: Access) -> dict[str, Any]:
-    """The spec.aws fields a generated FlowExport gets for its account: its id, the grant
-    giving the role (or, without accountId in this API version, the role itself)."""
-    if "account_id" in AwsSpec.model_fields:
-        return {"accountId": access.account_id}
-    return {"roleArn": access.role_arn} if access.role_arn else {}
+    """The spec.aws fields a generated FlowExport gets for its account: its id, which selects
+    the AccountGrant that gives the role and ExternalId (never a roleArn or keys)."""
+    return {"accountId": access.account_id}
 
 
 class SetApi:
@@ -259,6 +267,9 @@ class Fleet:
                 namespace, name, state, generation, {READY: (False, exc.reason, str(exc))}, {}
             )
             return RETRY_SECONDS
+        if self.op.grants is not None and not self.op.grants.synced:
+            await self.op.grants.wait_synced()
+        base = dataclasses.replace(base, session_name=session_name(namespace, f"set-{name}"))
         started = time.monotonic()
         found: Discovery = await off_loop(
             discover, spec, f"{namespace}/{name}", base, self.grants(self.op, namespace)

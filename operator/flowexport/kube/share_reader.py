@@ -110,7 +110,7 @@ async def read_share(op: Operator, body: Any, stopped: Any, uid: str) -> None:
         result = await lifecycle.read_share(
             spec,
             share,
-            op.secrets(namespace, spec),
+            op.secrets(namespace, spec, name=name),
             book,
             stop=stop,
             report=report,

@@ -16,6 +16,7 @@ from flowexport.aws.subscription import Subscription
 from flowexport.kube import metrics
 from flowexport.kube.client import KubeClient
 from flowexport.kube.events import EventSink
+from flowexport.kube.grants import GrantBook
 from flowexport.kube.replicas import SOLO, Replicas
 from flowexport.kube.secrets import Endpoint, KubeSecrets, Versions
 from flowexport.kube.status_writer import StatusWriter
@@ -115,8 +116,11 @@ class Operator:
         scan_cluster: bool = False,
         allowed_pce_hosts: frozenset[Endpoint] = frozenset(),
         replicas: Replicas = SOLO,
+        grants: GrantBook | None = None,
     ) -> None:
         self.api = api
+        #: The AccountGrants enforced (None: `--account-grants Off`).
+        self.grants = grants
         #: uids of FlowExports whose clean-up is done (a repeated deletion cycle skips it).
         self.cleaned_up: BoundedSet = BoundedSet()
         #: Which FlowExports this replica handles (all of them when it is the only one).
@@ -173,17 +177,26 @@ class Operator:
         return export
 
     def secrets(
-        self, namespace: str, spec: FlowExportSpec, versions: Versions | None = None
+        self,
+        namespace: str,
+        spec: FlowExportSpec,
+        versions: Versions | None = None,
+        name: str = "",
     ) -> KubeSecrets:
-        """The Secrets of `namespace` for `spec`, noting the versions read in `versions`."""
+        """The Secrets of `namespace` for FlowExport `name`'s `spec` (and its AWS account, as
+        the AccountGrants allow), noting the versions read in `versions`."""
         pce = endpoint_of(spec.pce.url)
-        return KubeSecrets(self.api, namespace, versions, pce, self.allowed_pce_hosts)
+        return KubeSecrets(
+            self.api, namespace, versions, pce, self.allowed_pce_hosts, name, self.grants
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted FlowExport's state and metrics."""
         self.exports.pop((namespace, name), None)
         self._specs.pop((namespace, name), None)
         metrics.forget(namespace, name)
+        if self.grants is not None:
+            self.grants.use(namespace, name, None)
 
     def let_go(self, namespace: str, name: str) -> None:
         """A FlowExport now handled by another replica: drop what this one held of it (it is

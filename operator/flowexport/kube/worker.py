@@ -229,7 +229,7 @@ async def _ingest(
 
     watcher = asyncio.create_task(watch_for_changes())
     # Versions are the reconcile's to track (it restarts this worker when they move).
-    secrets = op.secrets(namespace, spec)
+    secrets = op.secrets(namespace, spec, name=name)
     try:
         ingested = await lifecycle.ingest(
             lifecycle.Ingestion(
