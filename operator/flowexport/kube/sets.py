@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -348,19 +349,21 @@ class Fleet:
                 await self.api.create(namespace, obj)
                 done["created"] += 1
             except ApiException as exc:
-                failures.append(f"create {want.name}: {exc.status} {exc.reason}")
+                failures.append(f"create {want.name}: {_refusal(exc)}")
         for want in changes.update:
             try:
                 await self.api.replace_spec(namespace, want.name, want.spec, want.labels)
                 done["updated"] += 1
             except ApiException as exc:
-                failures.append(f"update {want.name}: {exc.status} {exc.reason}")
+                failures.append(f"update {want.name}: {_refusal(exc)}")
         for gone in changes.delete:
             try:
                 await self.api.delete(namespace, gone)
                 done["deleted"] += 1
             except ApiException as exc:
-                failures.append(f"delete {gone}: {exc.status} {exc.reason}")
+                failures.append(f"delete {gone}: {_refusal(exc)}")
+        for failure in failures:
+            log.warning("%s/%s: FlowExport not written: %s", namespace, name, failure)
         if any(done.values()) or failures:
             self.op.events.post(
                 body,
@@ -559,6 +562,15 @@ class Fleet:
                 log.warning("%s/%s: flow logs left behind: %s", namespace, name, error)
         self.sets.pop((namespace, name), None)
         metrics.forget_set(namespace, name)
+
+
+def _refusal(exc: ApiException) -> str:
+    """What the API server said, in one line: its status and the Status object's message."""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        message = ""
+    return f"{exc.status} {exc.reason}" + (f": {message[:300]}" if message else "")
 
 
 def _now() -> str:
