@@ -22,6 +22,17 @@ time, refreshes, AWS requests (by operation) and calls per account:
 
 A FlowExportSet with an s3 destination generates no FlowExports, so this measures discovery,
 the guardrail and the coverage report, not ingestion (see bench/operator_scale.py for that).
+
+    python bench/fleet_coverage.py --operator [--accounts 50] ... [--json]
+
+`--operator` measures the per-VPC path instead, through the real operator process (`flowexport
+run`, AccountGrants enforced, the PCE simulator): destination `logGroups`, `flowLogs: Ensure`,
+the template `suspend: true` (no ingestion: the FlowExports reconcile, i.e. create their log
+group and flow log, and idle). Reported: seconds from the set's creation to every FlowExport
+generated, to full coverage in the set's status, and to every FlowExport SubscriptionReady
+(its flow log created; Ready stays False while suspended); AWS requests
+by operation (all of them: the set's discovery and every FlowExport's reconcile, through the
+proxy); the set's own AWS calls (its metric); the operator's peak RSS.
 """
 
 from __future__ import annotations
@@ -298,6 +309,127 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_operator(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-VPC path through the operator process (see the module's docstring)."""
+    from flowexport.secrets import SecretKind  # noqa: PLC0415
+    from flowexport.sim.stack import CRD_PATH, LoopbackStack  # noqa: PLC0415
+
+    regions = args.regions.split(",")
+    expected = args.accounts * len(regions) * args.vpcs
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, LoopbackStack.running(Path(tmp)) as loop:
+        started = time.monotonic()
+        fleet = MotoFleet(loop.moto_url)
+        fleet.organise()
+        fleet.add_ou("workloads")
+        fleet.add_accounts("workloads", args.accounts)
+        members = fleet.members
+        fleet.add_vpcs(members, regions, args.vpcs, TAGS)
+        setup_seconds = time.monotonic() - started
+        proxy = AWSFaultProxy(loop.moto_url)
+        with ServerThread(proxy.app) as aws_url:
+            crds = build_crds()
+            loop.install(
+                NS, {"pce-key": (SecretKind.PCE_CREDENTIALS, loop.pce.credentials())}, crds[0]
+            )
+            for crd in crds[1:]:
+                loop.create(CRD_PATH, crd)
+            grants_path = "/apis/flowexport.io/v1alpha1/accountgrants"
+            for account in [MANAGEMENT, *members]:
+                spec: dict[str, Any] = {"accountId": account, "namespaces": {"names": [NS]}}
+                if account != MANAGEMENT:
+                    spec["roleArn"] = role_arn(account)
+                loop.create(
+                    grants_path,
+                    {
+                        "apiVersion": "flowexport.io/v1alpha1",
+                        "kind": "AccountGrant",
+                        "metadata": {"name": f"acct-{account}"},
+                        "spec": spec,
+                    },
+                )
+            operator = loop.operator(NS, ["--resync-seconds", "300"])
+            operator.env.update(
+                AWS_ACCESS_KEY_ID=KEYS["aws_access_key_id"],
+                AWS_SECRET_ACCESS_KEY=KEYS["aws_secret_access_key"],
+            )
+            operator.start()
+            proxy.clear()
+            t0 = time.monotonic()
+            loop.create(
+                SETS,
+                {
+                    "apiVersion": "flowexport.io/v1alpha1",
+                    "kind": "FlowExportSet",
+                    "metadata": {"name": NAME, "namespace": NS},
+                    "spec": {
+                        "organization": {
+                            "managementAccountId": MANAGEMENT,
+                            "organizationalUnits": [fleet.ous["workloads"]],
+                        },
+                        "regions": regions,
+                        "vpcs": {"tags": TAGS},
+                        "flowLogs": "Ensure",
+                        "destination": {"logGroups": {"deliverLogsRoleName": "delivery"}},
+                        "refreshSeconds": 10,
+                        "maxFlowExports": max(500, expected),
+                        "template": {
+                            "aws": {"endpointUrl": aws_url},
+                            "pce": {
+                                "url": loop.pce.url,
+                                "orgId": 1,
+                                "credentialsSecretRef": {"name": "pce-key"},
+                            },
+                            "suspend": True,
+                        },
+                    },
+                },
+            )
+            fes = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
+            deadline = t0 + args.timeout
+            status: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                items = loop.kube.get(fes).json()["items"]
+                status = loop.kube.get(f"{SETS}/{NAME}").json().get("status") or {}
+                now = round(time.monotonic() - t0, 1)
+                if len(items) >= expected:
+                    timings.setdefault("all_generated", now)
+                vpcs = status.get("vpcs") or {}
+                if vpcs.get("total") == expected and vpcs.get("withoutFlowLog") == 0:
+                    timings.setdefault("full_coverage", now)
+                ready = sum(
+                    1
+                    for i in items
+                    for c in (i.get("status") or {}).get("conditions", [])
+                    if c["type"] == "SubscriptionReady" and c["status"] == "True"
+                )
+                if ready >= expected:
+                    timings.setdefault("all_subscribed", now)
+                if {"full_coverage", "all_subscribed"} <= set(timings):
+                    break
+                time.sleep(1.0)
+            requests = dict(Counter(h.operation for h in proxy.hits))
+            set_calls = operator.metric(
+                f'flowexport_set_aws_calls_total{{namespace="{NS}",set="{NAME}"}}'
+            )
+            rss = operator.metric("process_resident_memory_bytes")
+            operator.stop()
+    return {
+        "mode": "operator",
+        "accounts": args.accounts,
+        "regions": regions,
+        "vpcs_per_account_region": args.vpcs,
+        "setup_seconds": round(setup_seconds, 1),
+        "seconds": timings,
+        "status_vpcs": status.get("vpcs"),
+        "flow_exports": status.get("flowExports"),
+        "requests": requests,
+        "requests_total": sum(requests.values()),
+        "set_aws_calls": set_calls,
+        "operator_rss_mb": round((rss or 0) / 2**20, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON); exit 1 if a coverage report was wrong."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -306,11 +438,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vpcs", type=int, default=3, help="tagged VPCs per account and region")
     parser.add_argument("--changed", type=int, default=10, help="accounts gaining/losing a VPC")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--operator", action="store_true", help="the per-VPC path through the operator process"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="--operator: give up after")
     args = parser.parse_args(argv)
     # The operator's own identity, from which every grant's role is assumed: moto's
     # management account.
     os.environ["AWS_ACCESS_KEY_ID"] = KEYS["aws_access_key_id"]
     os.environ["AWS_SECRET_ACCESS_KEY"] = KEYS["aws_secret_access_key"]
+    if args.operator:
+        found = run_operator(args)
+        print(json.dumps(found, indent=2))
+        return 0 if {"full_coverage", "all_subscribed"} <= set(found["seconds"]) else 1
     result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result, indent=2))
