@@ -5,6 +5,7 @@ the Event once per change; an ungranted account refused."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from flowexport.kube.state import Operator
 from flowexport.sim.fleet import KEYS, MotoFleet, role_arn
 from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator, kubeconfig
 from flowexport.sim.serve import ServerThread
-from tests.kube.fakes import FakeKube, RecordingEvents
+from tests.kube.fakes import FakeKube, RecordingEvents, Stopped
 from tests.moto_server import reset
 
 NS = "security"
@@ -282,3 +283,31 @@ def test_targets_keep_the_base_endpoint_and_take_the_grant_role() -> None:
     made = target_for(base, "eu-west-1", Access("2" * 12, role_arn("2" * 12), "ext"))
     assert made.region == "eu-west-1" and made.endpoint_url == base.endpoint_url
     assert made.role_arn == role_arn("2" * 12) and made.keys == base.keys
+
+
+async def test_the_daemon_refreshes_on_a_spec_change_and_stops_when_told(world: World) -> None:
+    world.apply(flowLogs="Report", refreshSeconds=3600)  # no timed refresh within the test
+    stopped = Stopped()
+    body = world.get_set()
+    task = asyncio.create_task(world.sets.run(body, stopped))
+    try:
+        await wait_for(lambda: (world.get_set().get("status") or {}).get("vpcs"), "a refresh")
+        assert world.flowexports() == {}
+        # the spec changes (kopf's update handler pokes the daemon): Ensure at once
+        body.update(world.change(flowLogs="Ensure"))
+        world.sets.poke(NS, "org")
+        await wait_for(lambda: len(world.flowexports()) == 8, "FlowExports after the change")
+    finally:
+        stopped.set()
+        await asyncio.wait_for(task, 10)
+    assert task.done() and task.exception() is None
+
+
+async def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        found = check()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -17,8 +17,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +41,7 @@ from flowexport.fleet.plan import (
     Diff,
     Existing,
     Place,
+    Wanted,
     coverage,
     desired,
     diff,
@@ -61,6 +63,8 @@ log = logging.getLogger("flowexport.operator")
 
 #: The condition types of a FlowExportSet's status, in the order they are listed.
 READY, DISCOVERED, COVERED = "Ready", "Discovered", "Covered"
+#: Kubernetes writes (create, update, delete of generated FlowExports) in flight at once.
+WRITES_AT_ONCE = 8
 #: Seconds before a set whose discovery could not start (a Secret, an invalid spec) retries.
 RETRY_SECONDS = 60.0
 
@@ -234,7 +238,7 @@ class Fleet:
             else:
                 wait = 5.0
             poked = asyncio.ensure_future(state.poke.wait())
-            halted = asyncio.ensure_future(stopped.wait(wait))
+            halted = asyncio.ensure_future(stopped.wait(None if math.isinf(wait) else wait))
             try:
                 await asyncio.wait({poked, halted}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -333,35 +337,34 @@ class Fleet:
             "uid": uid,
             "controller": True,
         }
-        for want in changes.create:
-            obj = {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "FlowExport",
-                "metadata": {
-                    "name": want.name,
-                    "namespace": namespace,
-                    "labels": want.labels,
-                    "ownerReferences": [owner],
-                },
-                "spec": want.spec,
-            }
-            try:
-                await self.api.create(namespace, obj)
-                done["created"] += 1
-            except ApiException as exc:
-                failures.append(f"create {want.name}: {_refusal(exc)}")
-        for want in changes.update:
-            try:
-                await self.api.replace_spec(namespace, want.name, want.spec, want.labels)
-                done["updated"] += 1
-            except ApiException as exc:
-                failures.append(f"update {want.name}: {_refusal(exc)}")
-        for gone in changes.delete:
-            try:
-                await self.api.delete(namespace, gone)
-                done["deleted"] += 1
-            except ApiException as exc:
-                failures.append(f"delete {gone}: {_refusal(exc)}")
+        gate = asyncio.Semaphore(WRITES_AT_ONCE)
+
+        async def write(kind: str, what: str, call: Awaitable[None]) -> None:
+            async with gate:
+                try:
+                    await call
+                    done[kind] += 1
+                except ApiException as exc:
+                    failures.append(f"{kind.removesuffix('d')} {what}: {_refusal(exc)}")
+
+        writes = [
+            write(
+                "created", want.name, self.api.create(namespace, _generated(want, namespace, owner))
+            )
+            for want in changes.create
+        ]
+        writes += [
+            write(
+                "updated",
+                want.name,
+                self.api.replace_spec(namespace, want.name, want.spec, want.labels),
+            )
+            for want in changes.update
+        ]
+        writes += [
+            write("deleted", gone, self.api.delete(namespace, gone)) for gone in changes.delete
+        ]
+        await asyncio.gather(*writes)
         for failure in failures:
             log.warning("%s/%s: FlowExport not written: %s", namespace, name, failure)
         if any(done.values()) or failures:
@@ -562,6 +565,22 @@ class Fleet:
                 log.warning("%s/%s: flow logs left behind: %s", namespace, name, error)
         self.sets.pop((namespace, name), None)
         metrics.forget_set(namespace, name)
+
+
+def _generated(want: Wanted, namespace: str, owner: dict[str, Any]) -> dict[str, Any]:
+    """The FlowExport object generated for one VPC, owned by the set (`owner`: the
+    ownerReference)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FlowExport",
+        "metadata": {
+            "name": want.name,
+            "namespace": namespace,
+            "labels": want.labels,
+            "ownerReferences": [owner],
+        },
+        "spec": want.spec,
+    }
 
 
 def _refusal(exc: ApiException) -> str:
