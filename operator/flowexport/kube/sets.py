@@ -27,6 +27,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from flowexport.api.conditions import ConditionType
 from flowexport.api.grants import session_name
 from flowexport.api.models import GROUP, PLURAL, VERSION
 from flowexport.api.sets import KIND as SET_KIND
@@ -62,7 +63,8 @@ from flowexport.kube.state import Operator
 log = logging.getLogger("flowexport.operator")
 
 #: The condition types of a FlowExportSet's status, in the order they are listed.
-READY, DISCOVERED, COVERED = "Ready", "Discovered", "Covered"
+#: (Discovered and Covered are named like the reasons they carry when True.)
+READY, DISCOVERED, COVERED = str(ConditionType.READY), str(Reason.DISCOVERED), str(Reason.COVERED)
 #: Kubernetes writes (create, update, delete of generated FlowExports) in flight at once.
 WRITES_AT_ONCE = 8
 #: Seconds before a set whose discovery could not start (a Secret, an invalid spec) retries.
