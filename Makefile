@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench crd constraints clean kube-bin
+.PHONY: demo test lint bench crd iam constraints clean kube-bin
 
 # The runtime dependencies at the versions in constraints.txt, as the image has them.
 $(STAMP): pyproject.toml constraints.txt
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/core.py
+
+# After changing iam/operator-policy.json: the member role templates that carry it.
+iam: $(STAMP)
+	$(BIN)/python hack/member-role.py
 
 crd: $(STAMP)
 	$(BIN)/flowexport crd --write crds --chart-files charts/flowexport-operator/files

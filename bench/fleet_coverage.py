@@ -312,7 +312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def run_operator(args: argparse.Namespace) -> dict[str, Any]:
     """The per-VPC path through the operator process (see the module's docstring)."""
     from flowexport.secrets import SecretKind  # noqa: PLC0415
-    from flowexport.sim.stack import CRD_PATH, LoopbackStack  # noqa: PLC0415
+    from flowexport.sim.stack import LoopbackStack  # noqa: PLC0415
 
     regions = args.regions.split(",")
     expected = args.accounts * len(regions) * args.vpcs
@@ -328,12 +328,8 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
         setup_seconds = time.monotonic() - started
         proxy = AWSFaultProxy(loop.moto_url)
         with ServerThread(proxy.app) as aws_url:
-            crds = build_crds()
-            loop.install(
-                NS, {"pce-key": (SecretKind.PCE_CREDENTIALS, loop.pce.credentials())}, crds[0]
-            )
-            for crd in crds[1:]:
-                loop.create(CRD_PATH, crd)
+            # every CRD: FlowExport, AccountGrant, FlowExportSet
+            loop.install(NS, {"pce-key": (SecretKind.PCE_CREDENTIALS, loop.pce.credentials())})
             grants_path = "/apis/flowexport.io/v1alpha1/accountgrants"
             for account in [MANAGEMENT, *members]:
                 spec: dict[str, Any] = {"accountId": account, "namespaces": {"names": [NS]}}

@@ -159,8 +159,9 @@ def test_flowexport_account_id_and_its_rules() -> None:
     assert parse_spec(minimal_spec()).aws.account is None
     with pytest.raises(SpecError, match="accountId's account"):
         parse_spec(minimal_spec(**{"aws.accountId": X, "aws.roleArn": ROLE_Y}))
-    with pytest.raises(SpecError, match="give one of them"):
-        parse_spec(minimal_spec(**{"aws.accountId": X, "aws.credentialsSecretRef": {"name": "k"}}))
+    # with the namespace's own keys, accountId only documents their account
+    keys = {"aws.accountId": X, "aws.credentialsSecretRef": {"name": "k"}}
+    assert parse_spec(minimal_spec(**keys)).aws.account == X
     with pytest.raises(SpecError):
         parse_spec(minimal_spec(**{"aws.accountId": "12"}))
 

@@ -14,6 +14,7 @@ import ast
 import contextlib
 import gzip
 import json
+import runpy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any
 
 import boto3
 import boto3.session
+import cfnlint.api
 import pytest
+import yaml
 
 from flowexport.api.models import SourceSpec
 from flowexport.aws.interfaces import discover
@@ -584,3 +587,103 @@ def test_every_policy_is_valid_json_with_a_version() -> None:
         document = json.loads(path.read_text())
         assert document["Version"] == "2012-10-17", path.name
         assert all({"Effect", "Action"} <= s.keys() for s in document["Statement"]), path.name
+
+
+# -- the member role of every account of an OU (issue 27 item 1) ----------------------------
+
+MEMBER_TEMPLATE = ROOT / "iam" / "member-role.yaml"
+STACKSET_TEMPLATE = ROOT / "iam" / "member-role-stackset.yaml"
+
+
+def test_the_member_role_templates_carry_the_operator_policy_and_the_external_id() -> None:
+    member = yaml.safe_load(MEMBER_TEMPLATE.read_text())
+    role = member["Resources"]["MemberRole"]
+    assert role["Type"] == "AWS::IAM::Role"
+    (inline,) = role["Properties"]["Policies"]
+    assert inline["PolicyDocument"] == load("operator-policy.json"), "run `make iam`"
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"AWS": {"Ref": "OperatorRoleArn"}}
+    assert trust["Action"] == "sts:AssumeRole"  # no session tags: no sts:TagSession
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
+    assert member["Parameters"]["RoleName"]["Default"].startswith("flowexport-")
+    stackset = yaml.safe_load(STACKSET_TEMPLATE.read_text())["Resources"]["MemberRoles"]
+    assert stackset["Type"] == "AWS::CloudFormation::StackSet"
+    props = stackset["Properties"]
+    assert props["PermissionModel"] == "SERVICE_MANAGED"
+    assert props["AutoDeployment"] == {"Enabled": True, "RetainStacksOnAccountRemoval": False}
+    assert "CAPABILITY_NAMED_IAM" in props["Capabilities"]
+    (targets,) = props["StackInstancesGroup"]
+    assert targets["DeploymentTargets"] == {
+        "OrganizationalUnitIds": {"Ref": "OrganizationalUnitIds"}
+    }
+    # the stack every account gets is exactly iam/member-role.yaml
+    assert yaml.safe_load(props["TemplateBody"]) == member
+    # the same trust as iam/member-role-trust-policy.json, the by-hand form
+    (by_hand,) = load("member-role-trust-policy.json")["Statement"]
+    assert by_hand["Condition"]["StringEquals"]["sts:ExternalId"] == "EXTERNAL_ID"
+    assert by_hand["Principal"]["AWS"].endswith(":role/flowexport-operator")
+
+
+def test_the_member_role_templates_are_exactly_the_generated_ones() -> None:
+    generator = runpy.run_path(str(ROOT / "hack" / "member-role.py"))
+    policy = load("operator-policy.json")
+    member_text = yaml.safe_dump(generator["member_template"](policy), sort_keys=False, width=100)
+    assert MEMBER_TEMPLATE.read_text() == generator["HEADER"] + member_text, "run `make iam`"
+    stackset = generator["stackset_template"](member_text)
+    assert STACKSET_TEMPLATE.read_text() == generator["HEADER"] + yaml.safe_dump(
+        stackset, sort_keys=False, width=100
+    ), "run `make iam`"
+
+
+def test_cfn_lint_finds_nothing_in_the_templates() -> None:
+    for template in (MEMBER_TEMPLATE, STACKSET_TEMPLATE):
+        problems = cfnlint.api.lint_file(template)
+        assert [str(p) for p in problems] == [], template.name
+
+
+def test_the_member_role_cloudformation_makes_allows_every_call(
+    cloud: Cloud, recording: Recording
+) -> None:
+    """CloudFormation (moto's) deploys iam/member-role.yaml; the role it made, read back from
+    IAM, allows every call of a FlowExport's life (the coverage helper of the operator's
+    policy), and trusts the operator's role only with the ExternalId."""
+    formation = boto3.client(
+        "cloudformation",
+        endpoint_url=cloud.url,
+        region_name=REGION,
+        aws_access_key_id=KEYS.access_key_id,
+        aws_secret_access_key=KEYS.secret_access_key,
+    )
+    formation.create_stack(
+        StackName="flowexport-member",
+        TemplateBody=MEMBER_TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Parameters=[
+            {
+                "ParameterKey": "OperatorRoleArn",
+                "ParameterValue": "arn:aws:iam::111122223333:role/flowexport-operator",
+            },
+            {"ParameterKey": "ExternalId", "ParameterValue": "6f1c2a7e-cluster"},
+        ],
+    )
+    (stack,) = formation.describe_stacks(StackName="flowexport-member")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    (output,) = stack["Outputs"]
+    assert output["OutputValue"] == f"arn:aws:iam::{ACCOUNT}:role/flowexport-member"
+    iam = recording.bench["iam"]
+    role = iam.get_role(RoleName="flowexport-member")["Role"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": "6f1c2a7e-cluster"}}
+    deployed = iam.get_role_policy(RoleName="flowexport-member", PolicyName="flowexport")
+    document = deployed["PolicyDocument"]
+    # moto keeps a CloudFormation-made inline policy as the text of a Python dict
+    policy = ast.literal_eval(document) if isinstance(document, str) else document
+    assert policy == load("operator-policy.json")
+    recording.calls.clear()  # the test's CloudFormation calls are not the operator's
+    a_flowexport_life(cloud, recording.bench)
+    assert recording.calls
+    for call in recording.calls:
+        if call.action in ("sts:GetCallerIdentity", "sts:AssumeRole"):
+            continue  # the member role's own trust, above; the operator's, its own policy
+        for request in requirements(call):
+            assert allows(policy, request), f"{json.dumps(request.__dict__)} is not allowed"

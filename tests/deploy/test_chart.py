@@ -301,9 +301,9 @@ def test_account_grants_are_read_cluster_wide_and_nothing_else() -> None:
         for r in rule["resources"]
     }
     assert verbs == {
-        ("flowexport.io", "accountgrants"): {"get", "list", "watch"},
+        ("flowexport.io", "accountgrants"): {"list", "watch"},
         ("flowexport.io", "accountgrants/status"): {"patch"},
-        ("", "namespaces"): {"get", "list", "watch"},
+        ("", "namespaces"): {"list", "watch"},
     }
 
 

@@ -16,7 +16,7 @@ import yaml
 from flowexport.secrets import SecretKind
 from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator
 from flowexport.sim.operator_process import OperatorProcess
-from flowexport.sim.stack import CRD_PATH, LoopbackStack, PCEStandIn
+from flowexport.sim.stack import LoopbackStack, PCEStandIn
 from tests.chart import RELEASE_NAMESPACE, container_args, of_kind, render
 from tests.cloud import KEYS, REGION
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
@@ -189,9 +189,6 @@ def stack(
                 },
                 crd,
             )
-            for other in sorted((ROOT / "crds").glob("*.yaml")):  # AccountGrant, FlowExportSet
-                if other.name != "flowexport.yaml":
-                    loop.create(CRD_PATH, yaml.safe_load(other.read_text()))
             # The operator's own AWS identity (moto's account), which AccountGrants lend.
             operator.env.update(
                 AWS_ACCESS_KEY_ID=KEYS.access_key_id,

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from flowexport.api.crd import CRDS, build_crd
 from flowexport.secrets import SecretKind
 from flowexport.sim.fleet import KEYS, MANAGEMENT, MotoFleet, role_arn
 from flowexport.sim.operator_process import OperatorProcess
-from flowexport.sim.stack import CRD_PATH, LoopbackStack, PCEStandIn
+from flowexport.sim.stack import LoopbackStack, PCEStandIn
 from tests.e2e.conftest import eventually
 from tests.pcesim import API_KEY, API_SECRET, SimPCE
 
@@ -130,14 +129,8 @@ def world(
         fleet.organise()
         fleet.add_accounts(None, 2)
         fleet.add_vpcs(fleet.members, REGIONS, 2, TAGS)
-        (flowexports, *others) = CRDS
-        loop.install(
-            NS,
-            {"pce-key": (SecretKind.PCE_CREDENTIALS, served.credentials())},
-            build_crd(flowexports),
-        )
-        for definition in others:
-            loop.create(CRD_PATH, build_crd(definition))
+        # every CRD: FlowExport, AccountGrant, FlowExportSet
+        loop.install(NS, {"pce-key": (SecretKind.PCE_CREDENTIALS, served.credentials())})
         operator = loop.operator(NS, ["--resync-seconds", "3", "--verbose"])
         # the operator's own identity: moto's management account; every member through a grant
         operator.env.update(

@@ -50,6 +50,8 @@ def granted(values: dict[str, Any]) -> list[tuple[str, str, str]]:
     )
 
 
+GRANTS = "/apis/flowexport.io/v1alpha1/accountgrants"
+
 SETS = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexportsets"
 
 
@@ -57,7 +59,7 @@ def fleet_lifecycle(stack: Stack) -> None:
     """What the operator does for a FlowExportSet: read the AccountGrants, discover, create
     the FlowExport it generates (and its status), delete it with the set."""
     stack.kube.post(
-        "/apis/flowexport.io/v1alpha1/accountgrants",
+        GRANTS,
         json={
             "apiVersion": "flowexport.io/v1alpha1",
             "kind": "AccountGrant",
@@ -104,7 +106,18 @@ def fleet_lifecycle(stack: Stack) -> None:
 
 def lifecycle(stack: Stack) -> None:
     """Everything the operator does for a FlowExport: reconcile, ingest, status, events, a
-    Secret read, and deletion behind the finalizer."""
+    Secret read, and deletion behind the finalizer; and an AccountGrant's status."""
+    grant = {
+        "apiVersion": "flowexport.io/v1alpha1",
+        "kind": "AccountGrant",
+        "metadata": {"name": "security-x"},
+        "spec": {"accountId": "210987654321", "namespaces": {"names": [NS]}},
+    }
+    assert stack.kube.post(GRANTS, json=grant).status_code == 201
+    eventually(
+        lambda: stack.kube.get(f"{GRANTS}/security-x").json().get("status"),
+        what="the grant's status, written by the operator",
+    )
     stack.apply(stack.flowexport())
     eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
     write_flows(stack, "/flowexport/prod", 5)

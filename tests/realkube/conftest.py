@@ -20,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from flowexport.api.crd import CRDS, FLOWEXPORT_CRD
 from tests.realkube.controlplane import ControlPlane, find_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,22 +94,32 @@ def wait_for(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-@pytest.fixture(scope="session")
-def crd(admin: httpx.Client) -> dict[str, Any]:
-    """The shipped CRD, installed and Established."""
-    body = yaml.safe_load(CRD_FILE.read_text())
+def _install_crd(admin: httpx.Client, body: dict[str, Any], plural: str) -> dict[str, Any]:
     answer = admin.post(CRD_PATH, json=body)
     assert answer.status_code in (201, 409), answer.text
+    name = body["metadata"]["name"]
 
     def established() -> dict[str, Any] | None:
-        found: dict[str, Any] = admin.get(f"{CRD_PATH}/{CRD_NAME}").json()
+        found: dict[str, Any] = admin.get(f"{CRD_PATH}/{name}").json()
         status = found.get("status") or {}
         conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
         return found if conditions.get("Established") == "True" else None
 
-    result: dict[str, Any] = wait_for(established, 30, "the CRD to be Established")
+    result: dict[str, Any] = wait_for(established, 30, f"the CRD {name} to be Established")
     # the resource is served once discovery lists it
-    wait_for(lambda: admin.get(f"{FE_API}/flowexports").status_code == 200, 30, "flowexports")
+    wait_for(lambda: admin.get(f"{FE_API}/{plural}").status_code == 200, 30, plural)
+    return result
+
+
+@pytest.fixture(scope="session")
+def crd(admin: httpx.Client) -> dict[str, Any]:
+    """The shipped CRD, installed and Established (with the project's other CRDs: the
+    AccountGrant's, which the operator the chart configures watches)."""
+    result = _install_crd(admin, yaml.safe_load(CRD_FILE.read_text()), "flowexports")
+    for definition in CRDS:
+        if definition is not FLOWEXPORT_CRD:
+            shipped = yaml.safe_load((ROOT / "crds" / definition.file).read_text())
+            _install_crd(admin, shipped, definition.plural)
     return result
 
 

@@ -145,6 +145,19 @@ CASES: list[Case] = [
     _case("status-is-ignored", True, status={"observedGeneration": 3}),
     _case("http-loopback-pce", True, spec__pce__url="http://127.0.0.1:8443"),
     _case("integer-for-number", True, spec__aws__apiRequestsPerSecond=3),
+    _case("account-id", True, spec__aws__accountId="210987654321"),
+    _case(
+        "account-id-and-its-role",
+        True,
+        spec__aws__accountId="210987654321",
+        spec__aws__roleArn="arn:aws:iam::210987654321:role/flowexport-member",
+    ),
+    _case(
+        "account-id-with-own-keys",
+        True,
+        spec__aws__accountId="210987654321",
+        spec__aws__credentialsSecretRef={"name": "aws-keys"},
+    ),
     _case("ipv6-pce", True, spec__pce__url="https://[2001:db8::1]:8443/pce"),
     _case("name-template-escaped-braces", True, spec__workloads__nameTemplate="{{aws}}-{ip}"),
     Case(
@@ -206,7 +219,15 @@ CASES: list[Case] = [
     _case("endpoint-credentials", False, spec__aws__endpointUrl="https://AKIA:x@logs.example"),
     _case("endpoint-http-remote", False, spec__aws__endpoints={"logs": "http://logs.example"}),
     _case("endpoint-bad-ipv4", False, spec__aws__endpointUrl="https://999.1.1.1"),
+    _case("account-id-pattern", False, spec__aws__accountId="21098765432"),
+    _case("account-id-number", False, spec__aws__accountId=210987654321),
     # -- refused: cross-field rules ----------------------------------------------------------
+    _case(
+        "account-id-role-of-another-account",
+        False,
+        spec__aws__accountId="210987654321",
+        spec__aws__roleArn="arn:aws:iam::123456789012:role/flowexport-member",
+    ),
     _case(
         "ca-bundle-and-insecure",
         False,

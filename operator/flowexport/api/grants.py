@@ -146,7 +146,9 @@ class AccountGrantSpec(ApiModel):
         )
     )
 
-    account_id: str = Field(description="The AWS account (12 digits).", pattern=_ACCOUNT_ID)
+    account_id: str = Field(
+        description="The AWS account (12 digits).", pattern=_ACCOUNT_ID, max_length=12
+    )
     role_arn: str | None = Field(
         default=None,
         description=(

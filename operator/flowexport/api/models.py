@@ -304,11 +304,6 @@ class AwsSpec(ApiModel):
             "self.roleArn.contains(':iam::' + self.accountId + ':role/')",
             "roleArn must be a role of accountId's account",
         ),
-        _cel(
-            "!has(self.accountId) || !has(self.credentialsSecretRef)",
-            "accountId names an AccountGrant, which lends the operator's identity; "
-            "credentialsSecretRef uses the namespace's own keys: give one of them",
-        ),
     )
 
     region: str = Field(
@@ -397,15 +392,18 @@ class AwsSpec(ApiModel):
             "role) to the namespace when the operator enforces account grants."
         ),
         pattern=_IAM_ROLE_ARN,
+        max_length=2048,
     )
     account_id: str | None = Field(
         default=None,
         description=(
-            "AWS account to work in, through the AccountGrant the cluster admin made for it "
-            "and this namespace: the operator assumes the grant's role with its ExternalId "
-            "(12 digits; roleArn, if also given, must be the grant's role)."
+            "AWS account to work in (12 digits). Without credentialsSecretRef it names the "
+            "AccountGrant the cluster admin made for it and this namespace: the operator "
+            "assumes the grant's role with its ExternalId (roleArn, if also given, must be the "
+            "grant's role). With credentialsSecretRef it only documents the keys' account."
         ),
         pattern=_ACCOUNT_ID,
+        max_length=12,
     )
     credentials_secret_ref: SecretRef | None = Field(
         default=None,
@@ -512,11 +510,6 @@ class AwsSpec(ApiModel):
     def _one_account(self) -> AwsSpec:
         if self.account_id and self.role_arn and self.role_arn.split(":")[4] != self.account_id:
             raise ValueError("roleArn must be a role of accountId's account")
-        if self.account_id and self.credentials_secret_ref is not None:
-            raise ValueError(
-                "accountId names an AccountGrant, which lends the operator's identity; "
-                "credentialsSecretRef uses the namespace's own keys: give one of them"
-            )
         return self
 
     @property

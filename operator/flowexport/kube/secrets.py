@@ -69,8 +69,9 @@ class KubeSecrets:
         operator's own), the region and the role: its role and ExternalId are used.
         Raises AccountNotGrantedError, AccountGrantsUnavailableError; never calls AWS."""
         session = session_name(self.namespace, self.name)
-        if self.grants is None or aws.credentials_secret_ref is not None:
-            if aws.role_arn is None and aws.account_id is not None:
+        keys = aws.credentials_secret_ref is not None
+        if self.grants is None or keys:
+            if aws.role_arn is None and aws.account_id is not None and not keys:
                 raise AccountNotGrantedError(
                     f"spec.aws.accountId {aws.account_id} selects an AccountGrant, and this "
                     "operator does not use them (flowexport run --account-grants Off): give "

@@ -21,7 +21,7 @@ import boto3
 import httpx
 import yaml
 
-from flowexport.api.crd import build_crd
+from flowexport.api.crd import CRDS, FLOWEXPORT_CRD, build_crd
 from flowexport.aws.session import AwsKeys
 from flowexport.secrets import SECRET_TYPE_LABEL, SecretKind
 from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator, kubeconfig
@@ -168,10 +168,14 @@ class LoopbackStack:
         secrets: Mapping[str, tuple[SecretKind, Mapping[str, str]]],
         crd: dict[str, Any] | None = None,
     ) -> None:
-        """Create the FlowExport CRD (`build_crd()` unless given), `namespace`, and in it a
-        Secret per entry of `secrets` (name -> its use and `stringData`), labelled for the
-        operator with its use; RuntimeError if one is refused."""
+        """Create the FlowExport CRD (`build_crd()` unless given) and the project's other CRDs
+        (AccountGrant), `namespace`, and in it a Secret per entry of `secrets` (name -> its use
+        and `stringData`), labelled for the operator with its use; RuntimeError if one is
+        refused."""
         self.create(CRD_PATH, crd if crd is not None else build_crd())
+        for definition in CRDS:
+            if definition is not FLOWEXPORT_CRD:
+                self.create(CRD_PATH, build_crd(definition))
         self.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
         for name, (kind, data) in secrets.items():
             metadata = {"name": name, "labels": {SECRET_TYPE_LABEL: str(kind)}}
