@@ -172,6 +172,9 @@ def test_a_set_over_two_accounts_ensures_flow_logs_and_follows_the_vpcs(world: F
         WAIT,
         "full coverage",
     )
+    eventually(
+        lambda: world.status("org").get("flowExportsReady") == 8, WAIT, "8 Ready in the status"
+    )
     assert world.condition("org", "Covered") == ("True", "Covered")
     assert world.condition("org", "Ready") == ("True", "Ready")
     assert (

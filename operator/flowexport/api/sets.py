@@ -436,6 +436,11 @@ class FlowExportSetStatus(ApiModel):
     flow_exports: int | None = Field(
         default=None, ge=0, description="FlowExports this set has generated and keeps."
     )
+    flow_exports_ready: int | None = Field(
+        default=None,
+        ge=0,
+        description="Of those, how many were Ready when the last discovery listed them.",
+    )
     flow_logs_created: int | None = Field(
         default=None, ge=0, description="Flow logs the set created at its last discovery."
     )

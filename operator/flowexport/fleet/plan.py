@@ -165,6 +165,8 @@ class Existing:
     name: str
     labels: Mapping[str, str]
     spec: Mapping[str, Any]
+    #: Whether its Ready condition is True (as last listed).
+    ready: bool = False
 
     @property
     def place(self) -> Place:

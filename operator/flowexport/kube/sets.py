@@ -120,7 +120,13 @@ class SetApi:
             meta = item.get("metadata", {})
             owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
             if uid in owners and not meta.get("deletionTimestamp"):
-                out.append(Existing(meta["name"], meta.get("labels") or {}, item.get("spec") or {}))
+                conditions = (item.get("status") or {}).get("conditions") or []
+                ready = any(
+                    c.get("type") == READY and c.get("status") == "True" for c in conditions
+                )
+                out.append(
+                    Existing(meta["name"], meta.get("labels") or {}, item.get("spec") or {}, ready)
+                )
         return out
 
     async def create(self, namespace: str, body: dict[str, Any]) -> None:
@@ -294,7 +300,8 @@ class Fleet:
         applied, failures = await self._apply(body, changes)
         cover = coverage(spec, found.accounts, found.refused, found.scans)
         kept = len(existing) + applied["created"] - applied["deleted"]
-        await self._report(body, state, spec, found, cover, changes, kept, failures)
+        ready = sum(1 for e in existing if e.ready and e.name not in set(changes.delete))
+        await self._report(body, state, spec, found, cover, changes, kept, failures, ready)
         log.info(
             "%s/%s: discovered %d accounts (%d refused, %d failed), %d VPCs (%d without a flow "
             "log), %d AWS calls in %.1fs; FlowExports: %d created, %d updated, %d deleted",
@@ -390,6 +397,7 @@ class Fleet:
         changes: Diff,
         kept: int,
         failures: list[str],
+        ready_count: int = 0,
     ) -> None:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -441,6 +449,7 @@ class Fleet:
         fields = {
             **cover.to_status(),
             "flowExports": kept,
+            "flowExportsReady": ready_count,
             "flowLogsCreated": found.flow_logs_created,
             "lastDiscoveryTime": _now(),
             "discoverySeconds": round(found.seconds, 3),
