@@ -300,7 +300,8 @@ class Fleet:
         applied, failures = await self._apply(body, changes)
         cover = coverage(spec, found.accounts, found.refused, found.scans)
         kept = len(existing) + applied["created"] - applied["deleted"]
-        ready = sum(1 for e in existing if e.ready and e.name not in set(changes.delete))
+        going = set(changes.delete)
+        ready = sum(1 for e in existing if e.ready and e.name not in going)
         await self._report(body, state, spec, found, cover, changes, kept, failures, ready)
         log.info(
             "%s/%s: discovered %d accounts (%d refused, %d failed), %d VPCs (%d without a flow "
