@@ -332,7 +332,11 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
             loop.install(NS, {"pce-key": (SecretKind.PCE_CREDENTIALS, loop.pce.credentials())})
             grants_path = "/apis/flowexport.io/v1alpha1/accountgrants"
             for account in [MANAGEMENT, *members]:
-                spec: dict[str, Any] = {"accountId": account, "namespaces": {"names": [NS]}}
+                spec: dict[str, Any] = {
+                    "accountId": account,
+                    "namespaces": {"names": [NS]},
+                    "sessionNames": args.session_names,
+                }
                 if account != MANAGEMENT:
                     spec["roleArn"] = role_arn(account)
                 loop.create(
@@ -412,6 +416,7 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
             operator.stop()
     return {
         "mode": "operator",
+        "session_names": args.session_names,
         "accounts": args.accounts,
         "regions": regions,
         "vpcs_per_account_region": args.vpcs,
@@ -438,6 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         "--operator", action="store_true", help="the per-VPC path through the operator process"
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="--operator: give up after")
+    parser.add_argument(
+        "--session-names",
+        choices=["FlowExport", "Namespace"],
+        default="FlowExport",
+        help="--operator: the AccountGrants' sessionNames (Namespace: one client set per grant)",
+    )
     args = parser.parse_args(argv)
     # The operator's own identity, from which every grant's role is assumed: moto's
     # management account.

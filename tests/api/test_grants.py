@@ -19,6 +19,7 @@ from flowexport.api.grants import (
     AccountNotGrantedError,
     Grant,
     LabelSelector,
+    namespace_session_name,
     parse_grant,
     resolve,
     session_name,
@@ -60,6 +61,7 @@ def test_a_grant_round_trips_in_camel_case() -> None:
         "roleArn": ROLE_X,
         "externalId": "fx-cluster-1",
         "namespaces": {"names": ["payments"]},
+        "sessionNames": "FlowExport",
         "regions": ["eu-west-1"],
     }
     whole = AccountGrant.model_validate(
@@ -280,3 +282,20 @@ def test_long_names_stay_apart(namespace: str, one: str, other: str) -> None:
 @given(st.text(max_size=300), st.text(max_size=300))
 def test_any_text_makes_a_valid_session_name(namespace: str, name: str) -> None:
     assert SESSION.match(session_name(namespace, name))
+
+
+def test_session_names_per_namespace_are_the_grants_choice() -> None:
+    per_flowexport = resolve([grant()], "payments", {}, X)
+    assert per_flowexport.session_name is None  # the front end names the FlowExport
+    shared = resolve([grant(sessionNames="Namespace")], "payments", {}, X)
+    assert shared.session_name == "fx-payments"
+    # no role, no session: the operator's own identity assumes nothing
+    own = grant("own", roleArn=None, externalId=None, sessionNames="Namespace")
+    assert resolve([own], "payments", {}, None).session_name is None
+    with pytest.raises(ValidationError):
+        spec(sessionNames="Cluster")
+
+
+@given(st.text(max_size=300))
+def test_namespace_session_names_follow_stss_rule(namespace: str) -> None:
+    assert SESSION.match(namespace_session_name(namespace))

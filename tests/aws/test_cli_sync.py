@@ -445,3 +445,21 @@ def test_mode_s3_once_drains_the_queue_and_names_an_unreadable_object(
     source = status(second)["source"]
     assert (source["objectsDone"], source["objectsFailed"]) == (2, 1)
     assert conditions(status(second))["Ingesting"] == ("False", "ObjectUnreadable")
+
+
+def test_sync_assumes_role_arn_with_the_external_id_and_the_flowexports_session(
+    world: dict[str, Any],
+) -> None:
+    """Outside a cluster no AccountGrant applies: sync runs as the user's identity, assumes
+    spec.aws.roleArn with --external-id and the session name of the manifest's FlowExport."""
+    role = "arn:aws:iam::123456789012:role/flowexport-prod"
+    result = sync(manifest(world, **{"aws.roleArn": role}), "--once", "--external-id", "ext-cli")
+    assert result.returncode == 0, result.stderr
+    assert conditions(status(result))["SubscriptionReady"] == ("True", "Subscribed")
+    data = httpx.get(f"{world['moto']}/moto-api/data.json", timeout=10).json()
+    sessions = {(r["session_name"], r["external_id"], r["role_arn"])
+                for r in data["sts"]["AssumedRole"]}  # fmt: skip
+    assert ("fx-security-prod", "ext-cli", role) in sessions
+    # accountId alone assumes nothing outside a cluster: the user's own identity works
+    alone = sync(manifest(world, **{"aws.accountId": "123456789012"}), "--once")
+    assert alone.returncode == 0, alone.stderr

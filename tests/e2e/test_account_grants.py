@@ -208,6 +208,13 @@ def test_a_granted_namespace_works_and_another_is_refused_until_granted(
         what="audit/other refused again",
     )
     assert "no AccountGrant" in again[2] or "may not use" in again[2]
+    eventually(
+        lambda: (
+            (condition(stack, AUDIT, "other", "Ready") or ("", ""))[:2]
+            == ("False", "AccountNotGranted")
+        ),
+        what="Ready False again",
+    )
     # security keeps working through its own grant
     assert (condition(stack, "security", "prod", "SubscriptionReady") or ("",))[0] == "True"
 

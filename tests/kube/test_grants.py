@@ -197,3 +197,35 @@ async def test_the_reconcile_refuses_and_a_grant_lets_it_through(
     sessions = {(r["session_name"], r["external_id"], r["role_arn"])
                 for r in data["sts"]["AssumedRole"]}  # fmt: skip
     assert ("fx-security-prod", "ext-1", ROLE) in sessions
+
+
+def test_the_status_written_keeps_its_transition_time_while_ready_holds() -> None:
+    class Custom:
+        def __init__(self) -> None:
+            self.patches: list[dict[str, Any]] = []
+
+        def patch_cluster_custom_object_status(self, *args: Any, **_: Any) -> None:
+            self.patches.append(args[-1]["status"])
+
+    custom = Custom()
+    made = GrantBook(custom)  # type: ignore[arg-type]
+    made.put(grant_body())
+    made.use(NS, "a", "sec-x")
+    made._write_status("sec-x", made.statuses()["sec-x"])
+    made.use(NS, "b", "sec-x")
+    made._write_status("sec-x", made.statuses()["sec-x"])
+    first, second = custom.patches
+    assert (first["flowExports"], second["flowExports"]) == (1, 2)
+    (one,), (two,) = first["conditions"], second["conditions"]
+    assert one["lastTransitionTime"] == two["lastTransitionTime"]
+    assert (one["type"], one["status"], one["reason"]) == ("Ready", "True", "Accepted")
+
+
+async def test_a_grant_may_share_one_session_per_namespace() -> None:
+    source = secrets(book(grant_body(sessionNames="Namespace")), name="vpc-0042")
+    access = await source.account_access(aws(accountId=X))
+    assert access is not None and access.session_name == "fx-security"
+    other = await secrets(
+        book(grant_body(sessionNames="Namespace")), name="vpc-0043"
+    ).account_access(aws(accountId=X))
+    assert other == access  # one AwsTarget, so one AssumeRole and one client set for both

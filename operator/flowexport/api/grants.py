@@ -170,6 +170,15 @@ class AccountGrantSpec(ApiModel):
         max_length=1224,
     )
     namespaces: GrantNamespaces = Field(description="The namespaces that may use the account.")
+    session_names: Literal["FlowExport", "Namespace"] = Field(
+        default="FlowExport",
+        description=(
+            "The AssumeRole session name: FlowExport (fx-<namespace>-<name>, each FlowExport "
+            "its own session and AWS clients, about 2 MiB and one AssumeRole each) or "
+            "Namespace (fx-<namespace>, shared by the namespace's FlowExports through this "
+            "grant: for many FlowExports per namespace)."
+        ),
+    )
     regions: list[Annotated[str, Field(max_length=32, pattern=_REGION)]] = Field(
         default_factory=list,
         description="Regions the namespaces may work in (empty: every region).",
@@ -239,7 +248,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 class AccountAccess:
     """How to reach an account for one FlowExport: the role to assume (None: the operator's
     own identity), the ExternalId to send, the grant that allowed it (None: no grant was
-    needed, e.g. the namespace's own keys) and the session name (set by the front end)."""
+    needed, e.g. the namespace's own keys) and the session name (the grant's, with
+    `sessionNames: Namespace`; else None, and the front end names the FlowExport)."""
 
     account_id: str
     role_arn: str | None
@@ -268,6 +278,16 @@ def session_name(namespace: str, name: str) -> str:
     if len(whole) <= SESSION_NAME_MAX:
         return whole
     digest = hashlib.blake2b(f"{namespace}/{name}".encode(), digest_size=5).hexdigest()
+    return f"{whole[: SESSION_NAME_MAX - len(digest) - 1]}-{digest}"
+
+
+def namespace_session_name(namespace: str) -> str:
+    """The session name shared by a namespace's FlowExports (`sessionNames: Namespace`):
+    `fx-<namespace>`, by the same rule as `session_name`."""
+    whole = _SESSION_UNSAFE.sub("-", f"fx-{namespace}")
+    if len(whole) <= SESSION_NAME_MAX:
+        return whole
+    digest = hashlib.blake2b(namespace.encode(), digest_size=5).hexdigest()
     return f"{whole[: SESSION_NAME_MAX - len(digest) - 1]}-{digest}"
 
 
@@ -333,8 +353,13 @@ def resolve(
             )
         covering = same_role
     chosen = covering[0]
+    shared = chosen.spec.session_names == "Namespace" and chosen.spec.role_arn is not None
     return AccountAccess(
-        chosen.spec.account_id, chosen.spec.role_arn, chosen.spec.external_id, chosen.name
+        chosen.spec.account_id,
+        chosen.spec.role_arn,
+        chosen.spec.external_id,
+        chosen.name,
+        namespace_session_name(namespace) if shared else None,
     )
 
 

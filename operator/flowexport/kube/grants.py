@@ -103,6 +103,8 @@ class GrantBook:
         self._users: dict[tuple[str, str], str] = {}
         #: What each grant's status was last written as.
         self._written: dict[str, tuple[Any, ...]] = {}
+        #: When each grant's Ready condition last changed status (kept across writes).
+        self._transitions: dict[str, tuple[str, str]] = {}
         self._dirty = threading.Event()
 
     # -- what the operator asks ------------------------------------------------------------
@@ -153,8 +155,8 @@ class GrantBook:
         except FlowExportError as exc:
             return f"{exc.reason}: {exc}"
         with self._lock:
-            generation = self._grants[access.grant_name or ""].generation
-        return f"{access!r} {generation}"
+            found = self._grants.get(access.grant_name or "")
+        return f"{access!r} {found.generation if found else None}"
 
     def use(self, namespace: str, name: str, grant: str | None) -> None:
         """Note which grant FlowExport namespace/name runs through (None: none)."""
@@ -204,6 +206,7 @@ class GrantBook:
             self._grants.pop(name, None)
             self._invalid.pop(name, None)
             self._written.pop(name, None)
+            self._transitions.pop(name, None)
 
     def label(self, namespace: str, labels: dict[str, str] | None) -> None:
         """A Namespace's labels (None: the namespace is gone)."""
@@ -379,6 +382,10 @@ class GrantBook:
     def _write_status(self, name: str, status: dict[str, Any]) -> None:
         assert self.custom is not None
         ready, reason, message = status["ready"]
+        since = self._transitions.get(name)
+        if since is None or since[0] != ready:
+            since = (ready, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            self._transitions[name] = since
         body: dict[str, Any] = {
             "observedGeneration": status["observedGeneration"],
             "conditions": [
@@ -387,7 +394,7 @@ class GrantBook:
                     "status": ready,
                     "reason": reason,
                     "message": message,
-                    "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "lastTransitionTime": since[1],
                     "observedGeneration": status["observedGeneration"],
                 }
             ],

@@ -91,7 +91,7 @@ class KubeSecrets:
             self.grants.use(self.namespace, self.name, None)
             raise
         self.grants.use(self.namespace, self.name, access.grant_name)
-        return dataclasses.replace(access, session_name=session)
+        return dataclasses.replace(access, session_name=access.session_name or session)
 
     async def read(self, name: str, kind: SecretKind) -> Mapping[str, str] | None:
         """The Secret's values, or None when it does not exist (noted, so its creation counts).
