@@ -74,3 +74,9 @@ def test_the_stream_benchmark_runs_small() -> None:
         assert steady["latency_p95_s"] >= steady["latency_p50_s"]
     assert len(runs[("stream", 4)]["backlog"]["workers"]) <= 4
     assert len(report["ratios"]) == 3
+
+
+def test_the_fleet_coverage_benchmark_starts() -> None:
+    result = run(str(BENCH / "fleet_coverage.py"), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--accounts" in result.stdout and "--operator" in result.stdout

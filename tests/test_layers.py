@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "pipeline": 4,
     "workloads": 4,
     "sources": 5,
+    "fleet": 6,
     "lifecycle": 6,
     "kube": 7,
     "commands": 8,

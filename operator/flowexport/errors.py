@@ -164,6 +164,27 @@ class Reason(StrEnum):
     # sets the annotation flowexport.io/resume-from. Terminal.
     CURSOR_LOST = "CursorLost"
 
+    # -- FlowExportSets (their own conditions: Ready, Discovered, Covered) --
+    # Discovered=True: every account and region in scope was read.
+    DISCOVERED = "Discovered"
+    # Covered=True: every selected VPC has a flow log delivering to the set's destination.
+    COVERED = "Covered"
+    # Covered=False: some selected VPCs have no flow log to the destination (status.missing
+    # lists the first); flowLogs Ensure creates them, Report only says so; each refresh looks
+    # again. Terminal.
+    FLOW_LOGS_MISSING = "FlowLogsMissing"
+    # Discovered=False: accounts in scope are not granted to the set's namespace (or the
+    # Organizations walk's management account is not): they are listed in
+    # status.refusedAccounts and never called; the cluster admin grants them. Terminal.
+    ACCOUNTS_REFUSED = "AccountsRefused"
+    # Discovered=False: reading some accounts or regions failed (AssumeRole denied,
+    # throttling, an outage): status.failedAccounts says which and why; the others go on and
+    # the next refresh tries again. Retryable.
+    DISCOVERY_FAILED = "DiscoveryFailed"
+    # Ready=False: more selected VPCs than spec.maxFlowExports: no FlowExport is created past
+    # it (those there are kept); raise the cap or narrow the scope. Terminal.
+    TOO_MANY_FLOWEXPORTS = "TooManyFlowExports"
+
     # -- the operator itself --
     # Any stage: an unexpected error (a bug). Retryable.
     INTERNAL_ERROR = "InternalError"
@@ -191,6 +212,7 @@ _RETRYABLE = frozenset(
         Reason.OBJECT_UNREADABLE,
         Reason.PCE_UNAVAILABLE,
         Reason.INTERNAL_ERROR,
+        Reason.DISCOVERY_FAILED,
     }
 )
 _NOT_ERRORS = frozenset(
@@ -204,6 +226,8 @@ _NOT_ERRORS = frozenset(
         Reason.INGESTING,
         Reason.SUSPENDED,
         Reason.WAITING_FOR_START,
+        Reason.DISCOVERED,
+        Reason.COVERED,
     }
 )
 

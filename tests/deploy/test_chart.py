@@ -350,9 +350,14 @@ def test_secrets_are_watched_and_only_finalizers_status_and_events_are_written()
     assert written == {
         ("flowexport.io", "flowexports"),
         ("flowexport.io", "flowexports/status"),
+        ("flowexport.io", "flowexportsets"),  # kopf's finalizer and annotations
+        ("flowexport.io", "flowexportsets/status"),
         ("", "secrets"),
         ("", "events"),
     }
+    # FlowExports are created and deleted only as FlowExportSets generate them (the admission
+    # policy holds the operator to those); FlowExportSets themselves never
+    assert verbs[("flowexport.io", "flowexportsets")] == {"list", "watch", "patch"}
     assert all("*" not in str(rule) for rule in role["rules"])
 
 

@@ -189,6 +189,11 @@ def stack(
                 },
                 crd,
             )
+            # The operator's own AWS identity (moto's account), which AccountGrants lend.
+            operator.env.update(
+                AWS_ACCESS_KEY_ID=KEYS.access_key_id,
+                AWS_SECRET_ACCESS_KEY=KEYS.secret_access_key,
+            )
             token = ADMIN_TOKEN
             if chart_values is not None:
                 token = install_chart_rbac(loop.kube, loop.sim, chart_values)

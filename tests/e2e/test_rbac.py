@@ -13,6 +13,7 @@ import pytest
 
 from flowexport.sim.kube.rbac import SA_PREFIX, Attributes, rule_allows
 from tests.chart import RELEASE_NAMESPACE, of_kind, render
+from tests.cloud import REGION
 from tests.e2e.conftest import FE, NS, Stack, eventually
 from tests.e2e.test_operator import write_flows
 
@@ -50,6 +51,57 @@ def granted(values: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 GRANTS = "/apis/flowexport.io/v1alpha1/accountgrants"
+
+SETS = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexportsets"
+
+
+def fleet_lifecycle(stack: Stack) -> None:
+    """What the operator does for a FlowExportSet: read the AccountGrants, discover, create
+    the FlowExport it generates (and its status), delete it with the set."""
+    stack.kube.post(
+        GRANTS,
+        json={
+            "apiVersion": "flowexport.io/v1alpha1",
+            "kind": "AccountGrant",
+            "metadata": {"name": "own-account"},
+            "spec": {"accountId": "123456789012", "namespaces": {"names": [NS]}},
+        },
+    )
+    stack.kube.post(
+        SETS,
+        json={
+            "apiVersion": "flowexport.io/v1alpha1",
+            "kind": "FlowExportSet",
+            "metadata": {"name": "fleet", "namespace": NS},
+            "spec": {
+                "accounts": ["123456789012"],
+                "regions": [REGION],
+                "vpcs": {"ids": [stack.vpc]},
+                "flowLogs": "Ensure",
+                "destination": {"logGroups": {"deliverLogsRoleName": "d"}},
+                "refreshSeconds": 5,
+                "template": {
+                    "aws": {"endpointUrl": stack.loop.moto_url},
+                    "pce": {
+                        "url": stack.loop.pce.url,
+                        "orgId": 1,
+                        "credentialsSecretRef": {"name": "pce-key"},
+                    },
+                },
+            },
+        },
+    )
+    generated = f"{FE}?labelSelector=flowexport.io/set=fleet"
+    eventually(lambda: len(stack.kube.get(generated).json()["items"]) == 1, what="generated")
+    eventually(
+        lambda: (
+            (stack.kube.get(f"{SETS}/fleet").json().get("status") or {}).get("flowExports") == 1
+        ),
+        what="the set's status",
+    )
+    stack.kube.delete(f"{SETS}/fleet")
+    eventually(lambda: stack.kube.get(generated).json()["items"] == [], what="generated gone")
+    eventually(lambda: stack.kube.get(f"{SETS}/fleet").status_code == 404, what="set gone")
 
 
 def lifecycle(stack: Stack) -> None:
@@ -89,6 +141,7 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
 ) -> None:
     values = request.node.callspec.params["stack"]
     lifecycle(stack)
+    fleet_lifecycle(stack)
     assert stack.operator.metric("flowexport_workers") == 0  # the FlowExport is gone
     assert stack.operator.stop() == 0  # what a clean stop does is part of what it uses
     requests = operator_requests(stack)
@@ -177,6 +230,9 @@ def test_the_admission_policies_refuse_what_rbac_cannot(
             f"{FE}/prod",
             json={"spec": {"pce": {"url": "https://elsewhere.example.com"}}},
             headers={**operator, **MERGE},
+        ),
+        "a FlowExport no FlowExportSet generates": stack.kube.post(
+            FE, json=stack.flowexport("rogue"), headers=operator
         ),
         "another application's Lease": stack.kube.delete(f"{leases}/other-app", headers=operator),
         "a Lease not named as the operator's": stack.kube.post(

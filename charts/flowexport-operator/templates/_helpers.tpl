@@ -69,13 +69,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
      tests/e2e/test_rbac.py, which fails if the operator makes a request these do not allow. */}}
 {{- define "flowexport.namespacedRules" -}}
 # FlowExports: kopf lists and watches them, and patches finalizers and its own annotations;
-# the operator annotates flowexport.io/cursor-since and removes a consumed resume-from.
+# the operator annotates flowexport.io/cursor-since and removes a consumed resume-from. It
+# creates, updates (spec) and deletes the FlowExports FlowExportSets generate, and only those
+# (labelled flowexport.io/set and owned by a FlowExportSet: the admission policy holds it).
 - apiGroups: ["flowexport.io"]
   resources: ["flowexports"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["list", "watch", "patch", "create", "delete"]
 # Status: conditions, counts and the ingestion cursor.
 - apiGroups: ["flowexport.io"]
   resources: ["flowexports/status"]
+  verbs: ["patch"]
+# FlowExportSets: kopf lists and watches them and patches its finalizer and annotations; the
+# operator writes their status (coverage, conditions).
+- apiGroups: ["flowexport.io"]
+  resources: ["flowexportsets"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["flowexport.io"]
+  resources: ["flowexportsets/status"]
   verbs: ["patch"]
 {{- if .Values.rbac.secretNames }}
 # The PCE API key and the AWS keys named below, and no other Secret: read by name (no list or

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from flowexport.api.models import GROUP, PLURAL, VERSION
+from flowexport.api.sets import PLURAL as SET_PLURAL
 from flowexport.api.validation import SpecError
 from flowexport.kube.cleanup import clean_up
 from flowexport.kube.client import CONNECT_SECONDS, CRD_MISSING, READ_SECONDS
@@ -27,6 +28,7 @@ from flowexport.kube.events import configure_posting
 from flowexport.kube.reconcile import reconcile
 from flowexport.kube.reconcile import resync as resync_if_due
 from flowexport.kube.replicas import uid_of
+from flowexport.kube.sets import Fleet
 from flowexport.kube.state import Operator
 from flowexport.kube.worker import work
 from flowexport.pipeline import STOP_GRACE_SECONDS
@@ -165,3 +167,38 @@ async def cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         owner = op.replicas.owner(uid)
         raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
     await clean_up(op, body)
+
+
+# -- FlowExportSets: a daemon each (discovery every refreshSeconds), spec changes poke it ----
+
+
+def _fleet(memo: kopf.Memo) -> Fleet:
+    if "fleet" not in memo:
+        memo["fleet"] = Fleet(_operator(memo))
+    fleet: Fleet = memo["fleet"]
+    return fleet
+
+
+@kopf.daemon(GROUP, VERSION, SET_PLURAL, cancellation_timeout=5.0)
+async def refresh_set(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """Discover a FlowExportSet's accounts and VPCs and keep its FlowExports in line."""
+    await _fleet(memo).run(body, stopped)
+
+
+@kopf.on.update(GROUP, VERSION, SET_PLURAL, field="spec")
+async def set_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A FlowExportSet's spec changed: refresh it now."""
+    _fleet(memo).poke(*_key(body))
+
+
+@kopf.on.delete(GROUP, VERSION, SET_PLURAL)
+async def set_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Delete what the FlowExportSet generated (the replica that owns it does)."""
+    op = _operator(memo)
+    uid = _uid(body)
+    if not op.replicas.owns(uid):
+        owner = op.replicas.owner(uid)
+        raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
+    await _fleet(memo).clean_up(body)

@@ -289,3 +289,57 @@ def forget(namespace: str, name: str) -> None:
 def generate_text() -> bytes:
     """The exposition text, as /metrics serves it."""
     return generate_latest(REGISTRY)
+
+
+# -- FlowExportSets (labels `namespace`, `set`) --------------------------------------------
+
+_SET_LABELS = ("namespace", "set")
+VPCS_WITHOUT_FLOW_LOG = Gauge(
+    "flowexport_vpcs_without_flow_log",
+    "FlowExportSet: selected VPCs without a flow log to the set's destination, at its last "
+    "discovery (of the accounts and regions it could read).",
+    _SET_LABELS,
+    registry=REGISTRY,
+)
+SET_VPCS = Gauge(
+    "flowexport_set_vpcs",
+    "FlowExportSet: selected VPCs at its last discovery.",
+    _SET_LABELS,
+    registry=REGISTRY,
+)
+SET_ACCOUNTS = Gauge(
+    "flowexport_set_accounts",
+    "FlowExportSet: accounts in scope at its last discovery, by state (granted, refused, failed).",
+    (*_SET_LABELS, "state"),
+    registry=REGISTRY,
+)
+SET_AWS_CALLS = Counter(
+    "flowexport_set_aws_calls",
+    "FlowExportSet: AWS calls its discoveries made (Organizations, DescribeVpcs, "
+    "DescribeFlowLogs, CreateFlowLogs).",
+    _SET_LABELS,
+    registry=REGISTRY,
+)
+_SET_STATES = ("granted", "refused", "failed")
+
+
+def set_coverage(
+    namespace: str, name: str, vpcs: int, without: int, accounts: dict[str, int], calls: int
+) -> None:
+    """A FlowExportSet's discovery: VPCs in scope and without a flow log, accounts by state,
+    and the AWS calls it made."""
+    VPCS_WITHOUT_FLOW_LOG.labels(namespace, name).set(without)
+    SET_VPCS.labels(namespace, name).set(vpcs)
+    for state in _SET_STATES:
+        SET_ACCOUNTS.labels(namespace, name, state).set(accounts.get(state, 0))
+    _add(SET_AWS_CALLS.labels(namespace, name), calls)
+
+
+def forget_set(namespace: str, name: str) -> None:
+    """Drop a deleted FlowExportSet's series."""
+    for gauge in (VPCS_WITHOUT_FLOW_LOG, SET_VPCS, SET_AWS_CALLS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for state in _SET_STATES:
+        with contextlib.suppress(KeyError):
+            SET_ACCOUNTS.remove(namespace, name, state)

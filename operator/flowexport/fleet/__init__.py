@@ -1,0 +1,1 @@
+"""FlowExportSet: discovery across accounts and what the set wants (see docs/fleet.md)."""
