@@ -1,10 +1,15 @@
 """Mode poll: FilterLogEvents on the log group, slice by slice (no other AWS resource).
 
-Bounded by the account's FilterLogEvents quota (5 requests/s per account and region): see
-docs/operator.md for when mode stream is the better choice.
+Bounded by the account's FilterLogEvents quota (5 requests/s per account and region), which
+every FlowExport of the process polling that account and region shares in turns
+(`flowexport.aws.budget`): with many log groups each gets polled less often than
+`pollIntervalSeconds` asks, and `status.source.effectivePollIntervalSeconds` says how often
+it really is. See docs/cost.md for when mode stream or s3 is the better choice.
 """
 
 from __future__ import annotations
+
+import time
 
 from flowexport.api.conditions import ConditionType, caught_up, failed
 from flowexport.api.models import AwsSpec, SourceSpec, SourceStatus
@@ -46,8 +51,44 @@ class PollSource(Source):
         async def on_error(exc: FlowExportError) -> None:
             await report(failed(ConditionType.INGESTING, exc))
 
+        interval = EffectiveInterval()
+
         async def on_success() -> None:
+            seconds = interval.polled(time.monotonic())
+            if seconds is not None:
+                reading.store.keep(
+                    SourceStatus(mode=self.mode, effective_poll_interval_seconds=seconds)
+                )
             await report(caught_up())
 
         poll = float(reading.spec.ingestion.poll_interval_seconds)
         await pipeline.run_forever(stop, poll, on_error, on_success)
+
+
+class EffectiveInterval:
+    """How often the log group is really read: the time between the ends of successive
+    successful polls (the poll interval plus the wait for a turn in the account's budget
+    and the read itself), smoothed over a few polls and in whole seconds."""
+
+    #: The weight of the newest poll in the average.
+    WEIGHT = 0.5
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+        self._average: float | None = None
+        self._reported: int | None = None
+
+    def polled(self, now: float) -> int | None:
+        """A poll ended at `now` (monotonic seconds): the effective interval when it changed
+        (None: not known yet, or the same whole number as last reported)."""
+        last, self._last = self._last, now
+        if last is None:
+            return None
+        took = now - last
+        average = self._average
+        self._average = took if average is None else average + self.WEIGHT * (took - average)
+        seconds = max(1, round(self._average))
+        if seconds == self._reported:
+            return None
+        self._reported = seconds
+        return seconds
