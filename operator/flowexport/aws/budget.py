@@ -44,12 +44,13 @@ log = logging.getLogger("flowexport.aws.budget")
 #: AWS's FilterLogEvents quota per account and region (older published value; many regions
 #: allow more, and it can be raised: `--filter-log-events-rps`).
 FILTER_LOG_EVENTS_PER_SECOND = 5.0
-#: The other read quotas kept per account and region, by API family (requests/s, burst).
-#: CloudWatch Logs Describe*/List*: 5 TPS published for DescribeLogStreams; EC2's
-#: non-mutating actions: a bucket of 100 refilled at 20/s (both conservative; configurable).
+#: The other read quotas kept per account and region, by API family (requests/s, burst):
+#: EC2's non-mutating actions are a bucket of 100 refilled at 20/s; CloudWatch Logs publishes
+#: a quota per action (Describe* between 5 and 25 TPS, not confirmed here), so its budget
+#: starts at 20/s and, like EC2's, halves on each throttle AWS answers and climbs back after.
 READ_FAMILIES: dict[str, tuple[float, float]] = {
-    "logs": (5.0, 5.0),
-    "ec2": (20.0, 50.0),
+    "logs": (20.0, 40.0),
+    "ec2": (20.0, 100.0),
 }
 #: Environment variables that set the same (the chart's `aws.*PerSecond` values).
 ENV_FILTER_LOG_EVENTS = "FLOWEXPORT_FILTER_LOG_EVENTS_PER_SECOND"
@@ -282,23 +283,33 @@ class FairBudget:
 
 
 class BlockingBucket:
-    """A `TokenBucket` callers wait on (any order: for the reconcile's occasional reads)."""
+    """A `TokenBucket` callers wait on (any order: for the reconcile's occasional reads), its
+    rate adaptive: a throttle halves it, success brings it back (`AdaptiveRate`)."""
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
         self._bucket = TokenBucket(rate, burst, clock())
+        self.rate = AdaptiveRate(rate, clock())
         self.calls = 0
 
     def acquire(self, sleep: Callable[[float], None] = time.sleep) -> None:
         """Block until a token is taken."""
         while True:
             with self._lock:
-                wait = self._bucket.take(self._clock())
+                now = self._clock()
+                self.rate.succeeded(now)
+                self._bucket.rate = self.rate.rate
+                wait = self._bucket.take(now)
                 if wait == 0.0:
                     self.calls += 1
                     return
             sleep(wait)
+
+    def throttled(self) -> None:
+        """A call was throttled: lower the rate."""
+        with self._lock:
+            self.rate.throttled(self._clock())
 
 
 # -- the process's budgets ---------------------------------------------------------------------
@@ -328,7 +339,7 @@ def _from_env() -> Settings:
 
 
 def _scaled(logs_rate: float) -> dict[str, tuple[float, float]]:
-    """The read families with CloudWatch Logs' rate set to `logs_rate` and EC2's in step."""
+    """The read families with CloudWatch Logs' rate set to `logs_rate`, EC2's in step."""
     if logs_rate <= 0:
         return {}
     scale = logs_rate / READ_FAMILIES["logs"][0]
@@ -461,6 +472,10 @@ def attach(clients: AwsClients) -> AwsClients:
             events.register(
                 f"before-send.{service}", _read_hook(bucket), unique_id=f"{_UNIQUE}-reads"
             )
+        if bucket is not None:
+            events.register(
+                f"needs-retry.{service}", _throttle_seen(bucket), unique_id=f"{_UNIQUE}-seen"
+            )
         if family == "logs" and _settings.filter_log_events_per_second > 0:
             events.register(
                 f"needs-retry.{service}.FilterLogEvents",
@@ -480,6 +495,23 @@ def _read_hook(bucket: BlockingBucket) -> Callable[..., None]:
     return before_send
 
 
+def _throttle_seen(bucket: BlockingBucket) -> Callable[..., None]:
+    def needs_retry(event_name: str = "", response: Any = None, **kwargs: Any) -> None:
+        if not event_name.endswith(".FilterLogEvents") and _throttle_code(response):
+            bucket.throttled()
+
+    return needs_retry
+
+
+def _throttle_code(response: Any) -> bool:
+    """Whether a botocore (http response, parsed) pair is a throttle."""
+    if isinstance(response, tuple) and len(response) == 2:
+        parsed = response[1] or {}
+        code = (parsed.get("Error") or {}).get("Code") if isinstance(parsed, dict) else None
+        return code in THROTTLE_CODES
+    return False
+
+
 #: The error codes a throttled call answers.
 THROTTLE_CODES = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
@@ -490,12 +522,7 @@ def _no_throttle_retry(response: Any = None, **kwargs: Any) -> bool | None:
     """botocore's needs-retry hook for FilterLogEvents: a throttle is not retried by botocore
     (False ends its retries; the reader retries inside its budget), anything else is left to
     botocore's own handler (None)."""
-    if isinstance(response, tuple) and len(response) == 2:
-        parsed = response[1] or {}
-        code = (parsed.get("Error") or {}).get("Code") if isinstance(parsed, dict) else None
-        if code in THROTTLE_CODES:
-            return False
-    return None
+    return False if _throttle_code(response) else None
 
 
 def reset() -> None:

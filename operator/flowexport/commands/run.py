@@ -115,9 +115,9 @@ def add_parser(commands: Any) -> None:
         default=None,
         metavar="RATE",
         help=(
-            "CloudWatch Logs Describe*/List* requests per second per account and region (EC2 "
-            "Describe* get 4 times as many; default 5, or $FLOWEXPORT_AWS_READS_PER_SECOND; "
-            "0: no budget)"
+            "CloudWatch Logs Describe*/List* requests per second per account and region, and "
+            "EC2 Describe* the same, halved on each throttle and recovering after (default 20, "
+            "or $FLOWEXPORT_AWS_READS_PER_SECOND; 0: no budget)"
         ),
     )
     shards = parser.add_argument_group("sharding over several replicas")
