@@ -328,10 +328,20 @@ def test_attached_clients_leave_a_throttle_to_the_reader_and_keep_reads_to_a_bud
     clients.ec2.describe_vpcs()
     account = budget.account_of(clients)
     assert account == "123456789012"
-    assert budget.read_bucket(account, REGION, "logs").calls == 1  # type: ignore[union-attr]
-    assert budget.read_bucket(account, REGION, "ec2").calls == 1  # type: ignore[union-attr]
+    logs_reads = budget.read_bucket(account, REGION, "logs", "DescribeLogGroups")
+    assert logs_reads is not None and logs_reads.calls == 1
+    vpc_reads = budget.read_bucket(account, REGION, "ec2", "DescribeVpcs")
+    assert vpc_reads is not None and vpc_reads.calls == 1
+    # One bucket per API, as AWS counts them; writes take none.
+    flow_log_reads = budget.read_bucket(account, REGION, "ec2", "DescribeFlowLogs")
+    assert flow_log_reads is not None and flow_log_reads.calls == 0
     budget.account_of(clients)
     assert proxy.stats()["GetCallerIdentity"].calls == 1  # once per credentials
+    proxy.set_quota("DescribeLogGroups", 0.001, 1.0)
+    clients.logs.describe_log_groups()
+    with pytest.raises(ClientError):  # throttled, retried by botocore, throttled again
+        clients.logs.describe_log_groups()
+    assert logs_reads.rate.rate < logs_reads.rate.ceiling  # each throttle seen lowers it
 
 
 def test_the_account_comes_from_the_role_arn_without_a_call() -> None:

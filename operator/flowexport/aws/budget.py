@@ -14,9 +14,10 @@ So one process keeps:
   others. A throttle that still happens (the quota is lower than configured, or another
   client of the account reads too) lowers the rate at once (multiplicative decrease) and it
   climbs back linearly while calls succeed (AIMD, as TCP does);
-- one `TokenBucket` per (account, region, API family) for the other reads a reconcile makes
-  (EC2 Describe*, CloudWatch Logs Describe*/List*), applied inside botocore (`attach`) so each
-  attempt, retries included, takes its token.
+- one adaptive token bucket per (account, region, API) for the other reads a reconcile makes
+  (EC2 Describe*, CloudWatch Logs Describe*/List*; AWS counts these per API), at the rate of
+  the API's family, applied inside botocore (`attach`) so each attempt, retries included,
+  takes its token.
 
 The account comes from the role ARN when there is one, else from STS GetCallerIdentity, once
 per set of credentials. The scheduling itself (`FairShare`, `AdaptiveRate`, `TokenBucket`)
@@ -349,7 +350,7 @@ def _scaled(logs_rate: float) -> dict[str, tuple[float, float]]:
 _settings = _from_env()
 _lock = threading.Lock()
 _budgets: dict[tuple[str, str], FairBudget] = {}
-_buckets: dict[tuple[str, str, str], BlockingBucket] = {}
+_buckets: dict[tuple[str, str, str, str], BlockingBucket] = {}
 _accounts: dict[AwsTarget, str] = {}
 _account_locks: dict[AwsTarget, threading.Lock] = {}
 
@@ -434,15 +435,18 @@ def filter_log_events_budget(clients: AwsClients) -> FairBudget | None:
         return budget
 
 
-def read_bucket(account: str, region: str, family: str) -> BlockingBucket | None:
-    """The read budget of one API family in an account and region (None: off)."""
+def read_bucket(account: str, region: str, family: str, operation: str) -> BlockingBucket | None:
+    """The read budget of one API in an account and region (None: off). AWS counts these
+    quotas per API (EC2: each Describe* its own bucket), so each operation has its own,
+    at its family's rate."""
     rate = _settings.reads_per_second.get(family)
     if rate is None:
         return None
     with _lock:
-        bucket = _buckets.get((account, region, family))
+        key = (account, region, family, operation)
+        bucket = _buckets.get(key)
         if bucket is None:
-            bucket = _buckets[(account, region, family)] = BlockingBucket(*rate)
+            bucket = _buckets[key] = BlockingBucket(*rate)
         return bucket
 
 
@@ -467,14 +471,11 @@ def attach(clients: AwsClients) -> AwsClients:
             continue
         account = account or account_of(clients)
         service = client.meta.service_model.service_id.hyphenize()
-        bucket = read_bucket(account, clients.target.region, family)
-        if bucket is not None:
+        if family in _settings.reads_per_second:
+            place = (account, clients.target.region, family)
+            events.register(f"before-send.{service}", _read_hook(place), unique_id=f"{_UNIQUE}-r")
             events.register(
-                f"before-send.{service}", _read_hook(bucket), unique_id=f"{_UNIQUE}-reads"
-            )
-        if bucket is not None:
-            events.register(
-                f"needs-retry.{service}", _throttle_seen(bucket), unique_id=f"{_UNIQUE}-seen"
+                f"needs-retry.{service}", _throttle_seen(place), unique_id=f"{_UNIQUE}-t"
             )
         if family == "logs" and _settings.filter_log_events_per_second > 0:
             events.register(
@@ -486,19 +487,31 @@ def attach(clients: AwsClients) -> AwsClients:
     return clients
 
 
-def _read_hook(bucket: BlockingBucket) -> Callable[..., None]:
+def _read_operation(event_name: str) -> str | None:
+    """The read operation an event is about (None: a write, or FilterLogEvents)."""
+    operation = event_name.rsplit(".", 1)[-1]
+    if operation.startswith(_READ_PREFIXES) and operation != "FilterLogEvents":
+        return operation
+    return None
+
+
+def _read_hook(place: tuple[str, str, str]) -> Callable[..., None]:
     def before_send(event_name: str = "", **kwargs: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        if operation.startswith(_READ_PREFIXES) and operation != "FilterLogEvents":
+        operation = _read_operation(event_name)
+        bucket = read_bucket(*place, operation) if operation else None
+        if bucket is not None:
             bucket.acquire()
 
     return before_send
 
 
-def _throttle_seen(bucket: BlockingBucket) -> Callable[..., None]:
+def _throttle_seen(place: tuple[str, str, str]) -> Callable[..., None]:
     def needs_retry(event_name: str = "", response: Any = None, **kwargs: Any) -> None:
-        if not event_name.endswith(".FilterLogEvents") and _throttle_code(response):
-            bucket.throttled()
+        operation = _read_operation(event_name)
+        if operation and _throttle_code(response):
+            bucket = read_bucket(*place, operation)
+            if bucket is not None:
+                bucket.throttled()
 
     return needs_retry
 
