@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 
-from flowexport.api.conditions import ConditionType, caught_up, failed
+from flowexport.api.conditions import ConditionType, ConditionUpdate, caught_up, failed
 from flowexport.api.models import AwsSpec, SourceSpec, SourceStatus
 from flowexport.aws.session import AwsClients
 from flowexport.aws.subscription import Subscription
-from flowexport.errors import FlowExportError
+from flowexport.errors import FlowExportError, Reason
 from flowexport.pipeline import Progress
 from flowexport.sources.base import Reading, Source, SourceStore
 
@@ -62,7 +62,22 @@ class PollSource(Source):
             await report(caught_up())
 
         poll = float(reading.spec.ingestion.poll_interval_seconds)
+        # Ready does not wait for the first read: with many log groups in one account it
+        # waits its turn in the shared quota (up to N / budget seconds), and a read that
+        # then fails says so at once.
+        await report(polling(reading.spec.ingestion.poll_interval_seconds))
         await pipeline.run_forever(stop, poll, on_error, on_success)
+
+
+def polling(interval: int) -> ConditionUpdate:
+    """Ingesting when polling starts, before the first read."""
+    return ConditionUpdate(
+        ConditionType.INGESTING,
+        True,
+        Reason.INGESTING,
+        f"polling the log group every {interval}s or as the account's FilterLogEvents quota "
+        "allows (shared in turns; status.source.effectivePollIntervalSeconds)",
+    )
 
 
 class EffectiveInterval:
