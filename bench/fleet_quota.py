@@ -25,7 +25,9 @@ Variants: `budget` (this checkout, the shared budget at `--rate`), and either `b
 (`--baseline-source DIR`: another checkout's `operator/` directory, e.g. main's, run in the
 same process for a fair ratio) or `no-budget` (this checkout with
 `--filter-log-events-rps 0 --aws-reads-rps 0`: each FlowExport keeps only its own
-apiRequestsPerSecond, as before the budget). Run it alone on the machine: wrap it in
+apiRequestsPerSecond, as before the budget); a variant ending in `-unthrottled` (e.g.
+`baseline-unthrottled`) runs with no quota at the proxy, for what the machine itself allows.
+Run it alone on the machine: wrap it in
 `flock /tmp/flowexport-bench.lock`.
 """
 
@@ -193,7 +195,8 @@ def run_one(
     keep_log: str | None,
 ) -> Result:
     with tempfile.TemporaryDirectory() as tmp, LoopbackStack.running(Path(tmp)) as stack:
-        proxy = AWSThrottleProxy(stack.moto_url, {"FilterLogEvents": (rate, BURST)})
+        quotas = {} if variant.endswith("unthrottled") else {"FilterLogEvents": (rate, BURST)}
+        proxy = AWSThrottleProxy(stack.moto_url, quotas)
         with ServerThread(proxy.app) as aws_url:
             stack.install(
                 NAMESPACE,
@@ -209,9 +212,9 @@ def run_one(
                 ec2.create_vpc(CidrBlock=f"10.{i % 256}.0.0/16")["Vpc"]["VpcId"] for i in range(n)
             ]
             args: list[str] = []
-            if variant == "budget":
+            if variant.startswith("budget"):
                 args = ["--filter-log-events-rps", str(rate)]
-            elif variant == "no-budget":
+            elif variant.startswith("no-budget"):
                 args = ["--filter-log-events-rps", "0", "--aws-reads-rps", "0"]
             operator = stack.operator(NAMESPACE, args)
             if source:
@@ -294,7 +297,10 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="budget,baseline",
-        help="budget, baseline (needs --baseline-source; else no-budget), no-budget",
+        help=(
+            "budget, baseline (needs --baseline-source; else no-budget), no-budget; a variant "
+            "ending in -unthrottled runs without the quota (what the machine allows)"
+        ),
     )
     parser.add_argument("--keep-log", help="copy the operator's log of the last run here")
     parser.add_argument("--json", action="store_true")
@@ -302,11 +308,11 @@ def main() -> None:
     results = []
     for asked in args.variants.split(","):
         source, variant = None, asked
-        if asked == "baseline":
+        if asked in ("baseline", "baseline-unthrottled"):
             if args.baseline_source:
                 source = args.baseline_source
             else:
-                variant = "no-budget"
+                variant = asked.replace("baseline", "no-budget")
         result = run_one(
             variant, args.n, args.rate, args.batch, source, args.timeout, args.keep_log
         )
