@@ -212,7 +212,9 @@ def run_one(
                 ec2.create_vpc(CidrBlock=f"10.{i % 256}.0.0/16")["Vpc"]["VpcId"] for i in range(n)
             ]
             args: list[str] = []
-            if variant.startswith("budget"):
+            if variant.startswith("budget-no-reads"):
+                args = ["--filter-log-events-rps", str(rate), "--aws-reads-rps", "0"]
+            elif variant.startswith("budget"):
                 args = ["--filter-log-events-rps", str(rate)]
             elif variant.startswith("no-budget"):
                 args = ["--filter-log-events-rps", "0", "--aws-reads-rps", "0"]
@@ -298,8 +300,9 @@ def main() -> None:
         "--variants",
         default="budget,baseline",
         help=(
-            "budget, baseline (needs --baseline-source; else no-budget), no-budget; a variant "
-            "ending in -unthrottled runs without the quota (what the machine allows)"
+            "budget, budget-no-reads (no Describe* budgets), baseline (needs --baseline-source; "
+            "else no-budget), no-budget; a variant ending in -unthrottled runs without the "
+            "quota (what the machine allows)"
         ),
     )
     parser.add_argument("--keep-log", help="copy the operator's log of the last run here")
