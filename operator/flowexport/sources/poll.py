@@ -48,12 +48,16 @@ class PollSource(Source):
             await report(caught_up())
             return
 
+        group = reading.subscription.log_group_arn or reading.spec.aws.log_group_name or ""
+
         async def on_error(exc: FlowExportError) -> None:
+            _failing.add(group)
             await report(failed(ConditionType.INGESTING, exc))
 
         interval = EffectiveInterval()
 
         async def on_success() -> None:
+            _failing.discard(group)
             seconds = interval.polled(time.monotonic())
             if seconds is not None:
                 reading.store.keep(
@@ -64,9 +68,19 @@ class PollSource(Source):
         poll = float(reading.spec.ingestion.poll_interval_seconds)
         # Ready does not wait for the first read: with many log groups in one account it
         # waits its turn in the shared quota (up to N / budget seconds), and a read that
-        # then fails says so at once.
-        await report(polling(reading.spec.ingestion.poll_interval_seconds))
-        await pipeline.run_forever(stop, poll, on_error, on_success)
+        # then fails says so at once. Not after a failure, though (a pipeline started again
+        # after one): Ready would blink True between two failures.
+        if group not in _failing:
+            await report(polling(reading.spec.ingestion.poll_interval_seconds))
+        try:
+            await pipeline.run_forever(stop, poll, on_error, on_success)
+        except FlowExportError:
+            _failing.add(group)  # terminal: the worker reports it and starts again later
+            raise
+
+
+#: The log groups whose last read in this process failed.
+_failing: set[str] = set()
 
 
 def polling(interval: int) -> ConditionUpdate:
