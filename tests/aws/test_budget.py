@@ -112,6 +112,14 @@ def test_a_key_waiting_is_served_before_any_key_gets_two_turns(
         waiting_since.setdefault(key, [])
 
 
+def test_a_retry_after_a_throttle_goes_first() -> None:
+    share = FairShare(AdaptiveRate(5.0, 0.0))
+    for key in ("a", "b", "c"):
+        share.join(key)
+    share.join("c", first=True)  # c's throttled call, again
+    assert [key for key, _ in drain(share)] == ["c", "a", "b", "c"]
+
+
 def test_a_withdrawn_ticket_leaves_its_place() -> None:
     share = FairShare(AdaptiveRate(1.0, 0.0))
     first, second = share.join("a"), share.join("b")

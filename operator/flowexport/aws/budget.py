@@ -155,10 +155,17 @@ class FairShare:
         self._served: dict[Hashable, float] = {}
         self.granted = 0
 
-    def join(self, key: Hashable) -> Ticket:
-        """A new ticket for `key`, queued behind the key's earlier ones."""
+    def join(self, key: Hashable, first: bool = False) -> Ticket:
+        """A new ticket for `key`, queued behind the key's earlier ones; `first`: at the head
+        of the round (a call retried after a throttle keeps the turn it had, rather than
+        waiting a whole round again)."""
         ticket = Ticket(key)
-        self._ring.setdefault(key, deque()).append(ticket)
+        queue = self._ring.setdefault(key, deque())
+        if first:
+            queue.appendleft(ticket)
+            self._ring.move_to_end(key, last=False)
+        else:
+            queue.append(ticket)
         return ticket
 
     def leave(self, ticket: Ticket) -> None:
@@ -228,12 +235,15 @@ class FairBudget:
         self.calls = 0
         self.throttles = 0
 
-    def acquire(self, key: Hashable, stop: threading.Event | None = None) -> float:
+    def acquire(
+        self, key: Hashable, stop: threading.Event | None = None, retry: bool = False
+    ) -> float:
         """Block until `key` may make one call; the seconds waited. A set `stop` (checked at
-        least every second) gives the place up and returns at once."""
+        least every second) gives the place up and returns at once. A `retry` of a throttled
+        call goes first (its turn was taken by the throttle)."""
         started = self._clock()
         with self._lock:
-            ticket = self._share.join(key)
+            ticket = self._share.join(key, first=retry)
             ticket.cond = threading.Condition(self._lock)
             while not ticket.granted:
                 if stop is not None and stop.is_set():

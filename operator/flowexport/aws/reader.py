@@ -218,7 +218,7 @@ class LogReader:
         while True:
             self.limiter.wait()
             if budget is not None:
-                budget.acquire(self.budget_key)
+                budget.acquire(self.budget_key, retry=tries > 0)
             self.calls += 1
             try:
                 answer = self.clients.logs.filter_log_events(**kwargs)
