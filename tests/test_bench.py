@@ -80,3 +80,19 @@ def test_the_fleet_coverage_benchmark_starts() -> None:
     result = run(str(BENCH / "fleet_coverage.py"), "--help")
     assert result.returncode == 0, result.stderr
     assert "--accounts" in result.stdout and "--operator" in result.stdout
+
+
+def test_the_fleet_quota_benchmark_runs_small() -> None:
+    result = run(
+        str(BENCH / "fleet_quota.py"),
+        *("--n", "2", "--rate", "2", "--batch", "2", "--variants", "budget,no-budget"),
+        *("--timeout", "120", "--json"),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    runs = {r["variant"]: r for r in json.loads(result.stdout)}
+    assert set(runs) == {"budget", "no-budget"}
+    for found in runs.values():
+        assert found["ready_s"] is not None and found["batch_s"] is not None
+        assert found["uploaded"] == 2 and found["ready_fell_back"] == 0
+        assert found["filter_calls"] > 0

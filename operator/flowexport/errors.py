@@ -46,7 +46,7 @@ class Reason(StrEnum):
     SYNCED = "Synced"
     # WorkloadsSynced=True: spec.workloads.mode is Off; the PCE's workloads are not touched.
     DISABLED = "Disabled"
-    # Ingesting=True: the worker caught up with the log group.
+    # Ingesting=True: the worker caught up with the log group (or, polling, started reading).
     INGESTING = "Ingesting"
     # Ingesting=False: spec.suspend is true; not an error.
     SUSPENDED = "Suspended"

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from flowexport.api.conditions import ConditionType, ConditionUpdate, Report, caught_up, failed
 from flowexport.api.models import FlowExportSpec
+from flowexport.aws import budget
 from flowexport.aws.blocking import off_loop
 from flowexport.aws.session import AwsClients, AwsKeys, AwsTarget, shared_clients
 from flowexport.aws.subscription import Subscription
@@ -126,8 +127,12 @@ def _internal(
 
 async def _aws_clients(spec: FlowExportSpec, secrets: SecretSource) -> AwsClients:
     """The FlowExport's AWS clients (shared with others of the same target), made off the
-    loop."""
-    return await off_loop(shared_clients, await aws_target(spec, secrets))
+    loop; their reads keep to the account's read budgets (`flowexport.aws.budget`)."""
+    return await off_loop(_budgeted_clients, await aws_target(spec, secrets))
+
+
+def _budgeted_clients(target: AwsTarget) -> AwsClients:
+    return budget.attach(shared_clients(target))
 
 
 async def _secret(source: SecretSource, name: str, kind: SecretKind) -> Mapping[str, str] | None:

@@ -479,7 +479,9 @@ def build_pipeline(
     log_group_arn: str | None = None,
 ) -> Pipeline:
     """The pipeline a FlowExport's spec describes, reading with `clients` in format `fmt` (the
-    cursors belonging to the log group `log_group_arn`)."""
+    cursors belonging to the log group `log_group_arn`). Its reads keep to the spec's
+    apiRequestsPerSecond and wait their turn in the process's FilterLogEvents budget of the
+    account and region (`flowexport.aws.budget`)."""
     reader = LogReader(
         clients,
         spec.aws.log_group_name or "",  # unused by a source that reads no log group
@@ -487,6 +489,7 @@ def build_pipeline(
         settle_seconds=settle_seconds,
         limiter=RateLimiter(spec.aws.api_requests_per_second),
         log_group_arn=log_group_arn,
+        shared_budget=True,
     )
     return pipeline_for(
         spec, reader, fmt, pce, progress, checkpoint, on_upload=on_upload, prepare=prepare

@@ -1183,6 +1183,15 @@ class SourceStatus(ApiModel):
             "is the shards' entries, written by the replicas reading them)."
         ),
     )
+    effective_poll_interval_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Mode poll: seconds between reads of the log group as they really are, "
+            "pollIntervalSeconds or longer: every FlowExport of the operator polling the same "
+            "account and region takes turns in that account's FilterLogEvents quota."
+        ),
+    )
     bucket: str | None = Field(default=None, description="Mode s3: the bucket read.")
     queue_url: str | None = Field(
         default=None, description="Mode s3: the queue its object notifications arrive on."

@@ -16,17 +16,26 @@ before it were accepted by the PCE, and a restarted reader resumes exactly there
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flowexport.aws.budget import THROTTLE_CODES, FairBudget, attach, filter_log_events_budget
 from flowexport.aws.errors import AwsError, classify, error_code
 from flowexport.aws.session import AwsClients, RateLimiter
 from flowexport.errors import Reason
 
 #: Events per FilterLogEvents page (the API's maximum is 10,000).
 PAGE_LIMIT = 10_000
+#: With a shared budget, a throttled page is retried inside it; it is reported (AWSThrottled)
+#: only once it was throttled this many times in a row over at least this many seconds.
+THROTTLED_TRIES = 4
+THROTTLED_SECONDS = 20.0
+#: The longest pause between two tries of a throttled page (beside the budget's own wait).
+MAX_THROTTLE_PAUSE = 8.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,14 @@ class Chunk:
 
 
 class LogReader:
-    """Paged, rate-limited reads of one log group."""
+    """Paged, rate-limited reads of one log group.
+
+    `limiter` caps this reader alone (spec.aws.apiRequestsPerSecond). With `shared_budget`
+    each page also waits for its turn in the FilterLogEvents budget of the account and
+    region (`flowexport.aws.budget`, made on the first page), shared fairly with every
+    other reader of the process, and a throttled page is retried in it (the budget lowering
+    its rate) instead of failing the read.
+    """
 
     def __init__(
         self,
@@ -126,6 +142,11 @@ class LogReader:
         page_limit: int = PAGE_LIMIT,
         limiter: RateLimiter | None = None,
         log_group_arn: str | None = None,
+        *,
+        shared_budget: bool = False,
+        budget: FairBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clients = clients
         self.log_group = log_group
@@ -136,6 +157,27 @@ class LogReader:
         self.page_limit = page_limit
         self.limiter = limiter or RateLimiter(clients.target.requests_per_second)
         self.calls = 0
+        #: Calls AWS throttled (each retried in the budget).
+        self.throttled = 0
+        self._budget = budget
+        self._find_budget = shared_budget and budget is None
+        #: This reader's turn in the budget: one per log group.
+        self.budget_key = log_group_arn or f"{clients.target.region}:{log_group}"
+        self._sleep = sleep
+        self._clock = clock
+
+    @property
+    def budget(self) -> FairBudget | None:
+        """The shared budget this reader waits in (None: none, or not yet known)."""
+        return self._budget
+
+    def _shared(self) -> FairBudget | None:
+        if self._find_budget:
+            self._budget = filter_log_events_budget(self.clients)
+            self._find_budget = False
+            if self._budget is not None:
+                attach(self.clients)  # a throttle is retried here, in the budget
+        return self._budget
 
     def chunks(self, cursor: ReaderCursor, now_ms: int, chunk_size: int) -> Iterator[Chunk]:
         """Read one slice from `cursor` (opening one that ends `settle` before `now_ms`).
@@ -171,19 +213,44 @@ class LogReader:
         }
         if token is not None:
             kwargs["nextToken"] = token
-        self.limiter.wait()
-        self.calls += 1
-        try:
-            answer = self.clients.logs.filter_log_events(**kwargs)
-        except Exception as exc:
-            error = classify(exc, "logs", "FilterLogEvents")
-            if "same next token" in str(exc).lower():
-                return [], None
-            if error_code(exc) == "ResourceNotFoundException":
-                raise AwsError(
-                    f"log group {self.log_group} does not exist", Reason.LOG_GROUP_NOT_FOUND
-                ) from None
-            raise error from None
+        budget = self._shared()
+        tries, first_throttle = 0, 0.0
+        while True:
+            self.limiter.wait()
+            if budget is not None:
+                budget.acquire(self.budget_key, retry=tries > 0)
+            self.calls += 1
+            try:
+                answer = self.clients.logs.filter_log_events(**kwargs)
+            except Exception as exc:
+                if budget is not None and error_code(exc) in THROTTLE_CODES:
+                    budget.throttled()
+                    self.throttled += 1
+                    now = self._clock()
+                    tries, first_throttle = tries + 1, first_throttle if tries else now
+                    if tries >= THROTTLED_TRIES and now - first_throttle >= THROTTLED_SECONDS:
+                        raise AwsError(
+                            f"AWS throttled logs:FilterLogEvents {tries} times in a row over "
+                            f"{now - first_throttle:.0f}s (the budget of {budget.name} is now "
+                            f"{budget.current_rate:.2f}/s, shared by {budget.sharing()} log "
+                            "groups): another client may use the account's quota, or it is "
+                            "lower than --filter-log-events-rps; backing off",
+                            Reason.AWS_THROTTLED,
+                        ) from None
+                    pause = min(MAX_THROTTLE_PAUSE, 0.5 * 2**tries)
+                    self._sleep(pause * random.uniform(0.5, 1.0))
+                    continue
+                error = classify(exc, "logs", "FilterLogEvents")
+                if "same next token" in str(exc).lower():
+                    return [], None
+                if error_code(exc) == "ResourceNotFoundException":
+                    raise AwsError(
+                        f"log group {self.log_group} does not exist", Reason.LOG_GROUP_NOT_FOUND
+                    ) from None
+                raise error from None
+            if budget is not None:
+                budget.succeeded()
+            break
         events = [
             Event(int(e["timestamp"]), int(e.get("ingestionTime", e["timestamp"])), e["message"])
             for e in answer.get("events", [])

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from flowexport.aws import budget
 from flowexport.commands.common import EXIT_OK, UsageError
 from flowexport.kube import metrics
 from flowexport.kube.replicas import SOLO, Replicas, Timing, timing
@@ -108,6 +109,29 @@ def add_parser(commands: Any) -> None:
             "grants (docs/accounts.md)"
         ),
     )
+    quotas = parser.add_argument_group("AWS read quotas (per account and region, shared)")
+    quotas.add_argument(
+        "--filter-log-events-rps",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help=(
+            "FilterLogEvents requests per second all FlowExports of one account and region "
+            "share, in turns (default 5, AWS's quota, or $FLOWEXPORT_FILTER_LOG_EVENTS_PER_SECOND; "
+            "raise it with a raised quota; 0: no shared budget)"
+        ),
+    )
+    quotas.add_argument(
+        "--aws-reads-rps",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help=(
+            "CloudWatch Logs Describe*/List* requests per second per account and region, and "
+            "EC2 Describe* the same, halved on each throttle and recovering after (default 20, "
+            "or $FLOWEXPORT_AWS_READS_PER_SECOND; 0: no budget)"
+        ),
+    )
     shards = parser.add_argument_group("sharding over several replicas")
     shards.add_argument(
         "--shard-namespace",
@@ -153,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     if args.settle < 0 or args.resync_seconds <= 0:
         raise UsageError("--settle must be >= 0 and --resync-seconds > 0")
+    try:
+        budget.configure(args.filter_log_events_rps, args.aws_reads_rps)
+    except ValueError:
+        raise UsageError("--filter-log-events-rps and --aws-reads-rps must be >= 0") from None
     if args.metrics_port is not None:
         if not 0 < args.metrics_port < 65536:
             raise UsageError("--metrics-port must be a TCP port (1-65535)")

@@ -67,7 +67,7 @@ _NOT_FORWARDED = _HOP_BY_HOP | {"host", "content-length", "content-encoding", "e
 _NOT_RELAYED = _HOP_BY_HOP | {"content-length"}
 # Headers aiohttp's client would add on its own; the forwarded request carries only the caller's.
 _AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_CREDENTIAL_SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 
 @dataclass(config=ConfigDict(extra="forbid"))
@@ -107,16 +107,32 @@ class Hit(NamedTuple):
     injected: bool
 
 
+class Scope(NamedTuple):
+    """A SigV4 credential scope: who signed, for which region and service ("" if unsigned)."""
+
+    access_key: str
+    region: str
+    service: str
+
+
+def credential_scope(headers: Mapping[str, str], query: Mapping[str, str]) -> Scope:
+    """The credential scope of a request: its `Authorization` header's, or a presigned URL's
+    `X-Amz-Credential`."""
+    found = _CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
+    if found:
+        return Scope(found.group(1), found.group(2), found.group(3))
+    parts = query.get("X-Amz-Credential", "").split("/")
+    if len(parts) == 5:
+        return Scope(parts[0], parts[2], parts[3])
+    return Scope("", "", "")
+
+
 def identify(headers: Mapping[str, str], query: Mapping[str, str], body: bytes) -> tuple[str, str]:
     """The (service, operation) a request calls; empty strings for what it does not name.
 
     `headers` are looked up by their canonical names (aiohttp's are case-insensitive).
     """
-    found = _CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
-    service = found.group(1) if found else ""
-    if not service and "X-Amz-Credential" in query:
-        parts = query["X-Amz-Credential"].split("/")
-        service = parts[3] if len(parts) == 5 else ""
+    service = credential_scope(headers, query).service
     target = headers.get("X-Amz-Target", "")
     if target:
         prefix, _, operation = target.rpartition(".")
@@ -169,7 +185,11 @@ class AWSFaultProxy:
         self.app.router.add_get(CONTROL_PATH, self._get_control)
         self.app.router.add_post(CONTROL_PATH, self._post_control)
         self.app.router.add_delete(CONTROL_PATH, self._delete_control)
+        self._add_routes(self.app.router)
         self.app.router.add_route("*", "/{tail:.*}", self._proxy)
+
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        """More control routes of a subclass (before the catch-all that proxies)."""
 
     # -- control -------------------------------------------------------------------------
 
@@ -239,6 +259,10 @@ class AWSFaultProxy:
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         service, operation = identify(request.headers, request.query, body)
+        if operation:
+            answer = await self._intercept(request, service, operation)
+            if answer is not None:
+                return answer
         rule = self._apply(service, operation) if operation else None
         if rule is not None:
             if rule.delay_seconds:
@@ -251,6 +275,12 @@ class AWSFaultProxy:
                 json_protocol = "X-Amz-Target" in request.headers
                 return error_response(rule, service, json_protocol)
         return await self._forward(request, body)
+
+    async def _intercept(
+        self, request: web.Request, service: str, operation: str
+    ) -> web.StreamResponse | None:
+        """A subclass's answer to an AWS request before the rules apply (None: go on)."""
+        return None
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self._session is not None, "the app is not running"
