@@ -4,9 +4,12 @@ the AssumeRole session name naming the FlowExport."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -299,3 +302,22 @@ def test_session_names_per_namespace_are_the_grants_choice() -> None:
 @given(st.text(max_size=300))
 def test_namespace_session_names_follow_stss_rule(namespace: str) -> None:
     assert SESSION.match(namespace_session_name(namespace))
+
+
+GRANT_EXAMPLES = (
+    Path(__file__).resolve().parents[2] / "examples" / "accounts" / "accountgrants.yaml"
+)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in yaml.safe_load_all(GRANT_EXAMPLES.read_text()) if d],
+    ids=lambda d: d["metadata"]["name"],
+)
+def test_the_example_grants_are_valid_for_the_models_and_the_crd_schema(
+    doc: dict[str, Any],
+) -> None:
+    assert doc["kind"] == "AccountGrant"
+    AccountGrantSpec.model_validate(doc["spec"])
+    (version,) = build_crd(ACCOUNTGRANT_CRD)["spec"]["versions"]
+    jsonschema.validate(doc, version["schema"]["openAPIV3Schema"])
