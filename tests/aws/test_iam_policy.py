@@ -1,9 +1,12 @@
 """iam/operator-policy.json covers every AWS call the operator makes, and nothing more.
 
 Three views must agree:
-- the calls written in the product code (an AST scan of every `<client>.ec2/.logs/sts` call);
+- the calls written in the product code (an AST scan of every `<client>.ec2/.logs/sts` call,
+  and every Organizations call of aws/organizations.py);
 - the calls the code really makes through a whole FlowExport life against moto (create,
-  adopt, repair, replace, read, assume a role, delete), recorded with their parameters;
+  adopt, repair, replace, read, assume a role, delete), and a FlowExportSet's (the
+  Organizations walk in the management account, discovery and Ensure into a central bucket in
+  member accounts, its flow logs removed), recorded with their parameters;
 - the actions the policies allow, for the resources and condition keys of each recorded call,
   including the permissions AWS checks implicitly (iam:PassRole, tag-on-create).
 """
@@ -28,6 +31,8 @@ import pytest
 import yaml
 
 from flowexport.api.models import SourceSpec
+from flowexport.api.sets import FlowExportSetSpec
+from flowexport.aws.discovery import SET_OWNER_TAG
 from flowexport.aws.interfaces import discover
 from flowexport.aws.kinesis_reader import ShardCursor, ShardReader
 from flowexport.aws.ownership import MANAGED_BY, MANAGED_BY_TAG, OWNER_TAG, Owner, owner_tags
@@ -44,6 +49,9 @@ from flowexport.aws.s3 import (
 from flowexport.aws.session import AwsTarget, make_clients, make_session
 from flowexport.aws.stream import default_name
 from flowexport.core.logformat import PIPELINE_FORMAT
+from flowexport.fleet.scan import Access, remove_set_flow_logs
+from flowexport.fleet.scan import discover as discover_set
+from flowexport.sim.fleet import MANAGEMENT, MotoFleet
 from flowexport.sources import delete_subscription, ensure_subscription
 from flowexport.sources.shards import list_shards
 from tests.aws.iampolicy import Request, actions, allows, load
@@ -66,6 +74,8 @@ PREFIX = {
     "s3": "s3",
     "sqs": "sqs",
 }
+#: The module whose `client` is an Organizations client (the walk takes it as an argument).
+ORGANIZATIONS_MODULE = "aws/organizations.py"
 
 
 def _api_names(service: str) -> dict[str, str]:
@@ -79,13 +89,17 @@ def _api_names(service: str) -> dict[str, str]:
 def calls_in_code() -> set[str]:
     """`service:Operation` for every boto3 client method the operator's code refers to."""
     names = {service: _api_names(service) for service in PREFIX}
+    organizations = _api_names("organizations")
     found = set()
     for path in sorted(PACKAGE.rglob("*.py")):
-        if str(path.relative_to(PACKAGE)).startswith(NOT_THE_OPERATOR):
+        relative = str(path.relative_to(PACKAGE))
+        if relative.startswith(NOT_THE_OPERATOR):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Attribute):
                 continue
+            if relative == ORGANIZATIONS_MODULE and node.attr in organizations:
+                found.add(f"organizations:{organizations[node.attr]}")
             owner = node.value
             service = (
                 owner.attr
@@ -119,6 +133,8 @@ class Call:
 class Recording:
     calls: list[Call]
     bench: dict[str, Any]  # the test's own clients, made before recording started
+    #: The organisation a FlowExportSet's life walked (its id is in the OUs' and root's ARNs).
+    organization_id: str = "o-unknown"
 
 
 @pytest.fixture
@@ -129,9 +145,10 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
     calls: list[Call] = []
     original = boto3.session.Session.client
 
-    def resource_tags(service: str, operation: str, params: dict[str, Any]) -> dict[str, str]:
+    def resource_tags(
+        service: str, operation: str, params: dict[str, Any], found: list[dict[str, Any]]
+    ) -> dict[str, str]:
         if operation == "DeleteFlowLogs":
-            found = bench["ec2"].describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"]
             return {t["Key"]: t["Value"] for f in found for t in f.get("Tags", [])}
         if service == "logs" and "logGroupName" in params:
             arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{params['logGroupName']}"
@@ -144,17 +161,19 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
                 return {t["Key"]: t.get("Value", "") for t in found}
         return {}
 
-    def flow_logs(params: dict[str, Any]) -> list[dict[str, Any]]:
-        found = bench["ec2"].describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"]
-        return list(found)
-
     def client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
         made = original(self, *args, **kwargs)
 
+        def flow_logs(params: dict[str, Any]) -> list[dict[str, Any]]:
+            """The flow logs named, read unrecorded with the caller's own identity (a set's
+            are in member accounts, not the bench's)."""
+            ec2 = original(self, *args, **kwargs)
+            return list(ec2.describe_flow_logs(FlowLogIds=params["FlowLogIds"])["FlowLogs"])
+
         def record(model: Any, params: dict[str, Any], **_: Any) -> None:
             service = model.service_model.signing_name
-            tags = resource_tags(service, model.name, params)
             found = flow_logs(params) if model.name == "DeleteFlowLogs" else []
+            tags = resource_tags(service, model.name, params, found)
             kinds = {str(f.get("LogDestinationType", "cloud-watch-logs")) for f in found}
             calls.append(Call(service, model.name, dict(params), tags, kinds))
 
@@ -278,10 +297,74 @@ def mode_s3(cloud: Cloud, clients: Any, bench: dict[str, Any], owner: str) -> No
     delete_subscription(clients, s3_spec, owner, "Delete", source)
 
 
-def requirements(call: Call) -> list[Request]:
+#: The FlowExportSet whose life `a_flowexport_set_life` runs, and what it reads.
+SET_OWNER = "security/org-prod"
+SET_ROLE = "flowexport-member"  # iam/member-role.yaml's default name
+SET_BUCKET = "log-archive-central"
+SET_TAGS = {"flowexport": "on"}
+SET_VPCS_PER_ACCOUNT = 2
+
+
+def a_flowexport_set_life(cloud: Cloud, recording: Recording) -> None:
+    """Everything a FlowExportSet does in AWS: the Organizations walk from the management
+    account, discovery in every member account (AssumeRole into its member role), flowLogs
+    Ensure into a central bucket (created, then adopted), the set's flow logs deleted."""
+    mark = len(recording.calls)
+    fleet = MotoFleet(cloud.url)
+    fleet.organise()
+    fleet.add_ou("workloads")
+    fleet.add_ou("prod", parent="workloads")
+    fleet.add_accounts("prod", 1)
+    fleet.add_accounts("workloads", 1)
+    fleet.add_vpcs(fleet.members, [REGION], SET_VPCS_PER_ACCOUNT, SET_TAGS)
+    for account in fleet.members:
+        fleet.client("iam", account).create_role(RoleName=SET_ROLE, AssumeRolePolicyDocument="{}")
+    fleet.client("s3").create_bucket(Bucket=SET_BUCKET)
+    organization = fleet.client("organizations").describe_organization()["Organization"]
+    recording.organization_id = organization["Id"]
+    del recording.calls[mark:]  # the bench's setup, not the operator's
+
+    def resolve(account: str, region: str | None) -> Access:
+        if account == MANAGEMENT:  # the operator's own identity, there
+            return Access(account, None)
+        return Access(account, f"arn:aws:iam::{account}:role/{SET_ROLE}", "ext", "grant")
+
+    spec = FlowExportSetSpec.model_validate(
+        {
+            "organization": {
+                "managementAccountId": MANAGEMENT,
+                "organizationalUnits": [fleet.root],  # the root and both OUs below it
+            },
+            "regions": [REGION],
+            "vpcs": {"tags": SET_TAGS},
+            "flowLogs": "Ensure",
+            "destination": {"s3": {"bucket": SET_BUCKET}},
+            "template": {
+                "pce": {
+                    "url": "https://pce.example.com",
+                    "orgId": 1,
+                    "credentialsSecretRef": {"name": "k"},
+                }
+            },
+        }
+    )
+    target = AwsTarget(REGION, endpoint_url=cloud.url, keys=KEYS)
+    # fresh clients (not the shared cache): every one is made, and recorded, in this test
+    found = discover_set(spec, SET_OWNER, target, resolve, clients_for=make_clients)
+    assert found.complete and not found.refused, found.refused
+    assert set(fleet.members) <= set(found.accounts)
+    assert found.flow_logs_created == len(fleet.members) * SET_VPCS_PER_ACCOUNT
+    again = discover_set(spec, SET_OWNER, target, resolve, clients_for=make_clients)
+    assert again.flow_logs_created == 0  # adopted
+    removed = remove_set_flow_logs(spec, SET_OWNER, target, resolve, clients_for=make_clients)
+    assert removed == len(fleet.members) * SET_VPCS_PER_ACCOUNT
+
+
+def requirements(call: Call, organization_id: str = "o-unknown") -> list[Request]:
     """The authorization checks AWS makes for one call (implicit ones included), each with the
     condition keys it carries: the named resource's tags (aws:ResourceTag/...) and the tags the
-    call puts (aws:RequestTag/...)."""
+    call puts (aws:RequestTag/...). Organizations calls name the root or OU they list, in the
+    organisation `organization_id`."""
     p = call.params
     group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{p.get('logGroupName')}"
     flow_log_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/"
@@ -371,6 +454,13 @@ def requirements(call: Call) -> list[Request]:
             return [Request(call.action, p["resourceArn"], resource)]
         case "sts:AssumeRole":
             return [Request(call.action, p["RoleArn"])]
+        case (
+            "organizations:ListAccountsForParent" | "organizations:ListOrganizationalUnitsForParent"
+        ):
+            parent = str(p["ParentId"])
+            kind = "root" if parent.startswith("r-") else "ou"
+            arn = f"arn:aws:organizations::{MANAGEMENT}:{kind}/{organization_id}/{parent}"
+            return [Request(call.action, arn)]
         case "s3:HeadBucket":  # HeadBucket is authorized as ListBucket
             return [Request("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}")]
         case "s3:GetObject":
@@ -413,6 +503,7 @@ def requested(tags: dict[str, str]) -> dict[str, str]:
 
 def test_the_code_makes_exactly_the_calls_it_contains(cloud: Cloud, recording: Recording) -> None:
     a_flowexport_life(cloud, recording.bench)
+    a_flowexport_set_life(cloud, recording)
     # GetCallerIdentity needs no permission: the test's own check, and the read budgets'
     # account for keys without a role (aws/budget.py; this life assumes a role instead).
     made = {c.action for c in recording.calls} - {"sts:GetCallerIdentity"}
@@ -424,18 +515,30 @@ def test_the_code_makes_exactly_the_calls_it_contains(cloud: Cloud, recording: R
 
 
 def test_the_policies_allow_every_call_and_nothing_else(cloud: Cloud, recording: Recording) -> None:
+    """A FlowExport's life and a FlowExportSet's: the calls in the accounts against the
+    operator's policy (the member role's), AssumeRole against the operator's own, the
+    Organizations walk against iam/fleet-organizations-policy.json (the management account's
+    role)."""
     a_flowexport_life(cloud, recording.bench)
+    a_flowexport_set_life(cloud, recording)
     operator_policy = load("operator-policy.json")
     assume_policy = load("operator-assume-role-policy.json")
+    organizations_policy = load("fleet-organizations-policy.json")
     needed: set[str] = set()
     for call in recording.calls:
         if call.action == "sts:GetCallerIdentity":
             continue  # needs no permission
-        for request in requirements(call):
-            policy = assume_policy if request.action == "sts:AssumeRole" else operator_policy
+        for request in requirements(call, recording.organization_id):
+            policy = (
+                assume_policy
+                if request.action == "sts:AssumeRole"
+                else organizations_policy
+                if request.action.startswith("organizations:")
+                else operator_policy
+            )
             assert allows(policy, request), f"{json.dumps(request.__dict__)} is not allowed"
             needed.add(request.action)
-    granted = actions(operator_policy) | actions(assume_policy)
+    granted = actions(operator_policy) | actions(assume_policy) | actions(organizations_policy)
     assert granted == needed, f"granted but never needed: {granted - needed}"
     assert not any("*" in a for a in granted)
 
@@ -495,6 +598,16 @@ OWN_REQUEST = {
     f"aws:RequestTag/{OWNER_TAG}": "ns/x",
 }
 UNTAGGED: dict[str, str] = {}
+FLOW_LOG = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1"
+#: A FlowExportSet's flow-log tags (aws/discovery.py create_bucket_flow_logs).
+SET_OWN = {
+    f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY,
+    f"aws:ResourceTag/{SET_OWNER_TAG}": "ns/x",
+}
+SET_REQUEST = {
+    f"aws:RequestTag/{MANAGED_BY_TAG}": MANAGED_BY,
+    f"aws:RequestTag/{SET_OWNER_TAG}": "ns/x",
+}
 
 
 @pytest.mark.parametrize(
@@ -543,6 +656,32 @@ UNTAGGED: dict[str, str] = {}
             Request("ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", OWN),
             True,
         ),
+        (
+            Request(
+                "ec2:DeleteFlowLogs", f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/fl-1", UNTAGGED
+            ),
+            False,
+        ),
+        # A FlowExportSet's flow logs into a bucket: created with its set-owner tag, deleted
+        # only when they carry it (and the operator's managed-by).
+        (Request("ec2:CreateFlowLogs", FLOW_LOG, SET_REQUEST), True),
+        (
+            Request("ec2:CreateFlowLogs", FLOW_LOG, {f"aws:RequestTag/{SET_OWNER_TAG}": "ns/x"}),
+            False,
+        ),
+        (Request("ec2:DeleteFlowLogs", FLOW_LOG, SET_OWN), True),
+        (
+            Request("ec2:DeleteFlowLogs", FLOW_LOG, {f"aws:ResourceTag/{SET_OWNER_TAG}": "ns/x"}),
+            False,
+        ),
+        (
+            Request(
+                "ec2:DeleteFlowLogs",
+                FLOW_LOG,
+                {f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY},  # managed, but whose?
+            ),
+            False,
+        ),
     ],
 )
 def test_changes_and_record_reads_need_the_operators_tags(request_: Request, allowed: bool) -> None:
@@ -578,7 +717,7 @@ def test_the_tag_condition_matches_what_the_operator_writes() -> None:
     assert statement["Condition"]["StringEquals"] == {
         f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY
     }
-    written = owner_tags("ns/name")
+    written = {**owner_tags("ns/name"), SET_OWNER_TAG: "ns/name"}  # a FlowExport's, a set's
     for statement in load("operator-policy.json")["Statement"]:
         for pairs in statement.get("Condition", {}).values():
             for key, wanted in pairs.items():
@@ -707,9 +846,13 @@ def test_the_member_role_cloudformation_makes_allows_every_call(
     assert policy == load("operator-policy.json")
     recording.calls.clear()  # the test's CloudFormation calls are not the operator's
     a_flowexport_life(cloud, recording.bench)
+    a_flowexport_set_life(cloud, recording)
     assert recording.calls
     for call in recording.calls:
         if call.action in ("sts:GetCallerIdentity", "sts:AssumeRole"):
             continue  # the member role's own trust, above; the operator's, its own policy
-        for request in requirements(call):
+        for request in requirements(call, recording.organization_id):
+            if call.service == "organizations":  # the management account's role, not a member's
+                assert not allows(policy, request), "a member role needs no Organizations call"
+                continue
             assert allows(policy, request), f"{json.dumps(request.__dict__)} is not allowed"
