@@ -123,6 +123,8 @@ class Call:
     tags: dict[str, str]
     #: The destination types of the flow logs a DeleteFlowLogs call names (cloud-watch-logs, s3).
     destinations: set[str] = field(default_factory=set)
+    #: The account the call is made in (a FlowExportSet's member accounts, moto's own else).
+    account: str = ACCOUNT
 
     @property
     def action(self) -> str:
@@ -163,6 +165,15 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
 
     def client(self: boto3.session.Session, *args: Any, **kwargs: Any) -> Any:
         made = original(self, *args, **kwargs)
+        caller: list[str] = []
+
+        def account() -> str:
+            """The caller's account (asked once per client, unrecorded)."""
+            if not caller:
+                same = {k: v for k, v in kwargs.items() if k != "service_name"}
+                sts = original(self, "sts", **{"region_name": REGION, **same})
+                caller.append(str(sts.get_caller_identity()["Account"]))
+            return caller[0]
 
         def flow_logs(params: dict[str, Any]) -> list[dict[str, Any]]:
             """The flow logs named, read unrecorded with the caller's own identity (a set's
@@ -175,7 +186,7 @@ def recording(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recordi
             found = flow_logs(params) if model.name == "DeleteFlowLogs" else []
             tags = resource_tags(service, model.name, params, found)
             kinds = {str(f.get("LogDestinationType", "cloud-watch-logs")) for f in found}
-            calls.append(Call(service, model.name, dict(params), tags, kinds))
+            calls.append(Call(service, model.name, dict(params), tags, kinds, account()))
 
         made.meta.events.register("before-parameter-build", record)
         return made
@@ -358,6 +369,10 @@ def a_flowexport_set_life(cloud: Cloud, recording: Recording) -> None:
     assert again.flow_logs_created == 0  # adopted
     removed = remove_set_flow_logs(spec, SET_OWNER, target, resolve, clients_for=make_clients)
     assert removed == len(fleet.members) * SET_VPCS_PER_ACCOUNT
+    # the flow logs were made and deleted in the members, and are checked there
+    mine = recording.calls[mark:]
+    in_members = {c.account for c in mine if c.action == "ec2:DeleteFlowLogs"}
+    assert in_members == set(fleet.members)
 
 
 def requirements(call: Call, organization_id: str = "o-unknown") -> list[Request]:
@@ -366,9 +381,9 @@ def requirements(call: Call, organization_id: str = "o-unknown") -> list[Request
     call puts (aws:RequestTag/...). Organizations calls name the root or OU they list, in the
     organisation `organization_id`."""
     p = call.params
-    group_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{p.get('logGroupName')}"
-    flow_log_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-flow-log/"
-    stream_arn = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{stream_name(call.operation, p)}"
+    group_arn = f"arn:aws:logs:{REGION}:{call.account}:log-group:{p.get('logGroupName')}"
+    flow_log_arn = f"arn:aws:ec2:{REGION}:{call.account}:vpc-flow-log/"
+    stream_arn = f"arn:aws:kinesis:{REGION}:{call.account}:stream/{stream_name(call.operation, p)}"
     resource = {f"aws:ResourceTag/{k}": v for k, v in call.tags.items()}
     match call.action:
         case (
@@ -381,7 +396,7 @@ def requirements(call: Call, organization_id: str = "o-unknown") -> list[Request
             return [Request(call.action, "*")]
         case "ec2:CreateFlowLogs":
             checks = [
-                Request(call.action, f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/{vpc}")
+                Request(call.action, f"arn:aws:ec2:{REGION}:{call.account}:vpc/{vpc}")
                 for vpc in p["ResourceIds"]
             ]
             tags = {
@@ -473,15 +488,15 @@ def requirements(call: Call, organization_id: str = "o-unknown") -> list[Request
             action = call.action.replace("Configuration", "")
             return [Request(action, f"arn:aws:s3:::{p['Bucket']}")]
         case "sqs:CreateQueue":
-            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueName']}"
+            arn = f"arn:aws:sqs:{REGION}:{call.account}:{p['QueueName']}"
             checks = [Request(call.action, arn)]
             if p.get("tags"):
                 checks.append(Request("sqs:TagQueue", arn))
             return checks
         case "sqs:GetQueueUrl":
-            return [Request(call.action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueName']}")]
+            return [Request(call.action, f"arn:aws:sqs:{REGION}:{call.account}:{p['QueueName']}")]
         case "sqs:DeleteQueue":
-            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueUrl'].rsplit('/', 1)[1]}"
+            arn = f"arn:aws:sqs:{REGION}:{call.account}:{p['QueueUrl'].rsplit('/', 1)[1]}"
             return [Request(call.action, arn, {f"aws:ResourceTag/{MANAGED_BY_TAG}": MANAGED_BY})]
         case (
             "sqs:ListQueueTags"
@@ -491,7 +506,7 @@ def requirements(call: Call, organization_id: str = "o-unknown") -> list[Request
             | "sqs:DeleteMessage"
             | "sqs:ChangeMessageVisibility"
         ):
-            arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{p['QueueUrl'].rsplit('/', 1)[1]}"
+            arn = f"arn:aws:sqs:{REGION}:{call.account}:{p['QueueUrl'].rsplit('/', 1)[1]}"
             return [Request(call.action, arn)]
     raise AssertionError(f"no authorization model for {call.action}: add it here and to iam/")
 
