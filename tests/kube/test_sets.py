@@ -357,3 +357,67 @@ async def test_with_namespace_session_names_the_set_shares_its_flowexports_clien
     book.put({**body, "spec": {**body["spec"], "sessionNames": "FlowExport"}})
     own = target_for(set_base, fe_spec.aws.region, resolver(op, NS)(account, None))
     assert own.session_name == session_name(NS, "set-org") != fe_target.session_name
+
+
+async def test_a_refresh_does_not_rewrite_flowexports_that_did_their_work(world: World) -> None:
+    """Once the generated FlowExports created their flow logs, and the operator wrote their
+    status and kopf's annotations, the set's next refreshes write none of them (a write would
+    bump the generation or the labels and reconcile it again)."""
+    world.apply(flowLogs="Ensure")
+    await world.refresh()
+    generated = world.flowexports()
+    assert len(generated) == 8
+    for name, fe in generated.items():
+        aws = fe["spec"]["aws"]
+        account, region = fe["metadata"]["labels"][ACCOUNT_LABEL], aws["region"]
+        world.fleet.client("logs", account, region).create_log_group(
+            logGroupName=aws["logGroupName"]
+        )
+        world.fleet.client("ec2", account, region).create_flow_logs(
+            ResourceIds=[aws["vpcId"]],
+            ResourceType="VPC",
+            TrafficType="ALL",
+            LogGroupName=aws["logGroupName"],
+            DeliverLogsPermissionArn=role_arn(account, "delivery"),
+        )
+        answer = world.kube.patch(
+            f"{FES}/{name}",
+            json={
+                "metadata": {"annotations": {"kopf.zalando.org/last-handled-configuration": "{}"}}
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert answer.is_success, answer.text
+        answer = world.kube.patch(
+            f"{FES}/{name}/status",
+            json={
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Ready",
+                            "message": "",
+                            "lastTransitionTime": "2026-12-07T00:00:00Z",
+                        }
+                    ]
+                }
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert answer.is_success, answer.text
+    before = {
+        n: (f["metadata"]["resourceVersion"], f["metadata"].get("generation"))
+        for n, f in world.flowexports().items()
+    }
+    changed = len([e for e in world.events.posted if e[1] == "FlowExportsChanged"])
+    for _ in range(2):
+        status = (await world.refresh())["status"]
+        assert status["vpcs"] == {"total": 8, "withFlowLog": 8, "withoutFlowLog": 0}
+    after = {
+        n: (f["metadata"]["resourceVersion"], f["metadata"].get("generation"))
+        for n, f in world.flowexports().items()
+    }
+    assert after == before
+    assert len([e for e in world.events.posted if e[1] == "FlowExportsChanged"]) == changed
+    assert status["flowExportsReady"] == 8
