@@ -230,11 +230,11 @@ class RateLimiter:
 
 #: Client classes by service, for the sessions of this module (`_LOADER`). botocore builds a
 #: new class for every client (a method, a docstring object and an operation model for each
-#: of EC2's ~700 operations: about 1 MiB of an EC2 + Logs pair's 1.8), so a process with a
+#: of EC2's ~700 operations: ~1.5 MiB of an EC2 + Logs pair's 1.8), so a process with a
 #: client set per account and region held hundreds of identical classes. Our sessions are
 #: made alike (`_botocore_session`, the same boto3 handlers), so their classes are too.
 _client_classes: dict[tuple[str, str | None], type] = {}
-_client_classes_lock = threading.Lock()
+_client_classes_lock = threading.RLock()  # a class-creating hook may make a client
 _create_client_class = botocore.client.ClientCreator._create_client_class
 
 
