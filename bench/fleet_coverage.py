@@ -32,7 +32,11 @@ group and flow log, and idle). Reported: seconds from the set's creation to ever
 generated, to full coverage in the set's status, and to every FlowExport SubscriptionReady
 (its flow log created; Ready stays False while suspended); AWS requests
 by operation (all of them: the set's discovery and every FlowExport's reconcile, through the
-proxy); the set's own AWS calls (its metric); the operator's peak RSS.
+proxy); the set's own AWS calls (its metric); the operator's RSS at the end and its peak
+(VmHWM); reconciles per FlowExport (from its log, and DescribeSubscriptionFilters per
+FlowExport, which counts the resync timer's too). `--hand-written` writes the same FlowExports
+directly (same spec and accountId, so the same grants; no set), to tell the set's share from
+the FlowExports'; `--log PATH` keeps the operator's log.
 """
 
 from __future__ import annotations
