@@ -32,7 +32,11 @@ group and flow log, and idle). Reported: seconds from the set's creation to ever
 generated, to full coverage in the set's status, and to every FlowExport SubscriptionReady
 (its flow log created; Ready stays False while suspended); AWS requests
 by operation (all of them: the set's discovery and every FlowExport's reconcile, through the
-proxy); the set's own AWS calls (its metric); the operator's peak RSS.
+proxy); the set's own AWS calls (its metric); the operator's RSS at the end and its peak
+(VmHWM); reconciles per FlowExport (from its log, and DescribeSubscriptionFilters per
+FlowExport, which counts the resync timer's too). `--hand-written` writes the same FlowExports
+directly (same spec and accountId, so the same grants; no set), to tell the set's share from
+the FlowExports'; `--log PATH` keeps the operator's log.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -56,6 +62,8 @@ import yaml
 from kubernetes import client, config
 
 from flowexport.api.crd import build_crds
+from flowexport.api.sets import FlowExportSetSpec, sample_spec
+from flowexport.fleet.plan import flowexport_name
 from flowexport.fleet.scan import Access, NotGrantedError, Resolve
 from flowexport.kube.events import EventType
 from flowexport.kube.sets import Fleet, SetApi
@@ -324,7 +332,7 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
         fleet.add_ou("workloads")
         fleet.add_accounts("workloads", args.accounts)
         members = fleet.members
-        fleet.add_vpcs(members, regions, args.vpcs, TAGS)
+        vpcs = fleet.add_vpcs(members, regions, args.vpcs, TAGS)
         setup_seconds = time.monotonic() - started
         proxy = AWSFaultProxy(loop.moto_url)
         with ServerThread(proxy.app) as aws_url:
@@ -354,48 +362,76 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
                 AWS_SECRET_ACCESS_KEY=KEYS["aws_secret_access_key"],
             )
             operator.start()
+            set_spec: dict[str, Any] = {
+                "organization": {
+                    "managementAccountId": MANAGEMENT,
+                    "organizationalUnits": [fleet.ous["workloads"]],
+                },
+                "regions": regions,
+                "vpcs": {"tags": TAGS},
+                "flowLogs": "Ensure",
+                "destination": {"logGroups": {"deliverLogsRoleName": "delivery"}},
+                "refreshSeconds": 10,
+                "maxFlowExports": max(500, expected),
+                "template": {
+                    "aws": {"endpointUrl": aws_url},
+                    "pce": {
+                        "url": loop.pce.url,
+                        "orgId": 1,
+                        "credentialsSecretRef": {"name": "pce-key"},
+                    },
+                    "suspend": True,
+                },
+            }
             proxy.clear()
             t0 = time.monotonic()
-            loop.create(
-                SETS,
-                {
-                    "apiVersion": "flowexport.io/v1alpha1",
-                    "kind": "FlowExportSet",
-                    "metadata": {"name": NAME, "namespace": NS},
-                    "spec": {
-                        "organization": {
-                            "managementAccountId": MANAGEMENT,
-                            "organizationalUnits": [fleet.ous["workloads"]],
-                        },
-                        "regions": regions,
-                        "vpcs": {"tags": TAGS},
-                        "flowLogs": "Ensure",
-                        "destination": {"logGroups": {"deliverLogsRoleName": "delivery"}},
-                        "refreshSeconds": 10,
-                        "maxFlowExports": max(500, expected),
-                        "template": {
-                            "aws": {"endpointUrl": aws_url},
-                            "pce": {
-                                "url": loop.pce.url,
-                                "orgId": 1,
-                                "credentialsSecretRef": {"name": "pce-key"},
+            if args.hand_written:
+                # The same FlowExports as the set would generate (the same spec, accountId:
+                # the same grant), written directly: no set, no discovery.
+                parsed = FlowExportSetSpec.model_validate(set_spec)
+                fes_path = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
+                for (account, region), vpc_ids in sorted(vpcs.items()):
+                    for vpc_id in vpc_ids:
+                        body = sample_spec(parsed, account, region, vpc_id)
+                        body["aws"]["accountId"] = account
+                        loop.create(
+                            fes_path,
+                            {
+                                "apiVersion": "flowexport.io/v1alpha1",
+                                "kind": "FlowExport",
+                                "metadata": {
+                                    "name": flowexport_name("hand", account, region, vpc_id),
+                                    "namespace": NS,
+                                },
+                                "spec": body,
                             },
-                            "suspend": True,
-                        },
+                        )
+            else:
+                loop.create(
+                    SETS,
+                    {
+                        "apiVersion": "flowexport.io/v1alpha1",
+                        "kind": "FlowExportSet",
+                        "metadata": {"name": NAME, "namespace": NS},
+                        "spec": set_spec,
                     },
-                },
-            )
+                )
             fes = f"/apis/flowexport.io/v1alpha1/namespaces/{NS}/flowexports"
             deadline = t0 + args.timeout
             status: dict[str, Any] = {}
+            peak = 0
             while time.monotonic() < deadline:
                 items = loop.kube.get(fes).json()["items"]
-                status = loop.kube.get(f"{SETS}/{NAME}").json().get("status") or {}
+                if not args.hand_written:
+                    status = loop.kube.get(f"{SETS}/{NAME}").json().get("status") or {}
+                peak = max(peak, _peak_rss(operator.pid))
                 now = round(time.monotonic() - t0, 1)
                 if len(items) >= expected:
                     timings.setdefault("all_generated", now)
-                vpcs = status.get("vpcs") or {}
-                if vpcs.get("total") == expected and vpcs.get("withoutFlowLog") == 0:
+                covered = status.get("vpcs") or {}
+                if (
+                    covered.get("total") == expected and covered.get("withoutFlowLog") == 0
+                ) or args.hand_written:
                     timings.setdefault("full_coverage", now)
                 ready = sum(
                     1
@@ -413,7 +449,11 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
                 f'flowexport_set_aws_calls_total{{namespace="{NS}",set="{NAME}"}}'
             )
             rss = operator.metric("process_resident_memory_bytes")
+            peak = max(peak, _peak_rss(operator.pid))
             operator.stop()
+            reconciles = _reconciles(Path(tmp) / "operator.log")
+            if args.log:
+                shutil.copyfile(Path(tmp) / "operator.log", args.log)
     return {
         "mode": "operator",
         "session_names": args.session_names,
@@ -428,6 +468,45 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
         "requests_total": sum(requests.values()),
         "set_aws_calls": set_calls,
         "operator_rss_mb": round((rss or 0) / 2**20, 1),
+        "operator_peak_rss_mb": round(peak / 2**20, 1),
+        "hand_written": args.hand_written,
+        "reconciles": reconciles,
+        # Every reconcile that gets to the subscription filter check calls
+        # DescribeSubscriptionFilters once (the resync timer's are not in the log).
+        "reconciles_per_flowexport": round(
+            requests.get("DescribeSubscriptionFilters", 0) / max(1, expected), 2
+        ),
+    }
+
+
+def _peak_rss(pid: int | None) -> int:
+    """The process's peak RSS (VmHWM) in bytes, 0 when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _reconciles(log_path: Path) -> dict[str, Any]:
+    """How often the FlowExports were reconciled, from the operator's log: by trigger, and
+    how many FlowExports were reconciled how many times."""
+    triggers: Counter[str] = Counter()
+    per: Counter[str] = Counter()
+    if log_path.exists():
+        for line in log_path.read_text(errors="replace").splitlines():
+            found = re.search(r"\] (\S+)/(\S+): reconcile on (\w+)", line)
+            if found is None:
+                found = re.search(r"\] (\S+)/(\S+): Secret (.*) changed; reconciling", line)
+            if found is None:
+                continue
+            per[found.group(2)] += 1
+            triggers[found.group(3)[:40]] += 1
+    return {
+        "by_trigger": dict(triggers),
+        "flowexports_by_count": {str(k): v for k, v in sorted(Counter(per.values()).items())},
     }
 
 
@@ -449,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
         default="FlowExport",
         help="--operator: the AccountGrants' sessionNames (Namespace: one client set per grant)",
     )
+    parser.add_argument(
+        "--hand-written",
+        action="store_true",
+        help="--operator: write the same FlowExports directly (accountId: the same grants), no set",
+    )
+    parser.add_argument("--log", type=Path, help="--operator: copy the operator's log here")
     args = parser.parse_args(argv)
     # The operator's own identity, from which every grant's role is assumed: moto's
     # management account.

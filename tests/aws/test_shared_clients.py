@@ -7,6 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import botocore.session
 import pytest
 
 from flowexport.aws import session
@@ -63,3 +64,23 @@ def test_a_failure_is_not_kept(made: list[AwsTarget]) -> None:
         shared_clients(target)
     assert shared_clients(target).target == target
     assert len(made) == 2
+
+
+def test_clients_of_different_targets_share_their_class_and_keep_their_own_state() -> None:
+    """botocore's client class (a method and docstring per operation: about 1 MiB for EC2 and
+    Logs) is made once per service, not once per account and region; each client keeps its
+    own region, endpoint and credentials. Clients of other botocore sessions are untouched."""
+    one = session.make_clients(AwsTarget("eu-west-1", "http://127.0.0.1:1", keys=KEYS))
+    other_keys = AwsKeys("AKIDOTHER", "other")
+    two = session.make_clients(AwsTarget("us-east-1", "http://127.0.0.2:1", keys=other_keys))
+    assert type(one.ec2) is type(two.ec2) and type(one.logs) is type(two.logs)
+    assert one.ec2.meta.region_name == "eu-west-1" and two.ec2.meta.region_name == "us-east-1"
+    assert one.logs.meta.endpoint_url == "http://127.0.0.1:1"
+    assert two.logs.meta.endpoint_url == "http://127.0.0.2:1"
+    assert one.ec2._request_signer._credentials.access_key == "AKIDEXAMPLE"
+    assert two.ec2._request_signer._credentials.access_key == "AKIDOTHER"
+    assert callable(two.ec2.describe_vpcs) and callable(two.logs.describe_log_groups)
+    plain = botocore.session.get_session().create_client(
+        "ec2", region_name="eu-west-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+    assert type(plain) is not type(one.ec2)

@@ -16,17 +16,23 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from flowexport import lifecycle
 from flowexport.api.crd import build_crds
+from flowexport.api.grants import session_name
 from flowexport.api.sets import ACCOUNT_LABEL, SET_LABEL, VPC_LABEL
+from flowexport.api.validation import parse_spec
 from flowexport.aws.session import AwsKeys, AwsTarget
 from flowexport.fleet.plan import flowexport_name
 from flowexport.fleet.scan import Access, NotGrantedError, Resolve, target_for
 from flowexport.kube import metrics
-from flowexport.kube.sets import Fleet, SetApi
+from flowexport.kube.grants import GrantBook
+from flowexport.kube.secrets import KubeSecrets
+from flowexport.kube.sets import Fleet, SetApi, resolver
 from flowexport.kube.state import Operator
 from flowexport.sim.fleet import KEYS, MotoFleet, role_arn
 from flowexport.sim.kube import ADMIN_TOKEN, KubeSimulator, kubeconfig
 from flowexport.sim.serve import ServerThread
+from tests.api.test_models import minimal_spec
 from tests.kube.fakes import FakeKube, RecordingEvents, Stopped
 from tests.moto_server import reset
 
@@ -311,3 +317,107 @@ async def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
             return found
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_with_namespace_session_names_the_set_shares_its_flowexports_clients() -> None:
+    """One client set per account and region for the set's discovery and its FlowExports
+    (`shared_clients` keys by the whole target): the set assumes the grant's role with the
+    grant's `fx-<namespace>` session name, not its own, when the grant says Namespace."""
+    account = "2" * 12
+    body = {
+        "metadata": {"name": "acct", "generation": 1},
+        "spec": {
+            "accountId": account,
+            "roleArn": role_arn(account),
+            "externalId": "ext",
+            "namespaces": {"names": [NS]},
+            "sessionNames": "Namespace",
+        },
+    }
+    book = GrantBook()
+    book.put(body)
+    book.mark_synced()
+    op = Operator(FakeKube(), RecordingEvents(), grants=book)
+    fe_spec = parse_spec(
+        minimal_spec(**{"aws.accountId": account, "aws.endpointUrl": "https://aws.example.com"})
+    )
+    fe_target = await lifecycle.aws_target(
+        fe_spec, KubeSecrets(FakeKube(), NS, name="fe", grants=book)
+    )
+    set_base = AwsTarget(
+        fe_spec.aws.region,
+        "https://aws.example.com",
+        session_name=session_name(NS, "set-org"),
+        requests_per_second=fe_spec.aws.api_requests_per_second,
+    )
+    set_target = target_for(set_base, fe_spec.aws.region, resolver(op, NS)(account, None))
+    assert set_target.session_name == "fx-security"
+    assert set_target == fe_target
+    # sessionNames FlowExport (the default): the set keeps its own session name
+    book.put({**body, "spec": {**body["spec"], "sessionNames": "FlowExport"}})
+    own = target_for(set_base, fe_spec.aws.region, resolver(op, NS)(account, None))
+    assert own.session_name == session_name(NS, "set-org") != fe_target.session_name
+
+
+async def test_a_refresh_does_not_rewrite_flowexports_that_did_their_work(world: World) -> None:
+    """Once the generated FlowExports created their flow logs, and the operator wrote their
+    status and kopf's annotations, the set's next refreshes write none of them (a write would
+    bump the generation or the labels and reconcile it again)."""
+    world.apply(flowLogs="Ensure")
+    await world.refresh()
+    generated = world.flowexports()
+    assert len(generated) == 8
+    for name, fe in generated.items():
+        aws = fe["spec"]["aws"]
+        account, region = fe["metadata"]["labels"][ACCOUNT_LABEL], aws["region"]
+        world.fleet.client("logs", account, region).create_log_group(
+            logGroupName=aws["logGroupName"]
+        )
+        world.fleet.client("ec2", account, region).create_flow_logs(
+            ResourceIds=[aws["vpcId"]],
+            ResourceType="VPC",
+            TrafficType="ALL",
+            LogGroupName=aws["logGroupName"],
+            DeliverLogsPermissionArn=role_arn(account, "delivery"),
+        )
+        answer = world.kube.patch(
+            f"{FES}/{name}",
+            json={
+                "metadata": {"annotations": {"kopf.zalando.org/last-handled-configuration": "{}"}}
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert answer.is_success, answer.text
+        answer = world.kube.patch(
+            f"{FES}/{name}/status",
+            json={
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Ready",
+                            "message": "",
+                            "lastTransitionTime": "2026-12-07T00:00:00Z",
+                        }
+                    ]
+                }
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert answer.is_success, answer.text
+    before = {
+        n: (f["metadata"]["resourceVersion"], f["metadata"].get("generation"))
+        for n, f in world.flowexports().items()
+    }
+    changed = len([e for e in world.events.posted if e[1] == "FlowExportsChanged"])
+    for _ in range(2):
+        status = (await world.refresh())["status"]
+        assert status["vpcs"] == {"total": 8, "withFlowLog": 8, "withoutFlowLog": 0}
+    after = {
+        n: (f["metadata"]["resourceVersion"], f["metadata"].get("generation"))
+        for n, f in world.flowexports().items()
+    }
+    assert after == before
+    assert len([e for e in world.events.posted if e[1] == "FlowExportsChanged"]) == changed
+    assert status["flowExportsReady"] == 8

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.client
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
@@ -225,3 +226,31 @@ class RateLimiter:
             time.sleep(self._next - now)
             now = self._next
         self._next = now + self.interval
+
+
+#: Client classes by service, for the sessions of this module (`_LOADER`). botocore builds a
+#: new class for every client (a method, a docstring object and an operation model for each
+#: of EC2's ~700 operations: ~1.5 MiB of an EC2 + Logs pair's 1.8), so a process with a
+#: client set per account and region held hundreds of identical classes. Our sessions are
+#: made alike (`_botocore_session`, the same boto3 handlers), so their classes are too.
+_client_classes: dict[tuple[str, str | None], type] = {}
+_client_classes_lock = threading.RLock()  # a class-creating hook may make a client
+_create_client_class = botocore.client.ClientCreator._create_client_class
+
+
+def _shared_client_class(creator: Any, service_name: str, service_model: Any) -> type:
+    """botocore's `ClientCreator._create_client_class`, made once per service and API version
+    for clients of `_LOADER`'s sessions (others' unchanged)."""
+    if getattr(creator, "_loader", None) is not _LOADER:
+        return _create_client_class(creator, service_name, service_model)  # type: ignore[no-any-return]
+    key = (service_name, service_model.api_version)
+    with _client_classes_lock:
+        found = _client_classes.get(key)
+        if found is None:
+            found = _client_classes[key] = _create_client_class(
+                creator, service_name, service_model
+            )
+        return found
+
+
+botocore.client.ClientCreator._create_client_class = _shared_client_class

@@ -44,12 +44,14 @@ WORKERS = 4
 @dataclass(frozen=True)
 class Access:
     """How to reach one account: the role to assume (None: the operator's own identity),
-    the ExternalId to send, and the grant that allows it."""
+    the ExternalId to send, the grant that allows it, and the grant's session name (with
+    `sessionNames: Namespace`; None: the set's own)."""
 
     account_id: str
     role_arn: str | None
     external_id: str | None = None
     grant_name: str | None = None
+    session_name: str | None = None
 
 
 class NotGrantedError(AccountNotGrantedError):
@@ -82,10 +84,16 @@ class Discovery:
 
 
 def target_for(base: AwsTarget, region: str, access: Access) -> AwsTarget:
-    """The AWS target of one account and region: the base's endpoints, keys and session
-    name, the grant's role and ExternalId."""
+    """The AWS target of one account and region: the base's endpoints and keys, the grant's
+    role and ExternalId, and the grant's session name if it names one (`sessionNames:
+    Namespace`: the set then shares its clients with its FlowExports of that account and
+    region), else the base's (the set's own)."""
     return dataclasses.replace(
-        base, region=region, role_arn=access.role_arn, external_id=access.external_id
+        base,
+        region=region,
+        role_arn=access.role_arn,
+        external_id=access.external_id,
+        session_name=access.session_name or base.session_name,
     )
 
 

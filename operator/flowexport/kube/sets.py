@@ -86,7 +86,13 @@ def resolver(op: Operator, namespace: str) -> Resolve:
                 "them; no AWS call was made"
             )
         access = book.resolve(namespace, account_id, region)
-        return Access(access.account_id, access.role_arn, access.external_id, access.grant_name)
+        return Access(
+            access.account_id,
+            access.role_arn,
+            access.external_id,
+            access.grant_name,
+            access.session_name,
+        )
 
     return resolve
 
