@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -82,6 +84,13 @@ def test_the_fleet_coverage_benchmark_starts() -> None:
     assert "--accounts" in result.stdout and "--operator" in result.stdout
 
 
+def test_the_fleet_quota_benchmark_starts() -> None:
+    result = run(str(BENCH / "fleet_quota.py"), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--variants" in result.stdout and "--rate" in result.stdout
+
+
+@pytest.mark.soak  # ~80 s of the operator behind the throttling proxy: run by hand (-m soak)
 def test_the_fleet_quota_benchmark_runs_small() -> None:
     result = run(
         str(BENCH / "fleet_quota.py"),
