@@ -30,7 +30,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -46,6 +46,7 @@ from flowexport.api.grants import (
 )
 from flowexport.api.models import GROUP, VERSION
 from flowexport.errors import FlowExportError, Reason
+from flowexport.kube.secret_watch import watch_events
 
 __all__ = [
     "AccountAccess",
@@ -56,12 +57,9 @@ __all__ = [
 
 log = logging.getLogger("flowexport.operator")
 
-#: Seconds a watch request stays open before it is renewed.
-WATCH_SECONDS = 300
 #: Seconds between attempts after a failed list or watch (doubling up to the second value).
 RETRY_SECONDS = (1.0, 60.0)
 LIST_TIMEOUT = (5.0, 30.0)
-WATCH_TIMEOUT = (5.0, WATCH_SECONDS + 30.0)
 #: Seconds a FlowExport waits for the first lists before reporting AccountGrantsUnavailable.
 SYNC_WAIT_SECONDS = 10.0
 #: Seconds between the status writer's looks at what changed.
@@ -285,24 +283,14 @@ class GrantBook:
             self.put(item)
         self.mark_synced("grants")
         version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        for kind, obj in watch_events(
             self.custom.list_cluster_custom_object,
             GROUP,
             VERSION,
             PLURAL,
-            resource_version=version,
-            timeout_seconds=WATCH_SECONDS,
-            allow_watch_bookmarks=True,
-            _request_timeout=WATCH_TIMEOUT,
-        )
-        for event in stream:
-            if self._stop.is_set():
-                return
-            kind, obj = event["type"], event["object"]
-            if kind == "ERROR":
-                raise ApiException(status=(obj or {}).get("code") or 410)
-            if kind == "BOOKMARK":
-                continue
+            version=version,
+            stop=self._stop,
+        ):
             if kind == "DELETED":
                 self.remove(str(obj["metadata"]["name"]))
             else:
@@ -317,22 +305,11 @@ class GrantBook:
         with self._lock:
             self._labels = labels
         self.mark_synced("namespaces")
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        for kind, obj in watch_events(
             self.core.list_namespace,
-            resource_version=found.metadata.resource_version,
-            timeout_seconds=WATCH_SECONDS,
-            allow_watch_bookmarks=True,
-            _request_timeout=WATCH_TIMEOUT,
-        )
-        for event in stream:
-            if self._stop.is_set():
-                return
-            kind, obj = event["type"], event["object"]
-            if kind == "ERROR":
-                code = obj.get("code") if isinstance(obj, dict) else getattr(obj, "code", None)
-                raise ApiException(status=code or 410)
-            if kind == "BOOKMARK":
-                continue
+            version=found.metadata.resource_version,
+            stop=self._stop,
+        ):
             meta: Any = obj.metadata
             self.label(str(meta.name), None if kind == "DELETED" else dict(meta.labels or {}))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from kubernetes import client, watch
@@ -35,6 +35,32 @@ LIST_TIMEOUT = (5.0, 30.0)
 WATCH_TIMEOUT = (5.0, WATCH_SECONDS + 30.0)
 
 Convert = Callable[[Any], Any]
+
+
+def watch_events(
+    call: Callable[..., Any], *args: Any, version: str | None, stop: threading.Event, **params: Any
+) -> Iterator[tuple[str, Any]]:
+    """(type, object) of each ADDED/MODIFIED/DELETED event of one watch of `call` from
+    `version`, until the server ends it or `stop` is set; bookmarks skipped. An ERROR event
+    (410 Gone: the version expired) raises ApiException, for the caller to list again."""
+    stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+        call,
+        *args,
+        resource_version=version,
+        timeout_seconds=WATCH_SECONDS,
+        allow_watch_bookmarks=True,
+        _request_timeout=WATCH_TIMEOUT,
+        **params,
+    )
+    for event in stream:
+        if stop.is_set():
+            return
+        kind, obj = event["type"], event["object"]
+        if kind == "ERROR":
+            code = obj.get("code") if isinstance(obj, dict) else getattr(obj, "code", None)
+            raise ApiException(status=code or 410)
+        if kind != "BOOKMARK":
+            yield kind, obj
 
 
 class SecretWatch:
@@ -128,24 +154,9 @@ class SecretWatch:
             call = self.core.list_secret_for_all_namespaces
         else:
             call, args = self.core.list_namespaced_secret, (scope,)
-        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-            call,
-            *args,
-            label_selector=SECRET_TYPE_LABEL,
-            resource_version=version,
-            timeout_seconds=WATCH_SECONDS,
-            allow_watch_bookmarks=True,
-            _request_timeout=WATCH_TIMEOUT,
-        )
-        for event in stream:
-            if self._stop.is_set():
-                return
-            kind, obj = event["type"], event["object"]
-            if kind == "ERROR":
-                code = obj.get("code") if isinstance(obj, dict) else getattr(obj, "code", None)
-                raise ApiException(status=code or 410)
-            if kind == "BOOKMARK":
-                continue
+        for kind, obj in watch_events(
+            call, *args, version=version, stop=self._stop, label_selector=SECRET_TYPE_LABEL
+        ):
             key = _key(obj)
             with self._lock:
                 if kind == "DELETED":  # deleted, or its label removed
