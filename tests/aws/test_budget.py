@@ -373,3 +373,63 @@ def test_readers_of_one_account_and_region_share_one_budget_and_zero_turns_it_of
     assert budget.filter_log_events_budget(east) is None
     with pytest.raises(ValueError):
         budget.configure(filter_log_events_per_second=-1)
+
+
+# -- replicas share the quota ------------------------------------------------------------------
+
+
+def test_a_rescaled_rate_keeps_its_place_between_floor_and_ceiling() -> None:
+    rate = AdaptiveRate(10.0, now=0.0)
+    rate.throttled(0.0)  # 5.0
+    rate.rescale(5.0, now=0.0)  # half the share: half the rate
+    assert (rate.ceiling, rate.rate, rate.floor) == (5.0, 2.5, 0.5)
+    rate.rescale(10.0, now=0.0)
+    assert rate.rate == 5.0
+    rate.succeeded(DECREASE_HOLD_SECONDS + 1000.0)  # climbs to the new ceiling, no further
+    assert rate.rate == 10.0
+    with pytest.raises(ValueError):
+        rate.rescale(0.0, now=0.0)
+
+
+@pytest.fixture
+def quotas() -> Iterator[None]:
+    budget.reset()
+    budget.configure(budget.FILTER_LOG_EVENTS_PER_SECOND, budget.READ_FAMILIES["logs"][0])
+    yield
+    budget.reset()
+    budget.configure(budget.FILTER_LOG_EVENTS_PER_SECOND, budget.READ_FAMILIES["logs"][0])
+
+
+def test_each_live_replica_keeps_its_share_of_every_budget(quotas: None) -> None:
+    target = AwsTarget(REGION, role_arn="arn:aws:iam::210987654321:role/flowexport")
+    clients = AwsClients(ec2=None, logs=None, target=target)
+    before = budget.filter_log_events_budget(clients)
+    reads = budget.read_bucket("210987654321", REGION, "ec2", "DescribeVpcs")
+    assert before is not None and reads is not None
+    budget.share_among(2)
+    assert budget.sharing_replicas() == 2
+    # Made before: rescaled in place (its queue and its readers kept); made after: the share.
+    assert budget.filter_log_events_budget(clients) is before
+    assert before.current_rate == budget.FILTER_LOG_EVENTS_PER_SECOND / 2
+    assert reads.rate.ceiling == budget.READ_FAMILIES["ec2"][0] / 2
+    assert reads._bucket.burst == budget.READ_FAMILIES["ec2"][1] / 2
+    west = AwsClients(ec2=None, logs=None, target=AwsTarget("us-west-2", role_arn=target.role_arn))
+    made_after = budget.filter_log_events_budget(west)
+    assert made_after is not None
+    assert made_after.current_rate == budget.FILTER_LOG_EVENTS_PER_SECOND / 2
+    logs = budget.read_bucket("210987654321", REGION, "logs", "DescribeLogGroups")
+    assert logs is not None and logs.rate.ceiling == budget.READ_FAMILIES["logs"][0] / 2
+    # A replica gone: the survivor takes the whole quota back; never fewer than one.
+    budget.share_among(0)
+    assert budget.sharing_replicas() == 1
+    assert before.current_rate == made_after.current_rate == budget.FILTER_LOG_EVENTS_PER_SECOND
+    assert reads.rate.ceiling == budget.READ_FAMILIES["ec2"][0]
+
+
+def test_a_throttled_budget_rescaled_stays_below_its_new_ceiling(quotas: None) -> None:
+    shared = FairBudget(5.0, "test")
+    shared.throttled()  # 2.5
+    shared.rescale(2.5)
+    assert shared.current_rate == 1.25
+    shared.rescale(5.0)
+    assert shared.current_rate == 2.5

@@ -31,6 +31,9 @@ LINE = re.compile(
 )
 
 
+STAMP = re.compile(r"^\[([\d-]+ [\d:,]+)\]")
+
+
 def replicas(stack: Stack, tmp_path: Path, count: int) -> list[OperatorProcess]:
     stack.operator.stop()  # the stack's own single operator gives way to the replicas
     stack.kube.post("/api/v1/namespaces", json={"metadata": {"name": SHARDS_NS}})
@@ -100,6 +103,16 @@ def spans(
     return found
 
 
+def logged_since(log: Path, text: str, since: float) -> bool:
+    """Whether a line of the operator's log holding `text` is stamped at or after `since`."""
+    for line in log.read_text(errors="replace").splitlines():
+        stamp = STAMP.match(line)
+        at = datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() if stamp else 0.0
+        if text in line and at >= since:
+            return True
+    return False
+
+
 def assert_one_at_a_time(found: dict[str, list[tuple[str, float, float]]], doing: str) -> None:
     """No two (replica, from, to) stretches of one key overlap (sorts them in place)."""
     for key, stretches in found.items():
@@ -132,6 +145,9 @@ def test_replicas_share_the_exports_and_take_over_a_killed_ones(
     members = tuple(f"r{i}" for i in range(count))
     wanted = {fe: owner_of(stack.get(fe)["metadata"]["uid"], members) for fe in EXPORTS}
     assert owners == wanted, f"held {owners}, hashing gives {wanted}"
+    # Each keeps 1/n of the account's AWS read quotas (the budgets told by the Leases).
+    for log in logs:
+        assert f"AWS read budgets shared by {count} operator replica(s)" in log.read_text()
     # Kill the replica holding most FlowExports while records keep coming.
     victim = max(set(owners.values()), key=list(owners.values()).count)
     index = int(victim[1:])
@@ -157,6 +173,9 @@ def test_replicas_share_the_exports_and_take_over_a_killed_ones(
         took = after[0][1] - killed_at
         print(f"{fe} taken over by {after[0][0]} {took:.1f} s after the kill")  # -s shows it
         assert t.lease <= took <= t.lease + t.handover + 2 * t.renew + 5, f"{fe}: {took:.1f}s"
+    for i, log in enumerate(logs):  # the survivors take the victim's share of the quotas
+        shared = f"AWS read budgets shared by {count - 1} operator replica(s)"
+        assert i == index or logged_since(log, shared, killed_at), f"r{i} kept 1/{count}"
     flows = stack.received()
     repeats = len(flows) - len(set(flows))
     assert repeats <= 10 * len(moved), f"{repeats} flows repeated"

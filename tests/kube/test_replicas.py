@@ -143,3 +143,17 @@ def test_leases_unchanged_for_four_periods_are_stale() -> None:
     clock.now += 4 * TIMING.lease + 1
     a.observe(leases("a", renewed="t1") + leases("gone"))
     assert a.stale() == ["gone"]
+
+
+def test_the_aws_budgets_are_told_each_change_in_the_members() -> None:
+    clock = Clock()
+    told: list[int] = []
+    a = Replicas("a", "ops", timing=TIMING, clock=clock, on_members=told.append)
+    a._renewed = clock.now
+    a.observe(leases("a"))
+    a.observe(leases("a"))  # unchanged: not told again
+    advance(clock, 1, a)
+    a.observe(leases("a", "b", renewed="t1"))
+    advance(clock, TIMING.lease + 1, a)
+    a.observe(leases("a", "b", renewed="t1"))  # b stopped renewing: gone
+    assert told == [1, 2, 1]

@@ -19,6 +19,11 @@ So one process keeps:
   the API's family, applied inside botocore (`attach`) so each attempt, retries included,
   takes its token.
 
+With several operator replicas (sharding), each keeps 1/n of every budget, n the live
+replicas (`share_among`, told by the replicas' Leases): the FlowExports of an account are
+spread over the replicas by hash, so with the many FlowExports per account where the quota
+matters each replica reads about 1/n of its log groups.
+
 The account comes from the role ARN when there is one, else from STS GetCallerIdentity, once
 per set of credentials. The scheduling itself (`FairShare`, `AdaptiveRate`, `TokenBucket`)
 is pure: it takes the time as an argument and never sleeps; `FairBudget` is its blocking face
@@ -120,6 +125,16 @@ class AdaptiveRate:
     def succeeded(self, now: float) -> None:
         """A call went through: the rate climbs back toward the ceiling."""
         self._recover(now)
+
+    def rescale(self, ceiling: float, now: float) -> None:
+        """A new ceiling (this process's share of the quota changed): the current rate, its
+        floor and the climb scale with it."""
+        if ceiling <= 0:
+            raise ValueError("rate must be positive")
+        self._recover(now)
+        ratio = ceiling / self.ceiling
+        self.ceiling, self.floor = ceiling, ceiling * FLOOR_SHARE
+        self.rate = min(ceiling, max(self.floor, self.rate * ratio))
 
     def _recover(self, now: float) -> None:
         elapsed = max(0.0, now - self._updated)
@@ -281,6 +296,12 @@ class FairBudget:
         with self._lock:
             self.rate.succeeded(self._clock())
 
+    def rescale(self, rate: float) -> None:
+        """This process's share of the quota is now `rate` a second."""
+        with self._lock:
+            self.rate.rescale(rate, self._clock())
+            self._wake_head()
+
     def sharing(self, within: float = 300.0) -> int:
         """How many keys used or wait for this budget (in the last `within` seconds)."""
         with self._lock:
@@ -322,6 +343,14 @@ class BlockingBucket:
         with self._lock:
             self.rate.throttled(self._clock())
 
+    def rescale(self, rate: float, burst: float) -> None:
+        """This process's share of the quota is now `rate` a second, `burst` at once."""
+        with self._lock:
+            self.rate.rescale(rate, self._clock())
+            self._bucket.rate = self.rate.rate
+            self._bucket.burst = burst
+            self._bucket.tokens = min(self._bucket.tokens, burst)
+
 
 # -- the process's budgets ---------------------------------------------------------------------
 
@@ -336,6 +365,8 @@ class Settings:
     reads_per_second: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(READ_FAMILIES)
     )
+    #: Live operator replicas sharing these quotas (`share_among`): each keeps 1/n of them.
+    replicas: int = 1
 
 
 def _from_env() -> Settings:
@@ -363,6 +394,48 @@ _budgets: dict[tuple[str, str], FairBudget] = {}
 _buckets: dict[tuple[str, str, str, str], BlockingBucket] = {}
 _accounts: dict[AwsTarget, str] = {}
 _account_locks: dict[AwsTarget, threading.Lock] = {}
+
+
+def _filter_rate() -> float:
+    return _settings.filter_log_events_per_second / _settings.replicas
+
+
+def _read_rate(family: str) -> tuple[float, float] | None:
+    """A read family's (rate, burst) for this process's share; None: no budget."""
+    found = _settings.reads_per_second.get(family)
+    if found is None:
+        return None
+    rate, burst = found
+    return rate / _settings.replicas, max(1.0, burst / _settings.replicas)
+
+
+def share_among(replicas: int) -> None:
+    """The live operator replicas now number `replicas`: each keeps 1/n of every budget
+    (FilterLogEvents and the reads), since AWS counts the quotas per account and region
+    across all of them. The budgets already made are rescaled in place (their queues kept)."""
+    replicas = max(1, replicas)
+    with _lock:
+        if replicas == _settings.replicas:
+            return
+        _settings.replicas = replicas
+        for budget in _budgets.values():
+            budget.rescale(_filter_rate())
+        for (_, _, family, _), bucket in _buckets.items():
+            share = _read_rate(family)
+            if share is not None:
+                bucket.rescale(*share)
+        filter_rate = _filter_rate()
+    log.info(
+        "AWS read budgets shared by %d operator replica(s): FilterLogEvents %.2f/s per "
+        "account and region in this one",
+        replicas,
+        filter_rate,
+    )
+
+
+def sharing_replicas() -> int:
+    """How many operator replicas this process takes its share of the quotas with."""
+    return _settings.replicas
 
 
 def configure(
@@ -441,7 +514,7 @@ def filter_log_events_budget(clients: AwsClients) -> FairBudget | None:
         budget = _budgets.get(place)
         if budget is None:
             name = f"FilterLogEvents in {place[0] or 'the account'}/{place[1]}"
-            budget = _budgets[place] = FairBudget(rate, name)
+            budget = _budgets[place] = FairBudget(_filter_rate(), name)
         return budget
 
 
@@ -449,14 +522,14 @@ def read_bucket(account: str, region: str, family: str, operation: str) -> Block
     """The read budget of one API in an account and region (None: off). AWS counts these
     quotas per API (EC2: each Describe* its own bucket), so each operation has its own,
     at its family's rate."""
-    rate = _settings.reads_per_second.get(family)
-    if rate is None:
-        return None
     with _lock:
+        share = _read_rate(family)
+        if share is None:
+            return None
         key = (account, region, family, operation)
         bucket = _buckets.get(key)
         if bucket is None:
-            bucket = _buckets[key] = BlockingBucket(*rate)
+            bucket = _buckets[key] = BlockingBucket(*share)
         return bucket
 
 
@@ -549,8 +622,9 @@ def _no_throttle_retry(response: Any = None, **kwargs: Any) -> bool | None:
 
 
 def reset() -> None:
-    """Forget every budget and account (tests)."""
+    """Forget every budget and account, and the replicas sharing them (tests)."""
     with _lock:
+        _settings.replicas = 1
         _budgets.clear()
         _buckets.clear()
         _accounts.clear()

@@ -118,7 +118,8 @@ def add_parser(commands: Any) -> None:
         help=(
             "FilterLogEvents requests per second all FlowExports of one account and region "
             "share, in turns (default 5, AWS's quota, or $FLOWEXPORT_FILTER_LOG_EVENTS_PER_SECOND; "
-            "raise it with a raised quota; 0: no shared budget)"
+            "raise it with a raised quota; 0: no shared budget). The account's whole quota: "
+            "with --shard-namespace each live replica keeps 1/n of this and of --aws-reads-rps"
         ),
     )
     quotas.add_argument(
@@ -212,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
         account_grants=args.account_grants,
         api=api,
         replicas=Replicas(
-            identity, args.shard_namespace, timing=timing(args.shard_lease_seconds), api=api
+            identity,
+            args.shard_namespace,
+            timing=timing(args.shard_lease_seconds),
+            api=api,
+            on_members=budget.share_among,
         )
         if args.shard_namespace
         else SOLO,

@@ -105,6 +105,8 @@ class Replicas:
     timing: Timing = field(default_factory=Timing)
     api: LeaseApi | None = None
     clock: Callable[[], float] = time.monotonic
+    #: Told the number of live members whenever it changes (the AWS budgets' share).
+    on_members: Callable[[int], None] | None = None
     members: tuple[str, ...] = ()
     #: Local time each member's Lease was last seen to change, and what it was then.
     _seen: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -175,6 +177,8 @@ class Replicas:
                 if owner_of(uid, members) != self.identity:
                     del self._mine_since[uid]
             self.members, self._view_since = members, now
+            if self.on_members is not None:
+                self.on_members(len(members))
 
     def stale(self) -> list[str]:
         """Members whose Lease has not changed for four Lease periods (to delete)."""
