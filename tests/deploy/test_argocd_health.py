@@ -50,6 +50,7 @@ FLOW_LOG = "fl-0123456789abcdef0"
 AWS_URL = "http://127.0.0.1:4566"
 PCE_URL = "https://pce.example.com:8443"
 CURSOR_MS = 1795003200000
+POLL_SECONDS = 30
 
 #: What kstatus computes for each document (see `kstatus` below).
 KSTATUS = {
@@ -132,6 +133,8 @@ def _fixed(obj: dict[str, Any], world: World) -> dict[str, Any]:
         status["lastUploadTime"] = TIME
     if "cursor" in status:
         status["cursor"] = _times_fixed(status["cursor"])
+    if "effectivePollIntervalSeconds" in status.get("source", {}):
+        status["source"]["effectivePollIntervalSeconds"] = POLL_SECONDS
     return fixed
 
 
@@ -147,11 +150,23 @@ def _times_fixed(value: Any) -> Any:
 async def _ingest_until(
     world: World, export: Export, body: dict[str, Any], name: str, ready: tuple[str, str]
 ) -> None:
-    """Run the worker until Ready is `ready`, then stop it (its last status write included)."""
+    """Run the worker until Ready is `ready` (and, when True, steady: the aggregation window
+    checkpointed and the poll interval measured, which can come after Ready on a loaded
+    machine), then stop it (its last status write included)."""
     stopped = Stopped()
     task = asyncio.create_task(work(world.op, export, body, stopped))
+
+    def reached() -> bool:
+        if world.condition("Ready", name) != ready:
+            return False
+        status = world.status(name) or {}
+        steady = (status.get("cursor") or {}).get("window") is not None and (
+            "effectivePollIntervalSeconds" in (status.get("source") or {})
+        )
+        return ready[0] != "True" or steady
+
     try:
-        await eventually(lambda: world.condition("Ready", name) == ready, f"{name}: Ready {ready}")
+        await eventually(reached, f"{name}: Ready {ready}")
     finally:
         stopped.set()
         await asyncio.wait_for(task, timeout=30)
