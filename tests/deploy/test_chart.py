@@ -31,6 +31,20 @@ MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name
 
 #: The ClusterRole (and binding) reading AccountGrants, with operator.accountGrants Enforce.
 GRANTS_ROLE = "fx-flowexport-operator-account-grants"
+#: The namespaced install's rules: one ClusterRole, bound in each watched namespace.
+WATCHED_ROLE = "fx-flowexport-operator-watched"
+
+
+def watched_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ClusterRole a namespaced install binds in each watched namespace."""
+    (role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] == WATCHED_ROLE]
+    return role
+
+
+def without_access_rule(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules but the one on the operator's own RoleBinding (namespaced install only)."""
+    return [r for r in rules if r["apiGroups"] != ["rbac.authorization.k8s.io"]]
+
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -283,17 +297,45 @@ def test_defaults_watch_the_release_namespace_with_a_role_there() -> None:
     objects = render()
     args = parsed_args(objects)
     assert args.namespace == [RELEASE_NAMESPACE] and not args.all_namespaces
-    assert [r["metadata"]["namespace"] for r in of_kind(objects, "Role")] == [RELEASE_NAMESPACE]
-    # cluster-wide: only the AccountGrants and Namespaces (operator.accountGrants Enforce)
-    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [GRANTS_ROLE]
+    assert args.hold_namespace_access == WATCHED_ROLE
+    bindings = of_kind(objects, "RoleBinding")
+    assert [b["metadata"]["namespace"] for b in bindings] == [RELEASE_NAMESPACE]
+    assert bindings[0]["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": WATCHED_ROLE,
+    }
+    # bound cluster-wide: only the AccountGrants and Namespaces (operator.accountGrants Enforce)
+    assert sorted(r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")) == [
+        GRANTS_ROLE,
+        WATCHED_ROLE,
+    ]
     assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRoleBinding")] == [GRANTS_ROLE]
     off = render({"operator": {"accountGrants": "Off"}})
-    assert of_kind(off, "ClusterRole") == [] == of_kind(off, "ClusterRoleBinding")
+    assert of_kind(off, "ClusterRoleBinding") == []
+    assert [r["metadata"]["name"] for r in of_kind(off, "ClusterRole")] == [WATCHED_ROLE]
     assert parsed_args(off).account_grants == "Off" and args.account_grants == "Enforce"
 
 
+def test_the_operator_may_hold_its_own_role_binding_and_nothing_else_of_rbac() -> None:
+    (rule,) = [
+        r
+        for r in watched_role(render())["rules"]
+        if r["apiGroups"] == ["rbac.authorization.k8s.io"]
+    ]
+    assert rule == {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["rolebindings"],
+        "resourceNames": [WATCHED_ROLE],
+        "verbs": ["get", "patch"],
+    }
+    # Without the chart's RBAC there is no RoleBinding of its own to hold.
+    no_rbac = render(VARIANTS["existing-account-no-rbac"])
+    assert parsed_args(no_rbac).hold_namespace_access is None
+
+
 def test_account_grants_are_read_cluster_wide_and_nothing_else() -> None:
-    (role,) = of_kind(render(), "ClusterRole")
+    (role,) = [r for r in of_kind(render(), "ClusterRole") if r["metadata"]["name"] == GRANTS_ROLE]
     verbs = {
         (g, r): set(rule["verbs"])
         for rule in role["rules"]
@@ -310,11 +352,11 @@ def test_account_grants_are_read_cluster_wide_and_nothing_else() -> None:
 def test_a_namespace_list_gets_a_role_and_binding_in_each() -> None:
     objects = render(VARIANTS["namespace-list"])
     assert parsed_args(objects).namespace == ["security", "payments"]
-    for kind in ("Role", "RoleBinding"):
-        assert sorted(o["metadata"]["namespace"] for o in of_kind(objects, kind)) == [
-            "payments",
-            "security",
-        ]
+    assert of_kind(objects, "Role") == []  # one ClusterRole, bound in each
+    assert sorted(o["metadata"]["namespace"] for o in of_kind(objects, "RoleBinding")) == [
+        "payments",
+        "security",
+    ]
     for binding in of_kind(objects, "RoleBinding"):
         (subject,) = binding["subjects"]
         assert subject == {
@@ -322,22 +364,25 @@ def test_a_namespace_list_gets_a_role_and_binding_in_each() -> None:
             "name": "fx-flowexport-operator",
             "namespace": RELEASE_NAMESPACE,
         }
-    assert [r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")] == [GRANTS_ROLE]
+    assert sorted(r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")) == [
+        GRANTS_ROLE,
+        WATCHED_ROLE,
+    ]
 
 
 def test_all_namespaces_uses_a_cluster_role_with_the_same_rules() -> None:
     objects = render(VARIANTS["all-namespaces"])
     assert parsed_args(objects).all_namespaces
+    assert parsed_args(objects).hold_namespace_access is None  # a ClusterRoleBinding: no need
     (cluster_role,) = [
         r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] != GRANTS_ROLE
     ]
-    (role,) = of_kind(render(), "Role")
-    assert cluster_role["rules"] == role["rules"]
-    assert of_kind(objects, "Role") == []
+    assert cluster_role["rules"] == without_access_rule(watched_role(render())["rules"])
+    assert of_kind(objects, "Role") == [] == of_kind(objects, "RoleBinding")
 
 
 def test_secrets_are_watched_and_only_finalizers_status_and_events_are_written() -> None:
-    (role,) = of_kind(render(), "Role")
+    role = watched_role(render())
     verbs = {
         (g, r): set(rule["verbs"])
         for rule in role["rules"]
@@ -354,6 +399,7 @@ def test_secrets_are_watched_and_only_finalizers_status_and_events_are_written()
         ("flowexport.io", "flowexportsets/status"),
         ("", "secrets"),
         ("", "events"),
+        ("rbac.authorization.k8s.io", "rolebindings"),  # its own, by name: its finalizer
     }
     # FlowExports are created and deleted only as FlowExportSets generate them (the admission
     # policy holds the operator to those); FlowExportSets themselves never
@@ -697,10 +743,16 @@ def test_the_admission_policies_bind_the_operators_writes() -> None:
     policies = of_kind(objects, "ValidatingAdmissionPolicy")
     bindings = of_kind(objects, "ValidatingAdmissionPolicyBinding")
     assert sorted(p["metadata"]["name"].rsplit("-", 1)[1] for p in policies) == [
+        "access",  # its own RoleBinding in each watched namespace: finalizers only
         "flowexports",
         "leases",
         "secrets",
     ]
+    all_namespaces = render({**VARIANTS["all-namespaces"], "replicas": 2})
+    assert not any(
+        p["metadata"]["name"].endswith("-access")
+        for p in of_kind(all_namespaces, "ValidatingAdmissionPolicy")
+    )
     assert {b["spec"]["policyName"] for b in bindings} == {p["metadata"]["name"] for p in policies}
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings)
     (account,) = of_kind(objects, "ServiceAccount")
@@ -724,9 +776,7 @@ def test_the_admission_policies_bind_the_operators_writes() -> None:
 def test_secret_names_narrow_the_secrets_rule_to_get_and_patch_on_those_names() -> None:
     values = {"rbac": {"secretNames": ["pce-api-key", "aws-keys"]}}
     objects = render(values)
-    (rule,) = [
-        r for o in of_kind(objects, "Role") for r in o["rules"] if "secrets" in r["resources"]
-    ]
+    (rule,) = [r for r in watched_role(objects)["rules"] if "secrets" in r["resources"]]
     assert rule == {
         "apiGroups": [""],
         "resources": ["secrets"],
@@ -735,7 +785,5 @@ def test_secret_names_narrow_the_secrets_rule_to_get_and_patch_on_those_names() 
     }
     assert parsed_args(objects).read_secrets_by_name
     assert not parsed_args(render({})).read_secrets_by_name
-    (default,) = [
-        r for o in of_kind(render({}), "Role") for r in o["rules"] if "secrets" in r["resources"]
-    ]
+    (default,) = [r for r in watched_role(render({}))["rules"] if "secrets" in r["resources"]]
     assert default["verbs"] == ["get", "list", "watch", "patch"] and "resourceNames" not in default

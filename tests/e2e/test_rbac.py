@@ -165,6 +165,41 @@ def test_the_chart_grants_exactly_what_the_operator_uses(
     assert "Ready" in reasons  # the Events were created under the chart's RBAC
 
 
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+ACCESS_FINALIZER = "flowexport.io/operator-access"
+
+
+def access_path(values: dict[str, Any]) -> str:
+    """The API path of the chart's RoleBinding in the watched namespace."""
+    rendered = render(values)
+    (binding,) = [b for b in of_kind(rendered, "RoleBinding") if b["metadata"]["namespace"] == NS]
+    return f"{RBAC}/namespaces/{NS}/rolebindings/{binding['metadata']['name']}"
+
+
+@pytest.mark.parametrize("stack", [NAMESPACED], indirect=True, ids=["ns"])
+def test_the_operator_holds_its_access_while_a_flowexport_awaits_its_clean_up(
+    stack: Stack,
+) -> None:
+    """Namespaced install: the RoleBinding that gives the operator a namespace carries its
+    finalizer while a FlowExport there holds the clean-up finalizer (deleting the namespace
+    cannot take its access away first), and loses it after the last clean-up (nothing left
+    behind for `helm uninstall`)."""
+    path = access_path(NAMESPACED)
+
+    def held() -> bool:
+        metadata = stack.kube.get(path).json()["metadata"]
+        return ACCESS_FINALIZER in (metadata.get("finalizers") or [])
+
+    assert not held()  # nothing to clean up yet: nothing held
+    stack.apply(stack.flowexport())
+    eventually(held, what="the access held")
+    eventually(lambda: stack.condition("prod", "Ready") == ("True", "Ready"), what="Ready")
+    stack.kube.delete(f"{FE}/prod")
+    eventually(lambda: stack.kube.get(f"{FE}/prod").status_code == 404, what="deletion")
+    eventually(lambda: not held(), what="the access let go")
+    assert "forbidden" not in stack.operator.tail(2000).lower()
+
+
 @pytest.mark.parametrize("stack", [NAMESPACED], indirect=True, ids=["ns"])
 def test_a_namespaced_install_cannot_read_secrets_elsewhere(stack: Stack) -> None:
     """The chart's Role gives the operator no reach outside the watched namespaces."""
@@ -208,6 +243,8 @@ def test_the_admission_policies_refuse_what_rbac_cannot(
     them (rbac-only) each refused write below goes through."""
     policies = request.node.callspec.id == "policies"
     operator = as_operator(stack)
+    binding = access_path(SHARDED)
+    subjects = stack.kube.get(binding).json()["subjects"]
     secrets = f"/api/v1/namespaces/{NS}/secrets"
     stack.kube.post(secrets, json={"metadata": {"name": "db"}, "stringData": {"password": "x"}})
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{RELEASE_NAMESPACE}/leases"
@@ -240,6 +277,13 @@ def test_the_admission_policies_refuse_what_rbac_cannot(
             json={"metadata": {"name": "grab", "labels": {"flowexport.io/shard-group": "x"}}},
             headers=operator,
         ),
+        "its RoleBinding's subjects": stack.kube.patch(
+            binding,
+            json={
+                "subjects": [*subjects, {"kind": "ServiceAccount", "name": "x", "namespace": NS}]
+            },
+            headers={**operator, **MERGE},
+        ),
     }
     codes = {what: answer.status_code for what, answer in refused.items()}
     if policies:
@@ -249,7 +293,8 @@ def test_the_admission_policies_refuse_what_rbac_cannot(
     else:
         assert 403 not in codes.values(), codes  # RBAC alone lets every one through
     # What the operator does itself stays allowed: the AWS keys held by its finalizer, its
-    # own Lease renewed, its annotations on the FlowExport.
+    # own Lease renewed, its annotations on the FlowExport, its RoleBinding held by its
+    # finalizer.
     allowed = [
         finalizer("aws-keys"),
         stack.kube.patch(
@@ -257,8 +302,13 @@ def test_the_admission_policies_refuse_what_rbac_cannot(
             json={"metadata": {"annotations": {"example.com/seen": "1"}}},
             headers={**operator, **MERGE},
         ),
+        stack.kube.patch(
+            binding,
+            json={"metadata": {"finalizers": [ACCESS_FINALIZER]}},
+            headers={**operator, **MERGE},
+        ),
     ]
-    assert [a.status_code for a in allowed] == [200, 200], [a.text for a in allowed]
+    assert [a.status_code for a in allowed] == [200, 200, 200], [a.text for a in allowed]
     assert stack.condition("prod", "Ready") == ("True", "Ready")
     assert "ValidatingAdmissionPolicy" not in stack.operator.tail(2000)
 

@@ -109,6 +109,17 @@ def add_parser(commands: Any) -> None:
             "grants (docs/accounts.md)"
         ),
     )
+    parser.add_argument(
+        "--hold-namespace-access",
+        metavar="NAME",
+        help=(
+            "the RoleBinding (this name, in each --namespace; of a ClusterRole) that gives the "
+            "operator its access there: held with the finalizer flowexport.io/operator-access "
+            "while a FlowExport or FlowExportSet there awaits its clean-up, so deleting the "
+            "namespace cannot take the access away first (the chart's namespaced install "
+            "passes it)"
+        ),
+    )
     quotas = parser.add_argument_group("AWS read quotas (per account and region, shared)")
     quotas.add_argument(
         "--filter-log-events-rps",
@@ -178,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     if args.settle < 0 or args.resync_seconds <= 0:
         raise UsageError("--settle must be >= 0 and --resync-seconds > 0")
+    if args.hold_namespace_access and (args.all_namespaces or has_patterns(args.namespace)):
+        raise UsageError("--hold-namespace-access needs namespaces by name (--namespace NS)")
     try:
         budget.configure(args.filter_log_events_rps, args.aws_reads_rps)
     except ValueError:
@@ -211,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         allowed_pce_hosts=allowed,
         watch_secrets=not args.read_secrets_by_name,
         account_grants=args.account_grants,
+        hold_namespace_access=args.hold_namespace_access,
         api=api,
         replicas=Replicas(
             identity,

@@ -58,6 +58,13 @@ def _uid(body: kopf.Body) -> str:
     return uid_of(body["metadata"])
 
 
+def _poke_access(memo: kopf.Memo) -> None:
+    """The namespaced install's access keeper (`kube/access.py`), if any, looks again now."""
+    access = memo.get("access")
+    if access is not None:
+        access.poke()
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Finalizer name; kopf's own bookkeeping in annotations (the status schema is ours);
@@ -121,6 +128,7 @@ async def reconcile_on_change(
     if not op.replicas.owns(_uid(body)):
         return  # another replica's (its resync takes it up when it moves here)
     log.info("%s/%s: reconcile on %s", namespace, name, reason)
+    _poke_access(memo)  # a new holder of the finalizer: its namespace's access held now
     try:
         await reconcile(op, op.export(*_key(body), dict(status), body), body, patch)
     except SpecError as exc:
@@ -167,6 +175,7 @@ async def cleanup(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         owner = op.replicas.owner(uid)
         raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
     await clean_up(op, body)
+    _poke_access(memo)  # the finalizer goes next: the access is let go once none is left
 
 
 # -- FlowExportSets: a daemon each (discovery every refreshSeconds), spec changes poke it ----
@@ -202,3 +211,4 @@ async def set_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         owner = op.replicas.owner(uid)
         raise kopf.TemporaryError(f"cleaned up by replica {owner}", delay=SHARD_WAIT_SECONDS)
     await _fleet(memo).clean_up(body)
+    _poke_access(memo)

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 
 import kopf
 import urllib3
-from kubernetes import config
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from flowexport.kube import handlers  # noqa: F401 - registers the handlers with kopf
+from flowexport.kube import handlers  # registers the handlers with kopf (and its finalizer)
+from flowexport.kube.access import NamespaceAccess
 from flowexport.kube.client import CRD_MISSING, KubeApi
 from flowexport.kube.events import KopfEvents
 from flowexport.kube.grants import GrantBook
@@ -73,12 +74,15 @@ def run(
     replicas: Replicas = SOLO,
     watch_secrets: bool = True,
     account_grants: str = "Enforce",
+    hold_namespace_access: str | None = None,
 ) -> None:
     """Run until signalled (or `stop_flag` is set). kopf runs standalone (no kopf peering):
     replicas share FlowExports through `replicas` (by default this one handles all). Without
     `watch_secrets` each Secret is read by name (RBAC granting get on named Secrets only).
     With `account_grants` Enforce, the AccountGrants and Namespaces are watched and decide
-    which AWS accounts each namespace may reach through the operator's identity."""
+    which AWS accounts each namespace may reach through the operator's identity. With
+    `hold_namespace_access` (the name of the RoleBinding that gives it each of
+    `namespaces`) it keeps them while it has clean-ups to do there (`kube/access.py`)."""
     api = api or KubeApi()
     if watch_secrets:
         # Secrets come from one watch per namespace (or one for all): read once per change.
@@ -99,12 +103,26 @@ def run(
         replicas=replicas,
         grants=grants,
     )
-    kopf.run(
-        standalone=True,
-        namespaces=list(namespaces),
-        clusterwide=clusterwide,
-        liveness_endpoint=liveness,
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        memo=kopf.Memo(operator=operator),
-    )
+    access = None
+    if hold_namespace_access and namespaces and not clusterwide and not has_patterns(namespaces):
+        access = NamespaceAccess(
+            api.custom,
+            client.RbacAuthorizationV1Api(),
+            namespaces,
+            hold_namespace_access,
+            handlers.FINALIZER,
+        )
+        access.start()
+    try:
+        kopf.run(
+            standalone=True,
+            namespaces=list(namespaces),
+            clusterwide=clusterwide,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            memo=kopf.Memo(operator=operator, access=access),
+        )
+    finally:
+        if access is not None:
+            access.stop()
