@@ -34,6 +34,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from flowexport.api.models import GROUP, VERSION
+from flowexport.kube.client import finalizers_patch
 
 log = logging.getLogger("flowexport.operator")
 
@@ -151,14 +152,7 @@ class NamespaceAccess:
             new = with_finalizer(current, ACCESS_FINALIZER, present)
             if new == current:
                 return True
-            body = [
-                {
-                    "op": "test",
-                    "path": "/metadata/resourceVersion",
-                    "value": metadata.resource_version,
-                },
-                {"op": "add", "path": "/metadata/finalizers", "value": new},
-            ]
+            body = finalizers_patch(metadata.resource_version, new)
             try:
                 patch(self.name, namespace, body, _request_timeout=REQUEST_TIMEOUT)
                 return True

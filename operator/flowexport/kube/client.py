@@ -92,6 +92,15 @@ class KubeClient(Protocol):
         ...
 
 
+def finalizers_patch(resource_version: str, finalizers: list[str]) -> list[dict[str, Any]]:
+    """A JSON patch setting the finalizers, refused (409/422) if the object changed since it
+    was read at `resource_version` (so another writer's finalizer is never dropped)."""
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+        {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+    ]
+
+
 class KubeApi:
     """`KubeClient` through the official client (its blocking calls run in threads)."""
 
@@ -141,20 +150,12 @@ class KubeApi:
             wanted = [f for f in current if f != finalizer] + ([finalizer] if present else [])
             if sorted(wanted) == sorted(current):
                 return
-            patch = [
-                {
-                    "op": "test",
-                    "path": "/metadata/resourceVersion",
-                    "value": metadata.resource_version,
-                },
-                {"op": "add", "path": "/metadata/finalizers", "value": wanted},
-            ]
             try:
                 await off_loop(
                     self.core.patch_namespaced_secret,
                     name,
                     namespace,
-                    patch,
+                    finalizers_patch(metadata.resource_version, wanted),
                     _request_timeout=REQUEST_TIMEOUT,
                 )
                 return
