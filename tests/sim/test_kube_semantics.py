@@ -235,3 +235,37 @@ def test_protobuf_decoding() -> None:
     }
     with pytest.raises(ProtobufError):
         decode_object(b"not protobuf")
+
+
+def test_cel_rules_are_ratcheted_on_update() -> None:
+    """As kube-apiserver >= 1.30 (CRD validation ratcheting): an update is not refused for a
+    rule failing on a value it leaves unchanged (an object stored before the rule), so a status
+    write does not re-evaluate the spec's rules; a changed value is checked."""
+    sim = KubeSimulator(history=50)
+    server = ServerThread(sim.app)
+    url = server.start()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
+            client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+            assert client.post(FE, json=flowexport("old")).status_code == 201
+            refused = flowexport("new")
+            refused["spec"]["aws"]["logFormat"] = "${srcaddr} ${no-such-field}"
+            assert client.post(FE, json=refused).status_code == 422  # the rule, on create
+
+            def stored_before_the_rule() -> None:
+                stored = sim.store.objects[("flowexport.io", "flowexports")][("default", "old")]
+                stored["spec"]["aws"]["logFormat"] = "${srcaddr} ${no-such-field}"
+
+            server.call(stored_before_the_rule)  # the store is the simulator loop's
+            status = {"status": {"observedGeneration": 1}}
+            answer = client.patch(f"{FE}/old/status", json=status, headers=MERGE)
+            assert answer.status_code == 200, answer.text
+            other = {"spec": {"ingestion": {"batchSize": 500}}}
+            assert client.patch(f"{FE}/old", json=other, headers=MERGE).status_code == 200
+            changed = {"spec": {"aws": {"logFormat": "${dstaddr} ${no-such-field}"}}}
+            answer = client.patch(f"{FE}/old", json=changed, headers=MERGE)
+            assert answer.status_code == 422
+            assert answer.json()["details"]["causes"][0]["field"] == "spec.aws.logFormat"
+    finally:
+        server.stop()
