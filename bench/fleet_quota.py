@@ -53,7 +53,7 @@ from flowexport.secrets import SecretKind
 from flowexport.sim.awsthrottle import AWSThrottleProxy
 from flowexport.sim.serve import ServerThread
 from flowexport.sim.stack import LoopbackStack
-from operator_scale import Prober, peak_rss_mb
+from operator_scale import Prober, cpu_seconds, peak_rss_mb
 
 NAMESPACE = "security"
 FLOWEXPORTS = f"/apis/flowexport.io/v1alpha1/namespaces/{NAMESPACE}/flowexports"
@@ -79,6 +79,12 @@ class Result:
     liveness_worst_s: float
     liveness_failed: int
     effective_poll_s: list[int] | None
+    #: CPU seconds over the run: the operator's, and this process's (the Kubernetes, PCE
+    #: and throttling simulators, the Ready watch and the prober share it).
+    operator_cpu_s: float = 0.0
+    harness_cpu_s: float = 0.0
+    #: Requests the Kubernetes simulator answered over the run, by method.
+    kube_requests: dict[str, int] = field(default_factory=dict)
     other_calls: dict[str, int] = field(default_factory=dict)
     source: str = "this checkout"
 
@@ -102,7 +108,11 @@ class ReadyWatch(threading.Thread):
             self.done.wait(WATCH_EVERY)
 
     def look(self) -> None:
-        for obj in self.stack.sim.stored("flowexport.io", "flowexports"):
+        # The stored objects as they are, not `sim.stored`'s deep copy of all N every half
+        # second: this thread shares the process (and its GIL) with the simulators. A stored
+        # object is replaced on each write, never changed in place, so reading it is safe.
+        bucket = self.stack.sim.store.objects.get(("flowexport.io", "flowexports"), {})
+        for obj in list(bucket.values()):
             name = obj["metadata"]["name"]
             status = obj.get("status") or {}
             ready = any(
@@ -229,6 +239,8 @@ def run_one(
             watch = ReadyWatch(stack)
             watch.start()
             proxy.reset_stats()
+            seen = len(stack.sim.requests)
+            harness_cpu = time.process_time()
             started = time.monotonic()
             for i, vpc in enumerate(vpcs):
                 stack.create(FLOWEXPORTS, flowexport(stack, i, vpc, role, aws_url))
@@ -242,12 +254,19 @@ def run_one(
             watch.look()
             stats = proxy.stats()
             rss = peak_rss_mb(pid)
+            operator_cpu = cpu_seconds(pid)
+            harness_cpu = time.process_time() - harness_cpu
+            methods: dict[str, int] = {}
+            for entry in list(stack.sim.requests)[seen:]:
+                methods[entry["method"]] = methods.get(entry["method"], 0) + 1
             prober.done.set()
             watch.done.set()
             prober.join()
             watch.join()
             if keep_log:
-                Path(keep_log).write_bytes(operator.log.read_bytes())
+                kept = Path(keep_log)
+                kept = kept.with_name(f"{kept.stem}-{variant}{kept.suffix}")
+                kept.write_bytes(operator.log.read_bytes())
             operator.stop()
     filtered = stats.get("FilterLogEvents")
     calls = filtered.calls if filtered else 0
@@ -271,6 +290,9 @@ def run_one(
         effective_poll_s=[effective[0], int(statistics.median(effective)), effective[-1]]
         if effective
         else None,
+        operator_cpu_s=round(operator_cpu, 1),
+        harness_cpu_s=round(harness_cpu, 1),
+        kube_requests=dict(sorted(methods.items())),
         other_calls={k: v.calls for k, v in sorted(stats.items()) if k != "FilterLogEvents"},
         source=source or "this checkout",
     )
@@ -305,7 +327,9 @@ def main() -> None:
             "quota (what the machine allows)"
         ),
     )
-    parser.add_argument("--keep-log", help="copy the operator's log of the last run here")
+    parser.add_argument(
+        "--keep-log", help="copy each run's operator log here (the variant added to the name)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results = []
