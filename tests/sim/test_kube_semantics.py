@@ -193,6 +193,31 @@ def test_watch_replays_history_and_expires_stale_versions(api: httpx.Client) -> 
     assert expired[0]["type"] == "ERROR" and expired[0]["object"]["code"] == 410
 
 
+def test_many_watches_get_every_event_in_order_while_requests_are_answered(
+    api: httpx.Client,
+) -> None:
+    """Twenty watches open while 40 changes are written (as an operator's and its tools'
+    watches under a burst of writes): every watch gets all of them, in resourceVersion order,
+    queued events going out together; the server answers reads meanwhile."""
+    version = api.get(FE).json()["metadata"]["resourceVersion"]
+    streams: list[list[dict[str, Any]]] = [[] for _ in range(20)]
+    threads = [
+        watch(api, FE, events, resourceVersion=version, timeoutSeconds=3) for events in streams
+    ]
+    for i in range(20):
+        assert api.post(FE, json=flowexport(f"x{i}")).status_code == 201
+        status = {"status": {"observedGeneration": 1}}
+        assert api.patch(f"{FE}/x{i}/status", json=status, headers=MERGE).status_code == 200
+        assert api.get(f"{FE}/x{i}").status_code == 200
+    for thread in threads:
+        thread.join(15)
+        assert not thread.is_alive()
+    for events in streams:
+        assert [e["type"] for e in events] == ["ADDED", "MODIFIED"] * 20
+        versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        assert versions == sorted(versions) and len(set(versions)) == 40
+
+
 def test_bookmarks_and_field_selectors(api: httpx.Client) -> None:
     api.post(FE, json=flowexport("a"))
     api.post(FE, json=flowexport("b"))

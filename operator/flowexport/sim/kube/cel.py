@@ -19,6 +19,7 @@ which is not supported here.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from flowexport.sim.kube.errors import Cause, show
@@ -55,8 +56,15 @@ def _program(rule: str) -> Any:
 
 
 def _holds(rule: str, value: Any) -> bool:
+    # A rule is a function of `self` alone: its answer for a value is remembered (hundreds of
+    # objects share a PCE URL, a role, an endpoint; cel-python takes milliseconds a rule).
+    return _holds_for(rule, json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+@functools.lru_cache(maxsize=4096)
+def _holds_for(rule: str, value_json: str) -> bool:
     try:
-        result = _program(rule).evaluate({"self": json_to_cel(value)})
+        result = _program(rule).evaluate({"self": json_to_cel(json.loads(value_json))})
     except Exception:  # an evaluation error fails the rule, as on the API server
         return False
     return result is True or (not isinstance(result, Exception) and bool(result))
