@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from flowexport import pipeline as pipeline_module
+from flowexport.aws import blocking
 from flowexport.aws.blocking import off_loop, until_stopped
 from flowexport.aws.reader import LogReader, ReaderCursor
 from flowexport.aws.session import AwsClients, AwsTarget, RateLimiter
@@ -132,3 +134,44 @@ async def test_an_upload_hanging_past_the_grace_is_abandoned_and_not_checkpointe
     logs.release.set()
     assert saved == [] and pce.accepted == []
     assert progress.cursor == ReaderCursor(10), "rolled back to the last checkpoint"
+
+
+async def test_threads_are_reused_and_a_hanging_call_holds_only_its_own() -> None:
+    """Calls one after the other share one daemon thread (no thread start on the event loop
+    per call); while one hangs, the next runs in another thread, not behind it."""
+    workers = blocking._Workers()
+    loop = asyncio.get_running_loop()
+
+    async def run(fn: Any) -> Any:
+        future = loop.create_future()
+
+        def call() -> Callable[[], None]:
+            result = fn()
+            return lambda: loop.call_soon_threadsafe(future.set_result, result)
+
+        workers.submit(call)
+        return await future
+
+    names = [await run(lambda: threading.current_thread().ident) for _ in range(5)]
+    assert len(set(names)) == 1 and workers.started == 1
+    release = threading.Event()
+    hanging = asyncio.ensure_future(run(lambda: release.wait(30)))
+    assert await asyncio.wait_for(run(lambda: 7), 30) == 7, "queued behind the hanging call"
+    assert workers.started == 2
+    release.set()
+    assert await asyncio.wait_for(hanging, 30) is True
+
+
+def test_an_idle_thread_ends_unless_a_call_was_promised_to_it() -> None:
+    workers = blocking._Workers(idle_seconds=0.01)
+    done = threading.Event()
+    workers.submit(lambda: done.set)
+    assert done.wait(30)
+    for _ in range(3000):  # bounded wait for the idle thread to time out and end
+        if workers.idle == 0:
+            break
+        threading.Event().wait(0.01)
+    assert workers.idle == 0
+    again = threading.Event()
+    workers.submit(lambda: again.set)  # no idle thread: a new one
+    assert again.wait(30) and workers.started == 2

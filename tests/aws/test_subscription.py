@@ -48,6 +48,26 @@ def test_is_idempotent(cloud: Cloud) -> None:
     assert len(flow_logs(cloud)) == 1
 
 
+def test_a_first_reconcile_reads_the_flow_logs_once_and_a_later_one_once(cloud: Cloud) -> None:
+    """EC2's read quota is per account (hundreds of VPCs reconciling at once wait for each
+    call): one DescribeFlowLogs serves the other-namespace check and this VPC's flow log, and
+    the flow log just created is not read back."""
+    described: list[dict[str, Any]] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        described.append(params)
+
+    cloud.clients.ec2.meta.events.register("provide-client-params.ec2.DescribeFlowLogs", count)
+    first = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert len(described) == 1
+    again = ensure_subscription(cloud.clients, cloud.spec(), OWNER)
+    assert len(described) == 2 and again.changes == []
+    (stored,) = flow_logs(cloud)
+    assert stored["FlowLogId"] == first.flow_log_id
+    assert first.log_format == PIPELINE_FORMAT and first.delivery_error is None
+    assert again.flow_log_id == first.flow_log_id and again.log_format == first.log_format
+
+
 def lambda_era_flow_log(cloud: Cloud, **overrides: Any) -> str:
     """What the Lambda's users have: AWS's default format and aggregation, ALL traffic."""
     cloud.clients.logs.create_log_group(logGroupName="/flowexport/test")

@@ -3,13 +3,15 @@ invalid specs, bad and missing Secrets, drift repair and Secret changes (the res
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 
 from flowexport import lifecycle
 from flowexport.api.validation import SpecError
-from flowexport.kube.reconcile import reconcile
+from flowexport.kube.reconcile import reconcile, resync
 from flowexport.kube.state import TERMINAL_RETRY_SECONDS
 from flowexport.secrets import SecretKind
 from tests.kube.conftest import NS, World
@@ -115,3 +117,74 @@ async def test_an_unexpected_error_is_reported_as_internal_and_retried(
     message = next(m for _, r, m in world.events.posted if r == "InternalError")
     assert "KeyError" in message and "api_secret_in_a_bug" not in message
     assert export.next_reconcile - time.monotonic() < 60  # retried with backoff, not waited out
+
+
+async def test_the_resync_leaves_a_reconcile_in_flight_alone(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first reconcile slower than the timer's tick (hundreds starting at once): the timer
+    finds the FlowExport due, but the create handler's reconcile is still in flight and
+    schedules the next itself; the timer does not queue a second one behind it."""
+    subscribe = lifecycle.subscribe
+    entered, release = asyncio.Event(), asyncio.Event()
+    calls: list[object] = []
+
+    async def held(*args: Any) -> Any:
+        calls.append(args)
+        entered.set()
+        await release.wait()
+        return await subscribe(*args)
+
+    monkeypatch.setattr(lifecycle, "subscribe", held)
+    export = world.export()
+    body = world.body()
+    first = asyncio.create_task(reconcile(world.op, export, body))
+    await asyncio.wait_for(entered.wait(), 30)
+    assert export.due  # nothing scheduled yet: the timer would have reconciled
+    tick = asyncio.create_task(resync(world.op, export, body))
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(first, 60)
+    assert await asyncio.wait_for(tick, 60) is False
+    assert len(calls) == 1
+    assert world.condition("SubscriptionReady") == ("True", "Subscribed")
+    assert not await resync(world.op, export, body)  # the reconcile scheduled the next
+    assert len(calls) == 1
+
+
+async def test_reconciles_take_turns_past_the_bound(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five FlowExports applied at once with room for two reconciles: two call AWS, the others
+    wait their turn (no thread each), and every one is reconciled in the end."""
+    world.op.reconciling = asyncio.Semaphore(2)
+    subscribe = lifecycle.subscribe
+    release = asyncio.Event()
+    inside: list[str] = []
+    peak = 0
+
+    async def held(spec: Any, owner: Any, secrets: Any) -> Any:
+        nonlocal peak
+        inside.append(str(owner))
+        peak = max(peak, len(inside))
+        await release.wait()
+        try:
+            return await subscribe(spec, owner, secrets)
+        finally:
+            inside.remove(str(owner))
+
+    monkeypatch.setattr(lifecycle, "subscribe", held)
+    names = [f"vpc-{i}" for i in range(5)]
+    bodies = {n: world.body(n, **{"aws.logGroupName": f"/flowexport/{n}"}) for n in names}
+    tasks = [asyncio.create_task(reconcile(world.op, world.export(n), bodies[n])) for n in names]
+    for _ in range(3000):  # every task gets as far as it can (a bounded wait, not a timing)
+        if len(inside) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert len(inside) == 2, "more than the bound called AWS at once"
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    assert peak == 2
+    assert all(world.condition("SubscriptionReady", n) is not None for n in names)

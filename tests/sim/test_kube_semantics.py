@@ -193,6 +193,31 @@ def test_watch_replays_history_and_expires_stale_versions(api: httpx.Client) -> 
     assert expired[0]["type"] == "ERROR" and expired[0]["object"]["code"] == 410
 
 
+def test_many_watches_get_every_event_in_order_while_requests_are_answered(
+    api: httpx.Client,
+) -> None:
+    """Twenty watches open while 40 changes are written (as an operator's and its tools'
+    watches under a burst of writes): every watch gets all of them, in resourceVersion order,
+    queued events going out together; the server answers reads meanwhile."""
+    version = api.get(FE).json()["metadata"]["resourceVersion"]
+    streams: list[list[dict[str, Any]]] = [[] for _ in range(20)]
+    threads = [
+        watch(api, FE, events, resourceVersion=version, timeoutSeconds=3) for events in streams
+    ]
+    for i in range(20):
+        assert api.post(FE, json=flowexport(f"x{i}")).status_code == 201
+        status = {"status": {"observedGeneration": 1}}
+        assert api.patch(f"{FE}/x{i}/status", json=status, headers=MERGE).status_code == 200
+        assert api.get(f"{FE}/x{i}").status_code == 200
+    for thread in threads:
+        thread.join(15)
+        assert not thread.is_alive()
+    for events in streams:
+        assert [e["type"] for e in events] == ["ADDED", "MODIFIED"] * 20
+        versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        assert versions == sorted(versions) and len(set(versions)) == 40
+
+
 def test_bookmarks_and_field_selectors(api: httpx.Client) -> None:
     api.post(FE, json=flowexport("a"))
     api.post(FE, json=flowexport("b"))
@@ -235,3 +260,37 @@ def test_protobuf_decoding() -> None:
     }
     with pytest.raises(ProtobufError):
         decode_object(b"not protobuf")
+
+
+def test_cel_rules_are_ratcheted_on_update() -> None:
+    """As kube-apiserver >= 1.30 (CRD validation ratcheting): an update is not refused for a
+    rule failing on a value it leaves unchanged (an object stored before the rule), so a status
+    write does not re-evaluate the spec's rules; a changed value is checked."""
+    sim = KubeSimulator(history=50)
+    server = ServerThread(sim.app)
+    url = server.start()
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            crd = yaml.safe_load((ROOT / "crds" / "flowexport.yaml").read_text())
+            client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+            assert client.post(FE, json=flowexport("old")).status_code == 201
+            refused = flowexport("new")
+            refused["spec"]["aws"]["logFormat"] = "${srcaddr} ${no-such-field}"
+            assert client.post(FE, json=refused).status_code == 422  # the rule, on create
+
+            def stored_before_the_rule() -> None:
+                stored = sim.store.objects[("flowexport.io", "flowexports")][("default", "old")]
+                stored["spec"]["aws"]["logFormat"] = "${srcaddr} ${no-such-field}"
+
+            server.call(stored_before_the_rule)  # the store is the simulator loop's
+            status = {"status": {"observedGeneration": 1}}
+            answer = client.patch(f"{FE}/old/status", json=status, headers=MERGE)
+            assert answer.status_code == 200, answer.text
+            other = {"spec": {"ingestion": {"batchSize": 500}}}
+            assert client.patch(f"{FE}/old", json=other, headers=MERGE).status_code == 200
+            changed = {"spec": {"aws": {"logFormat": "${dstaddr} ${no-such-field}"}}}
+            answer = client.patch(f"{FE}/old", json=changed, headers=MERGE)
+            assert answer.status_code == 422
+            assert answer.json()["details"]["causes"][0]["field"] == "spec.aws.logFormat"
+    finally:
+        server.stop()

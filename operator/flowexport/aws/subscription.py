@@ -92,9 +92,15 @@ def ensure_delivery(clients: AwsClients, spec: AwsSpec, owner: str) -> Subscript
     _vpc_exists(clients, spec)
     changes: list[str] = []
     arn, group_owned, group_owner = _ensure_log_group(clients, spec, owner, changes)
-    _check_other_deliveries(clients, spec, owner)
+    # One DescribeFlowLogs serves both: every flow log delivering into the log group, among
+    # them this VPC's (EC2's read quota is per account: 300 VPCs reconciling at once wait
+    # for each call).
+    delivering = _deliveries(clients, spec)
+    _check_other_deliveries(delivering, spec, owner)
     fmt = desired_format(spec)
-    flow_log, flow_log_owned = _ensure_flow_log(clients, spec, owner, group_owner, fmt, changes)
+    flow_log, flow_log_owned = _ensure_flow_log(
+        clients, spec, owner, group_owner, fmt, changes, _of_vpc(delivering, spec)
+    )
     error = flow_log.get("DeliverLogsErrorMessage")
     filters = _subscription_filters(clients, spec, owner, group_owner, changes)
     return Subscription(
@@ -248,19 +254,22 @@ def _ensure_log_group(
     return arn, owned, found
 
 
-def _check_other_deliveries(clients: AwsClients, spec: AwsSpec, owner: str) -> None:
-    """Refuse a log group that a flow log of a FlowExport of another namespace delivers into
-    (whatever its VPC: the reader reads the whole group), even when the group itself is
-    untagged (adopted by that FlowExport)."""
+def _deliveries(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
+    """Every flow log delivering into the log group, whatever its VPC."""
     answer = call(
         "ec2",
         "DescribeFlowLogs",
         clients.ec2.describe_flow_logs,
         Filters=[{"Name": "log-group-name", "Values": [spec.log_group]}],
     )
-    for flow_log in answer.get("FlowLogs", []):
-        if flow_log.get("LogGroupName") != spec.log_group:
-            continue
+    return [f for f in answer.get("FlowLogs", []) if f.get("LogGroupName") == spec.log_group]
+
+
+def _check_other_deliveries(delivering: list[dict[str, Any]], spec: AwsSpec, owner: str) -> None:
+    """Refuse a log group that a flow log of a FlowExport of another namespace delivers into
+    (whatever its VPC: the reader reads the whole group), even when the group itself is
+    untagged (adopted by that FlowExport)."""
+    for flow_log in delivering:
         check_foreign(
             f"log group {spec.log_group} (flow log {flow_log.get('FlowLogId')} delivers into it)",
             _owner_of(flow_log),
@@ -281,6 +290,17 @@ def _flow_logs(clients: AwsClients, spec: AwsSpec) -> list[dict[str, Any]]:
         for f in answer.get("FlowLogs", [])
         if f.get("LogDestinationType", "cloud-watch-logs") == "cloud-watch-logs"
         and f.get("LogGroupName") == spec.log_group
+    ]
+
+
+def _of_vpc(delivering: list[dict[str, Any]], spec: AwsSpec) -> list[dict[str, Any]]:
+    """The VPC's flow logs into the log group, of those delivering into it (`_deliveries`):
+    what `_flow_logs` answers, without another call."""
+    return [
+        f
+        for f in delivering
+        if f.get("ResourceId") == spec.vpc
+        and f.get("LogDestinationType", "cloud-watch-logs") == "cloud-watch-logs"
     ]
 
 
@@ -364,8 +384,8 @@ def _ensure_flow_log(
     group_owner: str | None,
     fmt: LogFormat,
     changes: list[str],
+    existing: list[dict[str, Any]],
 ) -> tuple[dict[str, Any], bool]:
-    existing = _flow_logs(clients, spec)
     matching = [f for f in existing if not _differences(f, spec)]
     stale_owned = [f for f in existing if f not in matching and _owner_of(f) == owner]
     foreign = [f for f in existing if f not in matching and _owner_of(f) != owner]
@@ -398,24 +418,23 @@ def _ensure_flow_log(
         owner,
         changes=True,
     )
+    tags = [{"Key": k, "Value": v} for k, v in owner_tags(owner, spec.tags).items()]
+    asked: dict[str, Any] = {
+        "ResourceType": "VPC",
+        "TrafficType": spec.traffic_type or NEW_TRAFFIC_TYPE,
+        "LogDestinationType": "cloud-watch-logs",
+        "LogGroupName": spec.log_group,
+        "DeliverLogsPermissionArn": spec.deliver_logs_role_arn,
+        "LogFormat": fmt.render(),
+        "MaxAggregationInterval": spec.max_aggregation_interval or NEW_AGGREGATION_INTERVAL,
+    }
     answer = call(
         "ec2",
         "CreateFlowLogs",
         clients.ec2.create_flow_logs,
         ResourceIds=[spec.vpc],
-        ResourceType="VPC",
-        TrafficType=spec.traffic_type or NEW_TRAFFIC_TYPE,
-        LogDestinationType="cloud-watch-logs",
-        LogGroupName=spec.log_group,
-        DeliverLogsPermissionArn=spec.deliver_logs_role_arn,
-        LogFormat=fmt.render(),
-        MaxAggregationInterval=spec.max_aggregation_interval or NEW_AGGREGATION_INTERVAL,
-        TagSpecifications=[
-            {
-                "ResourceType": "vpc-flow-log",
-                "Tags": [{"Key": k, "Value": v} for k, v in owner_tags(owner, spec.tags).items()],
-            }
-        ],
+        TagSpecifications=[{"ResourceType": "vpc-flow-log", "Tags": tags}],
+        **asked,
     )
     for failure in answer.get("Unsuccessful") or []:
         error = failure.get("Error", {})
@@ -423,11 +442,14 @@ def _ensure_flow_log(
             f"AWS refused to create the flow log ({error.get('Code')}: {error.get('Message')})",
             Reason.FLOW_LOG_CREATE_FAILED,
         )
-    created = [f for f in _flow_logs(clients, spec) if f["FlowLogId"] in answer["FlowLogIds"]]
-    if not created:
-        raise AwsError("the new flow log is not visible yet", Reason.AWS_UNAVAILABLE)
-    changes.append(f"created flow log {created[0]['FlowLogId']}")
-    return created[0], True
+    if not answer.get("FlowLogIds"):
+        raise AwsError("AWS created no flow log and said why not", Reason.AWS_UNAVAILABLE)
+    # The new flow log is what was asked: not read back (one EC2 read fewer per VPC; a
+    # delivery failure shows later, and the next reconcile reads it).
+    created = {**asked, "FlowLogId": answer["FlowLogIds"][0], "ResourceId": spec.vpc}
+    created["Tags"] = tags
+    changes.append(f"created flow log {created['FlowLogId']}")
+    return created, True
 
 
 def deletes(spec: AwsSpec, policy: str) -> bool:

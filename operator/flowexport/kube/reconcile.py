@@ -45,79 +45,82 @@ async def reconcile(
             export.schedule_never()
             await board.write(force=True)
             raise
-        # startFrom is resolved once, when the FlowExport is first seen, and kept in status:
-        # records written while it waits (a conflict, a missing Secret) are read. A cursor
-        # lost from status waits for the user's choice.
-        cursor.begin(op, export, body, spec)
-        read_before = dict(export.secret_versions)
-        export.secret_versions.clear()
-        secrets = op.secrets(namespace, spec, export.secret_versions, name)
-        subscribed = await lifecycle.subscribe(spec, owner, secrets)
-        announce(op.events, body, board.apply(subscribed.updates))
-        for change in subscribed.changes:
-            op.events.post(body, "Normal", "SubscriptionChanged", change)
-        if subscribed.error is not None:
-            delay = export.schedule_retry(not subscribed.error.retryable)
-            metrics.count_error(
-                namespace, name, ConditionType.SUBSCRIPTION_READY, subscribed.error.reason
-            )
-            log.info(
-                "%s: subscription not ready (%s); retrying in %.0fs",
-                owner,
-                subscribed.error.reason,
-                delay,
-            )
-        else:
-            subscription = subscribed.subscription
-            assert subscription is not None
-            previous = export.subscription
-            seen = previous.other_filters if previous else {}
-            for filter_name, target in sorted(subscription.other_filters.items()):
-                if filter_name not in seen:
-                    op.events.post(
-                        body,
-                        "Warning",
-                        "OtherSubscriptionFilter",
-                        f"log group {spec.aws.log_group_name} also has subscription filter "
-                        f"{filter_name} (to {target}): {lifecycle.OTHER_FILTER_ADVICE}",
-                    )
-            if (
-                subscribed.changes
-                or previous is None
-                or previous.flow_log_id != subscription.flow_log_id
-                or previous.log_format != subscription.log_format
-                or export.subscribed_generation != generation
-            ):
-                export.restart.set()
-            export.subscription = subscription
-            export.subscribed_generation = generation
-            board.update(
-                flowLogId=subscription.flow_log_id or None,
-                logGroupArn=subscription.log_group_arn or None,
-            )
-            probed = await lifecycle.probe(spec, secrets)
-            announce(op.events, body, board.apply(probed.updates))
-            expected = lifecycle.workloads_expected(spec)
-            current = board.conditions.get(ConditionType.WORKLOADS_SYNCED)
-            if expected.ok or current is None or current.observed_generation != generation:
-                # Mode Off is settled here; with Sync the worker reports each sync, and a new
-                # generation waits for its first one.
-                announce(op.events, body, board.apply([expected]))
-            if spec.workloads.mode == "Off" and board.fields.pop("workloads", None) is not None:
-                metrics.forget_workloads(namespace, name)  # no sync keeps them true any more
-            if probed.error is not None:
-                export.schedule_retry(not probed.error.retryable)
+        # Hundreds applied at once take turns (`RECONCILES_IN_FLIGHT`); the status write
+        # below does not hold a turn.
+        async with op.reconciling:
+            # startFrom is resolved once, when the FlowExport is first seen, and kept in status:
+            # records written while it waits (a conflict, a missing Secret) are read. A cursor
+            # lost from status waits for the user's choice.
+            cursor.begin(op, export, body, spec)
+            read_before = dict(export.secret_versions)
+            export.secret_versions.clear()
+            secrets = op.secrets(namespace, spec, export.secret_versions, name)
+            subscribed = await lifecycle.subscribe(spec, owner, secrets)
+            announce(op.events, body, board.apply(subscribed.updates))
+            for change in subscribed.changes:
+                op.events.post(body, "Normal", "SubscriptionChanged", change)
+            if subscribed.error is not None:
+                delay = export.schedule_retry(not subscribed.error.retryable)
                 metrics.count_error(
-                    namespace, name, ConditionType.PCE_REACHABLE, probed.error.reason
+                    namespace, name, ConditionType.SUBSCRIPTION_READY, subscribed.error.reason
+                )
+                log.info(
+                    "%s: subscription not ready (%s); retrying in %.0fs",
+                    owner,
+                    subscribed.error.reason,
+                    delay,
                 )
             else:
-                export.schedule_resync()
-        if subscribed.error is None:
-            await _hold_secret(op, export, namespace, spec)
-        if read_before and export.secret_versions != read_before:
-            # The worker takes the new credentials. On the first reconcile (nothing read
-            # before) no pipeline has run yet: nothing to restart.
-            export.restart.set()
+                subscription = subscribed.subscription
+                assert subscription is not None
+                previous = export.subscription
+                seen = previous.other_filters if previous else {}
+                for filter_name, target in sorted(subscription.other_filters.items()):
+                    if filter_name not in seen:
+                        op.events.post(
+                            body,
+                            "Warning",
+                            "OtherSubscriptionFilter",
+                            f"log group {spec.aws.log_group_name} also has subscription filter "
+                            f"{filter_name} (to {target}): {lifecycle.OTHER_FILTER_ADVICE}",
+                        )
+                if (
+                    subscribed.changes
+                    or previous is None
+                    or previous.flow_log_id != subscription.flow_log_id
+                    or previous.log_format != subscription.log_format
+                    or export.subscribed_generation != generation
+                ):
+                    export.restart.set()
+                export.subscription = subscription
+                export.subscribed_generation = generation
+                board.update(
+                    flowLogId=subscription.flow_log_id or None,
+                    logGroupArn=subscription.log_group_arn or None,
+                )
+                probed = await lifecycle.probe(spec, secrets)
+                announce(op.events, body, board.apply(probed.updates))
+                expected = lifecycle.workloads_expected(spec)
+                current = board.conditions.get(ConditionType.WORKLOADS_SYNCED)
+                if expected.ok or current is None or current.observed_generation != generation:
+                    # Mode Off is settled here; with Sync the worker reports each sync, and a new
+                    # generation waits for its first one.
+                    announce(op.events, body, board.apply([expected]))
+                if spec.workloads.mode == "Off" and board.fields.pop("workloads", None) is not None:
+                    metrics.forget_workloads(namespace, name)  # no sync keeps them true any more
+                if probed.error is not None:
+                    export.schedule_retry(not probed.error.retryable)
+                    metrics.count_error(
+                        namespace, name, ConditionType.PCE_REACHABLE, probed.error.reason
+                    )
+                else:
+                    export.schedule_resync()
+            if subscribed.error is None:
+                await _hold_secret(op, export, namespace, spec)
+            if read_before and export.secret_versions != read_before:
+                # The worker takes the new credentials. On the first reconcile (nothing read
+                # before) no pipeline has run yet: nothing to restart.
+                export.restart.set()
         if await board.write(force=True):
             await cursor.mark(op, export, body, patch)
 
@@ -127,7 +130,11 @@ async def resync(
 ) -> bool:
     """Reconcile when due (drift repair, scheduled retries), for a generation not reconciled
     yet, or when a Secret it read changed; whether it did. An invalid spec is reported and
-    waits for the spec to change."""
+    waits for the spec to change. Nothing while a reconcile of this FlowExport is in flight
+    (the create or update handler's): it sees the same body and schedules the next itself, so
+    a first reconcile slower than the timer's tick is not run twice."""
+    if export.lock.locked():
+        return False
     namespace = body["metadata"].get("namespace") or ""
     # What is pending, and a status someone else changed (wiped), written within a tick.
     await export.board.write()
@@ -146,6 +153,8 @@ async def resync(
             body["metadata"].get("name"),
             changed,
         )
+    if export.lock.locked():
+        return False  # a handler's reconcile began while this one looked (the awaits above)
     with contextlib.suppress(SpecError):
         await reconcile(op, export, body, patch)
     return True

@@ -29,6 +29,11 @@ RESYNC_SECONDS = 300.0
 TERMINAL_RETRY_SECONDS = 600.0
 #: First and longest wait before retrying a transient failure (doubling in between).
 TRANSIENT_RETRY_SECONDS = (15.0, 300.0)
+#: Reconciles whose AWS and PCE calls run at once; the others wait their turn. Each runs its
+#: boto3 calls in threads: hundreds applied at once (a FlowExportSet's first refresh, a
+#: GitOps sync) would otherwise be hundreds of threads contending with the event loop, whose
+#: kopf patches, status writes and liveness answers then wait on them.
+RECONCILES_IN_FLIGHT = 16
 
 
 @dataclass
@@ -117,8 +122,11 @@ class Operator:
         allowed_pce_hosts: frozenset[Endpoint] = frozenset(),
         replicas: Replicas = SOLO,
         grants: GrantBook | None = None,
+        reconciles_in_flight: int = RECONCILES_IN_FLIGHT,
     ) -> None:
         self.api = api
+        #: Bounds the reconciles calling AWS and the PCE at once (see `RECONCILES_IN_FLIGHT`).
+        self.reconciling = asyncio.Semaphore(reconciles_in_flight)
         #: The AccountGrants enforced (None: `--account-grants Off`).
         self.grants = grants
         #: uids of FlowExports whose clean-up is done (a repeated deletion cycle skips it).

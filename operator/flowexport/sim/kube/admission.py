@@ -6,6 +6,7 @@ import base64
 from collections.abc import Iterable
 from typing import Any
 
+from flowexport.sim.kube.cel import MISSING
 from flowexport.sim.kube.errors import ApiError, warn
 from flowexport.sim.kube.resources import ResourceType
 from flowexport.sim.kube.schema import prune_and_default
@@ -13,10 +14,14 @@ from flowexport.sim.kube.structural import field_errors
 
 
 def admit(
-    kind: ResourceType, obj: dict[str, Any], query: Iterable[tuple[str, str]]
+    kind: ResourceType,
+    obj: dict[str, Any],
+    query: Iterable[tuple[str, str]],
+    stored: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prune, default and validate a custom resource against its schema; fold a Secret's
-    `stringData` into base64 `data`, as the API server does on every write."""
+    `stringData` into base64 `data`, as the API server does on every write. On an update
+    (`stored`: the object before it) the CEL rules are ratcheted (see `cel.py`)."""
     if kind.key == ("", "secrets") and obj.get("stringData"):
         data = obj.setdefault("data", {})
         for key, value in obj.pop("stringData").items():
@@ -24,7 +29,7 @@ def admit(
     if kind.schema is None:
         return obj
     admitted = pruned(kind, obj, query)
-    causes = field_errors(admitted, kind.schema)
+    causes = field_errors(admitted, kind.schema, MISSING if stored is None else stored)
     if causes:
         name = obj.get("metadata", {}).get("name", "")
         listed = str(causes[0]) if len(causes) == 1 else "[" + ", ".join(map(str, causes)) + "]"

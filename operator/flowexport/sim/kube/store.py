@@ -285,7 +285,7 @@ class Store:
                     if key in current:
                         new[key] = {**new.get(key, {}), **copy.deepcopy(current[key])}
         _no_new_finalizers(kind, current, new)
-        new = admit(kind, new, options.query.items())
+        new = admit(kind, new, options.query.items(), current)
         self._policies(kind, "UPDATE", new, current, options, sub)
         spec_of = {
             k: v for k, v in new.items() if k not in ("metadata", "status", "apiVersion", "kind")

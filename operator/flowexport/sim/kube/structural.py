@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from flowexport.sim.kube.cel import cel_causes, has_rules
+from flowexport.sim.kube.cel import MISSING, cel_causes, has_rules
 from flowexport.sim.kube.errors import Cause, show
 
 #: What the API server adds when type, enum, size or required errors kept it from CEL rules.
@@ -45,15 +45,16 @@ def _number(bound: Any) -> str:
     return json.dumps(bound)
 
 
-def field_errors(value: Any, schema: dict[str, Any]) -> list[Cause]:
-    """Every problem of `value` (a whole object) against `schema`, then its CEL rules."""
+def field_errors(value: Any, schema: dict[str, Any], old: Any = MISSING) -> list[Cause]:
+    """Every problem of `value` (a whole object) against `schema`, then its CEL rules (on an
+    update, with the stored object as `old`, not those of values it leaves unchanged)."""
     causes: list[Cause] = []
     _check(value, schema, "", causes)
     if any(c.reason not in _NON_BLOCKING for c in causes):
         if has_rules(schema):
             causes.append(Cause("<nil>", "FieldValueInvalid", NOT_CHECKED))
         return causes
-    return causes + cel_causes(value, schema)
+    return causes + cel_causes(value, schema, old=old)
 
 
 def _type_ok(value: Any, wanted: str) -> bool:

@@ -19,6 +19,9 @@ from flowexport.sim.kube.resources import ResourceType, with_type
 from flowexport.sim.kube.selectors import as_seen_by
 from flowexport.sim.kube.store import Store, Subscription, matches, selectors
 
+#: Most events sent in one write (those queued when the watch gets its turn).
+BATCH = 256
+
 
 async def watch(
     request: web.Request, store: Store, kind: ResourceType, namespace: str | None
@@ -81,13 +84,20 @@ async def watch(
                     "type": "BOOKMARK",
                     "object": {"metadata": {"resourceVersion": str(store.revision)}},
                 }
-            event: dict[str, Any] = {
-                "type": queued["type"],
-                "object": with_type(kind, queued["object"]),
-            }
-            await response.write(json.dumps(event).encode() + b"\n")
+            # Everything queued goes out in one write: one event per turn of the loop fell
+            # seconds behind the writes under hundreds of objects (kopf, waiting for the
+            # event of its own patch, then handles a stale one).
+            lines = [_line(kind, queued)]
+            while len(lines) < BATCH and not subscription.queue.empty():
+                lines.append(_line(kind, subscription.queue.get_nowait()))
+            await response.write(b"".join(lines))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
         store.subscriptions.remove(subscription)
     return response
+
+
+def _line(kind: ResourceType, queued: dict[str, Any]) -> bytes:
+    event = {"type": queued["type"], "object": with_type(kind, queued["object"])}
+    return json.dumps(event).encode() + b"\n"
