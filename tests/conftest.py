@@ -1,6 +1,9 @@
-"""Fixtures shared by every test directory."""
+"""Fixtures shared by every test directory, and how `make test` spreads the tests over two
+processes (pytest-xdist: `-n 2 --dist loadfile`, tests/realkube/ as one file)."""
 
+import importlib.util
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -9,9 +12,30 @@ from tests.pcesim import client, pce
 
 __all__ = ["client", "moto_url", "pce"]
 
+#: Where the tests on the real control plane are: one process runs them all, so a run starts
+#: one etcd and kube-apiserver (their session fixture), not one per process.
+REAL_CONTROL_PLANE = "tests/realkube/"
+
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     """moto in server mode, one process for the whole run (tests reset it)."""
     with moto_server() as url:
         yield url
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        """`--dist loadfile`: a file's tests in one process, in their order (module fixtures
+        made once), as xdist does, and every file of tests/realkube/ in the same process."""
+        if config.getoption("dist") != "loadfile":
+            return None
+        from xdist.scheduler import LoadFileScheduling  # noqa: PLC0415 - only under xdist
+
+        class FilesAndOneControlPlane(LoadFileScheduling):  # type: ignore[misc]
+            def _split_scope(self, nodeid: str) -> str:
+                scope = str(super()._split_scope(nodeid))
+                return REAL_CONTROL_PLANE if scope.startswith(REAL_CONTROL_PLANE) else scope
+
+        return FilesAndOneControlPlane(config, log)
