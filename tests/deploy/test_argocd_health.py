@@ -145,13 +145,32 @@ def _times_fixed(value: Any) -> Any:
 
 
 async def _ingest_until(
-    world: World, export: Export, body: dict[str, Any], name: str, ready: tuple[str, str]
+    world: World,
+    export: Export,
+    body: dict[str, Any],
+    name: str,
+    ready: tuple[str, str],
+    checkpointed: bool = False,
 ) -> None:
-    """Run the worker until Ready is `ready`, then stop it (its last status write included)."""
+    """Run the worker until Ready is `ready` (and, when `checkpointed`, until its status has
+    settled: the cursor saved with its aggregation window and the effective poll interval said,
+    which come after Ready, later or sooner by the machine's load), then stop it (its last
+    status write included)."""
     stopped = Stopped()
     task = asyncio.create_task(work(world.op, export, body, stopped))
+
+    def done() -> bool:
+        if world.condition("Ready", name) != ready:
+            return False
+        if not checkpointed:
+            return True
+        status = world.status(name)
+        return "window" in (status.get("cursor") or {}) and "effectivePollIntervalSeconds" in (
+            status.get("source") or {}
+        )
+
     try:
-        await eventually(lambda: world.condition("Ready", name) == ready, f"{name}: Ready {ready}")
+        await eventually(done, f"{name}: Ready {ready}" + (", status settled" * checkpointed))
     finally:
         stopped.set()
         await asyncio.wait_for(task, timeout=30)
@@ -169,7 +188,7 @@ async def real_documents(world: World) -> dict[str, dict[str, Any]]:
     body = _body(world, "prod")
     export = world.export("prod")
     await reconcile(world.op, export, body)
-    await _ingest_until(world, export, body, "prod", ("True", "Ready"))
+    await _ingest_until(world, export, body, "prod", ("True", "Ready"), checkpointed=True)
     found["healthy"] = _flowexport(body, world.status("prod"))
     # The spec edited: the API server moved the generation, the operator has not seen it yet.
     edited = copy.deepcopy(body)
