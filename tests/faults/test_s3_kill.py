@@ -1,13 +1,28 @@
 """Mode s3 under SIGKILL: the operator killed in the middle of an object loses nothing, and
-what repeats is bounded (the object's message comes back after its visibility timeout)."""
+what repeats is bounded (the object's message comes back after its visibility timeout).
+
+The operator runs with a 6 s visibility timeout ($FLOWEXPORT_S3_VISIBILITY_SECONDS, as
+`--s3-visibility-seconds` sets it) instead of the default 120 s: the message is extended every
+2 s while the object (~10 s) is read before the kill, and comes back within 6 s after it."""
 
 from __future__ import annotations
 
-from flowexport.sources.s3 import VISIBILITY_SECONDS
+import pytest
+
+from flowexport.sources.s3 import ENV_VISIBILITY
 from tests.e2e.conftest import Stack, eventually
 from tests.e2e.test_mode_s3 import BUCKET, put_object
 from tests.faults.conftest import sigkill
 from tests.faults.test_faults import BATCH, delivered, ready
+
+#: The operator's visibility timeout here (seconds).
+VISIBILITY = 6
+
+
+@pytest.fixture(autouse=True)
+def short_visibility(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set before `stack` starts the operator (autouse fixtures come first)."""
+    monkeypatch.setenv(ENV_VISIBILITY, str(VISIBILITY))
 
 
 def test_sigkill_in_the_middle_of_an_object_loses_nothing(stack: Stack) -> None:
@@ -27,7 +42,7 @@ def test_sigkill_in_the_middle_of_an_object_loses_nothing(stack: Stack) -> None:
     # The message is hidden until its visibility timeout ends, then read again from the start.
     eventually(
         lambda: len(delivered(stack)[0]) == 200,
-        timeout=VISIBILITY_SECONDS + 60,
+        timeout=VISIBILITY + 60,
         what="all 200 flows after the message came back",
     )
     repeats = delivered(stack)[1]

@@ -27,6 +27,7 @@ from flowexport.core.logformat import DEFAULT_V2_FORMAT, PIPELINE_FORMAT, LogFor
 from flowexport.errors import FlowExportError, Reason
 from flowexport.pce.client import PCEClient
 from flowexport.pipeline import Progress
+from flowexport.sources import s3 as s3_source
 from flowexport.sources.s3 import SWITCH_MARGIN_MS, S3Runner, S3Source, S3Target
 from flowexport.sources.shards import MemoryShardBook
 from tests.cloud import Cloud
@@ -585,3 +586,26 @@ async def test_a_replica_not_holding_the_flowexport_checkpoints_its_counts_in_it
     await read(3)  # a restart of the replica: its entry's counts go on
     assert book.shards["s3-0"].flows_uploaded == 60 and book.shards["s3-0"].records_read == 60
     assert len(received(pce)) == 60
+
+
+def test_the_visibility_timeout_is_120_s_unless_the_flag_or_the_env_says(
+    bucket: Cloud, client: PCEClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_source, "_visibility", [])  # the process's setting, restored after
+    monkeypatch.delenv(s3_source.ENV_VISIBILITY, raising=False)
+    made = runner(bucket, client)
+    assert (made.visibility, made.extend) == (120, 40.0)  # the documented defaults
+    assert s3_source.configure() == 120
+    monkeypatch.setenv(s3_source.ENV_VISIBILITY, "9")
+    assert s3_source.configure() == 9  # the env var
+    made = runner(bucket, client)
+    assert (made.visibility, made.extend) == (9, 3.0)  # extended every third of it
+    assert s3_source.configure(30) == 30  # the flag wins over the env var
+    assert runner(bucket, client).visibility == 30
+    for bad in (2, 43_201):
+        with pytest.raises(ValueError, match=r"visibility timeout must be 3\.\.43200"):
+            s3_source.configure(bad)
+    monkeypatch.setenv(s3_source.ENV_VISIBILITY, "soon")
+    with pytest.raises(ValueError, match="whole number"):
+        s3_source.configure()
+    assert s3_source.configured_visibility() == 30  # a refused value changes nothing

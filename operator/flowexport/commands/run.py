@@ -18,6 +18,7 @@ from flowexport.kube.replicas import SOLO, Replicas, Timing, timing
 from flowexport.kube.runner import StartupError, has_patterns, preflight
 from flowexport.kube.runner import run as run_operator
 from flowexport.kube.state import RESYNC_SECONDS
+from flowexport.sources import s3 as s3_source
 from flowexport.urls import parse_host_port
 
 #: Libraries kept at WARNING even with --verbose.
@@ -144,6 +145,17 @@ def add_parser(commands: Any) -> None:
             "or $FLOWEXPORT_AWS_READS_PER_SECOND; 0: no budget)"
         ),
     )
+    parser.add_argument(
+        "--s3-visibility-seconds",
+        type=int,
+        default=None,
+        metavar="S",
+        help=(
+            "mode s3: how long a received message stays hidden (default 120, or "
+            "$FLOWEXPORT_S3_VISIBILITY_SECONDS; 3..43200), extended every third of it while "
+            "its objects are read: a killed replica's message is read again after this"
+        ),
+    )
     shards = parser.add_argument_group("sharding over several replicas")
     shards.add_argument(
         "--shard-namespace",
@@ -195,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
         budget.configure(args.filter_log_events_rps, args.aws_reads_rps)
     except ValueError:
         raise UsageError("--filter-log-events-rps and --aws-reads-rps must be >= 0") from None
+    try:
+        s3_source.configure(args.s3_visibility_seconds)
+    except ValueError as exc:
+        raise UsageError(f"--s3-visibility-seconds: {exc}") from None
     if args.metrics_port is not None:
         if not 0 < args.metrics_port < 65536:
             raise UsageError("--metrics-port must be a TCP port (1-65535)")

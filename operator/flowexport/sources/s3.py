@@ -1,12 +1,13 @@
 """Mode s3: flow-log objects in S3, announced by the bucket's notifications on an SQS queue.
 
 Every message is received with long polling and hidden while its objects are read; its
-visibility is extended every `EXTEND_SECONDS`, so a slow PCE never hands it to another
-replica. An object is read in bounded memory (gzip text streamed, its header line giving the
-format; Parquet through ranged GETs, a batch of rows at a time through the columnar core) by
-its own `Pipeline` over the log group's progress (the counts and the aggregation window go on
-from object to object; the log group's cursor is left as it is). A message is deleted only
-once every flow of its objects was accepted by the PCE and the objects were recorded as done.
+visibility is extended every third of its visibility timeout (`configure`), so a slow PCE
+never hands it to another replica. An object is read in bounded memory (gzip text streamed,
+its header line giving the format; Parquet through ranged GETs, a batch of rows at a time
+through the columnar core) by its own `Pipeline` over the log group's progress (the counts and
+the aggregation window go on from object to object; the log group's cursor is left as it is).
+A message is deleted only once every flow of its objects was accepted by the PCE and the
+objects were recorded as done.
 
 - Stopping (SIGTERM) in the middle of an object: what was read is uploaded and checkpointed,
   and the message is made visible again at once (ChangeMessageVisibility 0).
@@ -44,6 +45,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -80,9 +82,17 @@ from flowexport.sources.shards import ShardBook
 
 log = logging.getLogger("flowexport.s3")
 
-#: Seconds a received message stays hidden; extended every `EXTEND_SECONDS` while in progress.
+#: Seconds a received message stays hidden (the default of `flowexport run
+#: --s3-visibility-seconds`, env `ENV_VISIBILITY`): a SIGKILLed replica's message comes back
+#: after this; extended every `EXTEND_SHARE` of it while its objects are read.
 VISIBILITY_SECONDS = 120
-EXTEND_SECONDS = 40.0
+EXTEND_SHARE = 1 / 3
+EXTEND_SECONDS = VISIBILITY_SECONDS * EXTEND_SHARE
+#: The environment variable that sets the visibility timeout (the flag wins).
+ENV_VISIBILITY = "FLOWEXPORT_S3_VISIBILITY_SECONDS"
+#: The shortest visibility timeout allowed (extensions at a third of it: 1 s); SQS's longest.
+MIN_VISIBILITY_SECONDS = 3
+MAX_VISIBILITY_SECONDS = 43_200
 #: Long polling: 5 s (the SQS maximum is 20), so a stop waits at most that for the receive in
 #: flight, whose messages are then made visible again at once; with `once`, a short wait tells
 #: an empty queue.
@@ -102,6 +112,33 @@ MAX_BACKOFF_SECONDS = 300.0
 #: How far a switch into or out of mode s3 reads back: CloudWatch Logs' and S3's delivery
 #: delays (AWS: about 10 minutes, best effort).
 SWITCH_MARGIN_MS = 10 * 60_000
+
+
+#: The visibility timeout `configure` set (empty: not set).
+_visibility: list[int] = []
+
+
+def configure(visibility_seconds: int | None = None) -> int:
+    """Set the process's visibility timeout for the messages it receives (before any
+    FlowExport reads); None: `ENV_VISIBILITY` if set, else `VISIBILITY_SECONDS`. Returns it;
+    a value outside `MIN_VISIBILITY_SECONDS`..`MAX_VISIBILITY_SECONDS` is a ValueError."""
+    if visibility_seconds is None:
+        given = os.environ.get(ENV_VISIBILITY, "").strip()
+        try:
+            visibility_seconds = int(given) if given else VISIBILITY_SECONDS
+        except ValueError:
+            raise ValueError(f"{ENV_VISIBILITY} must be a whole number of seconds") from None
+    if not MIN_VISIBILITY_SECONDS <= visibility_seconds <= MAX_VISIBILITY_SECONDS:
+        raise ValueError(
+            f"the visibility timeout must be {MIN_VISIBILITY_SECONDS}..{MAX_VISIBILITY_SECONDS} s"
+        )
+    _visibility[:] = [visibility_seconds]
+    return visibility_seconds
+
+
+def configured_visibility() -> int:
+    """The visibility timeout configured (`configure`), else `VISIBILITY_SECONDS`."""
+    return _visibility[0] if _visibility else VISIBILITY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -148,15 +185,16 @@ class S3Runner:
         done: list[str] | None = None,
         on_upload: Callable[[float], None] | None = None,
         prepare: Prepare | None = None,
-        visibility_seconds: int = VISIBILITY_SECONDS,
-        extend_seconds: float = EXTEND_SECONDS,
+        visibility_seconds: int | None = None,
+        extend_seconds: float | None = None,
         wait_seconds: int = WAIT_SECONDS,
     ) -> None:
         self.spec, self.target, self.clients, self.pce = spec, target, clients, pce
         self.progress, self.checkpoint = progress, checkpoint
         self.report, self.announce, self.on_status = report, announce, on_status
         self.on_upload, self.prepare = on_upload, prepare
-        self.visibility, self.extend = visibility_seconds, extend_seconds
+        self.visibility = visibility_seconds or configured_visibility()
+        self.extend = extend_seconds or self.visibility * EXTEND_SHARE
         self.wait = wait_seconds
         self.done: deque[str] = deque(done or [], maxlen=DONE_OBJECTS)
         self.tally = Tally()
