@@ -69,6 +69,7 @@ def test_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
         (["--allowed-pce-host", "https://pce.example.com"], "is not HOST or HOST:PORT"),
         (["--allowed-pce-host", "pce.example.com:99999"], "invalid port"),
         (["--s3-visibility-seconds", "2"], "--s3-visibility-seconds: the visibility timeout"),
+        (["-n", "team-*", "--hold-namespace-access", "fx"], "needs namespaces by name"),
     ],
 )
 def test_bad_sharding_flags_are_said_before_anything_starts(
