@@ -124,6 +124,20 @@ def grants(members: list[str]) -> Any:
     return for_namespace
 
 
+def scope(fleet: MotoFleet, regions: list[str]) -> dict[str, Any]:
+    """The set's selection in both runs: OU `workloads` walked from the management account,
+    the regions, VPCs by tag, `flowLogs: Ensure`."""
+    return {
+        "organization": {
+            "managementAccountId": MANAGEMENT,
+            "organizationalUnits": [fleet.ous["workloads"]],
+        },
+        "regions": regions,
+        "vpcs": {"tags": TAGS},
+        "flowLogs": "Ensure",
+    }
+
+
 def per_account(calls: dict[str, int], members: list[str]) -> dict[str, float]:
     """Min, mean and max AWS calls per member account, and the management account's."""
     counts = [calls.get(a, 0) for a in members]
@@ -205,13 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "kind": "FlowExportSet",
                 "metadata": {"name": NAME, "namespace": NS},
                 "spec": {
-                    "organization": {
-                        "managementAccountId": MANAGEMENT,
-                        "organizationalUnits": [fleet.ous["workloads"]],
-                    },
-                    "regions": regions,
-                    "vpcs": {"tags": TAGS},
-                    "flowLogs": "Ensure",
+                    **scope(fleet, regions),
                     "destination": {"s3": {"bucket": BUCKET}},
                     "refreshSeconds": 300,
                     "template": {"pce": PCE, "aws": {"endpointUrl": aws_url}},
@@ -363,13 +371,7 @@ def run_operator(args: argparse.Namespace) -> dict[str, Any]:
             )
             operator.start()
             set_spec: dict[str, Any] = {
-                "organization": {
-                    "managementAccountId": MANAGEMENT,
-                    "organizationalUnits": [fleet.ous["workloads"]],
-                },
-                "regions": regions,
-                "vpcs": {"tags": TAGS},
-                "flowLogs": "Ensure",
+                **scope(fleet, regions),
                 "destination": {"logGroups": {"deliverLogsRoleName": "delivery"}},
                 "refreshSeconds": 10,
                 "maxFlowExports": max(500, expected),
