@@ -104,7 +104,7 @@ def run(
         grants=grants,
     )
     access = None
-    if hold_namespace_access and namespaces and not clusterwide and not has_patterns(namespaces):
+    if hold_namespace_access:  # namespaces by name (`flowexport run` refuses it otherwise)
         access = NamespaceAccess(
             api.custom,
             client.RbacAuthorizationV1Api(),
